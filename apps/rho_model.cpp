@@ -1,0 +1,73 @@
+// rho_model: inspect, initialise and convert models; run one forward pass (used by the parity tests).
+//   rho_model info CONFIG            parameter count of a YAML config, config.json or HF directory
+//   rho_model init CONFIG --out DIR  a randomly initialised model saved in Hugging Face layout
+//   rho_model convert IN --out DIR   load a Hugging Face checkpoint into librho and save it again
+//   rho_model logits IN --tokens F --out F   logits and per-token losses for the "tokens" tensor of F
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "librho/librho.h"
+
+namespace fs = std::filesystem;
+
+static rho::LlamaConfig read_config(const std::string& path) {
+  if (fs::is_directory(path)) return rho::LlamaConfig::from_hf_json_file((fs::path(path) / "config.json").string());
+  if (fs::path(path).extension() == ".json") return rho::LlamaConfig::from_hf_json_file(path);
+  return rho::LlamaConfig::from_yaml_file(path);
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"librho model tool"};
+  app.require_subcommand(1);
+  std::string in, out, tokens_path, dtype = "float32";
+  uint64_t seed = 0;
+  int64_t shard_bytes = 5'000'000'000;
+
+  auto* info = app.add_subcommand("info", "print the parameter count of a model config");
+  info->add_option("config", in, "YAML config, config.json or HF directory")->required();
+  auto* init = app.add_subcommand("init", "save a randomly initialised model in Hugging Face layout");
+  init->add_option("config", in)->required();
+  init->add_option("--out", out)->required();
+  init->add_option("--seed", seed);
+  auto* convert = app.add_subcommand("convert", "load a Hugging Face checkpoint and save it again");
+  convert->add_option("input", in)->required();
+  convert->add_option("--out", out)->required();
+  for (auto* sub : {init, convert}) {
+    sub->add_option("--dtype", dtype, "float32, bfloat16 or float16");
+    sub->add_option("--max-shard-bytes", shard_bytes);
+  }
+  auto* logits = app.add_subcommand("logits", "write logits and per-token losses for given tokens");
+  logits->add_option("input", in, "HF directory")->required();
+  logits->add_option("--tokens", tokens_path, "safetensors file with an int64 'tokens' [batch, seq+1]")->required();
+  logits->add_option("--out", out)->required();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (*info) {
+      const auto c = read_config(in);
+      std::cout << fmt::format("{{\"config\": \"{}\", \"parameters\": {}}}\n", in, c.num_parameters());
+    } else if (*init) {
+      rho::Llama model(read_config(in));
+      model->reset_parameters(seed);
+      rho::save_hf_model(*model, out, {dtype, shard_bytes});
+      std::cout << fmt::format("saved {} ({} parameters)\n", out, model->num_parameters());
+    } else if (*convert) {
+      auto model = rho::load_hf_model(in);
+      rho::save_hf_model(*model, out, {dtype, shard_bytes});
+      std::cout << fmt::format("saved {} ({} parameters)\n", out, model->num_parameters());
+    } else if (*logits) {
+      auto model = rho::load_hf_model(in);
+      model->eval();
+      at::NoGradGuard no_grad;
+      auto all = rho::SafetensorsFile::open(tokens_path).tensor("tokens").to(at::kLong);
+      auto x = all.narrow(1, 0, all.size(1) - 1), y = all.narrow(1, 1, all.size(1) - 1);
+      auto h = model->hidden_states(x);
+      rho::save_safetensors(out, {{"logits", model->logits(h)}, {"token_loss", model->token_loss_from_hidden(h, y)}});
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "rho_model: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

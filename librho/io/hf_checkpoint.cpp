@@ -1,0 +1,147 @@
+#include "librho/io/hf_checkpoint.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "librho/io/safetensors.h"
+#include "librho/util/error.h"
+#include "librho/util/files.h"
+
+namespace rho {
+namespace fs = std::filesystem;
+
+std::string hf_tensor_name(const std::string& name) {
+  return name.rfind("lm_head.", 0) == 0 ? name : "model." + name;
+}
+
+namespace {
+
+// Which file holds each tensor: one file, or the shards listed by the index.
+std::map<std::string, std::string> weight_files(const std::string& dir) {
+  const auto single = fs::path(dir) / "model.safetensors";
+  const auto index = fs::path(dir) / "model.safetensors.index.json";
+  std::map<std::string, std::string> where;
+  if (fs::exists(index)) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_text_file(index.string()));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("{}: invalid JSON ({})", index.string(), e.what()));
+    }
+    if (!j.contains("weight_map") || !j["weight_map"].is_object())
+      throw Error(fmt::format("{}: missing object 'weight_map'", index.string()));
+    for (auto& [name, file] : j["weight_map"].items()) {
+      if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos)
+        throw Error(fmt::format("{}: weight_map entry '{}' is not a file name", index.string(), name));
+      where[name] = (fs::path(dir) / file.get<std::string>()).string();
+    }
+  } else if (fs::exists(single)) {
+    for (const auto& name : SafetensorsFile::open(single.string()).names()) where[name] = single.string();
+  } else {
+    throw Error(fmt::format("{}: no model.safetensors or model.safetensors.index.json", dir));
+  }
+  return where;
+}
+
+at::ScalarType dtype_from_name(const std::string& s) {
+  if (s == "float32") return at::kFloat;
+  if (s == "bfloat16") return at::kBFloat16;
+  if (s == "float16") return at::kHalf;
+  throw Error(fmt::format("dtype '{}' is not one of float32, bfloat16, float16", s));
+}
+
+}  // namespace
+
+void load_hf_weights(LlamaImpl& model, const std::string& dir) {
+  const auto where = weight_files(dir);
+  std::map<std::string, SafetensorsFile> open_files;
+  std::set<std::string> used;
+  at::NoGradGuard no_grad;
+  for (auto& item : model.named_parameters()) {
+    const std::string name = hf_tensor_name(item.key());
+    auto it = where.find(name);
+    if (it == where.end()) throw Error(fmt::format("{}: checkpoint has no tensor '{}'", dir, name));
+    auto fit = open_files.find(it->second);
+    if (fit == open_files.end()) fit = open_files.emplace(it->second, SafetensorsFile::open(it->second)).first;
+    const at::Tensor src = fit->second.tensor(name);
+    at::Tensor& dst = item.value();
+    if (src.sizes() != dst.sizes())
+      throw Error(fmt::format("{}: tensor '{}' has shape {} but the model expects {}", it->second, name,
+                              fmt::join(src.sizes(), "x"), fmt::join(dst.sizes(), "x")));
+    if (!at::isFloatingType(src.scalar_type()))
+      throw Error(fmt::format("{}: tensor '{}' has non-float dtype {}", it->second, name,
+                              c10::toString(src.scalar_type())));
+    dst.copy_(src);
+    used.insert(name);
+  }
+  for (const auto& kv : where) {
+    const auto& name = kv.first;
+    const bool harmless = name.find("rotary_emb.inv_freq") != std::string::npos ||
+                          (model.config.tie_word_embeddings && name == "lm_head.weight");
+    if (!used.count(name) && !harmless)
+      throw Error(fmt::format("{}: checkpoint tensor '{}' has no place in the model (config mismatch?)", kv.second,
+                              name));
+  }
+}
+
+Llama load_hf_model(const std::string& dir) {
+  Llama model(LlamaConfig::from_hf_json_file((fs::path(dir) / "config.json").string()));
+  load_hf_weights(*model, dir);
+  return model;
+}
+
+void save_hf_model(LlamaImpl& model, const std::string& dir, const HfSaveOptions& options) {
+  const auto dtype = dtype_from_name(options.dtype);
+  const fs::path final_dir = fs::absolute(dir);
+  const fs::path tmp = final_dir.string() + fmt::format(".tmp.{}", ::getpid());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+
+  // Group tensors into shards of at most max_shard_bytes (a single tensor may exceed it alone).
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  int64_t bytes = 0;
+  for (const auto& item : model.named_parameters()) {
+    auto t = item.value().detach().to(at::kCPU, dtype).contiguous();
+    const int64_t n = t.numel() * t.element_size();
+    if (bytes > 0 && bytes + n > options.max_shard_bytes) {
+      shards.emplace_back();
+      bytes = 0;
+    }
+    shards.back().emplace_back(hf_tensor_name(item.key()), t);
+    bytes += n;
+  }
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  if (shards.size() == 1) {
+    save_safetensors((tmp / "model.safetensors").string(), shards[0], meta);
+  } else {
+    nlohmann::ordered_json index;
+    int64_t total = 0;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      const auto file = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
+      save_safetensors((tmp / file).string(), shards[i], meta);
+      for (const auto& [name, t] : shards[i]) {
+        index["weight_map"][name] = file;
+        total += t.numel() * t.element_size();
+      }
+    }
+    index["metadata"]["total_size"] = total;
+    write_file_atomic((tmp / "model.safetensors.index.json").string(), index.dump(2) + "\n");
+  }
+  write_file_atomic((tmp / "config.json").string(), model.config.to_hf_json(options.dtype));
+
+  // Swap into place: the old directory (if any) is removed only once the new one is complete.
+  const fs::path old = final_dir.string() + fmt::format(".old.{}", ::getpid());
+  const bool had_old = fs::exists(final_dir);
+  if (had_old) fs::rename(final_dir, old);
+  fs::rename(tmp, final_dir);
+  fsync_dir(final_dir.parent_path().string());
+  if (had_old) fs::remove_all(old);
+}
+
+}  // namespace rho

@@ -1,0 +1,197 @@
+#include "librho/model/llama.h"
+
+#include <ATen/core/Reduction.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/outer.h>
+#include <ATen/ops/rms_norm.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/silu.h>
+#include <fmt/format.h>
+#include <torch/nn/init.h>
+
+#include "librho/util/error.h"
+
+namespace rho {
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps(eps) {
+  weight = register_parameter("weight", at::ones({dim}));
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  // As transformers: normalise in fp32, then scale in the input's dtype.
+  auto y = at::rms_norm(x.to(at::kFloat), {x.size(-1)}, std::nullopt, eps).to(x.scalar_type());
+  return weight.to(x.scalar_type()) * y;
+}
+
+AttentionImpl::AttentionImpl(const LlamaConfig& c)
+    : num_heads(c.num_heads), num_kv_heads(c.num_kv_heads), head_dim(c.head_size()), sliding_window(c.sliding_window) {
+  auto lin = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  q_proj = register_module("q_proj", lin(c.hidden_size, num_heads * head_dim));
+  k_proj = register_module("k_proj", lin(c.hidden_size, num_kv_heads * head_dim));
+  v_proj = register_module("v_proj", lin(c.hidden_size, num_kv_heads * head_dim));
+  o_proj = register_module("o_proj", lin(num_heads * head_dim, c.hidden_size));
+}
+
+namespace {
+// Rotary embedding in the "rotate half" layout used by Hugging Face Llama checkpoints.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  auto rotated = at::cat({-x2, x1}, -1);
+  return x * cos + rotated * sin;
+}
+}  // namespace
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
+                                  int64_t layer) {
+  const int64_t b = x.size(0), t = x.size(1);
+  auto q = q_proj(x).view({b, t, num_heads, head_dim}).transpose(1, 2);
+  auto k = k_proj(x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  auto v = v_proj(x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  const auto c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
+  q = apply_rope(q, c, s);
+  k = apply_rope(k, c, s);
+  int64_t past = 0;
+  if (cache) {
+    if (static_cast<int64_t>(cache->keys.size()) <= layer) {
+      cache->keys.resize(layer + 1);
+      cache->values.resize(layer + 1);
+    }
+    auto& ck = cache->keys[layer];
+    auto& cv = cache->values[layer];
+    if (ck.defined()) {
+      past = ck.size(2);
+      k = at::cat({ck, k}, 2);
+      v = at::cat({cv, v}, 2);
+    }
+    ck = k;
+    cv = v;
+  }
+  const int64_t total = past + t;
+  if (sliding_window > 0 && total > sliding_window)
+    throw Error(fmt::format("sequence of {} positions exceeds the model's sliding window of {} (not implemented)",
+                            total, sliding_window));
+  std::optional<at::Tensor> mask;
+  bool causal = true;
+  if (past > 0) {
+    causal = false;
+    if (t > 1) {  // new queries see every past key and the causal part of the new ones
+      auto qi = at::arange(past, total, x.options().dtype(at::kLong)).unsqueeze(1);
+      auto ki = at::arange(0, total, x.options().dtype(at::kLong)).unsqueeze(0);
+      mask = ki <= qi;
+    }
+  }
+  auto y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, std::nullopt,
+                                            /*enable_gqa=*/num_kv_heads != num_heads);
+  return o_proj(y.transpose(1, 2).reshape({b, t, num_heads * head_dim}));
+}
+
+MLPImpl::MLPImpl(const LlamaConfig& c) {
+  auto lin = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
+  up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
+  down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
+}
+
+at::Tensor MLPImpl::forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
+
+DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c) {
+  self_attn = register_module("self_attn", Attention(c));
+  mlp = register_module("mlp", MLP(c));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
+                                     int64_t layer) {
+  auto h = x + self_attn->forward(input_layernorm(x), cos, sin, cache, layer);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaImpl::LlamaImpl(const LlamaConfig& c) : config(c) {
+  config.validate("LlamaConfig");
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(DecoderLayer(c));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  if (!c.tie_word_embeddings)
+    lm_head = register_module("lm_head",
+                              torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+  reset_parameters(0);
+}
+
+void LlamaImpl::reset_parameters(uint64_t seed) {
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& item : named_parameters()) {
+    auto& p = item.value();
+    if (p.dim() == 1) {
+      p.fill_(1.0);
+    } else {  // sample on CPU so that the same seed gives the same weights on every device
+      p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0.0, config.initializer_range, gen));
+    }
+  }
+}
+
+int64_t LlamaImpl::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+const at::Tensor& LlamaImpl::output_weight() const {
+  return lm_head ? lm_head->weight : embed_tokens->weight;
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaImpl::rope(int64_t start, int64_t length, const at::Tensor& like) {
+  const int64_t need = start + length;
+  if (need > config.max_position_embeddings)
+    throw Error(fmt::format("sequence reaches position {} but the model has max_position_embeddings={}", need,
+                            config.max_position_embeddings));
+  if (!rope_cos_.defined() || rope_cos_.device() != like.device()) {
+    const int64_t d = config.head_size();
+    auto f32 = at::TensorOptions().dtype(at::kFloat);
+    auto inv_freq = 1.0 / at::pow(config.rope_theta, at::arange(0, d, 2, f32.dtype(at::kLong)).to(at::kFloat) / d);
+    auto freqs = at::outer(at::arange(config.max_position_embeddings, f32.dtype(at::kLong)).to(at::kFloat), inv_freq);
+    auto emb = at::cat({freqs, freqs}, -1);
+    rope_cos_ = emb.cos().to(like.device());
+    rope_sin_ = emb.sin().to(like.device());
+  }
+  return {rope_cos_.narrow(0, start, length), rope_sin_.narrow(0, start, length)};
+}
+
+at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache) {
+  TORCH_CHECK(tokens.dim() == 2, "tokens must be [batch, seq], got ", tokens.sizes());
+  const int64_t start = cache ? cache->length() : 0;
+  auto x = embed_tokens(tokens);
+  auto [cos, sin] = rope(start, tokens.size(1), x);
+  for (size_t i = 0; i < layers->size(); ++i)
+    x = layers->at<DecoderLayerImpl>(i).forward(x, cos, sin, cache, static_cast<int64_t>(i));
+  return norm(x);
+}
+
+at::Tensor LlamaImpl::logits(const at::Tensor& hidden) { return at::linear(hidden, output_weight()); }
+
+at::Tensor LlamaImpl::token_loss_from_hidden(const at::Tensor& hidden, const at::Tensor& targets,
+                                             int64_t rows_per_chunk) {
+  const auto shape = targets.sizes().vec();
+  auto h = hidden.reshape({-1, hidden.size(-1)});
+  auto y = targets.reshape({-1});
+  std::vector<at::Tensor> parts;
+  for (int64_t r = 0; r < h.size(0); r += rows_per_chunk) {
+    const int64_t n = std::min(rows_per_chunk, h.size(0) - r);
+    auto chunk_logits = at::linear(h.narrow(0, r, n), output_weight()).to(at::kFloat);
+    parts.push_back(at::cross_entropy_loss(chunk_logits, y.narrow(0, r, n), std::nullopt, at::Reduction::None, -100));
+  }
+  return at::cat(parts).view(shape);
+}
+
+at::Tensor LlamaImpl::token_loss(const at::Tensor& tokens, const at::Tensor& targets, int64_t rows_per_chunk) {
+  return token_loss_from_hidden(hidden_states(tokens), targets, rows_per_chunk);
+}
+
+}  // namespace rho

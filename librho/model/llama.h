@@ -1,0 +1,85 @@
+#pragma once
+// The librho transformer: a Llama-family causal LM (RMSNorm, rotary embeddings, grouped-query attention
+// through torch's scaled-dot-product attention, SwiGLU MLP) as torch::nn modules. Parameter names follow
+// Hugging Face's LlamaForCausalLM without its "model." prefix, so checkpoint interop is a rename.
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+
+#include <vector>
+
+#include "librho/model/config.h"
+
+namespace rho {
+
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int64_t dim, double eps);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// Keys and values of the positions seen so far, one pair per layer, for incremental decoding.
+struct KVCache {
+  std::vector<at::Tensor> keys, values;  // [batch, kv_heads, past, head_dim]
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+};
+
+struct AttentionImpl : torch::nn::Module {
+  explicit AttentionImpl(const LlamaConfig& c);
+  // x: [batch, seq, hidden]; cos/sin: [seq, head_dim]; `cache` (optional) holds and receives past keys/values.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache, int64_t layer);
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  int64_t num_heads, num_kv_heads, head_dim, sliding_window;
+};
+TORCH_MODULE(Attention);
+
+struct MLPImpl : torch::nn::Module {
+  explicit MLPImpl(const LlamaConfig& c);
+  at::Tensor forward(const at::Tensor& x);  // down(silu(gate(x)) * up(x))
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(MLP);
+
+struct DecoderLayerImpl : torch::nn::Module {
+  explicit DecoderLayerImpl(const LlamaConfig& c);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache, int64_t layer);
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  MLP mlp{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+struct LlamaImpl : torch::nn::Module {
+  explicit LlamaImpl(const LlamaConfig& config);
+
+  // tokens: [batch, seq] int64 -> final hidden states [batch, seq, hidden] (after the last RMSNorm).
+  // With a cache, positions continue after the cached ones and the cache is extended.
+  at::Tensor hidden_states(const at::Tensor& tokens, KVCache* cache = nullptr);
+  at::Tensor logits(const at::Tensor& hidden);  // [..., hidden] -> [..., vocab]
+  at::Tensor forward(const at::Tensor& tokens) { return logits(hidden_states(tokens)); }
+  // Next-token loss per position, no reduction: [batch, seq] fp32, where targets[b, t] is the token after
+  // tokens[b, t]. Logits are made `rows_per_chunk` rows at a time, so the full fp32 [batch, seq, vocab]
+  // tensor never exists at once.
+  at::Tensor token_loss(const at::Tensor& tokens, const at::Tensor& targets, int64_t rows_per_chunk = 4096);
+  at::Tensor token_loss_from_hidden(const at::Tensor& hidden, const at::Tensor& targets, int64_t rows_per_chunk = 4096);
+
+  const at::Tensor& output_weight() const;  // lm_head's weight, or the embedding when tied
+  void reset_parameters(uint64_t seed);      // normal(0, initializer_range) linears and embedding, norms 1
+  int64_t num_parameters() const;
+
+  LlamaConfig config;
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
+
+ private:
+  std::pair<at::Tensor, at::Tensor> rope(int64_t start, int64_t length, const at::Tensor& like);
+  at::Tensor rope_cos_, rope_sin_;  // [max_positions, head_dim] fp32, made lazily on the model's device
+};
+TORCH_MODULE(Llama);
+
+}  // namespace rho

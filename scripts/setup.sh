@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One idempotent set-up step: Debian packages and the project venv with the pinned torch wheel.
+# Runs as root on a fresh machine; takes seconds when everything is already there.
+#
+#   RHO_SKIP_APT=1   leave Debian packages alone
+#   RHO_SKIP_TORCH=1 leave torch alone (you bring LibTorch: set Torch_DIR or CMAKE_PREFIX_PATH);
+#                    also implied when Torch_DIR is set in the environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0          # the PyPI wheel is built for CUDA 13.0 (torch.version.cuda == "13.0")
+TRANSFORMERS_VERSION=4.57.1   # only for the parity tests and Python baselines
+VENV=${RHO_VENV:-.venv}
+
+APT_PACKAGES=(build-essential cmake ninja-build ccache lld pkg-config git
+  libsentencepiece-dev libyaml-cpp-dev libfmt-dev catch2 nlohmann-json3-dev
+  libcli11-dev libzstd-dev zlib1g-dev python3-venv)
+
+if [[ "${RHO_SKIP_APT:-0}" != 1 ]]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "[setup] apt-get install ${missing[*]}"
+    SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+if [[ "${RHO_SKIP_TORCH:-0}" == 1 || -n "${Torch_DIR:-}" ]]; then
+  echo "[setup] leaving torch alone (RHO_SKIP_TORCH / Torch_DIR)"
+  exit 0
+fi
+
+PY=${PYTHON:-python3}
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+stamp="$VENV/.rho-setup-torch-$TORCH_VERSION-transformers-$TRANSFORMERS_VERSION"
+if [[ ! -f "$stamp" ]]; then
+  echo "[setup] installing torch==$TORCH_VERSION and transformers==$TRANSFORMERS_VERSION into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" \
+      safetensors sentencepiece numpy
+  cuda=$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda)')
+  [[ "$cuda" == 13.* ]] || { echo "[setup] error: torch.version.cuda is $cuda, expected 13.x" >&2; exit 1; }
+  touch "$stamp"
+fi
+echo "[setup] ok: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"

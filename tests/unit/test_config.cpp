@@ -1,0 +1,75 @@
+#include <catch2/catch.hpp>
+
+#include "helpers.h"
+#include "librho/model/config.h"
+#include "librho/model/llama.h"
+#include "librho/util/error.h"
+
+using rho::LlamaConfig;
+using Catch::Matchers::Contains;
+
+TEST_CASE("model configs: parameter counts equal the Hugging Face models'", "[config]") {
+  // Counts as transformers reports them for TinyLlama/TinyLlama-1.1B and mistralai/Mistral-7B-v0.1.
+  CHECK(LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/tinyllama-1.1b.yaml")).num_parameters() ==
+        1'100'048'384);
+  CHECK(LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/mistral-7b.yaml")).num_parameters() ==
+        7'241'732'096);
+  // The closed form agrees with the module's own count, tied and untied.
+  for (bool tied : {false, true}) {
+    auto c = LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/tiny.yaml"));
+    c.tie_word_embeddings = tied;
+    rho::Llama m(c);
+    CHECK(m->num_parameters() == c.num_parameters());
+  }
+}
+
+TEST_CASE("YAML config: unknown, mistyped and invalid fields name the file, line and field", "[config]") {
+  CHECK_THROWS_WITH(LlamaConfig::from_yaml_string("model:\n  hidden_size: 64\n  hiden_layers: 2\n", "m.yaml"),
+                    Contains("m.yaml:3") && Contains("unknown model field 'hiden_layers'"));
+  CHECK_THROWS_WITH(LlamaConfig::from_yaml_string("hidden_size: sixty\n", "m.yaml"),
+                    Contains("m.yaml:1") && Contains("'hidden_size'") && Contains("wrong type"));
+  CHECK_THROWS_WITH(LlamaConfig::from_yaml_string("hidden_size: 64\nnum_heads: 5\nnum_kv_heads: 5\n", "m.yaml"),
+                    Contains("not divisible"));
+  CHECK_THROWS_WITH(LlamaConfig::from_yaml_string("num_heads: 8\nnum_kv_heads: 3\nhidden_size: 64\n", "m.yaml"),
+                    Contains("num_kv_heads"));
+  CHECK_THROWS_WITH(LlamaConfig::from_yaml_string("vocab_size: -3\n", "m.yaml"), Contains("'vocab_size' must be positive"));
+  CHECK_THROWS_WITH(LlamaConfig::from_yaml_string("a: [\n", "m.yaml"), Contains("invalid YAML"));
+  CHECK_THROWS_WITH(LlamaConfig::from_yaml_file("/nonexistent/model.yaml"), Contains("/nonexistent/model.yaml"));
+}
+
+TEST_CASE("YAML config round-trips through to_yaml", "[config]") {
+  auto c = LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/mistral-7b.yaml"));
+  auto d = LlamaConfig::from_yaml_string(c.to_yaml());
+  CHECK(d.num_parameters() == c.num_parameters());
+  CHECK(d.sliding_window == 4096);
+  CHECK(d.num_kv_heads == 8);
+}
+
+TEST_CASE("config.json: fields, defaults and rejections", "[config]") {
+  const char* json = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "max_position_embeddings": 128, "tie_word_embeddings": true,
+    "eos_token_id": [2, 7], "bos_token_id": 1, "torch_dtype": "bfloat16", "hidden_act": "silu",
+    "rope_scaling": null, "_name_or_path": "x"})";
+  auto c = LlamaConfig::from_hf_json_string(json, "config.json");
+  CHECK(c.num_kv_heads == 4);  // defaults to num_heads
+  CHECK(c.tie_word_embeddings);
+  CHECK(c.rope_theta == 500000.0);
+  CHECK(c.eos_token_id == 2);
+  // to_hf_json round-trips
+  auto d = LlamaConfig::from_hf_json_string(c.to_hf_json());
+  CHECK(d.num_parameters() == c.num_parameters());
+  CHECK(d.rope_theta == c.rope_theta);
+
+  CHECK_THROWS_WITH(LlamaConfig::from_hf_json_string(R"({"model_type": "llama", "hidden_sise": 3})", "c.json"),
+                    Contains("c.json") && Contains("unknown config.json field 'hidden_sise'"));
+  CHECK_THROWS_WITH(LlamaConfig::from_hf_json_string(R"({"model_type": "gpt2"})", "c.json"), Contains("gpt2"));
+  CHECK_THROWS_WITH(LlamaConfig::from_hf_json_string(
+                        R"({"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}})", "c.json"),
+                    Contains("rope_scaling"));
+  CHECK_THROWS_WITH(LlamaConfig::from_hf_json_string(R"({"model_type": "llama", "hidden_act": "gelu"})", "c.json"),
+                    Contains("hidden_act"));
+  CHECK_THROWS_WITH(LlamaConfig::from_hf_json_string(R"({"model_type": "llama", "hidden_size": "big"})", "c.json"),
+                    Contains("'hidden_size' has the wrong type"));
+  CHECK_THROWS_WITH(LlamaConfig::from_hf_json_string("{not json", "c.json"), Contains("c.json: invalid JSON"));
+}
