@@ -1,0 +1,36 @@
+#pragma once
+// topk_mask: the k highest scores as a boolean mask, registered as the torch operator rho::topk_mask with a
+// CPU kernel and a CUDA radix-select kernel (no sort, no torch.topk).
+//   - exactly min(k, number of non-NaN scores) elements are selected;
+//   - ties at the threshold go to the lower flat index first (deterministic on every device);
+//   - NaN scores are never selected, and counted (the second output);
+//   - fp32 and bf16 (and fp16) scores of any shape; the mask has the scores' shape.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace rho {
+
+// Returns {mask (bool, scores' shape), nan_count (int64 scalar tensor on the scores' device)}.
+std::pair<at::Tensor, at::Tensor> topk_mask(const at::Tensor& scores, int64_t k);
+
+namespace kernels {
+// An order-preserving map from a float to uint32 (larger float -> larger key); NaN maps to 0, which no
+// other value reaches, so "key > 0" means "not NaN". Shared by the CPU and CUDA kernels.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline uint32_t topk_key(float f) {
+  uint32_t b;
+#if defined(__CUDA_ARCH__)
+  b = __float_as_uint(f);
+#else
+  __builtin_memcpy(&b, &f, 4);
+#endif
+  if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu)) return 0u;  // NaN
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+}  // namespace kernels
+
+}  // namespace rho
