@@ -11,9 +11,13 @@
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
 #include <fmt/format.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
 #include "librho/util/error.h"
+#include "librho/util/sha256.h"
 
 namespace rho {
 
@@ -143,6 +147,16 @@ int64_t LlamaImpl::num_parameters() const {
   return n;
 }
 
+std::string LlamaImpl::weights_sha256() const {
+  Sha256 h;
+  for (const auto& item : named_parameters()) {
+    const auto t = item.value().detach().to(at::kCPU, at::kFloat).contiguous();
+    h.update(item.key().data(), item.key().size() + 1);
+    h.update(t.data_ptr(), t.numel() * sizeof(float));
+  }
+  return h.hex_digest();
+}
+
 const at::Tensor& LlamaImpl::output_weight() const {
   return lm_head ? lm_head->weight : embed_tokens->weight;
 }
@@ -164,13 +178,49 @@ std::pair<at::Tensor, at::Tensor> LlamaImpl::rope(int64_t start, int64_t length,
   return {rope_cos_.narrow(0, start, length), rope_sin_.narrow(0, start, length)};
 }
 
+namespace {
+// Activation checkpointing for one decoder layer: the forward keeps only the layer's input; the backward runs
+// the layer again with gradients on (and the forward's autocast state) and back-propagates through it.
+struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
+                            const at::Tensor& sin, int64_t layer_address) {
+    ctx->saved_data["layer"] = layer_address;
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(at::kCUDA);
+    ctx->save_for_backward({x, cos, sin});
+    at::NoGradGuard no_grad;
+    return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, cos, sin, nullptr, 0);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
+    const bool autocast = ctx->saved_data["autocast"].toBool();
+    auto x = saved[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      at::AutoGradMode grad_on(true);
+      const bool was = at::autocast::is_autocast_enabled(at::kCUDA);
+      at::autocast::set_autocast_enabled(at::kCUDA, autocast);
+      y = layer->forward(x, saved[1], saved[2], nullptr, 0);
+      at::autocast::set_autocast_enabled(at::kCUDA, was);
+    }
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+}  // namespace
+
 at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [batch, seq], got ", tokens.sizes());
   const int64_t start = cache ? cache->length() : 0;
   auto x = embed_tokens(tokens);
   auto [cos, sin] = rope(start, tokens.size(1), x);
-  for (size_t i = 0; i < layers->size(); ++i)
-    x = layers->at<DecoderLayerImpl>(i).forward(x, cos, sin, cache, static_cast<int64_t>(i));
+  const bool checkpoint = activation_checkpointing && !cache && at::GradMode::is_enabled();
+  for (size_t i = 0; i < layers->size(); ++i) {
+    auto& layer = layers->at<DecoderLayerImpl>(i);
+    x = checkpoint ? CheckpointedLayer::apply(x, cos, sin, reinterpret_cast<int64_t>(&layer))
+                   : layer.forward(x, cos, sin, cache, static_cast<int64_t>(i));
+  }
   return norm(x);
 }
 

@@ -69,8 +69,13 @@ struct LlamaImpl : torch::nn::Module {
   const at::Tensor& output_weight() const;  // lm_head's weight, or the embedding when tied
   void reset_parameters(uint64_t seed);      // normal(0, initializer_range) linears and embedding, norms 1
   int64_t num_parameters() const;
+  // sha256 over every parameter's name and fp32 bytes: the model's identity in manifests.
+  std::string weights_sha256() const;
 
   LlamaConfig config;
+  // Recompute each layer's activations in the backward pass instead of keeping them (less memory, one more
+  // forward's compute). Only used when gradients are being recorded.
+  bool activation_checkpointing = false;
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};

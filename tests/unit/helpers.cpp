@@ -31,3 +31,61 @@ bool cuda_or_skip() {
 }
 
 }  // namespace rho::test
+
+#include <random>
+
+#include "librho/data/token_dataset.h"
+#include "librho/util/files.h"
+#include "librho/util/sha256.h"
+
+namespace rho::test {
+
+void write_token_dataset(const std::string& dir, const std::vector<std::vector<int64_t>>& docs, int64_t shard_tokens,
+                         int64_t vocab_size, int64_t eos) {
+  std::filesystem::create_directories(dir);
+  TokenManifest m;
+  m.dtype = "uint16";
+  m.vocab_size = vocab_size;
+  m.tokenizer_name = "test.model";
+  m.tokenizer_sha256 = std::string(64, 'a');
+  m.eos_id = eos;
+  std::vector<uint16_t> cur;
+  int64_t docs_in_shard = 0;
+  auto flush = [&] {
+    if (cur.empty()) return;
+    ShardInfo s;
+    s.file = "shard-" + std::to_string(m.shards.size()) + ".bin";
+    s.num_tokens = static_cast<int64_t>(cur.size());
+    s.num_documents = docs_in_shard;
+    s.sha256 = sha256_hex(cur.data(), cur.size() * 2);
+    write_file_atomic(dir + "/" + s.file, cur.data(), cur.size() * 2);
+    m.shards.push_back(s);
+    cur.clear();
+    docs_in_shard = 0;
+  };
+  for (const auto& d : docs) {
+    for (int64_t t : d) {
+      cur.push_back(static_cast<uint16_t>(t));
+      if (static_cast<int64_t>(cur.size()) == shard_tokens) flush();
+    }
+    cur.push_back(static_cast<uint16_t>(eos));
+    ++docs_in_shard;
+    if (static_cast<int64_t>(cur.size()) == shard_tokens) flush();
+  }
+  flush();
+  write_file_atomic(dir + "/manifest.json", m.to_json());
+}
+
+std::vector<std::vector<int64_t>> pattern_documents(int64_t count, int64_t vocab_size, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<int64_t>> docs;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t start = rng() % (vocab_size - 1), step = 1 + rng() % 3, len = 20 + rng() % 40;
+    std::vector<int64_t> d;
+    for (int64_t j = 0; j < len; ++j) d.push_back(1 + (start + j * step) % (vocab_size - 1));
+    docs.push_back(d);
+  }
+  return docs;
+}
+
+}  // namespace rho::test

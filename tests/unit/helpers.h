@@ -20,3 +20,15 @@ std::string source_path(const std::string& relative);  // a file of the source t
 bool cuda_or_skip();
 
 }  // namespace rho::test
+
+#include <cstdint>
+#include <vector>
+
+namespace rho::test {
+// Writes a token dataset (uint16 shards of at most shard_tokens, manifest.json) from documents of token ids,
+// each followed by `eos`. The tokenizer hash is a fixed stand-in.
+void write_token_dataset(const std::string& dir, const std::vector<std::vector<int64_t>>& docs, int64_t shard_tokens,
+                         int64_t vocab_size, int64_t eos);
+// Documents with learnable structure: arithmetic progressions mod (vocab - 1), offset past the EOS id 0.
+std::vector<std::vector<int64_t>> pattern_documents(int64_t count, int64_t vocab_size, uint64_t seed);
+}  // namespace rho::test

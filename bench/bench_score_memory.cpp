@@ -1,0 +1,90 @@
+// Peak host memory of TokenScorer's chunked per-token loss against the naive path (full fp32 logits, then
+// cross-entropy), on a 32k-vocabulary model at batch 8 x 2048. Each path runs in a fresh process (this
+// binary again, with --mode) so that the peak resident set sizes do not mix. Prints JSON.
+//   bench_score_memory [--batch 8] [--seq 2048] [--vocab 32000] [--hidden 128]
+#include <ATen/ATen.h>
+#include <sys/resource.h>
+
+#include <c10/core/InferenceMode.h>
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "librho/model/llama.h"
+
+namespace {
+
+long peak_rss_kb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+// Runs this binary in one mode and reads back "growth_bytes seconds".
+std::pair<double, double> run_mode(const std::string& self, const std::string& mode, const std::string& args) {
+  FILE* p = popen((self + " --mode " + mode + args).c_str(), "r");
+  double grow = -1, secs = -1;
+  if (p) {
+    if (std::fscanf(p, "%lf %lf", &grow, &secs) != 2) grow = secs = -1;
+    pclose(p);
+  }
+  return {grow, secs};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t batch = 8, seq = 2048, vocab = 32000, hidden = 128;
+  std::string mode, args;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i], v = argv[i + 1];
+    if (a == "--mode") {
+      mode = v;
+      continue;
+    }
+    args += " " + a + " " + v;
+    if (a == "--batch") batch = std::stoll(v);
+    else if (a == "--seq") seq = std::stoll(v);
+    else if (a == "--vocab") vocab = std::stoll(v);
+    else if (a == "--hidden") hidden = std::stoll(v);
+  }
+  if (mode.empty()) {
+    const auto chunked = run_mode(argv[0], "chunked", args);
+    const auto naive = run_mode(argv[0], "naive", args);
+    const double logits_bytes = 4.0 * batch * seq * vocab;
+    std::printf(
+        "{\"bench\": \"score_memory\", \"device\": \"cpu\", \"batch\": %ld, \"seq\": %ld, \"vocab\": %ld, "
+        "\"hidden\": %ld, \"full_fp32_logits_bytes\": %.0f, \"chunked_peak_growth_bytes\": %.0f, "
+        "\"naive_peak_growth_bytes\": %.0f, \"chunked_over_logits\": %.3f, \"chunked_seconds\": %.2f, "
+        "\"naive_seconds\": %.2f}\n",
+        (long)batch, (long)seq, (long)vocab, (long)hidden, logits_bytes, chunked.first, naive.first,
+        chunked.first / logits_bytes, chunked.second, naive.second);
+    return chunked.first >= 0 && chunked.first < logits_bytes ? 0 : 1;
+  }
+
+  rho::LlamaConfig c;
+  c.vocab_size = vocab;
+  c.hidden_size = hidden;
+  c.intermediate_size = hidden * 3;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.max_position_embeddings = seq;
+  rho::Llama model(c);
+  model->eval();
+  const auto tokens = at::randint(0, vocab, {batch, seq + 1});
+  const auto x = tokens.narrow(1, 0, seq), y = tokens.narrow(1, 1, seq);
+  c10::InferenceMode guard;
+  const long before = peak_rss_kb();
+  const auto t0 = std::chrono::steady_clock::now();
+  at::Tensor loss;
+  if (mode == "chunked") {
+    loss = model->token_loss(x, y, 1024);  // what TokenScorer runs
+  } else {
+    auto logits = model->forward(x).to(at::kFloat);
+    loss = at::cross_entropy_loss(logits.view({-1, vocab}), y.reshape(-1), {}, at::Reduction::None);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%.0f %.3f\n", (peak_rss_kb() - before) * 1024.0, secs);
+  return 0;
+}

@@ -1,0 +1,400 @@
+#include "librho/data/token_dataset.h"
+
+#include <ATen/Context.h>
+#include <ATen/ops/empty.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include "librho/util/error.h"
+#include "librho/util/files.h"
+#include "librho/util/sha256.h"
+
+namespace rho {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int kFormatVersion = 1;
+
+bool is_sha256(const std::string& s) {
+  return s.size() == 64 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// Field access that names the manifest and the field on every failure.
+struct ManifestReader {
+  const std::string& source;
+  Error error(const std::string& field, const std::string& what) const {
+    return Error(fmt::format("{}: field '{}': {}", source, field, what));
+  }
+  const json& at(const json& obj, const std::string& key, const std::string& field) const {
+    auto it = obj.find(key);
+    if (it == obj.end()) throw error(field, "missing");
+    return *it;
+  }
+  int64_t integer(const json& obj, const std::string& key, const std::string& field, int64_t lo, int64_t hi) const {
+    const json& v = at(obj, key, field);
+    if (!v.is_number_integer()) throw error(field, fmt::format("expected an integer, got {}", v.dump()));
+    const int64_t x = v.get<int64_t>();
+    if (x < lo || x > hi) throw error(field, fmt::format("{} is outside [{}, {}]", x, lo, hi));
+    return x;
+  }
+  std::string string(const json& obj, const std::string& key, const std::string& field) const {
+    const json& v = at(obj, key, field);
+    if (!v.is_string()) throw error(field, fmt::format("expected a string, got {}", v.dump()));
+    return v.get<std::string>();
+  }
+  std::string sha(const json& obj, const std::string& key, const std::string& field) const {
+    auto s = string(obj, key, field);
+    if (!is_sha256(s)) throw error(field, fmt::format("'{}' is not a lowercase hex sha256", s));
+    return s;
+  }
+  void only(const json& obj, const std::set<std::string>& keys, const std::string& where) const {
+    for (const auto& [k, v] : obj.items())
+      if (!keys.count(k)) throw error(where.empty() ? k : where + "." + k, "unknown field");
+  }
+};
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// A permutation of [0, n) that depends only on (seed, epoch): Fisher-Yates driven by splitmix64.
+std::vector<uint32_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n) {
+  uint64_t mix = seed;
+  uint64_t state = splitmix64(mix);
+  mix = static_cast<uint64_t>(epoch);
+  state ^= splitmix64(mix);
+  std::vector<uint32_t> p(static_cast<size_t>(n));
+  std::iota(p.begin(), p.end(), 0u);
+  for (int64_t i = n - 1; i > 0; --i) {
+    // Multiply-shift maps a 64-bit draw onto [0, i]; its bias (below 2^-32 here) does not matter for shuffling.
+    const auto j = static_cast<int64_t>((static_cast<unsigned __int128>(splitmix64(state)) * uint64_t(i + 1)) >> 64);
+    std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(j)]);
+  }
+  return p;
+}
+
+}  // namespace
+
+int64_t TokenManifest::num_tokens() const {
+  int64_t n = 0;
+  for (const auto& s : shards) n += s.num_tokens;
+  return n;
+}
+
+int64_t TokenManifest::num_documents() const {
+  int64_t n = 0;
+  for (const auto& s : shards) n += s.num_documents;
+  return n;
+}
+
+std::string TokenManifest::to_json() const {
+  nlohmann::ordered_json j;
+  j["format_version"] = format_version;
+  j["dtype"] = dtype;
+  j["vocab_size"] = vocab_size;
+  j["tokenizer_name"] = tokenizer_name;
+  j["tokenizer_sha256"] = tokenizer_sha256;
+  j["bos_id"] = bos_id;
+  j["eos_id"] = eos_id;
+  j["num_tokens"] = num_tokens();
+  j["num_documents"] = num_documents();
+  j["skipped_documents"] = skipped_documents;
+  j["skipped_files"] = skipped_files;
+  j["shards"] = nlohmann::ordered_json::array();
+  for (const auto& s : shards)
+    j["shards"].push_back(
+        {{"file", s.file}, {"num_tokens", s.num_tokens}, {"num_documents", s.num_documents}, {"sha256", s.sha256}});
+  return j.dump(2) + "\n";
+}
+
+TokenManifest TokenManifest::from_json(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: invalid JSON ({})", source, e.what()));
+  }
+  if (!j.is_object()) throw Error(fmt::format("{}: not a JSON object", source));
+  const ManifestReader r{source};
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  r.only(j, {"format_version", "dtype", "vocab_size", "tokenizer_name", "tokenizer_sha256", "bos_id", "eos_id",
+             "num_tokens", "num_documents", "skipped_documents", "skipped_files", "shards"},
+         "");
+  TokenManifest m;
+  m.format_version = static_cast<int>(r.integer(j, "format_version", "format_version", 0, kMax));
+  if (m.format_version != kFormatVersion)
+    throw r.error("format_version", fmt::format("version {} is not supported (this librho reads {})",
+                                                m.format_version, kFormatVersion));
+  m.dtype = r.string(j, "dtype", "dtype");
+  if (m.dtype != "uint16" && m.dtype != "uint32")
+    throw r.error("dtype", fmt::format("'{}' is not uint16 or uint32", m.dtype));
+  m.vocab_size = r.integer(j, "vocab_size", "vocab_size", 1, m.dtype == "uint16" ? 65536 : (int64_t(1) << 32));
+  m.tokenizer_name = r.string(j, "tokenizer_name", "tokenizer_name");
+  m.tokenizer_sha256 = r.sha(j, "tokenizer_sha256", "tokenizer_sha256");
+  m.bos_id = r.integer(j, "bos_id", "bos_id", -1, m.vocab_size - 1);
+  m.eos_id = r.integer(j, "eos_id", "eos_id", -1, m.vocab_size - 1);
+  m.skipped_documents = r.integer(j, "skipped_documents", "skipped_documents", 0, kMax);
+  m.skipped_files = r.integer(j, "skipped_files", "skipped_files", 0, kMax);
+  const json& shards = r.at(j, "shards", "shards");
+  if (!shards.is_array() || shards.empty()) throw r.error("shards", "expected a non-empty array");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string where = fmt::format("shards[{}]", i);
+    const json& s = shards[i];
+    if (!s.is_object()) throw r.error(where, "expected an object");
+    r.only(s, {"file", "num_tokens", "num_documents", "sha256"}, where);
+    const auto file = r.string(s, "file", where + ".file");
+    const fs::path p(file);
+    const bool escapes = std::any_of(p.begin(), p.end(), [](const fs::path& c) { return c == ".."; });
+    if (file.empty() || p.is_absolute() || escapes)
+      throw r.error(where + ".file", fmt::format("'{}' is not a path inside the dataset folder", file));
+    if (!seen.insert(file).second) throw r.error(where + ".file", fmt::format("'{}' is listed twice", file));
+    const int64_t tokens = r.integer(s, "num_tokens", where + ".num_tokens", 1, kMax);
+    const int64_t docs = r.integer(s, "num_documents", where + ".num_documents", 0, tokens);
+    m.shards.push_back(ShardInfo{file, tokens, docs, r.sha(s, "sha256", where + ".sha256")});
+  }
+  const int64_t tokens = r.integer(j, "num_tokens", "num_tokens", 0, kMax);
+  if (tokens != m.num_tokens())
+    throw r.error("num_tokens", fmt::format("{} differs from the shards' total {}", tokens, m.num_tokens()));
+  const int64_t docs = r.integer(j, "num_documents", "num_documents", 0, kMax);
+  if (docs != m.num_documents())
+    throw r.error("num_documents", fmt::format("{} differs from the shards' total {}", docs, m.num_documents()));
+  return m;
+}
+
+TokenDataset TokenDataset::open(const std::string& dir, bool verify_checksums) {
+  const auto manifest_path = (fs::path(dir) / "manifest.json").string();
+  if (!fs::exists(manifest_path))
+    throw Error(fmt::format("{}: no manifest.json (not a token dataset, or rho_tokenize has not finished it)", dir));
+  const auto text = read_text_file(manifest_path);
+  TokenDataset d;
+  d.dir_ = dir;
+  d.manifest_ = TokenManifest::from_json(text, manifest_path);
+  d.hash_ = sha256_hex(text);
+  d.elem_bytes_ = d.manifest_.dtype == "uint16" ? 2 : 4;
+  for (const auto& s : d.manifest_.shards) {
+    const auto path = (fs::path(dir) / s.file).string();
+    auto map = MappedFile::open(path);
+    const uint64_t expected = static_cast<uint64_t>(s.num_tokens) * static_cast<uint64_t>(d.elem_bytes_);
+    if (map->size() != expected)
+      throw Error(fmt::format("{}: {} bytes, but manifest.json gives {} {} tokens ({} bytes): truncated or not this "
+                              "dataset's shard",
+                              path, map->size(), s.num_tokens, d.manifest_.dtype, expected));
+    if (verify_checksums) {
+      const auto sha = sha256_hex(map->data(), map->size());
+      if (sha != s.sha256)
+        throw Error(fmt::format("{}: sha256 {} differs from manifest.json's {} (corrupt shard)", path, sha, s.sha256));
+    }
+    d.starts_.push_back(d.total_);
+    d.total_ += s.num_tokens;
+    d.maps_.push_back(std::move(map));
+  }
+  d.starts_.push_back(d.total_);
+  return d;
+}
+
+void TokenDataset::read(int64_t start, int64_t length, int64_t* out) const {
+  if (start < 0 || length < 0 || start + length > total_)
+    throw Error(fmt::format("{}: tokens [{}, {}) are outside the dataset's {} tokens", dir_, start, start + length,
+                            total_));
+  size_t s = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), start) - starts_.begin()) - 1;
+  while (length > 0) {
+    const int64_t offset = start - starts_[s];
+    const int64_t n = std::min(length, starts_[s + 1] - start);
+    const uint8_t* p = maps_[s]->data() + offset * elem_bytes_;
+    if (elem_bytes_ == 2) {
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t v;
+        std::memcpy(&v, p + 2 * i, 2);
+        out[i] = v;
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t v;
+        std::memcpy(&v, p + 4 * i, 4);
+        out[i] = v;
+      }
+    }
+    out += n;
+    start += n;
+    length -= n;
+    ++s;
+  }
+}
+
+at::Tensor TokenDataset::slice(int64_t start, int64_t length) const {
+  at::Tensor t = at::empty({length}, at::kLong);
+  read(start, length, t.data_ptr<int64_t>());
+  return t;
+}
+
+at::Tensor TokenDataset::shard_tokens(size_t s) const {
+  if (s >= maps_.size()) throw Error(fmt::format("{}: no shard {} (it has {})", dir_, s, maps_.size()));
+  return slice(starts_[s], starts_[s + 1] - starts_[s]);
+}
+
+// Permutations are recomputed per epoch; the two most recent are kept (a step may straddle an epoch boundary).
+struct BatchLoader::Permutations {
+  std::mutex m;
+  std::deque<std::pair<int64_t, std::shared_ptr<const std::vector<uint32_t>>>> cache;
+};
+
+struct BatchLoader::Prefetcher {
+  std::mutex m;
+  std::condition_variable cv;
+  std::deque<Batch> queue;
+  int64_t next_step = 0;    // the step the thread makes next
+  uint64_t generation = 0;  // bumped by seek(): batches made for an older generation are dropped
+  bool stop = false;
+  std::exception_ptr error;
+  std::thread thread;
+};
+
+BatchLoader::BatchLoader(std::shared_ptr<const TokenDataset> data, LoaderOptions options)
+    : data_(std::move(data)), opt_(options), perms_(std::make_unique<Permutations>()) {
+  if (!data_) throw Error("BatchLoader: no dataset");
+  if (opt_.seq_len < 1 || opt_.batch_size < 1)
+    throw Error(fmt::format("BatchLoader: seq_len ({}) and batch_size ({}) must be positive", opt_.seq_len,
+                            opt_.batch_size));
+  if (opt_.world_size < 1 || opt_.rank < 0 || opt_.rank >= opt_.world_size)
+    throw Error(fmt::format("BatchLoader: rank {} is not in a world of {}", opt_.rank, opt_.world_size));
+  const int64_t w = windows_per_epoch();
+  if (w < 1)
+    throw Error(fmt::format("{}: {} tokens are too few for one window of seq_len + 1 = {}", data_->dir(),
+                            data_->num_tokens(), opt_.seq_len + 1));
+  if (w > int64_t(UINT32_MAX))
+    throw Error(fmt::format("{}: {} windows per epoch are too many; use a longer seq_len", data_->dir(), w));
+}
+
+BatchLoader::~BatchLoader() {
+  if (!prefetcher_) return;
+  {
+    std::lock_guard<std::mutex> l(prefetcher_->m);
+    prefetcher_->stop = true;
+  }
+  prefetcher_->cv.notify_all();
+  prefetcher_->thread.join();
+}
+
+int64_t BatchLoader::windows_per_epoch() const { return (data_->num_tokens() - 1) / opt_.seq_len; }
+
+int64_t BatchLoader::step() const { return step_; }
+
+std::shared_ptr<const std::vector<uint32_t>> BatchLoader::permutation(int64_t epoch) const {
+  std::lock_guard<std::mutex> l(perms_->m);
+  for (const auto& [e, p] : perms_->cache)
+    if (e == epoch) return p;
+  auto p = std::make_shared<const std::vector<uint32_t>>(epoch_permutation(opt_.seed, epoch, windows_per_epoch()));
+  perms_->cache.emplace_back(epoch, p);
+  if (perms_->cache.size() > 2) perms_->cache.pop_front();
+  return p;
+}
+
+Batch BatchLoader::make_batch(int64_t step) const {
+  if (step < 0) throw Error(fmt::format("BatchLoader: step {} is negative", step));
+  const int64_t b_size = opt_.batch_size, len = opt_.seq_len + 1, windows = windows_per_epoch();
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  if (opt_.pin_memory && at::hasCUDA()) opts = opts.pinned_memory(true);
+  Batch b;
+  b.step = step;
+  b.tokens = at::empty({b_size, len}, opts);
+  b.positions = at::empty({b_size, len}, opts);
+  int64_t* tok = b.tokens.data_ptr<int64_t>();
+  int64_t* pos = b.positions.data_ptr<int64_t>();
+  const int64_t first = (step * opt_.world_size + opt_.rank) * b_size;  // this rank's first stream index
+  std::shared_ptr<const std::vector<uint32_t>> perm;
+  int64_t perm_epoch = -1;
+  for (int64_t row = 0; row < b_size; ++row) {
+    const int64_t i = first + row, epoch = i / windows;
+    if (epoch != perm_epoch) {
+      perm = permutation(epoch);
+      perm_epoch = epoch;
+    }
+    const int64_t start = int64_t((*perm)[static_cast<size_t>(i % windows)]) * opt_.seq_len;
+    data_->read(start, len, tok + row * len);
+    for (int64_t k = 0; k < len; ++k) pos[row * len + k] = start + k;
+  }
+  return b;
+}
+
+Batch BatchLoader::next() {
+  if (opt_.prefetch <= 0) return make_batch(step_++);
+  if (!prefetcher_) {  // started on first use, so that a seek() right after construction costs nothing
+    prefetcher_ = std::make_unique<Prefetcher>();
+    prefetcher_->next_step = step_;
+    Prefetcher* p = prefetcher_.get();
+    p->thread = std::thread([this, p] {
+      for (;;) {
+        int64_t step;
+        uint64_t generation;
+        {
+          std::unique_lock<std::mutex> l(p->m);
+          p->cv.wait(l, [&] { return p->stop || (!p->error && p->queue.size() < size_t(opt_.prefetch)); });
+          if (p->stop) return;
+          step = p->next_step;
+          generation = p->generation;
+        }
+        Batch b;
+        std::exception_ptr error;
+        try {
+          b = make_batch(step);
+        } catch (...) {
+          error = std::current_exception();
+        }
+        {
+          std::lock_guard<std::mutex> l(p->m);
+          if (generation != p->generation) continue;
+          if (error) {
+            p->error = error;
+          } else {
+            p->queue.push_back(std::move(b));
+            ++p->next_step;
+          }
+        }
+        p->cv.notify_all();
+      }
+    });
+  }
+  Prefetcher* p = prefetcher_.get();
+  std::unique_lock<std::mutex> l(p->m);
+  p->cv.wait(l, [&] { return !p->queue.empty() || p->error; });
+  if (p->queue.empty()) std::rethrow_exception(p->error);
+  Batch b = std::move(p->queue.front());
+  p->queue.pop_front();
+  ++step_;
+  l.unlock();
+  p->cv.notify_all();
+  return b;
+}
+
+void BatchLoader::seek(int64_t step) {
+  if (step < 0) throw Error(fmt::format("BatchLoader: cannot seek to step {}", step));
+  step_ = step;
+  if (!prefetcher_) return;
+  {
+    std::lock_guard<std::mutex> l(prefetcher_->m);
+    ++prefetcher_->generation;
+    prefetcher_->queue.clear();
+    prefetcher_->next_step = step;
+    prefetcher_->error = nullptr;
+  }
+  prefetcher_->cv.notify_all();
+}
+
+}  // namespace rho

@@ -1,0 +1,57 @@
+#pragma once
+// Model-level evaluation primitives: greedy generation with the KV cache, log-probabilities of continuations
+// of a prompt, and the held-out loss of a token dataset.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "librho/data/token_dataset.h"
+#include "librho/model/llama.h"
+
+namespace rho {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 256;
+  int64_t eos_id = -1;      // generating it ends the generation (it is not returned); < 0: no EOS stop
+  int64_t vocab_limit = 0;  // > 0: only ids below it are chosen (a model vocabulary padded past the tokenizer's)
+};
+
+struct Generation {
+  std::vector<int64_t> ids;  // the new tokens
+  // "eos", "stop" (the callback said so), "max_new_tokens", or "context" (max_position_embeddings reached)
+  std::string stop_reason;
+};
+
+// Greedy decoding: the prompt is prefilled once into a KV cache, then each new token costs one forward pass
+// of a single position. `stop(ids)`, when given, is asked after each new token with all new tokens so far.
+// The prompt must be non-empty and shorter than max_position_embeddings.
+Generation greedy_generate(LlamaImpl& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                           const std::function<bool(const std::vector<int64_t>&)>& stop = {});
+
+// For each continuation, log p(c[i] | prompt, c[<i]) for every token i (natural log). The prompt is prefilled
+// once; each continuation extends its own copy of the cache.
+std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,
+                                                       const std::vector<std::vector<int64_t>>& continuations);
+
+struct HeldoutOptions {
+  int64_t seq_len = 2048;
+  int64_t batch_size = 8;
+  int64_t rows_per_chunk = 1024;
+  bool progress = true;
+};
+
+struct HeldoutLoss {
+  int64_t tokens = 0;            // targets counted
+  int64_t document_starts = 0;   // targets right after an EOS, left out
+  double loss_sum = 0;
+  double loss() const { return tokens ? loss_sum / tokens : 0.0; }
+  double perplexity() const;     // exp(loss)
+};
+
+// Mean next-token loss over every target of the dataset, in the windows rho_pretrain's loader and rho_score
+// use (window w: tokens [w*seq_len, w*seq_len + seq_len]), leaving out targets that follow an EOS: the first
+// token of a document has no context from its own document.
+HeldoutLoss heldout_loss(Llama model, const TokenDataset& data, const HeldoutOptions& options);
+
+}  // namespace rho

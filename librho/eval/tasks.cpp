@@ -1,0 +1,355 @@
+#include "librho/eval/tasks.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "librho/eval/answer.h"
+#include "librho/util/error.h"
+#include "librho/util/files.h"
+#include "librho/util/progress.h"
+
+namespace rho {
+namespace {
+using json = nlohmann::json;
+
+struct Item {
+  int64_t line;
+  json value;
+  std::string source;  // "file:line"
+};
+
+std::vector<Item> read_items(const std::string& path, int64_t limit) {
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot open", path));
+  std::vector<Item> items;
+  std::string text;
+  for (int64_t line = 1; std::getline(in, text); ++line) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    Item it{line, {}, fmt::format("{}:{}", path, line)};
+    try {
+      it.value = json::parse(text);
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: not valid JSON ({})", it.source, e.what()));
+    }
+    if (!it.value.is_object()) throw Error(fmt::format("{}: not a JSON object", it.source));
+    items.push_back(std::move(it));
+    if (limit > 0 && static_cast<int64_t>(items.size()) == limit) break;
+  }
+  if (items.empty()) throw Error(fmt::format("{}: no items", path));
+  return items;
+}
+
+std::string field_text(const json& item, const std::string& field, const std::string& source) {
+  const auto it = item.find(field);
+  if (it == item.end()) throw Error(fmt::format("{}: field '{}' is missing", source, field));
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_number()) return it->dump();
+  throw Error(fmt::format("{}: field '{}' must be a string or a number", source, field));
+}
+
+std::string fill(const std::string& tmpl, const json& item, const std::string& source) {
+  std::string out;
+  size_t i = 0;
+  while (i < tmpl.size()) {
+    const size_t open = tmpl.find('{', i);
+    if (open == std::string::npos) break;
+    size_t close = open + 1;
+    while (close < tmpl.size() && (std::isalnum(static_cast<unsigned char>(tmpl[close])) || tmpl[close] == '_')) ++close;
+    out.append(tmpl, i, open - i);
+    if (close < tmpl.size() && tmpl[close] == '}' && close > open + 1) {
+      out += field_text(item, tmpl.substr(open + 1, close - open - 1), source);
+      i = close + 1;
+    } else {
+      out += '{';
+      i = open + 1;
+    }
+  }
+  out.append(tmpl, i, std::string::npos);
+  return out;
+}
+
+// The few-shot text (trailing whitespace trimmed) and the separator, or "" for zero-shot.
+std::string prompt_prefix(const std::string& prompt_file, const std::string& separator) {
+  if (prompt_file.empty()) return "";
+  auto text = read_text_file(prompt_file);
+  text.erase(text.find_last_not_of(" \t\r\n") + 1);
+  return text + separator;
+}
+
+std::vector<int64_t> prompt_ids(const TextTokenizer& tok, const std::string& text, bool add_bos) {
+  std::vector<int64_t> ids;
+  if (add_bos && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  const auto body = tok.encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+void check_vocab(const LlamaImpl& model, const TextTokenizer& tok) {
+  if (tok.vocab_size() > model.config.vocab_size)
+    throw Error(fmt::format("{}: the tokenizer has {} pieces but the model's vocab_size is {}", tok.path(),
+                            tok.vocab_size(), model.config.vocab_size));
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+std::string stem(const std::string& path) { return std::filesystem::path(path).stem().string(); }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+std::string fill_template(const std::string& tmpl, const std::string& item_json, const std::string& source) {
+  json item;
+  try {
+    item = json::parse(item_json);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON ({})", source, e.what()));
+  }
+  if (!item.is_object()) throw Error(fmt::format("{}: not a JSON object", source));
+  return fill(tmpl, item, source);
+}
+
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size() && (s[i + 1] == 'n' || s[i + 1] == 't' || s[i + 1] == '\\')) {
+      out += s[i + 1] == 'n' ? '\n' : s[i + 1] == 't' ? '\t' : '\\';
+      ++i;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewShotOptions& options) {
+  check_vocab(model, tok);
+  const int64_t max_pos = model.config.max_position_embeddings;
+  if (options.max_new_tokens < 1 || options.max_new_tokens >= max_pos)
+    throw Error(fmt::format("few-shot max_new_tokens {} must be in [1, max_position_embeddings={})",
+                            options.max_new_tokens, max_pos));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto items = read_items(options.items, options.limit);
+  const auto prefix = prompt_prefix(options.prompt_file, options.separator);
+  FewShotResult r;
+  r.options = options;
+  GenerateOptions gen;
+  gen.max_new_tokens = options.max_new_tokens;
+  gen.eos_id = tok.eos_id();
+  gen.vocab_limit = tok.vocab_size();
+  // The earliest stop string in the text, if any: generation ends there and the text is cut there.
+  auto stop_at = [&](const std::string& text) {
+    size_t at = std::string::npos;
+    for (const auto& s : options.stop)
+      if (!s.empty()) at = std::min(at, text.find(s));
+    return at;
+  };
+  auto stop = [&](const std::vector<int64_t>& ids) { return stop_at(tok.decode(ids)) != std::string::npos; };
+  Progress progress("few-shot " + stem(options.items), static_cast<int64_t>(items.size()), "item");
+  for (const auto& item : items) {
+    FewShotPrediction p;
+    p.line = item.line;
+    p.question = fill(options.template_text, item.value, item.source);
+    p.gold = normalize_answer(extract_answer(field_text(item.value, options.answer_field, item.source)));
+    if (p.gold.empty())
+      throw Error(fmt::format("{}: field '{}' holds no answer (no number found)", item.source, options.answer_field));
+    auto ids = prompt_ids(tok, prefix + p.question, options.add_bos);
+    const auto budget = static_cast<size_t>(max_pos - options.max_new_tokens);
+    if (ids.size() > budget) {  // keep BOS and the end of the prompt, which holds the question
+      const size_t keep_front = options.add_bos && tok.bos_id() >= 0 ? 1 : 0;
+      ids.erase(ids.begin() + keep_front, ids.end() - (budget - keep_front));
+      ++r.truncated_prompts;
+    }
+    p.prompt_tokens = static_cast<int64_t>(ids.size());
+    const auto g = greedy_generate(model, ids, gen, stop);
+    p.new_tokens = static_cast<int64_t>(g.ids.size());
+    p.stop_reason = g.stop_reason;
+    p.generation = tok.decode(g.ids);
+    if (const auto at = stop_at(p.generation); at != std::string::npos) p.generation.erase(at);
+    p.predicted = normalize_answer(extract_answer(p.generation));
+    p.correct = answers_match(p.predicted, p.gold);
+    r.correct += p.correct;
+    r.predictions.push_back(std::move(p));
+    if (options.progress)
+      progress.update(static_cast<int64_t>(r.predictions.size()), fmt::format("accuracy {:.3f}", r.accuracy()));
+  }
+  if (options.progress) progress.finish(fmt::format("accuracy {:.3f}", r.accuracy()));
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+ChoiceResult run_choice(LlamaImpl& model, const TextTokenizer& tok, const ChoiceOptions& options) {
+  check_vocab(model, tok);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto items = read_items(options.items, options.limit);
+  const auto prefix = prompt_prefix(options.prompt_file, options.separator);
+  ChoiceResult r;
+  r.options = options;
+  Progress progress("multiple choice " + stem(options.items), static_cast<int64_t>(items.size()), "item");
+  for (const auto& item : items) {
+    const auto choices_it = item.value.find(options.choices_field);
+    if (choices_it == item.value.end() || !choices_it->is_array() || choices_it->size() < 2)
+      throw Error(fmt::format("{}: field '{}' must be an array of at least two choices", item.source,
+                              options.choices_field));
+    std::vector<std::string> choices;
+    for (const auto& c : *choices_it) {
+      if (!c.is_string() || trim(c.get<std::string>()).empty())
+        throw Error(fmt::format("{}: every entry of '{}' must be a non-empty string", item.source,
+                                options.choices_field));
+      choices.push_back(trim(c.get<std::string>()));
+    }
+    ChoicePrediction p;
+    p.line = item.line;
+    const auto answer_it = item.value.find(options.answer_field);
+    if (answer_it != item.value.end() && answer_it->is_number_integer()) {
+      p.gold = answer_it->get<int64_t>();
+    } else if (answer_it != item.value.end() && answer_it->is_string()) {
+      const auto at = std::find(choices.begin(), choices.end(), trim(answer_it->get<std::string>()));
+      p.gold = at == choices.end() ? -1 : at - choices.begin();
+    } else {
+      p.gold = -1;
+    }
+    if (p.gold < 0 || p.gold >= static_cast<int64_t>(choices.size()))
+      throw Error(fmt::format("{}: field '{}' must be a choice's index (0-based) or its text", item.source,
+                              options.answer_field));
+    const auto ids = prompt_ids(tok, prefix + fill(options.template_text, item.value, item.source), options.add_bos);
+    // Each choice is encoded on its own: SentencePiece starts it as a new word, as after "Answer:" in text.
+    std::vector<std::vector<int64_t>> conts;
+    for (const auto& c : choices) {
+      conts.push_back(tok.encode(c));
+      if (ids.size() + conts.back().size() - 1 > static_cast<size_t>(model.config.max_position_embeddings))
+        throw Error(fmt::format("{}: prompt and choice take {} positions, more than max_position_embeddings={}",
+                                item.source, ids.size() + conts.back().size() - 1,
+                                model.config.max_position_embeddings));
+    }
+    const auto lps = continuation_logprobs(model, ids, conts);
+    double best = -INFINITY, best_norm = -INFINITY;
+    for (size_t c = 0; c < choices.size(); ++c) {
+      double total = 0;
+      for (double v : lps[c]) total += v;
+      p.logprob.push_back(total);
+      p.tokens.push_back(static_cast<int64_t>(conts[c].size()));
+      p.bytes.push_back(static_cast<int64_t>(choices[c].size()));
+      if (total > best) best = total, p.predicted = static_cast<int64_t>(c);
+      const double norm = total / static_cast<double>(choices[c].size());
+      if (norm > best_norm) best_norm = norm, p.predicted_norm = static_cast<int64_t>(c);
+    }
+    r.correct += p.predicted == p.gold;
+    r.correct_norm += p.predicted_norm == p.gold;
+    r.predictions.push_back(std::move(p));
+    if (options.progress)
+      progress.update(static_cast<int64_t>(r.predictions.size()), fmt::format("accuracy {:.3f}", r.accuracy()));
+  }
+  if (options.progress) progress.finish(fmt::format("accuracy {:.3f}", r.accuracy()));
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+std::string EvalReport::table() const {
+  std::string s = fmt::format("model     {} (weights sha256 {})\n", model_dir, model_sha256.substr(0, 16));
+  if (!tokenizer.empty()) s += fmt::format("tokenizer {}\n", tokenizer);
+  s += fmt::format("device    {}\n", device);
+  if (!losses.empty()) {
+    s += fmt::format("\n{:<24} {:>12} {:>8} {:>10} {:>10}\n", "held-out data", "tokens", "seq_len", "loss", "ppl");
+    for (const auto& l : losses)
+      s += fmt::format("{:<24} {:>12} {:>8} {:>10.4f} {:>10.3f}\n", l.name, l.loss.tokens, l.seq_len, l.loss.loss(),
+                       l.loss.perplexity());
+  }
+  if (!fewshot.empty()) {
+    s += fmt::format("\n{:<24} {:>8} {:>8} {:>10} {:>10} {:>9}\n", "few-shot", "items", "correct", "accuracy",
+                     "truncated", "seconds");
+    for (const auto& f : fewshot)
+      s += fmt::format("{:<24} {:>8} {:>8} {:>10.4f} {:>10} {:>9.1f}\n", stem(f.options.items), f.predictions.size(),
+                       f.correct, f.accuracy(), f.truncated_prompts, f.seconds);
+  }
+  if (!choice.empty()) {
+    s += fmt::format("\n{:<24} {:>8} {:>10} {:>10} {:>9}\n", "multiple choice", "items", "accuracy", "acc_norm",
+                     "seconds");
+    for (const auto& c : choice)
+      s += fmt::format("{:<24} {:>8} {:>10.4f} {:>10.4f} {:>9.1f}\n", stem(c.options.items), c.predictions.size(),
+                       c.accuracy(), c.accuracy_norm(), c.seconds);
+  }
+  return s;
+}
+
+std::string EvalReport::to_json() const {
+  json j = {{"model", model_dir}, {"model_sha256", model_sha256}, {"tokenizer", tokenizer}, {"device", device}};
+  j["heldout"] = json::array();
+  for (const auto& l : losses)
+    j["heldout"].push_back({{"name", l.name},
+                            {"dir", l.dir},
+                            {"seq_len", l.seq_len},
+                            {"tokens", l.loss.tokens},
+                            {"document_starts_excluded", l.loss.document_starts},
+                            {"loss", l.loss.loss()},
+                            {"perplexity", l.loss.perplexity()}});
+  j["fewshot"] = json::array();
+  for (const auto& f : fewshot) {
+    const auto& o = f.options;
+    json preds = json::array();
+    for (const auto& p : f.predictions)
+      preds.push_back({{"line", p.line},
+                       {"question", p.question},
+                       {"generation", p.generation},
+                       {"predicted", p.predicted},
+                       {"gold", p.gold},
+                       {"correct", p.correct},
+                       {"stop_reason", p.stop_reason},
+                       {"prompt_tokens", p.prompt_tokens},
+                       {"new_tokens", p.new_tokens}});
+    j["fewshot"].push_back({{"name", stem(o.items)},
+                            {"items_file", o.items},
+                            {"prompt_file", o.prompt_file},
+                            {"template", o.template_text},
+                            {"separator", o.separator},
+                            {"stop", o.stop},
+                            {"max_new_tokens", o.max_new_tokens},
+                            {"items", f.predictions.size()},
+                            {"correct", f.correct},
+                            {"accuracy", f.accuracy()},
+                            {"truncated_prompts", f.truncated_prompts},
+                            {"seconds", f.seconds},
+                            {"predictions", preds}});
+  }
+  j["multiple_choice"] = json::array();
+  for (const auto& c : choice) {
+    const auto& o = c.options;
+    json preds = json::array();
+    for (const auto& p : c.predictions)
+      preds.push_back({{"line", p.line},
+                       {"logprob", p.logprob},
+                       {"tokens", p.tokens},
+                       {"bytes", p.bytes},
+                       {"gold", p.gold},
+                       {"predicted", p.predicted},
+                       {"predicted_norm", p.predicted_norm}});
+    j["multiple_choice"].push_back({{"name", stem(o.items)},
+                                    {"items_file", o.items},
+                                    {"prompt_file", o.prompt_file},
+                                    {"template", o.template_text},
+                                    {"separator", o.separator},
+                                    {"items", c.predictions.size()},
+                                    {"correct", c.correct},
+                                    {"accuracy", c.accuracy()},
+                                    {"correct_norm", c.correct_norm},
+                                    {"accuracy_norm", c.accuracy_norm()},
+                                    {"seconds", c.seconds},
+                                    {"predictions", preds}});
+  }
+  // Generations may end inside a multi-byte character: write U+FFFD rather than fail.
+  return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace rho

@@ -1,0 +1,146 @@
+#include "librho/score/token_view.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "librho/kernels/topk_mask.h"
+
+#include <ATen/ops/from_blob.h>
+
+namespace rho {
+namespace {
+
+std::string escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+std::string num(double v) { return std::isnan(v) ? "n/a" : fmt::format("{:.3f}", v); }
+
+// White to a saturated colour, by t in [0, 1].
+std::string tint(double t, int r, int g, int b) {
+  t = std::clamp(t, 0.0, 1.0);
+  auto mix = [&](int c) { return static_cast<int>(std::lround(255 - (255 - c) * t)); };
+  return fmt::format("rgb({},{},{})", mix(r), mix(g), mix(b));
+}
+
+}  // namespace
+
+std::string piece_to_text(const std::string& piece) {
+  if (piece.size() == 6 && piece.rfind("<0x", 0) == 0 && piece.back() == '>')
+    return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+  std::string out;
+  const std::string mark = "\xE2\x96\x81";  // U+2581, SentencePiece's word boundary
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.compare(i, mark.size(), mark) == 0) {
+      out += ' ';
+      i += mark.size();
+    } else {
+      out += piece[i++];
+    }
+  }
+  return out;
+}
+
+std::string render_token_view(const std::vector<TokenViewToken>& tokens, const TokenViewOptions& opt) {
+  const bool has_current = std::any_of(tokens.begin(), tokens.end(), [](const auto& t) { return !std::isnan(t.current); });
+  // Excess loss and the SLM selection over the shown tokens (the same top-k operator as training).
+  std::vector<float> excess(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i)
+    excess[i] = static_cast<float>(has_current ? tokens[i].current - tokens[i].reference : -tokens[i].reference);
+  int64_t valid = 0;
+  for (float e : excess) valid += !std::isnan(e);
+  std::vector<char> kept(tokens.size(), 0);
+  if (!tokens.empty()) {
+    const auto scores = at::from_blob(excess.data(), {static_cast<int64_t>(excess.size())}, at::kFloat);
+    const auto mask = topk_mask(scores, static_cast<int64_t>(std::ceil(opt.ratio * valid))).first;
+    for (size_t i = 0; i < tokens.size(); ++i) kept[i] = mask[i].item<bool>();
+  }
+  double max_ref = 1e-9, max_abs_excess = 1e-9;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (!std::isnan(tokens[i].reference)) max_ref = std::max(max_ref, tokens[i].reference);
+    if (!std::isnan(excess[i])) max_abs_excess = std::max(max_abs_excess, std::fabs(static_cast<double>(excess[i])));
+  }
+
+  std::string spans_ref, spans_excess, spans_kept;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const auto& t = tokens[i];
+    std::string text = escape(t.text);
+    std::string shown;
+    for (char c : text) shown += c == '\n' ? std::string("\xE2\x86\xB5<br>") : std::string(1, c);  // ↵ then a break
+    const std::string tip = fmt::format("#{} '{}' | reference loss {}{}{} | SLM {}", i, t.text, num(t.reference),
+                                        has_current ? " | current loss " + num(t.current) : "",
+                                        has_current ? " | excess " + num(excess[i]) : "", kept[i] ? "keeps" : "drops");
+    const std::string title = escape(tip);
+    const double e = excess[i];
+    spans_ref += fmt::format("<span title=\"{}\" style=\"background:{}\">{}</span>", title,
+                             std::isnan(t.reference) ? "#eee" : tint(t.reference / max_ref, 220, 40, 40), shown);
+    spans_excess += fmt::format("<span title=\"{}\" style=\"background:{}\">{}</span>", title,
+                                std::isnan(e) ? "#eee" : e >= 0 ? tint(e / max_abs_excess, 220, 40, 40)
+                                                                : tint(-e / max_abs_excess, 40, 90, 220),
+                                shown);
+    spans_kept += fmt::format("<span class=\"{}\" title=\"{}\">{}</span>", kept[i] ? "keep" : "drop", title, shown);
+  }
+  const int64_t n_kept = std::count(kept.begin(), kept.end(), 1);
+  const std::string excess_label = has_current ? "excess loss (current − reference)" : "negative reference loss";
+
+  return fmt::format(R"HTML(<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }}
+h1 {{ font-size: 1.4rem; margin-bottom: .2rem; }} .sub {{ color: #666; margin-top: 0; }}
+.tabs button {{ font: inherit; padding: .35rem .9rem; margin-right: .3rem; border: 1px solid #bbb; background: #f6f6f6; border-radius: 4px; cursor: pointer; }}
+.tabs button.on {{ background: #222; color: #fff; border-color: #222; }}
+.view {{ display: none; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 14px; line-height: 1.9; white-space: pre-wrap; word-break: break-word; border: 1px solid #ddd; border-radius: 6px; padding: 1rem; margin-top: .8rem; }}
+.view.on {{ display: block; }}
+.view span {{ border-radius: 2px; padding: 1px 0; }}
+.view span:hover {{ outline: 2px solid #222; }}
+.keep {{ background: #c9f2c7; }} .drop {{ background: #eee; color: #999; text-decoration: line-through; text-decoration-color: #bbb; }}
+.legend {{ display: flex; gap: 1.2rem; align-items: center; font-size: .9rem; color: #444; margin-top: .6rem; }}
+.bar {{ width: 9rem; height: .8rem; border-radius: 3px; display: inline-block; vertical-align: middle; }}
+</style></head><body>
+<h1>{title}</h1><p class="sub">{subtitle}</p>
+<div class="tabs">
+<button id="b-ref" onclick="show('ref')">reference loss</button>
+<button id="b-excess" onclick="show('excess')">{excess_label}</button>
+<button id="b-kept" class="on" onclick="show('kept')">{rule} keeps {kept} of {valid} tokens (ratio {ratio:.2f})</button>
+</div>
+<div class="legend">
+<span><span class="bar" style="background:linear-gradient(90deg,#fff,rgb(220,40,40))"></span> reference loss 0 → {max_ref:.2f}</span>
+<span><span class="bar" style="background:linear-gradient(90deg,rgb(40,90,220),#fff,rgb(220,40,40))"></span> excess −{max_ex:.2f} → +{max_ex:.2f}</span>
+<span><span class="keep">&nbsp;kept&nbsp;</span> <span class="drop">&nbsp;dropped&nbsp;</span></span>
+<span>hover a token for its numbers</span>
+</div>
+<div id="v-ref" class="view">{ref}</div>
+<div id="v-excess" class="view">{excess}</div>
+<div id="v-kept" class="view on">{keep}</div>
+<script>
+function show(v) {{
+  for (const k of ['ref', 'excess', 'kept']) {{
+    document.getElementById('v-' + k).classList.toggle('on', k === v);
+    document.getElementById('b-' + k).classList.toggle('on', k === v);
+  }}
+}}
+</script>
+</body></html>
+)HTML",
+                     fmt::arg("title", escape(opt.title)), fmt::arg("subtitle", escape(opt.subtitle)),
+                     fmt::arg("excess_label", escape(excess_label)),
+                     fmt::arg("rule", has_current ? "SLM (excess loss)" : "lowest reference loss"), fmt::arg("kept", n_kept), fmt::arg("valid", valid),
+                     fmt::arg("ratio", opt.ratio), fmt::arg("max_ref", max_ref), fmt::arg("max_ex", max_abs_excess),
+                     fmt::arg("ref", spans_ref), fmt::arg("excess", spans_excess), fmt::arg("keep", spans_kept));
+}
+
+}  // namespace rho

@@ -1,0 +1,33 @@
+#pragma once
+// AdamW over parameter groups with torch's fused kernel (at::_fused_adamw_, CPU and CUDA): one call per
+// group instead of a loop of small ops per parameter. State is plain tensors so checkpoints are exact.
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace rho {
+
+class AdamW {
+ public:
+  struct Group {
+    std::vector<std::string> names;
+    std::vector<at::Tensor> params;
+    double weight_decay = 0;
+  };
+  AdamW(std::vector<Group> groups, double beta1, double beta2, double eps);
+  void step(double lr);  // parameters without a gradient are left alone
+  void zero_grad();
+  // exp_avg.<name>, exp_avg_sq.<name> and "step", for checkpoints; load_state checks names and shapes.
+  std::vector<std::pair<std::string, at::Tensor>> state() const;
+  void load_state(const std::vector<std::pair<std::string, at::Tensor>>& state, const std::string& source);
+  const std::vector<Group>& groups() const { return groups_; }
+
+ private:
+  std::vector<Group> groups_;
+  std::vector<std::vector<at::Tensor>> exp_avg_, exp_avg_sq_, step_tensors_;
+  double beta1_, beta2_, eps_;
+};
+
+}  // namespace rho

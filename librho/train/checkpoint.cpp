@@ -1,0 +1,101 @@
+#include "librho/train/checkpoint.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "librho/io/safetensors.h"
+#include "librho/util/error.h"
+#include "librho/util/files.h"
+#include "librho/util/sha256.h"
+
+namespace rho {
+namespace fs = std::filesystem;
+
+std::string checkpoint_dir(const std::string& out_dir, int64_t step) {
+  return (fs::path(out_dir) / "checkpoints" / fmt::format("step-{:08d}", step)).string();
+}
+
+void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t keep_last) {
+  const fs::path final_dir = checkpoint_dir(out_dir, ckpt.state.step);
+  const fs::path tmp = final_dir.string() + fmt::format(".tmp.{}", ::getpid());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_safetensors((tmp / "model.safetensors").string(), ckpt.model);
+  save_safetensors((tmp / "optimizer.safetensors").string(), ckpt.optimizer);
+  nlohmann::ordered_json j;
+  j["step"] = ckpt.state.step;
+  j["loader_step"] = ckpt.state.loader_step;
+  j["tokens_seen"] = ckpt.state.tokens_seen;
+  j["world_size"] = ckpt.state.world_size;
+  j["config"] = ckpt.state.config_yaml;
+  j["sha256"] = {{"model.safetensors", sha256_file((tmp / "model.safetensors").string())},
+                 {"optimizer.safetensors", sha256_file((tmp / "optimizer.safetensors").string())}};
+  write_file_atomic((tmp / "state.json").string(), j.dump(2) + "\n");
+  if (fs::exists(final_dir)) fs::remove_all(final_dir);  // same step written again (a resumed run)
+  fs::rename(tmp, final_dir);
+  fsync_dir(final_dir.parent_path().string());
+
+  // Keep the newest keep_last complete checkpoints.
+  std::vector<fs::path> all;
+  for (const auto& e : fs::directory_iterator(final_dir.parent_path()))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0 &&
+        e.path().filename().string().find(".tmp") == std::string::npos)
+      all.push_back(e.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + keep_last < all.size(); ++i) fs::remove_all(all[i]);
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  if (!fs::exists(root)) return std::nullopt;
+  std::vector<fs::path> all;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const auto name = e.path().filename().string();
+    if (e.is_directory() && name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos &&
+        fs::exists(e.path() / "state.json"))
+      all.push_back(e.path());
+  }
+  if (all.empty()) return std::nullopt;
+  return std::max_element(all.begin(), all.end())->string();
+}
+
+Checkpoint load_checkpoint(const std::string& dir) {
+  const auto state_path = (fs::path(dir) / "state.json").string();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(state_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: invalid JSON ({})", state_path, e.what()));
+  }
+  Checkpoint c;
+  try {
+    c.state.step = j.at("step").get<int64_t>();
+    c.state.loader_step = j.at("loader_step").get<int64_t>();
+    c.state.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    c.state.world_size = j.at("world_size").get<int64_t>();
+    c.state.config_yaml = j.at("config").get<std::string>();
+    for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+      const auto path = (fs::path(dir) / file).string();
+      const auto want = j.at("sha256").at(file).get<std::string>();
+      if (sha256_file(path) != want)
+        throw Error(fmt::format("{}: checksum mismatch (corrupted checkpoint; expected sha256 {})", path, want));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: missing or mistyped field ({})", state_path, e.what()));
+  }
+  auto read_all = [](const std::string& path) {
+    auto f = SafetensorsFile::open(path);
+    NamedTensors out;
+    for (const auto& name : f.names()) out.emplace_back(name, f.tensor(name).clone());
+    return out;
+  };
+  c.model = read_all((fs::path(dir) / "model.safetensors").string());
+  c.optimizer = read_all((fs::path(dir) / "optimizer.safetensors").string());
+  return c;
+}
+
+}  // namespace rho

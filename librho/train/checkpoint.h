@@ -1,0 +1,37 @@
+#pragma once
+// Training checkpoints: out_dir/checkpoints/step-NNNNNNNN/ holding model.safetensors, optimizer.safetensors
+// and state.json (step, loader position, tokens seen, RNG state, sha256 of each file). Written into a
+// temporary directory and renamed, so a crash leaves either the whole checkpoint or none; checksums are
+// verified on load; only the newest keep_last are kept.
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace rho {
+
+struct CheckpointState {
+  int64_t step = 0;         // optimizer steps completed
+  int64_t loader_step = 0;  // batches the loader had handed out
+  int64_t tokens_seen = 0;
+  int64_t world_size = 1;
+  std::string config_yaml;  // the resolved config of the run that wrote it
+};
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+struct Checkpoint {
+  CheckpointState state;
+  NamedTensors model, optimizer;  // optimizer also holds "rng.cpu"
+};
+
+std::string checkpoint_dir(const std::string& out_dir, int64_t step);
+void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t keep_last);
+// The newest complete checkpoint under out_dir, if any.
+std::optional<std::string> latest_checkpoint(const std::string& out_dir);
+// Loads and verifies (sha256 of both tensor files against state.json); throws rho::Error naming the file.
+Checkpoint load_checkpoint(const std::string& dir);
+
+}  // namespace rho

@@ -1,0 +1,56 @@
+#pragma once
+// TrainConfig: everything one rho_pretrain run needs, read from one YAML file (strict: unknown keys, wrong
+// types and out-of-range values are errors naming the file, line and key), with `section.key=value`
+// overrides from the command line. The resolved config is saved beside the checkpoints.
+#include <string>
+#include <vector>
+
+#include "librho/model/config.h"
+#include "librho/slm/slm_loss.h"
+
+namespace rho {
+
+struct EvalSet {
+  std::string name, path;  // a token dataset folder
+};
+
+struct TrainConfig {
+  // run
+  std::string out_dir = "runs/default";
+  uint64_t seed = 0;
+  std::string device = "auto";  // auto | cpu | cuda
+  // model: a model config (inline or a file), or a Hugging Face directory to start from
+  LlamaConfig model;
+  std::string init_from;
+  // data
+  std::string train_data;
+  int64_t seq_len = 256, batch_size = 8, grad_accum = 1;
+  bool exclude_boundary = true;  // no loss on a document's first token (predicted across a document boundary)
+  std::vector<EvalSet> eval_sets;
+  int64_t eval_every = 100, eval_batches = 16;
+  // optim
+  double lr = 3e-4, min_lr = 3e-5, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, grad_clip = 1.0;
+  int64_t warmup_steps = 100, max_steps = 1000;
+  std::string schedule = "cosine";  // cosine | linear | constant
+  bool decay_norms_and_embeddings = false;
+  // train
+  std::string stage = "clm";       // clm | slm
+  std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+  bool activation_checkpointing = false;
+  int64_t log_every = 10, checkpoint_every = 500, keep_checkpoints = 3;
+  std::string nan_policy = "stop";  // stop | skip
+  bool export_hf = true;
+  // slm
+  SLMOptions slm;
+  std::string reference_losses;  // a rho_score output aligned with train_data (offline reference)
+  std::string reference_model;   // a Hugging Face directory run online (instead of reference_losses)
+
+  // overrides: "optim.lr=1e-3", "slm.ratio=0.7", ... applied to the YAML before it is read.
+  static TrainConfig from_yaml_file(const std::string& path, const std::vector<std::string>& overrides = {});
+  static TrainConfig from_yaml_string(const std::string& text, const std::string& source,
+                                      const std::vector<std::string>& overrides = {});
+  std::string to_yaml() const;
+  double lr_at(int64_t step) const;  // warmup then the schedule down to min_lr at max_steps
+};
+
+}  // namespace rho

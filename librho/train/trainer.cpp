@@ -1,0 +1,390 @@
+#include "librho/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/isfinite.h>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+#include <torch/nn/utils/clip_grad.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "librho/data/token_dataset.h"
+#include "librho/io/hf_checkpoint.h"
+#include "librho/score/token_scorer.h"
+#include "librho/slm/slm_loss.h"
+#include "librho/train/adamw.h"
+#include "librho/train/checkpoint.h"
+#include "librho/util/error.h"
+#include "librho/util/files.h"
+#include "librho/util/progress.h"
+
+namespace rho {
+namespace fs = std::filesystem;
+
+namespace {
+
+// bf16 autocast on CUDA for the scope of one forward pass (LibTorch has no RAII guard of its own).
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool on) : on_(on) {
+    if (!on_) return;
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+  }
+
+ private:
+  bool on_;
+};
+
+}  // namespace
+
+struct Trainer::State {
+  TrainConfig cfg;
+  at::Device device{at::kCPU};
+  bool autocast = false;
+  Llama model{nullptr};
+  Llama reference{nullptr};                 // online reference model (optional)
+  std::unique_ptr<LossDataset> ref_losses;  // offline reference losses (optional)
+  std::shared_ptr<TokenDataset> train;
+  std::unique_ptr<BatchLoader> loader;
+  std::vector<std::pair<std::string, std::shared_ptr<TokenDataset>>> evals;
+  std::unique_ptr<AdamW> optim;
+  ExcessLossSelector selector{SLMOptions{}};
+  int64_t step = 0, tokens_seen = 0, skipped_steps = 0;
+  int64_t eos_id = -1;
+  std::ofstream log;
+
+  at::Tensor valid_mask(const Batch& b) const {
+    auto inputs = b.inputs().to(device);
+    auto valid = at::ones_like(inputs, inputs.options().dtype(at::kBool));
+    // A target right after EOS is the next document's first token, predicted across the boundary.
+    if (cfg.exclude_boundary && eos_id >= 0) valid = inputs != eos_id;
+    return valid;
+  }
+
+  at::Tensor reference_loss(const Batch& b) {
+    if (ref_losses) return ref_losses->gather(b.target_positions()).to(device);
+    if (reference) {
+      at::NoGradGuard no_grad;
+      AutocastScope ac(autocast);
+      return reference->token_loss(b.inputs().to(device), b.targets().to(device)).to(at::kFloat);
+    }
+    return at::zeros(b.targets().sizes(), at::TensorOptions().dtype(at::kFloat).device(device));
+  }
+
+  at::Tensor forward_loss(const Batch& b) {
+    AutocastScope ac(autocast);
+    return model->token_loss(b.inputs().to(device), b.targets().to(device)).to(at::kFloat);
+  }
+
+  void write_log(const nlohmann::json& j) {
+    log << j.dump() << "\n";
+    log.flush();
+  }
+};
+
+Trainer::Trainer(TrainConfig config, bool resume) : s_(std::make_unique<State>()) {
+  auto& s = *s_;
+  s.cfg = std::move(config);
+  auto& cfg = s.cfg;
+  if (cfg.device == "cuda" && !torch::cuda::is_available()) throw Error("run.device is cuda but no CUDA device is present");
+  s.device = (cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available())) ? at::Device(at::kCUDA)
+                                                                                              : at::Device(at::kCPU);
+  s.autocast = s.device.is_cuda() && cfg.precision != "fp32";
+  if (cfg.precision == "bf16" && !s.device.is_cuda()) throw Error("train.precision bf16 needs a CUDA device (CPU runs fp32)");
+
+  // Model: from a Hugging Face directory, or freshly initialised from the seed.
+  if (!cfg.init_from.empty()) {
+    s.model = load_hf_model(cfg.init_from);
+    cfg.model = s.model->config;
+  } else {
+    s.model = Llama(cfg.model);
+    s.model->reset_parameters(cfg.seed);
+  }
+  s.model->activation_checkpointing = cfg.activation_checkpointing;
+  s.model->to(s.device);
+
+  s.train = std::make_shared<TokenDataset>(TokenDataset::open(cfg.train_data));
+  s.eos_id = s.train->manifest().eos_id;
+  if (s.train->manifest().vocab_size > cfg.model.vocab_size)
+    throw Error(fmt::format("{}: tokenizer vocabulary {} exceeds the model's vocab_size {}", cfg.train_data,
+                            s.train->manifest().vocab_size, cfg.model.vocab_size));
+  LoaderOptions lo;
+  lo.seq_len = cfg.seq_len;
+  lo.batch_size = cfg.batch_size;
+  lo.seed = cfg.seed;
+  lo.pin_memory = s.device.is_cuda();
+  s.loader = std::make_unique<BatchLoader>(s.train, lo);
+  for (const auto& e : cfg.eval_sets) s.evals.emplace_back(e.name, std::make_shared<TokenDataset>(TokenDataset::open(e.path)));
+
+  if (cfg.stage == "slm") {
+    s.selector = ExcessLossSelector(cfg.slm);
+    if (!cfg.reference_losses.empty()) {
+      s.ref_losses = std::make_unique<LossDataset>(LossDataset::open(cfg.reference_losses));
+      s.ref_losses->check_matches(*s.train);
+    } else if (!cfg.reference_model.empty()) {
+      s.reference = load_hf_model(cfg.reference_model);
+      s.reference->to(s.device);
+      s.reference->eval();
+    }
+  }
+
+  // AdamW groups: no weight decay on norms and embeddings unless asked (they are not "weights" to shrink).
+  AdamW::Group decay, no_decay;
+  decay.weight_decay = cfg.weight_decay;
+  for (auto& item : s.model->named_parameters()) {
+    const bool exempt = !cfg.decay_norms_and_embeddings &&
+                        (item.value().dim() < 2 || item.key().find("embed_tokens") != std::string::npos);
+    auto& g = exempt ? no_decay : decay;
+    g.names.push_back(item.key());
+    g.params.push_back(item.value());
+  }
+  s.optim = std::make_unique<AdamW>(std::vector<AdamW::Group>{decay, no_decay}, cfg.beta1, cfg.beta2, cfg.eps);
+
+  fs::create_directories(cfg.out_dir);
+  const auto log_path = (fs::path(cfg.out_dir) / "log.jsonl").string();
+  if (resume) {
+    const auto latest = latest_checkpoint(cfg.out_dir);
+    if (!latest) throw Error(fmt::format("{}: --resume but no checkpoint was found", cfg.out_dir));
+    auto ck = load_checkpoint(*latest);
+    if (ck.state.world_size != 1)
+      throw Error(fmt::format("{}: written with world size {}, resumed with 1", *latest, ck.state.world_size));
+    {
+      at::NoGradGuard no_grad;
+      std::map<std::string, at::Tensor> by_name(ck.model.begin(), ck.model.end());
+      for (auto& item : s.model->named_parameters()) {
+        auto it = by_name.find(item.key());
+        if (it == by_name.end() || it->second.sizes() != item.value().sizes())
+          throw Error(fmt::format("{}: model tensor '{}' missing or of another shape", *latest, item.key()));
+        item.value().copy_(it->second);
+      }
+    }
+    NamedTensors opt_state;
+    for (auto& [name, t] : ck.optimizer) {
+      if (name == "rng.cpu") {
+        auto gen = at::detail::getDefaultCPUGenerator();
+        gen.set_state(t);
+      } else {
+        opt_state.emplace_back(name, t);
+      }
+    }
+    s.optim->load_state(opt_state, *latest);
+    s.step = ck.state.step;
+    s.tokens_seen = ck.state.tokens_seen;
+    s.loader->seek(ck.state.loader_step);
+    // Drop log lines of steps after the checkpoint (the interrupted run's), so the log reads as one run.
+    if (fs::exists(log_path)) {
+      std::ifstream in(log_path);
+      std::string line, kept;
+      while (std::getline(in, line)) {
+        try {
+          if (nlohmann::json::parse(line).value("step", int64_t(0)) <= s.step) kept += line + "\n";
+        } catch (const nlohmann::json::exception&) {  // a torn last line from the kill
+        }
+      }
+      write_file_atomic(log_path, kept);
+    }
+    std::cerr << fmt::format("resumed from {} (step {})\n", *latest, s.step);
+  } else if (latest_checkpoint(cfg.out_dir)) {
+    throw Error(fmt::format("{}: already holds checkpoints; pass --resume to continue or choose another out_dir",
+                            cfg.out_dir));
+  } else {
+    write_file_atomic(log_path, std::string());
+  }
+  write_file_atomic((fs::path(cfg.out_dir) / "config.yaml").string(), cfg.to_yaml());
+  s.log.open(log_path, std::ios::app);
+}
+
+Trainer::~Trainer() = default;
+Llama& Trainer::model() { return s_->model; }
+int64_t Trainer::step() const { return s_->step; }
+const TrainConfig& Trainer::config() const { return s_->cfg; }
+
+StepMetrics Trainer::train_step() {
+  auto& s = *s_;
+  const auto& cfg = s.cfg;
+  const bool slm = cfg.stage == "slm";
+  const int64_t accum = cfg.grad_accum;
+  std::vector<Batch> batches;
+  for (int64_t i = 0; i < accum; ++i) batches.push_back(s.loader->next());
+
+  StepMetrics m;
+  m.lr = cfg.lr_at(s.step);
+  SelectionStats sel;
+  double loss_sum = 0, loss_all_sum = 0;
+  int64_t valid_total = 0;
+
+  // Masks: valid tokens (CLM) or the selection; for scope "step" all of them before any backward.
+  std::vector<at::Tensor> valid(accum), masks(accum), ref(accum);
+  for (int64_t i = 0; i < accum; ++i) {
+    valid[i] = s.valid_mask(batches[i]);
+    valid_total += valid[i].sum().item<int64_t>();
+    if (slm) ref[i] = s.reference_loss(batches[i]);
+  }
+  const double ratio = cfg.slm.ratio_at(s.step);
+  const uint64_t draw_base = static_cast<uint64_t>(s.step) * static_cast<uint64_t>(accum);
+  if (slm && cfg.slm.scope == SelectionScope::Step) {
+    std::vector<at::Tensor> scores;
+    for (int64_t i = 0; i < accum; ++i) {
+      at::Tensor current;
+      {
+        at::NoGradGuard no_grad;
+        current = s.forward_loss(batches[i]);
+      }
+      scores.push_back(s.selector.score(current, ref[i], valid[i], draw_base + i));
+    }
+    masks = s.selector.select(scores, valid, ratio, &sel);
+  }
+  const double step_kept = slm && cfg.slm.scope == SelectionScope::Step ? std::max<int64_t>(sel.kept, 1) : 0;
+
+  for (int64_t i = 0; i < accum; ++i) {
+    auto token_loss = s.forward_loss(batches[i]);
+    double denom;
+    if (!slm) {
+      masks[i] = valid[i];
+      denom = std::max<int64_t>(valid[i].sum().item<int64_t>(), 1) * accum;
+    } else if (cfg.slm.scope == SelectionScope::MicroBatch) {
+      SelectionStats mb;
+      masks[i] = s.selector.select({s.selector.score(token_loss, ref[i], valid[i], draw_base + i)}, {valid[i]}, ratio, &mb)[0];
+      sel.add(mb);
+      denom = std::max<int64_t>(mb.kept, 1) * accum;
+    } else {
+      denom = step_kept;
+    }
+    auto loss = masked_loss_sum(token_loss, masks[i], denom);
+    loss.backward();
+    loss_sum += loss.item<double>();
+    const auto detached = token_loss.detach();
+    loss_all_sum += (detached * valid[i].to(at::kFloat)).sum().item<double>();
+    m.tokens += batches[i].inputs().numel();
+  }
+  m.loss = loss_sum;
+  m.loss_all = loss_all_sum / std::max<int64_t>(valid_total, 1);
+  if (slm) {
+    m.selected_fraction = sel.valid ? static_cast<double>(sel.kept) / sel.valid : 0;
+    m.kept_score = sel.kept_score_mean();
+    m.dropped_score = sel.dropped_score_mean();
+  }
+
+  // Gradient norm (and clipping); a non-finite loss or norm stops the run or skips the step.
+  auto params = s.model->parameters();
+  const double max_norm = cfg.grad_clip > 0 ? cfg.grad_clip : std::numeric_limits<double>::infinity();
+  m.grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+  if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
+    if (cfg.nan_policy == "stop") {
+      const auto last = latest_checkpoint(cfg.out_dir);
+      throw Error(fmt::format("step {}: non-finite {} ({}); stopping. The last good checkpoint is {}", s.step + 1,
+                              std::isfinite(m.loss) ? "gradient norm" : "loss",
+                              std::isfinite(m.loss) ? m.grad_norm : m.loss, last ? *last : "none"));
+    }
+    m.skipped = true;
+    ++s.skipped_steps;
+    s.optim->zero_grad();
+  } else {
+    s.optim->step(m.lr);
+    s.optim->zero_grad();
+  }
+  ++s.step;
+  s.tokens_seen += m.tokens;
+  m.step = s.step;
+  return m;
+}
+
+std::map<std::string, double> Trainer::evaluate() {
+  auto& s = *s_;
+  std::map<std::string, double> out;
+  at::NoGradGuard no_grad;
+  s.model->eval();
+  for (const auto& [name, data] : s.evals) {
+    // The first eval_batches * batch_size windows in order: the same tokens at every evaluation.
+    const int64_t T = s.cfg.seq_len, windows = (data->num_tokens() - 1) / T;
+    const int64_t n = std::min(windows, s.cfg.eval_batches * s.cfg.batch_size);
+    if (n == 0) throw Error(fmt::format("{}: fewer than seq_len+1 tokens to evaluate on", data->dir()));
+    double sum = 0;
+    int64_t count = 0;
+    for (int64_t w0 = 0; w0 < n; w0 += s.cfg.batch_size) {
+      Batch b;
+      std::vector<at::Tensor> rows;
+      for (int64_t w = w0; w < std::min(n, w0 + s.cfg.batch_size); ++w) rows.push_back(data->slice(w * T, T + 1));
+      b.tokens = at::stack(rows);
+      b.positions = b.tokens;  // unused here
+      auto valid = s.valid_mask(b).to(at::kFloat);
+      auto loss = s.forward_loss(b);
+      sum += (loss * valid).sum().item<double>();
+      count += valid.sum().item<int64_t>();
+    }
+    out[name] = sum / std::max<int64_t>(count, 1);
+  }
+  s.model->train();
+  return out;
+}
+
+void Trainer::save_checkpoint() {
+  auto& s = *s_;
+  Checkpoint ck;
+  ck.state.step = s.step;
+  ck.state.loader_step = s.loader->step();
+  ck.state.tokens_seen = s.tokens_seen;
+  ck.state.config_yaml = s.cfg.to_yaml();
+  for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
+  ck.optimizer = s.optim->state();
+  ck.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+  rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
+}
+
+void Trainer::export_hf(const std::string& dir) { save_hf_model(*s_->model, dir); }
+
+void Trainer::run() {
+  auto& s = *s_;
+  const auto& cfg = s.cfg;
+  Progress progress(fmt::format("{}[{}]", cfg.stage, fs::path(cfg.out_dir).filename().string()), cfg.max_steps, "step");
+  auto t0 = std::chrono::steady_clock::now();
+  int64_t tokens_since = 0;
+  auto log_eval = [&] {
+    for (const auto& [name, loss] : evaluate()) {
+      s.write_log({{"type", "eval"}, {"step", s.step}, {"tokens", s.tokens_seen}, {"set", name}, {"loss", loss},
+                   {"ppl", std::exp(loss)}});
+      std::cerr << fmt::format("\n  eval step {} {}: loss {:.4f} ppl {:.2f}\n", s.step, name, loss, std::exp(loss));
+    }
+  };
+  if (s.step == 0 && !s.evals.empty()) log_eval();
+  while (s.step < cfg.max_steps) {
+    const auto m = train_step();
+    tokens_since += m.tokens;
+    if (m.step % cfg.log_every == 0 || m.step == cfg.max_steps || m.skipped) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double tps = tokens_since / std::max(secs, 1e-9);
+      t0 = std::chrono::steady_clock::now();
+      tokens_since = 0;
+      nlohmann::json j = {{"type", "train"}, {"step", m.step}, {"tokens", s.tokens_seen}, {"loss", m.loss},
+                          {"loss_all", m.loss_all}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
+                          {"tokens_per_s", tps}, {"selected_fraction", m.selected_fraction}};
+      if (cfg.stage == "slm") {
+        j["kept_score"] = std::isfinite(m.kept_score) ? nlohmann::json(m.kept_score) : nlohmann::json();
+        j["dropped_score"] = std::isfinite(m.dropped_score) ? nlohmann::json(m.dropped_score) : nlohmann::json();
+      }
+      if (m.skipped) j["skipped"] = true;
+      s.write_log(j);
+      progress.update(m.step, fmt::format("loss {:.4f} lr {:.2e} {} tok/s sel {:.2f}", m.loss, m.lr,
+                                          human_count(tps), m.selected_fraction));
+    }
+    if (!s.evals.empty() && (m.step % cfg.eval_every == 0 || m.step == cfg.max_steps)) log_eval();
+    if (m.step % cfg.checkpoint_every == 0 || m.step == cfg.max_steps) save_checkpoint();
+  }
+  progress.finish(fmt::format("{} steps, {} tokens, {} skipped", s.step, human_count(s.tokens_seen), s.skipped_steps));
+  if (cfg.export_hf) export_hf((fs::path(cfg.out_dir) / "hf").string());
+}
+
+}  // namespace rho

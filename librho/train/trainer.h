@@ -1,0 +1,50 @@
+#pragma once
+// The trainer behind rho_pretrain: stage 1 (plain causal LM on high-quality data, "clm") and stage 3
+// (Selective Language Modeling, "slm") are the same loop; SLM only changes which tokens count in the loss.
+//
+// One optimizer step:
+//   1. take grad_accum micro-batches from the loader;
+//   2. SLM with scope "step": score every micro-batch first (a no-grad forward) and select over all of them;
+//   3. per micro-batch: forward, per-token loss, mask (valid tokens for CLM; the SLM selection otherwise),
+//      loss = sum(kept losses) / kept (per micro-batch, or per step for scope "step"), backward;
+//   4. check the loss and gradient norm are finite, clip, AdamW step with the scheduled learning rate;
+//   5. log, evaluate and checkpoint on their periods.
+#include <map>
+#include <memory>
+#include <string>
+
+#include "librho/model/llama.h"
+#include "librho/train/config.h"
+
+namespace rho {
+
+struct StepMetrics {
+  int64_t step = 0;           // the step just completed (1-based count of optimizer steps)
+  double loss = 0;            // the objective: mean loss over kept tokens
+  double loss_all = 0;        // mean loss over every valid token (CLM's view, comparable across stages)
+  double lr = 0, grad_norm = 0;
+  double selected_fraction = 1, kept_score = 0, dropped_score = 0;
+  int64_t tokens = 0;         // tokens in this step's batches
+  bool skipped = false;       // non-finite loss or gradient skipped under nan_policy "skip"
+};
+
+class Trainer {
+ public:
+  // resume: continue from the newest checkpoint in config.out_dir (exactly: same batches, same weights).
+  Trainer(TrainConfig config, bool resume);
+  ~Trainer();
+  void run();
+  StepMetrics train_step();
+  std::map<std::string, double> evaluate();  // eval set name -> mean token loss
+  void save_checkpoint();
+  void export_hf(const std::string& dir);
+  Llama& model();
+  int64_t step() const;
+  const TrainConfig& config() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace rho

@@ -1,0 +1,312 @@
+#include <ATen/ATen.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "helpers.h"
+#include "librho/data/corpus.h"
+#include "librho/data/token_dataset.h"
+#include "librho/util/error.h"
+#include "librho/util/files.h"
+#include "librho/util/sha256.h"
+
+using Catch::Matchers::Contains;
+
+namespace {
+
+constexpr int64_t kMod = 50021;  // token at global position p is p % kMod: positions can be read off the tokens
+
+// Writes a dataset whose shards hold the given token counts, as the tokenizer would (raw little-endian + manifest).
+std::shared_ptr<rho::TokenDataset> make_dataset(const std::string& dir, const std::vector<int64_t>& sizes,
+                                                const std::string& dtype = "uint16") {
+  rho::TokenManifest m;
+  m.dtype = dtype;
+  m.vocab_size = dtype == "uint16" ? 65536 : 100000;
+  m.tokenizer_name = "test.model";
+  m.tokenizer_sha256 = rho::sha256_hex(std::string("test"));
+  m.bos_id = 1;
+  m.eos_id = 2;
+  int64_t pos = 0;
+  for (size_t s = 0; s < sizes.size(); ++s) {
+    std::string bytes;
+    for (int64_t i = 0; i < sizes[s]; ++i, ++pos) {
+      const uint32_t v = static_cast<uint32_t>(pos % kMod);
+      bytes.append(reinterpret_cast<const char*>(&v), dtype == "uint16" ? 2 : 4);
+    }
+    const auto name = fmt::format("shard_{:05d}.bin", s);
+    rho::write_file_atomic(dir + "/" + name, bytes);
+    m.shards.push_back({name, sizes[s], sizes[s] / 10, rho::sha256_hex(bytes)});
+  }
+  rho::write_file_atomic(dir + "/manifest.json", m.to_json());
+  return std::make_shared<rho::TokenDataset>(rho::TokenDataset::open(dir));
+}
+
+std::vector<int64_t> window_starts(const rho::Batch& b) {
+  std::vector<int64_t> w;
+  for (int64_t r = 0; r < b.positions.size(0); ++r) w.push_back(b.positions[r][0].item<int64_t>());
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("token dataset: slices cross shard boundaries, in both dtypes", "[data]") {
+  for (const std::string dtype : {"uint16", "uint32"}) {
+    rho::test::TempDir dir;
+    auto d = make_dataset(dir.str(), {1000, 7, 2500}, dtype);
+    CHECK(d->num_tokens() == 3507);
+    CHECK(d->manifest().num_documents() == 100 + 0 + 250);
+    CHECK(d->hash() == rho::sha256_hex(rho::read_text_file(dir.str("manifest.json"))));
+    CHECK(at::equal(d->slice(990, 30), at::arange(990, 1020)));
+    CHECK(at::equal(d->slice(0, 3507), at::arange(0, 3507)));
+    CHECK(at::equal(d->shard_tokens(1), at::arange(1000, 1007)));
+    CHECK(d->shard_start(2) == 1007);
+    CHECK_THROWS_WITH(d->slice(3500, 8), Contains("outside the dataset's 3507 tokens"));
+    CHECK_NOTHROW(rho::TokenDataset::open(dir.str(), true));
+    // The manifest survives a round trip unchanged.
+    const auto text = rho::read_text_file(dir.str("manifest.json"));
+    CHECK(rho::TokenManifest::from_json(text, "m").to_json() == text);
+  }
+}
+
+TEST_CASE("loader: every window exactly once per epoch, a new order each epoch", "[data]") {
+  rho::test::TempDir dir;
+  auto d = make_dataset(dir.str(), {1000, 7, 2500});
+  rho::LoaderOptions o;
+  o.seq_len = 16;
+  o.batch_size = 5;
+  o.seed = 7;
+  o.prefetch = 0;
+  rho::BatchLoader loader(d, o);
+  const int64_t w = loader.windows_per_epoch();
+  REQUIRE(w == (3507 - 1) / 16);
+  std::vector<int64_t> stream;
+  while (static_cast<int64_t>(stream.size()) < 2 * w) {
+    auto b = loader.next();
+    CHECK(b.tokens.sizes() == at::IntArrayRef({5, 17}));
+    for (auto s : window_starts(b)) stream.push_back(s);
+  }
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    std::vector<int64_t> e(stream.begin() + epoch * w, stream.begin() + (epoch + 1) * w);
+    std::sort(e.begin(), e.end());
+    for (int64_t i = 0; i < w; ++i) REQUIRE(e[static_cast<size_t>(i)] == i * 16);
+  }
+  CHECK(!std::equal(stream.begin(), stream.begin() + w, stream.begin() + w));
+  // The order is a function of the seed alone.
+  rho::BatchLoader same(d, o);
+  CHECK(window_starts(same.next()) == std::vector<int64_t>(stream.begin(), stream.begin() + 5));
+  o.seed = 8;
+  rho::BatchLoader other(d, o);
+  CHECK(window_starts(other.next()) != std::vector<int64_t>(stream.begin(), stream.begin() + 5));
+}
+
+TEST_CASE("loader: ranks split the stream into disjoint batches", "[data]") {
+  rho::test::TempDir dir;
+  auto d = make_dataset(dir.str(), {3000, 1001});
+  for (int64_t world : {2, 3}) {
+    rho::LoaderOptions o;
+    o.seq_len = 8;
+    o.batch_size = 4;
+    o.seed = 3;
+    rho::LoaderOptions single = o;
+    single.prefetch = 0;
+    rho::BatchLoader reference(d, single);  // world 1: the stream itself
+    std::vector<int64_t> stream;
+    const int64_t steps = reference.windows_per_epoch() / (o.batch_size * world);
+    while (static_cast<int64_t>(stream.size()) < steps * world * o.batch_size)
+      for (auto s : window_starts(reference.next())) stream.push_back(s);
+    std::set<int64_t> seen;
+    for (int64_t rank = 0; rank < world; ++rank) {
+      o.rank = rank;
+      o.world_size = world;
+      rho::BatchLoader loader(d, o);
+      for (int64_t step = 0; step < steps; ++step) {
+        const auto got = window_starts(loader.next());
+        const auto first = stream.begin() + (step * world + rank) * o.batch_size;
+        CHECK(got == std::vector<int64_t>(first, first + o.batch_size));
+        for (auto s : got) CHECK(seen.insert(s).second);
+      }
+    }
+    CHECK(static_cast<int64_t>(seen.size()) == steps * world * o.batch_size);
+  }
+}
+
+TEST_CASE("loader: seek(k) then next() gives a fresh loader's k-th batch", "[data]") {
+  rho::test::TempDir dir;
+  auto d = make_dataset(dir.str(), {700, 700});
+  for (int prefetch : {0, 3}) {
+    rho::LoaderOptions o;
+    o.seq_len = 32;
+    o.batch_size = 3;
+    o.seed = 11;
+    o.prefetch = prefetch;
+    rho::BatchLoader fresh(d, o);
+    std::vector<rho::Batch> batches;
+    for (int i = 0; i < 40; ++i) batches.push_back(fresh.next());  // several epochs (43 windows each)
+    for (int64_t k : {0, 1, 13, 14, 39}) {
+      rho::BatchLoader resumed(d, o);
+      resumed.seek(k);
+      auto b = resumed.next();
+      CHECK(b.step == k);
+      CHECK(resumed.step() == k + 1);
+      CHECK(at::equal(b.tokens, batches[static_cast<size_t>(k)].tokens));
+      CHECK(at::equal(b.positions, batches[static_cast<size_t>(k)].positions));
+      CHECK(at::equal(resumed.make_batch(k).tokens, b.tokens));
+    }
+    // Seeking a loader that is already prefetching, backwards and forwards.
+    rho::BatchLoader used(d, o);
+    for (int i = 0; i < 5; ++i) used.next();
+    used.seek(2);
+    CHECK(at::equal(used.next().tokens, batches[2].tokens));
+    used.seek(30);
+    CHECK(at::equal(used.next().tokens, batches[30].tokens));
+    CHECK(at::equal(used.next().tokens, batches[31].tokens));
+  }
+}
+
+TEST_CASE("loader: positions index a side array aligned with the tokens", "[data]") {
+  rho::test::TempDir dir;
+  auto d = make_dataset(dir.str(), {100, 250, 13, 400});
+  std::vector<at::Tensor> parts;
+  for (size_t s = 0; s < d->manifest().shards.size(); ++s) parts.push_back(d->shard_tokens(s));
+  const at::Tensor side = at::cat(parts);  // e.g. per-token reference losses, stored in dataset order
+  rho::LoaderOptions o;
+  o.seq_len = 20;
+  o.batch_size = 6;
+  o.pin_memory = true;
+  rho::BatchLoader loader(d, o);
+  for (int i = 0; i < 10; ++i) {
+    auto b = loader.next();
+    if (at::hasCUDA()) CHECK(b.tokens.is_pinned());  // pinning is asked for only where CUDA can use it
+    CHECK(at::equal(at::take(side, b.positions), b.tokens));
+    CHECK(at::equal(at::take(side, b.target_positions()), b.targets()));
+    CHECK(at::equal(b.inputs(), b.tokens.narrow(1, 0, 20)));
+    for (int64_t r = 0; r < 6; ++r)
+      CHECK(at::equal(d->slice(b.positions[r][0].item<int64_t>(), 21), b.tokens[r]));
+  }
+}
+
+TEST_CASE("loader: bad options and too-small datasets are refused", "[data]") {
+  rho::test::TempDir dir;
+  auto d = make_dataset(dir.str(), {10});
+  rho::LoaderOptions o;
+  o.seq_len = 10;
+  CHECK_THROWS_WITH(rho::BatchLoader(d, o), Contains("too few for one window"));
+  o.seq_len = 4;
+  o.rank = 2;
+  o.world_size = 2;
+  CHECK_THROWS_WITH(rho::BatchLoader(d, o), Contains("rank 2 is not in a world of 2"));
+}
+
+TEST_CASE("token dataset: manifest errors name the file and the field", "[data]") {
+  rho::test::TempDir dir;
+  make_dataset(dir.str(), {100, 50});
+  const auto path = dir.str("manifest.json");
+  const auto good = nlohmann::json::parse(rho::read_text_file(path));
+  auto expect = [&](const std::function<void(nlohmann::json&)>& edit, const std::string& field,
+                    const std::string& what) {
+    auto j = good;
+    edit(j);
+    rho::write_file_atomic(path, j.dump());
+    CHECK_THROWS_WITH(rho::TokenDataset::open(dir.str()),
+                      Contains(path) && Contains("'" + field + "'") && Contains(what));
+  };
+  expect([](auto& j) { j.erase("eos_id"); }, "eos_id", "missing");
+  expect([](auto& j) { j["dtype"] = "int8"; }, "dtype", "not uint16 or uint32");
+  expect([](auto& j) { j["format_version"] = 2; }, "format_version", "not supported");
+  expect([](auto& j) { j["vocab_size"] = "big"; }, "vocab_size", "expected an integer");
+  expect([](auto& j) { j["bos_id"] = 70000; }, "bos_id", "outside");
+  expect([](auto& j) { j["shards"][1]["sha256"] = "abc"; }, "shards[1].sha256", "not a lowercase hex sha256");
+  expect([](auto& j) { j["shards"][0].erase("num_tokens"); }, "shards[0].num_tokens", "missing");
+  expect([](auto& j) { j["shards"][1]["file"] = "../x.bin"; }, "shards[1].file", "not a path inside");
+  expect([](auto& j) { j["num_tokens"] = 151; }, "num_tokens", "differs from the shards' total 150");
+  expect([](auto& j) { j["extra"] = 1; }, "extra", "unknown field");
+  rho::write_file_atomic(path, std::string("{\"dtype\": "));
+  CHECK_THROWS_WITH(rho::TokenDataset::open(dir.str()), Contains(path) && Contains("invalid JSON"));
+  std::filesystem::remove(path);
+  CHECK_THROWS_WITH(rho::TokenDataset::open(dir.str()), Contains("no manifest.json"));
+}
+
+TEST_CASE("token dataset: a truncated or corrupt shard is rejected by name", "[data]") {
+  rho::test::TempDir dir;
+  make_dataset(dir.str(), {100, 50, 80});
+  const auto shard = dir.str("shard_00001.bin");
+  auto bytes = rho::read_text_file(shard);
+  rho::write_file_atomic(shard, bytes.substr(0, bytes.size() - 2));
+  CHECK_THROWS_WITH(rho::TokenDataset::open(dir.str()), Contains(shard) && Contains("truncated"));
+  bytes[10] ^= 1;
+  rho::write_file_atomic(shard, bytes);
+  CHECK_NOTHROW(rho::TokenDataset::open(dir.str()));  // sizes agree; only hashing sees the damage
+  CHECK_THROWS_WITH(rho::TokenDataset::open(dir.str(), true), Contains(shard) && Contains("corrupt shard"));
+}
+
+TEST_CASE("corpus: UTF-8 validation", "[data]") {
+  using rho::find_invalid_utf8;
+  constexpr auto ok = std::string_view::npos;
+  CHECK(find_invalid_utf8("plain ASCII text that is long enough for the fast path") == ok);
+  CHECK(find_invalid_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") == ok);  // 2, 3 and 4 byte forms
+  CHECK(find_invalid_utf8("abcdefghij\xff") == 10);
+  CHECK(find_invalid_utf8("a\xc0\xafz") == 1);              // overlong '/'
+  CHECK(find_invalid_utf8("a\xe0\x80\xafz") == 1);          // overlong, 3 bytes
+  CHECK(find_invalid_utf8("ab\xed\xa0\x80") == 2);          // UTF-16 surrogate
+  CHECK(find_invalid_utf8("\xf4\x90\x80\x80") == 0);        // past U+10FFFF
+  CHECK(find_invalid_utf8("abc\xe2\x82") == 3);             // cut short
+  CHECK(find_invalid_utf8("abc\xe2(\xa1") == 3);            // bad continuation
+}
+
+TEST_CASE("corpus: records carry positions a reader can resume from", "[data]") {
+  rho::test::TempDir dir;
+  rho::write_file_atomic(dir.str("a.jsonl"), std::string("{\"text\": \"one\"}\n\n  \n{\"text\": \"two\"}\n{\"x\": 1}"));
+  rho::write_file_atomic(dir.str("b.txt"), std::string("   \n"));
+  rho::write_file_atomic(dir.str("c.txt"), std::string("first line\r\nsecond\n"));
+  const auto files = rho::expand_inputs({dir.str()});
+  REQUIRE(files == std::vector<std::string>{dir.str("a.jsonl"), dir.str("b.txt"), dir.str("c.txt")});
+  auto read_all = [&](rho::CorpusOptions opt, rho::CorpusPosition from) {
+    rho::CorpusReader reader(files, opt, from);
+    std::vector<rho::Record> out;
+    for (rho::Record r; reader.next(r);) out.push_back(r);
+    return out;
+  };
+  rho::CorpusOptions lines;
+  lines.text_unit = rho::TextUnit::Line;
+  const auto all = read_all(lines, {});
+  REQUIRE(all.size() == 6);
+  CHECK(all[1].raw == "{\"text\": \"two\"}");
+  CHECK(all[1].pos.line == 4);
+  CHECK(all[2].pos.line == 5);
+  CHECK(all[3].empty_file);  // b.txt holds only blanks
+  CHECK(all[3].pos.file == 1);
+  CHECK(all[4].raw == "first line");
+  CHECK(all[5].raw == "second");
+  for (size_t i = 0; i < all.size(); ++i) {
+    const auto rest = read_all(lines, all[i].pos);
+    REQUIRE(rest.size() == all.size() - i);
+    for (size_t k = 0; k < rest.size(); ++k) CHECK(rest[k].raw == all[i + k].raw);
+    CHECK(read_all(lines, all[i].end).size() == all.size() - i - 1);
+  }
+  rho::CorpusOptions whole;
+  const auto files_mode = read_all(whole, {});
+  REQUIRE(files_mode.size() == 5);  // 3 JSON lines, b.txt empty, c.txt as one document
+  CHECK(files_mode[4].raw == "first line\r\nsecond\n");
+
+  std::string text, error;
+  int64_t line = 0;
+  auto r = all[2];
+  CHECK_FALSE(rho::record_text(r, true, {"text"}, text, error, line));
+  CHECK(error == "missing field 'text'");
+  rho::Record bad{{}, {}, "{\"text\": \"ok\",}"};
+  CHECK_FALSE(rho::record_text(bad, true, {"text"}, text, error, line));
+  CHECK_THAT(error, Contains("malformed JSON"));
+  rho::Record two{{}, {}, "{\"q\": \"a\", \"a\": \"b\"}"};
+  REQUIRE(rho::record_text(two, true, {"q", "a"}, text, error, line));
+  CHECK(text == "a\nb");
+  rho::Record utf{{}, {}, "line one\nline \xff two"};
+  CHECK_FALSE(rho::record_text(utf, false, {}, text, error, line));
+  CHECK(line == 1);
+  CHECK_THAT(error, Contains("invalid UTF-8") && Contains("column 6"));
+  CHECK_THROWS_WITH(rho::expand_inputs({dir.str("*.none")}), Contains("matches no file"));
+  CHECK_THROWS_WITH(rho::expand_inputs({dir.str("missing.txt")}), Contains("no such file"));
+}

@@ -1,0 +1,354 @@
+#include <ATen/ATen.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "helpers.h"
+#include "librho/data/tokenize.h"
+#include "librho/eval/answer.h"
+#include "librho/eval/lm.h"
+#include "librho/eval/tasks.h"
+#include "librho/eval/text_tokenizer.h"
+#include "librho/util/error.h"
+
+namespace fs = std::filesystem;
+using Catch::Matchers::Contains;
+
+namespace {
+// Large initial weights give peaked logits, so cached and uncached passes never disagree on a near-tie.
+rho::Llama tiny_model(uint64_t seed, int64_t vocab = 64, int64_t max_pos = 64) {
+  rho::LlamaConfig c;
+  c.vocab_size = vocab;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.max_position_embeddings = max_pos;
+  c.initializer_range = 0.5;
+  rho::Llama m(c);
+  m->reset_parameters(seed);
+  m->eval();
+  return m;
+}
+
+// Natural-log probabilities of `tokens[from:]`, each given everything before it, from one uncached pass.
+std::vector<double> brute_logprobs(rho::LlamaImpl& m, const std::vector<int64_t>& tokens, size_t from) {
+  at::NoGradGuard g;
+  auto x = at::tensor(at::ArrayRef<int64_t>(tokens), at::kLong).unsqueeze(0);
+  auto logp = at::log_softmax(m.forward(x), -1)[0];
+  std::vector<double> out;
+  for (size_t i = from; i < tokens.size(); ++i) out.push_back(logp[i - 1][tokens[i]].item<double>());
+  return out;
+}
+
+void write_lines(const std::string& path, const std::vector<std::string>& lines) {
+  std::ofstream f(path);
+  for (const auto& l : lines) f << l << "\n";
+}
+
+// A SentencePiece model trained by rho_tokenize's library side on a small arithmetic corpus: the dataset folder.
+std::string trained_tokenizer(const rho::test::TempDir& dir) {
+  std::ofstream f(dir.str("corpus.txt"));
+  for (int i = 0; i < 400; ++i)
+    f << "Question: Tom has " << i % 17 << " apples and buys " << i % 7 << " more. How many apples does he have? "
+      << "Answer: " << i % 17 << " + " << i % 7 << " = " << i % 17 + i % 7 << ". The answer is " << i % 17 + i % 7
+      << ".\n";
+  f.close();
+  rho::TokenizeOptions o;
+  o.inputs = {dir.str("corpus.txt")};
+  o.out_dir = dir.str("tok");
+  o.train_vocab_size = 300;
+  o.train_model_type = "bpe";
+  o.corpus.text_unit = rho::TextUnit::Line;
+  o.threads = 1;
+  o.progress = false;
+  rho::tokenize_corpus(o);
+  return dir.str("tok");
+}
+
+fs::path shared_data() {
+  if (const char* v = std::getenv("RHO_SHARED_DATA")) return v;
+  return fs::path(RHO_SOURCE_DIR) / ".." / "shared" / "data";
+}
+}  // namespace
+
+TEST_CASE("answer extraction: #### first, then 'the answer is', then the last number", "[eval]") {
+  CHECK(rho::extract_answer("so 3 + 4 = 7\n#### 7") == "7");
+  CHECK(rho::extract_answer("#### 1,234\nextra 5") == "1,234");
+  CHECK(rho::extract_answer("She has 5 - 2 = 3 left. The answer is 3.") == "3");
+  CHECK(rho::extract_answer("The answer is 4. Wait, the ANSWER IS $1,250.50 in total") == "$1,250.50");
+  CHECK(rho::extract_answer("He pays 12 then 30 dollars") == "30");
+  CHECK(rho::extract_answer("no digits here") == "");
+  CHECK(rho::extract_answer("The answer is unknown, but 8 is close") == "8");  // no number after: last number
+  CHECK(rho::extract_answer("the temperature fell to -5 degrees") == "-5");
+  CHECK(rho::find_numbers("16-3-4=9") == std::vector<std::string>{"16", "3", "4", "9"});
+  CHECK(rho::find_numbers("lists 3,4,5 and 1,000,000 and 12,34") ==
+        std::vector<std::string>{"3", "4", "5", "1,000,000", "12", "34"});
+  CHECK(rho::find_numbers("x2 costs -$3.50.") == std::vector<std::string>{"2", "-$3.50"});
+}
+
+TEST_CASE("number normalisation: commas, $, trailing dot, numeric comparison", "[eval]") {
+  CHECK(rho::normalize_answer("$1,234.") == "1234");
+  CHECK(rho::normalize_answer(" 3.0 ") == "3");
+  CHECK(rho::normalize_answer("-2.50") == "-2.5");
+  CHECK(rho::normalize_answer("-0") == "0");
+  CHECK(rho::normalize_answer("seven") == "seven");
+  CHECK(rho::answers_match("3.0", "3"));
+  CHECK(rho::answers_match("$18", "18"));
+  CHECK(rho::answers_match("1,000", "1000."));
+  CHECK(rho::answers_match("0.5", ".5"));
+  CHECK_FALSE(rho::answers_match("3.01", "3"));
+  CHECK_FALSE(rho::answers_match("", "3"));
+  CHECK_FALSE(rho::answers_match("", ""));
+  CHECK_FALSE(rho::parse_number("inf"));
+  CHECK_FALSE(rho::parse_number("0x10"));
+  CHECK_FALSE(rho::parse_number("3 apples"));
+  CHECK(*rho::parse_number("1e3") == 1000);
+}
+
+TEST_CASE("answer extraction on every GSM8K test answer equals its #### value", "[eval]") {
+  const auto path = shared_data() / "gsm8k" / "test.jsonl";
+  if (!fs::exists(path)) {
+    WARN("SKIPPED: " << path << " is absent (set RHO_SHARED_DATA)");
+    std::cout << "SKIPPED [eval]: no GSM8K data at " << path << "\n";
+    return;
+  }
+  std::ifstream f(path);
+  std::string line;
+  int64_t n = 0, with_commas = 0;
+  while (std::getline(f, line)) {
+    const auto j = nlohmann::json::parse(line);
+    const auto answer = j.at("answer").get<std::string>();
+    const auto marker = answer.rfind("#### ");
+    REQUIRE(marker != std::string::npos);
+    const auto expected = answer.substr(marker + 5);  // the reference's own final value, as written
+    with_commas += expected.find(',') != std::string::npos;
+    INFO("line " << n + 1 << ": " << expected);
+    const auto got = rho::extract_answer(answer);
+    CHECK(rho::answers_match(got, expected));
+    CHECK(rho::normalize_answer(got) == rho::normalize_answer(expected));
+    // The same value in the few-shot prompt's style, with the rationale's other numbers before it.
+    const auto rationale = answer.substr(0, marker);
+    CHECK(rho::answers_match(rho::extract_answer(rationale + "The answer is " + expected + "."), expected));
+    CHECK(rho::answers_match(rho::extract_answer(rationale + "So the total is $" + expected + "."), expected));
+    ++n;
+  }
+  CHECK(n == 1319);
+  CHECK(with_commas > 0);  // thousands separators occur and are handled
+}
+
+TEST_CASE("templates fill item fields; command-line escapes", "[eval]") {
+  const std::string item = R"({"question": "2+2?", "n": 7, "list": [1]})";
+  CHECK(rho::fill_template("Q: {question} ({n}) {not a field} {}\nA:", item, "f:3") ==
+        "Q: 2+2? (7) {not a field} {}\nA:");
+  CHECK_THROWS_WITH(rho::fill_template("{missing}", item, "f:3"), Contains("f:3") && Contains("'missing'"));
+  CHECK_THROWS_WITH(rho::fill_template("{list}", item, "f:3"), Contains("string or a number"));
+  CHECK(rho::unescape(R"(a\n\nb\tc\\n)") == "a\n\nb\tc\\n");
+}
+
+TEST_CASE("KV-cached greedy generation equals argmax of uncached full passes", "[eval]") {
+  for (uint64_t seed : {1, 2, 3}) {
+    auto m = tiny_model(seed);
+    const std::vector<int64_t> prompt = {5, 9, 13, 2, 40, 33, 7};
+    rho::GenerateOptions o;
+    o.max_new_tokens = 24;
+    const auto g = rho::greedy_generate(*m, prompt, o);
+    CHECK(g.stop_reason == "max_new_tokens");
+    std::vector<int64_t> seq = prompt;
+    {
+      at::NoGradGuard ng;
+      for (int i = 0; i < 24; ++i) {
+        auto logits = m->forward(at::tensor(at::ArrayRef<int64_t>(seq), at::kLong).unsqueeze(0));
+        seq.push_back(logits[0][-1].argmax().item<int64_t>());
+      }
+    }
+    INFO("seed " << seed);
+    CHECK(g.ids == std::vector<int64_t>(seq.begin() + prompt.size(), seq.end()));
+
+    // Stop rules: EOS (not returned), the callback, the context limit, the vocabulary limit.
+    o.eos_id = g.ids[2];
+    const auto first_eos = std::find(g.ids.begin(), g.ids.end(), o.eos_id) - g.ids.begin();
+    auto e = rho::greedy_generate(*m, prompt, o);
+    CHECK(e.stop_reason == "eos");
+    CHECK(e.ids == std::vector<int64_t>(g.ids.begin(), g.ids.begin() + first_eos));
+    o.eos_id = -1;
+    auto s = rho::greedy_generate(*m, prompt, o, [](const std::vector<int64_t>& ids) { return ids.size() == 4; });
+    CHECK(s.stop_reason == "stop");
+    CHECK(s.ids.size() == 4);
+    auto c = rho::greedy_generate(*m, std::vector<int64_t>(61, 3), o);
+    CHECK(c.stop_reason == "context");
+    CHECK(c.ids.size() == 4);  // positions 61, 62, 63 hold three of them; the fourth needs no position
+    o.vocab_limit = 10;
+    for (int64_t id : rho::greedy_generate(*m, prompt, o).ids) CHECK(id < 10);
+  }
+  auto m = tiny_model(1);
+  CHECK_THROWS_WITH(rho::greedy_generate(*m, std::vector<int64_t>(64, 1), {}), Contains("max_position_embeddings=64"));
+}
+
+TEST_CASE("continuation log-probabilities equal an uncached forward pass", "[eval]") {
+  auto m = tiny_model(4);
+  const std::vector<int64_t> prompt = {1, 8, 20, 3};
+  const std::vector<std::vector<int64_t>> conts = {{7}, {9, 9, 30}, {}, {63, 0}};
+  const auto got = rho::continuation_logprobs(*m, prompt, conts);
+  REQUIRE(got.size() == 4);
+  CHECK(got[2].empty());
+  for (size_t c = 0; c < conts.size(); ++c) {
+    auto seq = prompt;
+    seq.insert(seq.end(), conts[c].begin(), conts[c].end());
+    const auto want = brute_logprobs(*m, seq, prompt.size());
+    REQUIRE(got[c].size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) CHECK(got[c][i] == Approx(want[i]).margin(1e-4));
+  }
+}
+
+TEST_CASE("held-out loss: mean over every window's targets, document starts left out", "[eval]") {
+  rho::test::TempDir dir;
+  rho::test::write_token_dataset(dir.str("d"), rho::test::pattern_documents(12, 64, 7), 150, 64, 0);
+  auto data = rho::TokenDataset::open(dir.str("d"));
+  auto m = tiny_model(5);
+  rho::HeldoutOptions o;
+  o.seq_len = 16;
+  o.batch_size = 3;
+  o.progress = false;
+  const auto got = rho::heldout_loss(m, data, o);
+  // Brute force: window w is tokens [16w, 16w + 16] (the last one shorter), each target after a non-EOS token.
+  const int64_t n = data.num_tokens();
+  double sum = 0;
+  int64_t count = 0, starts = 0;
+  for (int64_t s = 0; s < n - 1; s += 16) {
+    const int64_t len = std::min<int64_t>(16, n - 1 - s);
+    const auto w = data.slice(s, len + 1);
+    std::vector<int64_t> ids(w.data_ptr<int64_t>(), w.data_ptr<int64_t>() + len + 1);
+    const auto lp = brute_logprobs(*m, ids, 1);
+    for (int64_t i = 1; i <= len; ++i) {
+      if (ids[i - 1] == 0) {
+        ++starts;
+        continue;
+      }
+      sum -= lp[i - 1];
+      ++count;
+    }
+  }
+  CHECK(got.tokens == count);
+  CHECK(got.document_starts == starts);
+  CHECK(starts == 11);  // every document but the first starts after an EOS
+  CHECK(got.loss() == Approx(sum / count).epsilon(1e-5));
+  CHECK(got.perplexity() == Approx(std::exp(sum / count)).epsilon(1e-5));
+}
+
+TEST_CASE("multiple choice picks the highest log-probability choice (brute force, real tokenizer)", "[eval]") {
+  rho::test::TempDir dir;
+  const auto tok = rho::TextTokenizer::load(trained_tokenizer(dir));
+  CHECK(rho::TextTokenizer::load(dir.str("tok/tokenizer.model")).vocab_size() == tok.vocab_size());
+  auto m = tiny_model(6, 320, 256);
+  write_lines(dir.str("mc.jsonl"),
+              {R"({"question": "Tom has 3 apples and buys 4 more.", "choices": ["7", "6", "The answer is 12"], "answer": 0})",
+               "",
+               R"({"question": "How many apples?", "choices": ["1", "two apples", "3"], "answer": "3"})",
+               R"({"question": "5 + 5?", "choices": ["10", "55"], "answer": 1})"});
+  write_lines(dir.str("shots.txt"), {"Question: 1 + 1?", "Answer: 2.", "", ""});
+  rho::ChoiceOptions o;
+  o.items = dir.str("mc.jsonl");
+  o.prompt_file = dir.str("shots.txt");
+  o.progress = false;
+  const auto r = rho::run_choice(*m, tok, o);
+  REQUIRE(r.predictions.size() == 3);
+  CHECK(r.predictions[1].line == 3);
+  CHECK(r.predictions[1].gold == 2);
+  const std::vector<std::string> questions = {"Tom has 3 apples and buys 4 more.", "How many apples?", "5 + 5?"};
+  const std::vector<std::vector<std::string>> choices = {{"7", "6", "The answer is 12"}, {"1", "two apples", "3"},
+                                                         {"10", "55"}};
+  int64_t correct = 0, correct_norm = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& p = r.predictions[i];
+    std::vector<int64_t> prompt = {tok.bos_id()};
+    const auto body = tok.encode("Question: 1 + 1?\nAnswer: 2.\n\n\nQuestion: " + questions[i] + "\nAnswer:");
+    prompt.insert(prompt.end(), body.begin(), body.end());
+    double best = -INFINITY, best_norm = -INFINITY;
+    int64_t arg = -1, arg_norm = -1;
+    for (size_t c = 0; c < choices[i].size(); ++c) {
+      auto seq = prompt;
+      const auto ids = tok.encode(choices[i][c]);
+      seq.insert(seq.end(), ids.begin(), ids.end());
+      double total = 0;
+      for (double v : brute_logprobs(*m, seq, prompt.size())) total += v;
+      CHECK(p.logprob[c] == Approx(total).margin(1e-3));
+      CHECK(p.tokens[c] == static_cast<int64_t>(ids.size()));
+      if (total > best) best = total, arg = static_cast<int64_t>(c);
+      const double norm = total / static_cast<double>(choices[i][c].size());
+      if (norm > best_norm) best_norm = norm, arg_norm = static_cast<int64_t>(c);
+    }
+    CHECK(p.predicted == arg);
+    CHECK(p.predicted_norm == arg_norm);
+    correct += arg == p.gold;
+    correct_norm += arg_norm == p.gold;
+  }
+  CHECK(r.correct == correct);
+  CHECK(r.correct_norm == correct_norm);
+
+  write_lines(dir.str("bad.jsonl"), {R"({"question": "q", "choices": ["a", "b"], "answer": 2})"});
+  o.items = dir.str("bad.jsonl");
+  CHECK_THROWS_WITH(rho::run_choice(*m, tok, o), Contains("bad.jsonl:1") && Contains("'answer'"));
+}
+
+TEST_CASE("few-shot: prompt, greedy generation cut at the stop string, extracted answers", "[eval]") {
+  rho::test::TempDir dir;
+  const auto tok = rho::TextTokenizer::load(trained_tokenizer(dir));
+  auto m = tiny_model(8, 320, 128);
+  write_lines(dir.str("items.jsonl"), {R"({"question": "Tom has 3 apples and buys 4 more.", "answer": "3 + 4 = 7\n#### 7"})",
+                                       R"({"question": "Sam has 2 apples.", "answer": "The answer is 2."})"});
+  write_lines(dir.str("shots.txt"), {"Question: 1 + 1?", "Answer: 1 + 1 = 2. The answer is 2."});
+  rho::FewShotOptions o;
+  o.items = dir.str("items.jsonl");
+  o.prompt_file = dir.str("shots.txt");
+  o.separator = " ";
+  o.stop = {"Question"};
+  o.max_new_tokens = 12;
+  o.progress = false;
+  const auto r = rho::run_fewshot(*m, tok, o);
+  REQUIRE(r.predictions.size() == 2);
+  CHECK(r.predictions[0].gold == "7");
+  CHECK(r.predictions[1].gold == "2");
+  CHECK(r.truncated_prompts == 0);
+  for (const auto& p : r.predictions) {
+    std::vector<int64_t> prompt = {tok.bos_id()};
+    const auto body = tok.encode("Question: 1 + 1?\nAnswer: 1 + 1 = 2. The answer is 2. " + p.question);
+    prompt.insert(prompt.end(), body.begin(), body.end());
+    CHECK(p.prompt_tokens == static_cast<int64_t>(prompt.size()));
+    rho::GenerateOptions g;
+    g.max_new_tokens = 12;
+    g.eos_id = tok.eos_id();
+    g.vocab_limit = tok.vocab_size();
+    auto text = tok.decode(rho::greedy_generate(*m, prompt, g).ids);
+    if (const auto at = text.find("Question"); at != std::string::npos) text.erase(at);
+    CHECK(p.generation == text);
+    CHECK(p.predicted == rho::normalize_answer(rho::extract_answer(text)));
+    CHECK(p.correct == rho::answers_match(p.predicted, p.gold));
+  }
+  const auto json = nlohmann::json::parse([&] {
+    rho::EvalReport rep;
+    rep.fewshot.push_back(r);
+    return rep.to_json();
+  }());
+  CHECK(json["fewshot"][0]["predictions"].size() == 2);
+  CHECK(json["fewshot"][0]["items"] == 2);
+
+  // A few-shot text longer than the context is cut from the left, keeping BOS and the question.
+  std::string long_shots;
+  for (int i = 0; i < 60; ++i) long_shots += "Question: Tom has 3 apples. Answer: The answer is 3. ";
+  write_lines(dir.str("long.txt"), {long_shots});
+  o.prompt_file = dir.str("long.txt");
+  const auto t = rho::run_fewshot(*m, tok, o);
+  CHECK(t.truncated_prompts == 2);
+  for (const auto& p : t.predictions) CHECK(p.prompt_tokens == 128 - 12);
+
+  write_lines(dir.str("noanswer.jsonl"), {R"({"question": "q", "answer": "none"})"});
+  o.items = dir.str("noanswer.jsonl");
+  CHECK_THROWS_WITH(rho::run_fewshot(*m, tok, o), Contains("noanswer.jsonl:1") && Contains("no answer"));
+}
