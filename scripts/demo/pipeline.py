@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""The Rho-1 pipeline, end to end, from one config (configs/demo/*.yaml), by calling librho's CLIs:
+
+  generate data -> rho_tokenize -> rho_pretrain (reference, CLM on the high-quality set) -> rho_score (corpus)
+  -> per seed: rho_pretrain CLM baseline and rho_pretrain SLM on the same corpus tokens and budget
+  -> rho_eval (target-domain loss, few-shot accuracy) -> rho_view (token view) -> report.html
+
+Every stage skips work whose output is already complete, so a rerun after an interruption continues.
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+import report  # noqa: E402
+
+T0 = time.time()
+
+
+def stage(msg):
+    print(f"\n=== [{time.time() - T0:6.1f}s] {msg}", flush=True)
+
+
+def run(*args, log=None):
+    args = [str(a) for a in args]
+    print("  $ " + " ".join(args), flush=True)
+    if log:
+        with open(log, "w") as f:
+            r = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            sys.stdout.write(Path(log).read_text()[-4000:])
+    else:
+        r = subprocess.run(args)
+    if r.returncode != 0:
+        raise SystemExit(f"pipeline: stage failed (exit {r.returncode}): {' '.join(args)}")
+
+
+def resolve(p):
+    p = Path(p)
+    return p if p.is_absolute() else (ROOT / p)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs/demo/cpu.yaml"))
+    ap.add_argument("--bin", default=str(ROOT / "build/apps"), help="folder with the rho_* tools")
+    ap.add_argument("--out", help="override out_dir")
+    args = ap.parse_args()
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    b = Path(args.bin)
+    out = resolve(args.out or cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    device = cfg.get("device", "cpu")
+    seq_len = cfg["seq_len"]
+    d = cfg["data"]
+
+    # 1. data
+    data = out / "data"
+    if "generate" in d and not (data / "stats.json").exists():
+        stage("generate the demo corpus")
+        g = d["generate"]
+        run(sys.executable, ROOT / "scripts/demo/make_corpus.py", "--out", data, "--seed", g["seed"],
+            "--hq-chars", g["hq_chars"], "--corpus-chars", g["corpus_chars"], "--noise-fraction",
+            g["noise_fraction"], "--eval-problems", g["eval_problems"], "--eval-clean-chars", g["eval_clean_chars"])
+    hq = d.get("hq", {"paths": [data / "hq.jsonl"], "fields": ["text"]})
+    corpus = d.get("corpus", {"paths": [data / "corpus.jsonl"], "fields": ["text"]})
+    eval_clean = d.get("eval_clean", {"paths": [data / "eval_clean.jsonl"], "fields": ["text"]})
+    eval_problems = resolve(d.get("eval_problems", data / "eval_problems.jsonl"))
+    fewshot_prompt = resolve(d.get("fewshot_prompt", data / "fewshot_prompt.txt"))
+
+    # 2. tokens: the corpus first (it trains the tokenizer when asked), then the others with its tokenizer
+    tok = out / "tokens"
+
+    def tokenize(name, spec, tokenizer_args):
+        dst = tok / name
+        if (dst / "manifest.json").exists():
+            return dst
+        stage(f"tokenise {name}")
+        fields = sum((["--field", f] for f in spec.get("fields", ["text"])), [])
+        run(b / "rho_tokenize", *[resolve(p) for p in spec["paths"]], "--out", dst, *fields, *tokenizer_args,
+            "--shard-tokens", cfg.get("shard_tokens", 1_000_000))
+        return dst
+
+    t = cfg["tokenizer"]
+    first = ["--tokenizer", resolve(t["model"])] if "model" in t else \
+        ["--train-tokenizer", "--vocab-size", t["train_vocab_size"]]
+    tok_corpus = tokenize("corpus", corpus, first)
+    spm = ["--tokenizer", tok_corpus / json.loads((tok_corpus / "manifest.json").read_text())["tokenizer_name"]]
+    tok_hq = tokenize("hq", hq, spm)
+    tok_eval = tokenize("eval_clean", eval_clean, spm)
+    vocab = json.loads((tok_corpus / "manifest.json").read_text())["vocab_size"]
+
+    model_cfg = yaml.safe_load(resolve(cfg["model"]).read_text())["model"]
+    model_cfg["vocab_size"] = max(model_cfg["vocab_size"], vocab)
+    model_cfg["max_position_embeddings"] = max(model_cfg.get("max_position_embeddings", seq_len), seq_len)
+
+    def train(name, data_dir, spec, seed, extra=None):
+        run_dir = out / "runs" / name
+        if (run_dir / "hf" / "config.json").exists():
+            return run_dir
+        stage(f"train {name}")
+        conf = {
+            "run": {"out_dir": str(run_dir), "seed": seed, "device": device},
+            "model": model_cfg,
+            "data": {"train": str(data_dir), "seq_len": seq_len, "batch_size": spec["batch_size"],
+                     "eval": {"target": str(tok_eval)}, "eval_every": spec.get("eval_every", spec["steps"]),
+                     "eval_batches": spec.get("eval_batches", 16)},
+            "optim": {"lr": spec["lr"], "min_lr": spec["lr"] / 10, "warmup_steps": max(1, spec["steps"] // 20),
+                      "max_steps": spec["steps"]},
+            "train": {"log_every": max(1, spec["steps"] // 10), "checkpoint_every": max(1, spec["steps"] // 2)},
+        }
+        if extra:
+            for k, v in extra.items():
+                conf.setdefault(k, {}).update(v)
+        path = out / "configs" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(conf, sort_keys=False))
+        resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
+        run(b / "rho_pretrain", path, *resume)
+        return run_dir
+
+    # 3. reference model on the high-quality set; 4. its losses on the corpus
+    ref = train("reference", tok_hq, cfg["reference"], 0)
+    losses = out / "losses" / "reference"
+    if not (losses / "manifest.json").exists():
+        stage("score the corpus with the reference model")
+        run(b / "rho_score", "--model", ref / "hf", "--data", tok_corpus, "--out", losses, "--seq-len", seq_len,
+            "--device", device)
+
+    # 5. CLM baseline and SLM, same tokens, same budget, per seed
+    slm = cfg.get("slm", {})
+    runs = {"clm": [], "slm": []}
+    for seed in cfg["seeds"]:
+        runs["clm"].append(train(f"clm-seed{seed}", tok_corpus, cfg["pretrain"], seed))
+        runs["slm"].append(train(f"slm-seed{seed}", tok_corpus, cfg["pretrain"], seed, {
+            "train": {"stage": "slm"},
+            "slm": {"ratio": slm.get("ratio", 0.6), "rule": slm.get("rule", "excess"),
+                    "scope": slm.get("scope", "step"), "reference_losses": str(losses)}}))
+
+    # 6. evaluation of every final model (and the reference)
+    e = cfg.get("eval", {})
+    evals = {}
+    for run_dir in [ref] + runs["clm"] + runs["slm"]:
+        js = out / "eval" / f"{run_dir.name}.json"
+        if not js.exists():
+            stage(f"evaluate {run_dir.name}")
+            js.parent.mkdir(parents=True, exist_ok=True)
+            extra = sum((["--stop", s] for s in e.get("stop", ["Question:"])), [])
+            # Zero-shot unless asked: a few-shot prompt longer than the training windows is out of distribution.
+            if e.get("fewshot", False):
+                extra += ["--fewshot-prompt", fewshot_prompt]
+            run(b / "rho_eval", "--model", run_dir / "hf", "--data", f"target={tok_eval}", "--tokenizer", spm[1],
+                "--seq-len", seq_len, "--fewshot", eval_problems, "--separator", e.get("separator", " "), *extra, "--max-new-tokens", e.get("max_new_tokens", 64),
+                "--limit", e.get("fewshot_limit", 100), "--device", device, "--quiet", "--json", js,
+                log=out / "eval" / f"{run_dir.name}.log")
+        evals[run_dir.name] = json.loads(js.read_text())
+
+    # 7. the token view: reference losses, and the CLM baseline's as the "current" model for excess loss
+    current = out / "losses" / "clm-seed{}".format(cfg["seeds"][0])
+    if not (current / "manifest.json").exists():
+        stage("score the corpus with the CLM baseline (for the excess-loss view)")
+        run(b / "rho_score", "--model", runs["clm"][0] / "hf", "--data", tok_corpus, "--out", current, "--seq-len",
+            seq_len, "--device", device)
+    v = cfg.get("view", {})
+    view = out / "report" / "token_view.html"
+    view.parent.mkdir(parents=True, exist_ok=True)
+    stage("render the token view")
+    run(b / "rho_view", "--data", tok_corpus, "--losses", losses, "--current-losses", current,
+        "--start", v.get("start", 0), "--length", v.get("length", 700), "--ratio", slm.get("ratio", 0.6),
+        "--title", "Demo corpus: what SLM keeps", "--out", view)
+
+    # 8. the report
+    stage("write the report")
+    path = report.write(out, cfg, runs, evals, view)
+    print(f"\nreport: {path}\n{report.summary_text(out)}")
+    print(f"total {time.time() - T0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
