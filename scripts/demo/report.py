@@ -83,7 +83,7 @@ def mean_curve(curves):
     return [(curves[0][i][0], sum(c[i][1] for c in curves) / len(curves)) for i in range(n)]
 
 
-def analyse(out, runs, evals):
+def analyse(out, cfg, runs, evals):
     curves = {k: [eval_curve(r) for r in v] for k, v in runs.items()}
     final = {k: [c[-1][1] for c in v] for k, v in curves.items()}
     acc = {k: [evals[r.name]["fewshot"][0]["accuracy"] for r in v] for k, v in runs.items()}
@@ -101,6 +101,9 @@ def analyse(out, runs, evals):
         "reference": {"target_loss": evals["reference"]["heldout"][0]["loss"],
                       "fewshot_accuracy": evals["reference"]["fewshot"][0]["accuracy"]},
     }
+    first = evals[runs["clm"][0].name]["fewshot"][0]
+    s["eval_items"] = first["items"]
+    s["eval_mode"] = "Few-shot" if cfg.get("eval", {}).get("fewshot") else "Zero-shot"
     s["slm_wins_loss"] = s["final_target_loss_mean"]["slm"] < s["final_target_loss_mean"]["clm"]
     s["slm_wins_accuracy"] = s["fewshot_accuracy_mean"]["slm"] > s["fewshot_accuracy_mean"]["clm"]
     s["slm_reaches_baseline_earlier"] = all(r is not None and r < budget for r in reach)
@@ -123,9 +126,14 @@ def verdict(s):
     else:
         parts.append("It does not reach the baseline's final loss in every seed within the same budget "
                      f"({sum(1 for r in s['slm_tokens_to_reach_clm_final'] if r)} of {s['seeds']} seeds do).")
-    parts.append(f"Few-shot accuracy on held-out problems: SLM {acc['slm']:.1%}, CLM {acc['clm']:.1%} "
+    n = s["eval_items"]
+    noise = math.sqrt(max(acc["clm"], 1.0 / n) * (1 - acc["clm"]) / (n * s["seeds"]))
+    parts.append(f"{s['eval_mode']} accuracy on {n} held-out problems: SLM {acc['slm']:.1%}, CLM {acc['clm']:.1%} "
                  f"(reference model {s['reference']['fewshot_accuracy']:.1%})" +
                  ("." if s["slm_wins_accuracy"] else ": SLM does not win on accuracy here."))
+    if abs(acc["slm"] - acc["clm"]) < 2 * noise:
+        parts.append(f"The accuracy difference is within sampling noise (about ±{2 * noise:.1%} at two standard "
+                     "errors): at this model size accuracy is near its floor and does not separate the two.")
     return " ".join(parts)
 
 
@@ -133,7 +141,7 @@ def write(out, cfg, runs, evals, view):
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
-    s, curves = analyse(out, runs, evals)
+    s, curves = analyse(out, cfg, runs, evals)
     (rep / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
 
     series = []
@@ -189,8 +197,8 @@ sequence length {cfg['seq_len']}. The reference model itself reaches target loss
 <h2>Target-domain loss against training tokens</h2>
 <img src="target_loss.svg" alt="target-domain loss">
 <h2>Per seed</h2>
-<table><tr><th>seed</th><th>CLM final loss</th><th>SLM final loss</th><th>CLM few-shot acc.</th>
-<th>SLM few-shot acc.</th><th>tokens ratio (CLM budget / SLM tokens to reach CLM final)</th></tr>
+<table><tr><th>seed</th><th>CLM final loss</th><th>SLM final loss</th><th>CLM {s['eval_mode'].lower()} acc.</th>
+<th>SLM {s['eval_mode'].lower()} acc.</th><th>tokens ratio (CLM budget / SLM tokens to reach CLM final)</th></tr>
 {''.join(rows)}
 <tr><th>mean</th><td>{s['final_target_loss_mean']['clm']:.4f}</td><td>{s['final_target_loss_mean']['slm']:.4f}</td>
 <td>{s['fewshot_accuracy_mean']['clm']:.1%}</td><td>{s['fewshot_accuracy_mean']['slm']:.1%}</td>
@@ -200,7 +208,7 @@ sequence length {cfg['seq_len']}. The reference model itself reaches target loss
 <p>The token view below colours a stretch of the corpus by reference loss, by excess loss (the CLM baseline's
 loss minus the reference's) and by SLM's keep/drop decision at the run's ratio; hover a token for its numbers.</p>
 <iframe src="{html.escape(Path(view).name)}"></iframe>
-<h2>Few-shot examples (SLM, first seed)</h2>{examples}
+<h2>{s['eval_mode']} examples (SLM, first seed)</h2>{examples}
 <h2>Corpus</h2>{noise}
 <p>Raw figures: <a href="summary.json">summary.json</a>; run logs under <code>runs/*/log.jsonl</code>; evaluations
 under <code>eval/*.json</code>.</p>
