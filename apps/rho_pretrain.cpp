@@ -1,8 +1,14 @@
 // rho_pretrain: reference training (train.stage=clm) and Selective Language Modeling (train.stage=slm).
 //   rho_pretrain CONFIG.yaml [--set section.key=value ...] [--resume]
+// Data parallel when started by torchrun (--no-python) or srun with several processes: see docs/distributed.md.
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+
+#include <chrono>
 #include <iostream>
 
+#include "librho/dist/context.h"
 #include "librho/train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -14,11 +20,17 @@ int main(int argc, char** argv) {
   app.add_option("--set", overrides, "override a config value: section.key=value (repeatable)");
   app.add_flag("--resume", resume, "continue exactly from the newest checkpoint in run.out_dir");
   CLI11_PARSE(app, argc, argv);
+  std::string who;  // "rank r/n: " in a data-parallel run, so each process's error says whose it is
   try {
-    rho::Trainer trainer(rho::TrainConfig::from_yaml_file(config, overrides), resume);
+    auto cfg = rho::TrainConfig::from_yaml_file(config, overrides);
+    const auto env = rho::DistEnv::from_env();
+    if (env.world_size > 1) who = fmt::format("rank {}/{}: ", env.rank, env.world_size);
+    const bool cuda = cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available());
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist_timeout * 1000));
+    rho::Trainer trainer(std::move(cfg), resume, rho::DistContext::connect(env, cuda, timeout));
     trainer.run();
   } catch (const std::exception& e) {
-    std::cerr << "\nrho_pretrain: error: " << e.what() << "\n";
+    std::cerr << "\nrho_pretrain: error: " << who << e.what() << "\n";
     return 1;
   }
   return 0;

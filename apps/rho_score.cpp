@@ -1,26 +1,23 @@
 // rho_score: reference losses for every token of a dataset (stage 2 of Rho-1).
-//   rho_score --model HF_DIR --data TOKENS_DIR --out LOSSES_DIR [--seq-len N] [--stride S] [--batch-size B]
-// Shards are split between processes by RANK / WORLD_SIZE (torchrun, or SLURM_PROCID / SLURM_NTASKS).
+//   rho_score --model MODEL --data TOKENS_DIR --out LOSSES_DIR [--seq-len N] [--stride S] [--batch-size B]
+// MODEL: a Hugging Face directory, a librho checkpoint directory, or a rho_pretrain run directory.
+// Shards are split between processes by RANK / WORLD_SIZE (torchrun, or SLURM_PROCID / SLURM_NTASKS under srun):
+// no process group, since ranks share nothing but the output folder, where the last to finish writes the manifest.
 #include <CLI/CLI.hpp>
-#include <cstdlib>
+#include <csignal>
 #include <iostream>
 
 #include <torch/cuda.h>
 
-#include "librho/io/hf_checkpoint.h"
+#include "librho/dist/context.h"
+#include "librho/train/checkpoint.h"
 #include "librho/score/token_scorer.h"
-
-static int64_t env_int(const char* a, const char* b, int64_t fallback) {
-  for (const char* name : {a, b})
-    if (const char* v = std::getenv(name)) return std::atoll(v);
-  return fallback;
-}
 
 int main(int argc, char** argv) {
   CLI::App app{"librho token scoring: per-token reference losses"};
   std::string model_dir, data_dir, out_dir, device = "auto";
   rho::ScoreOptions opt;
-  app.add_option("--model", model_dir, "reference model: Hugging Face directory")->required();
+  app.add_option("--model", model_dir, "reference model: Hugging Face, checkpoint or run directory")->required();
   app.add_option("--data", data_dir, "token dataset (rho_tokenize output)")->required();
   app.add_option("--out", out_dir, "output loss dataset folder")->required();
   app.add_option("--seq-len", opt.seq_len, "window length (use the training seq_len for aligned contexts)");
@@ -29,14 +26,22 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", opt.dtype, "stored loss dtype: float32 or bfloat16");
   app.add_option("--rows-per-chunk", opt.rows_per_chunk, "logit rows materialised at once");
   app.add_option("--device", device, "auto, cpu or cuda");
+  int64_t kill_after = 0;
+  // Tests only: SIGKILL this process once N shards are durable, to exercise resuming at a known point.
+  app.add_option("--test-kill-after-shards", kill_after)->group("");
   CLI11_PARSE(app, argc, argv);
-  opt.rank = env_int("RANK", "SLURM_PROCID", 0);
-  opt.world_size = env_int("WORLD_SIZE", "SLURM_NTASKS", 1);
+  if (kill_after > 0)
+    opt.on_shard_committed = [kill_after](int64_t n) {
+      if (n >= kill_after) std::raise(SIGKILL);
+    };
   try {
-    auto model = rho::load_hf_model(model_dir);
+    const auto env = rho::DistEnv::from_env();
+    opt.rank = env.rank;
+    opt.world_size = env.world_size;
+    auto model = rho::load_model(model_dir);
     const auto hash = model->weights_sha256();
     const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
-    if (cuda) model->to(at::Device(at::kCUDA), at::kBFloat16);  // bf16 weights, fp32 loss per chunk
+    if (cuda) model->to(env.cuda_device(), at::kBFloat16);  // bf16 weights, fp32 loss per chunk
     auto data = rho::TokenDataset::open(data_dir);
     rho::TokenScorer scorer(model, hash, opt);
     const auto summary = scorer.score_dataset(data, out_dir);

@@ -291,6 +291,7 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
       write_file_atomic(bin, stored.data_ptr(), nbytes);
       write_file_atomic(rec_path, rec.to_json().dump(2) + "\n");
       ++sum.shards_scored;
+      if (opt_.on_shard_committed) opt_.on_shard_committed(sum.shards_scored);
       if (opt_.dtype != "float32") losses = stored.to(at::kFloat);
     }
     done_tokens += rec.num_tokens;

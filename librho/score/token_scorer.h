@@ -13,6 +13,7 @@
 // reference losses agree.
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,9 @@ struct ScoreOptions {
   int64_t rank = 0, world_size = 1;  // shards s with s % world_size == rank are this process's
   int64_t rows_per_chunk = 1024;     // logits rows materialised at once (memory bound: rows x vocab x 4 B)
   bool progress = true;
+  // Called after each shard's losses and record are durable, with the number this run has written
+  // (tests use it to kill the process at a known point).
+  std::function<void(int64_t)> on_shard_committed;
 };
 
 struct ScoreSummary {

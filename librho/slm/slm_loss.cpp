@@ -5,11 +5,14 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full_like.h>
 #include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "librho/dist/context.h"
 #include "librho/kernels/topk_mask.h"
 #include "librho/util/error.h"
 
@@ -26,7 +29,8 @@ SelectionRule parse_selection_rule(const std::string& s) {
 SelectionScope parse_selection_scope(const std::string& s) {
   if (s == "micro_batch") return SelectionScope::MicroBatch;
   if (s == "step") return SelectionScope::Step;
-  throw Error(fmt::format("slm.scope: '{}' is not one of micro_batch, step", s));
+  if (s == "global") return SelectionScope::Global;
+  throw Error(fmt::format("slm.scope: '{}' is not one of micro_batch, step, global", s));
 }
 
 std::string to_string(SelectionRule r) {
@@ -39,7 +43,14 @@ std::string to_string(SelectionRule r) {
   return "?";
 }
 
-std::string to_string(SelectionScope s) { return s == SelectionScope::Step ? "step" : "micro_batch"; }
+std::string to_string(SelectionScope s) {
+  switch (s) {
+    case SelectionScope::MicroBatch: return "micro_batch";
+    case SelectionScope::Step: return "step";
+    case SelectionScope::Global: return "global";
+  }
+  return "?";
+}
 
 double SLMOptions::ratio_at(int64_t step) const {
   if (ratio_end < 0 || ratio_steps <= 0) return ratio;
@@ -79,9 +90,11 @@ at::Tensor ExcessLossSelector::score(const at::Tensor& current_loss, const at::T
   return at::where(valid, s, at::full_like(s, std::numeric_limits<float>::quiet_NaN()));
 }
 
-std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>& scores,
-                                                   const std::vector<at::Tensor>& valid, double ratio,
-                                                   SelectionStats* stats) const {
+namespace {
+
+// The scores as one flat pool and the number of valid tokens in it.
+std::pair<at::Tensor, int64_t> flat_pool(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
+                                         double ratio) {
   if (!(ratio > 0 && ratio <= 1)) throw Error(fmt::format("slm.ratio must lie in (0, 1], got {}", ratio));
   TORCH_CHECK(scores.size() == valid.size(), "select: one validity mask per score tensor");
   std::vector<at::Tensor> flat;
@@ -90,14 +103,23 @@ std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>
     flat.push_back(scores[i].reshape(-1));
     num_valid += valid[i].sum().item<int64_t>();
   }
-  const at::Tensor pool = flat.size() == 1 ? flat[0] : at::cat(flat);
-  const int64_t k = static_cast<int64_t>(std::ceil(ratio * static_cast<double>(num_valid) - 1e-9));
-  auto [mask, nans] = topk_mask(pool, k);
+  return {flat.size() == 1 ? flat[0] : at::cat(flat), num_valid};
+}
+
+int64_t keep_count(double ratio, int64_t num_valid) {
+  return static_cast<int64_t>(std::ceil(ratio * static_cast<double>(num_valid) - 1e-9));
+}
+
+// Adds the pool's selection statistics (invalid tokens carry NaN scores) and cuts the mask back into the
+// score tensors' shapes.
+std::vector<at::Tensor> finish_selection(const std::vector<at::Tensor>& scores, const at::Tensor& pool,
+                                         const at::Tensor& mask, int64_t num_valid, int64_t nan_valid,
+                                         SelectionStats* stats) {
   if (stats) {
     const at::Tensor finite = pool == pool;
     SelectionStats st;
     st.valid = num_valid;
-    st.nan_scores = nans.item<int64_t>() - (pool.numel() - num_valid);
+    st.nan_scores = nan_valid;
     st.kept = mask.sum().item<int64_t>();
     st.kept_score_sum = pool.masked_select(mask).sum().item<double>();
     st.dropped_score_sum = pool.masked_select(finite & ~mask).sum().item<double>();
@@ -110,6 +132,68 @@ std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>
     offset += s.numel();
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>& scores,
+                                                   const std::vector<at::Tensor>& valid, double ratio,
+                                                   SelectionStats* stats) const {
+  const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
+  auto [mask, nans] = topk_mask(pool, keep_count(ratio, num_valid));
+  return finish_selection(scores, pool, mask, num_valid, nans.item<int64_t>() - (pool.numel() - num_valid), stats);
+}
+
+std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::Tensor>& scores,
+                                                          const std::vector<at::Tensor>& valid, double ratio,
+                                                          const DistContext& dist, SelectionStats* stats) const {
+  const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
+  // Keys on the host: the pool is one step's tokens of one rank (small next to the step's compute).
+  const at::Tensor host = pool.to(at::kCPU, at::kFloat).contiguous();
+  const float* s = host.data_ptr<float>();
+  const int64_t n = host.numel();
+  std::vector<uint32_t> keys(static_cast<size_t>(n));
+  int64_t finite = 0;
+  for (int64_t i = 0; i < n; ++i) finite += (keys[i] = kernels::topk_key(s[i])) != 0;
+  auto counts = at::tensor({num_valid, finite}, at::kLong);
+  dist.allreduce_sum(counts);
+  const int64_t k = std::min(keep_count(ratio, counts[0].item<int64_t>()), counts[1].item<int64_t>());
+
+  // Radix select, one byte per round from the top: after 4 rounds `threshold` is the k-th largest key over all
+  // ranks and `remaining` the number of keys equal to it that the selection takes.
+  uint32_t threshold = 0, known = 0;
+  int64_t remaining = k;
+  for (int shift = 24; k > 0 && shift >= 0; shift -= 8) {
+    auto hist = at::zeros({256}, at::kLong);
+    int64_t* h = hist.data_ptr<int64_t>();
+    for (const uint32_t key : keys)
+      if (key != 0 && (key & known) == threshold) ++h[(key >> shift) & 0xffu];
+    dist.allreduce_sum(hist);
+    int digit = 255;
+    for (; digit > 0 && h[digit] < remaining; --digit) remaining -= h[digit];
+    threshold |= static_cast<uint32_t>(digit) << shift;
+    known |= 0xffu << shift;
+  }
+  // Ties at the threshold: lower ranks first, then lower local index.
+  int64_t ties = 0;
+  if (k > 0)
+    for (const uint32_t key : keys) ties += key == threshold;
+  const auto all_ties = dist.allgather(k > 0 ? ties : 0);
+  int64_t take = remaining;
+  for (int64_t r = 0; r < dist.rank(); ++r) take -= all_ties[r];
+  take = std::clamp<int64_t>(take, 0, ties);
+
+  auto mask = at::zeros({n}, at::kBool);
+  bool* m = mask.data_ptr<bool>();
+  for (int64_t i = 0; k > 0 && i < n; ++i) {
+    if (keys[i] > threshold) {
+      m[i] = true;
+    } else if (keys[i] == threshold && take > 0) {
+      m[i] = true;
+      --take;
+    }
+  }
+  return finish_selection(scores, pool, mask.to(pool.device()), num_valid, num_valid - finite, stats);
 }
 
 at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& mask, double denominator) {

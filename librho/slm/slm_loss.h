@@ -12,6 +12,8 @@
 
 namespace rho {
 
+class DistContext;
+
 enum class SelectionRule {
   Excess,     // current - reference: the paper's rule
   Reference,  // lowest reference loss first (score = -reference): "keep what the reference finds clean"
@@ -20,10 +22,11 @@ enum class SelectionRule {
 };
 enum class SelectionScope {
   MicroBatch,  // top-k inside each micro-batch
-  Step,        // top-k over all micro-batches of one optimizer step (the paper's batch)
+  Step,        // top-k over all micro-batches of one optimizer step (the paper's batch), per rank
+  Global,      // top-k over the step's micro-batches of every rank: the global batch (data parallel)
 };
 SelectionRule parse_selection_rule(const std::string& s);    // excess | reference | current | random
-SelectionScope parse_selection_scope(const std::string& s);  // micro_batch | step
+SelectionScope parse_selection_scope(const std::string& s);  // micro_batch | step | global
 std::string to_string(SelectionRule r);
 std::string to_string(SelectionScope s);
 
@@ -55,6 +58,12 @@ class ExcessLossSelector {
   // per tensor. A valid token whose score is NaN (e.g. a NaN reference loss) is never kept, and counted.
   std::vector<at::Tensor> select(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
                                  double ratio, SelectionStats* stats) const;
+  // The same selection over the union of every rank's scores (concatenated in rank order), found without
+  // gathering them: an exact distributed radix select on the order-preserving keys (4 all-reduces of a 256-bin
+  // histogram), ties at the threshold to the lowest (rank, index) first (one all-reduce of world_size counts).
+  // With one process it equals select(). Stats are this rank's part.
+  std::vector<at::Tensor> select_global(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
+                                        double ratio, const DistContext& dist, SelectionStats* stats) const;
   const SLMOptions& options() const { return opt_; }
 
  private:

@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "librho/io/hf_checkpoint.h"
 #include "librho/io/safetensors.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
@@ -32,6 +34,7 @@ void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t
   j["tokens_seen"] = ckpt.state.tokens_seen;
   j["world_size"] = ckpt.state.world_size;
   j["config"] = ckpt.state.config_yaml;
+  j["model_config"] = ckpt.state.model_config_json;
   j["sha256"] = {{"model.safetensors", sha256_file((tmp / "model.safetensors").string())},
                  {"optimizer.safetensors", sha256_file((tmp / "optimizer.safetensors").string())}};
   write_file_atomic((tmp / "state.json").string(), j.dump(2) + "\n");
@@ -78,6 +81,7 @@ Checkpoint load_checkpoint(const std::string& dir) {
     c.state.tokens_seen = j.at("tokens_seen").get<int64_t>();
     c.state.world_size = j.at("world_size").get<int64_t>();
     c.state.config_yaml = j.at("config").get<std::string>();
+    c.state.model_config_json = j.value("model_config", "");
     for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
       const auto path = (fs::path(dir) / file).string();
       const auto want = j.at("sha256").at(file).get<std::string>();
@@ -96,6 +100,32 @@ Checkpoint load_checkpoint(const std::string& dir) {
   c.model = read_all((fs::path(dir) / "model.safetensors").string());
   c.optimizer = read_all((fs::path(dir) / "optimizer.safetensors").string());
   return c;
+}
+
+Llama load_model(const std::string& path) {
+  const fs::path p(path);
+  if (fs::exists(p / "config.json")) return load_hf_model(path);
+  std::string dir = path;
+  if (!fs::exists(p / "state.json")) {
+    const auto latest = latest_checkpoint(path);
+    if (!latest)
+      throw Error(fmt::format("{}: not a Hugging Face directory (config.json), a librho checkpoint (state.json) or "
+                              "a run directory with checkpoints", path));
+    dir = *latest;
+  }
+  auto ck = load_checkpoint(dir);
+  if (ck.state.model_config_json.empty())
+    throw Error(fmt::format("{}/state.json: no model_config (written by an older librho)", dir));
+  Llama model(LlamaConfig::from_hf_json_string(ck.state.model_config_json, dir + "/state.json"));
+  std::map<std::string, at::Tensor> by_name(ck.model.begin(), ck.model.end());
+  at::NoGradGuard no_grad;
+  for (auto& item : model->named_parameters()) {
+    auto it = by_name.find(item.key());
+    if (it == by_name.end() || it->second.sizes() != item.value().sizes())
+      throw Error(fmt::format("{}/model.safetensors: tensor '{}' missing or of another shape", dir, item.key()));
+    item.value().copy_(it->second);
+  }
+  return model;
 }
 
 }  // namespace rho

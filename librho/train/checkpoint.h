@@ -5,6 +5,8 @@
 // verified on load; only the newest keep_last are kept.
 #include <ATen/core/Tensor.h>
 
+#include "librho/model/llama.h"
+
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +20,7 @@ struct CheckpointState {
   int64_t tokens_seen = 0;
   int64_t world_size = 1;
   std::string config_yaml;  // the resolved config of the run that wrote it
+  std::string model_config_json;  // the model's shape (config.json form), so the checkpoint loads on its own
 };
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
@@ -33,5 +36,9 @@ void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t
 std::optional<std::string> latest_checkpoint(const std::string& out_dir);
 // Loads and verifies (sha256 of both tensor files against state.json); throws rho::Error naming the file.
 Checkpoint load_checkpoint(const std::string& dir);
+
+// A model from any of: a Hugging Face directory (config.json), a checkpoint directory (state.json), or a run
+// directory (its newest checkpoint). Weights are fp32 on CPU.
+Llama load_model(const std::string& path);
 
 }  // namespace rho

@@ -109,8 +109,10 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   run.read("out_dir", c.out_dir);
   run.read("seed", c.seed);
   run.read("device", c.device);
+  run.read("dist_timeout", c.dist_timeout);
   run.finish();
   require(c.device == "auto" || c.device == "cpu" || c.device == "cuda", run, "run.device", c.device, "auto|cpu|cuda");
+  require(c.dist_timeout > 0, run, "run.dist_timeout", c.dist_timeout, "must be > 0 (seconds)");
 
   // model: either `config: file.yaml` or inline model fields, plus an optional `init_from` HF directory.
   YAML::Node model = root["model"] ? YAML::Clone(root["model"]) : YAML::Node(YAML::NodeType::Map);
@@ -187,6 +189,8 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   train.read("keep_checkpoints", c.keep_checkpoints);
   train.read("nan_policy", c.nan_policy);
   train.read("export_hf", c.export_hf);
+  train.read("zero1", c.zero1);
+  train.read("bucket_mb", c.bucket_mb);
   train.finish();
   require(c.stage == "clm" || c.stage == "slm", train, "train.stage", c.stage, "clm|slm");
   require(c.precision == "auto" || c.precision == "fp32" || c.precision == "bf16", train, "train.precision",
@@ -195,6 +199,7 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   require(c.log_every > 0, train, "train.log_every", c.log_every, "must be > 0");
   require(c.checkpoint_every > 0, train, "train.checkpoint_every", c.checkpoint_every, "must be > 0");
   require(c.keep_checkpoints > 0, train, "train.keep_checkpoints", c.keep_checkpoints, "must be > 0");
+  require(c.bucket_mb > 0, train, "train.bucket_mb", c.bucket_mb, "must be > 0");
 
   Section slm(root["slm"], source, "slm");
   std::string rule = to_string(c.slm.rule), scope = to_string(c.slm.scope);
@@ -226,7 +231,8 @@ std::string TrainConfig::to_yaml() const {
   YAML::Emitter o;
   o << YAML::BeginMap;
   o << YAML::Key << "run" << YAML::Value << YAML::BeginMap << YAML::Key << "out_dir" << YAML::Value << out_dir
-    << YAML::Key << "seed" << YAML::Value << seed << YAML::Key << "device" << YAML::Value << device << YAML::EndMap;
+    << YAML::Key << "seed" << YAML::Value << seed << YAML::Key << "device" << YAML::Value << device << YAML::Key
+    << "dist_timeout" << YAML::Value << dist_timeout << YAML::EndMap;
   // A run started from a Hugging Face directory takes its shape from there: only init_from is written.
   if (init_from.empty()) {
     o << YAML::Key << "model" << YAML::Value << YAML::Load(model.to_yaml());
@@ -257,7 +263,8 @@ std::string TrainConfig::to_yaml() const {
     << activation_checkpointing << YAML::Key << "log_every" << YAML::Value << log_every << YAML::Key
     << "checkpoint_every" << YAML::Value << checkpoint_every << YAML::Key << "keep_checkpoints" << YAML::Value
     << keep_checkpoints << YAML::Key << "nan_policy" << YAML::Value << nan_policy << YAML::Key << "export_hf"
-    << YAML::Value << export_hf << YAML::EndMap;
+    << YAML::Value << export_hf << YAML::Key << "zero1" << YAML::Value << zero1 << YAML::Key << "bucket_mb"
+    << YAML::Value << bucket_mb << YAML::EndMap;
   o << YAML::Key << "slm" << YAML::Value << YAML::BeginMap << YAML::Key << "ratio" << YAML::Value << slm.ratio
     << YAML::Key << "ratio_end" << YAML::Value << slm.ratio_end << YAML::Key << "ratio_steps" << YAML::Value
     << slm.ratio_steps << YAML::Key << "rule" << YAML::Value << to_string(slm.rule) << YAML::Key << "scope"

@@ -19,6 +19,7 @@ struct TrainConfig {
   std::string out_dir = "runs/default";
   uint64_t seed = 0;
   std::string device = "auto";  // auto | cpu | cuda
+  double dist_timeout = 600;    // seconds a collective may wait for a peer before the run fails (data parallel)
   // model: a model config (inline or a file), or a Hugging Face directory to start from
   LlamaConfig model;
   std::string init_from;
@@ -40,6 +41,8 @@ struct TrainConfig {
   int64_t log_every = 10, checkpoint_every = 500, keep_checkpoints = 3;
   std::string nan_policy = "stop";  // stop | skip
   bool export_hf = true;
+  bool zero1 = false;     // data parallel: shard AdamW's state over the ranks (ZeRO stage 1)
+  double bucket_mb = 25;  // data parallel: gradient all-reduce bucket size
   // slm
   SLMOptions slm;
   std::string reference_losses;  // a rho_score output aligned with train_data (offline reference)

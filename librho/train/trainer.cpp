@@ -13,8 +13,11 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "librho/data/token_dataset.h"
+#include "librho/dist/context.h"
+#include "librho/dist/grad_reducer.h"
 #include "librho/io/hf_checkpoint.h"
 #include "librho/score/token_scorer.h"
 #include "librho/slm/slm_loss.h"
@@ -48,10 +51,31 @@ class AutocastScope {
   bool on_;
 };
 
+// A flat copy of `tensors` made on `root` is sent to every rank and copied back into their `tensors`.
+void broadcast_flat(const DistContext& dist, const std::vector<at::Tensor>& tensors, int64_t root) {
+  if (tensors.empty()) return;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> flat;
+  for (const auto& t : tensors) flat.push_back(t.detach().reshape(-1));
+  auto buf = at::cat(flat);
+  dist.broadcast(buf, root);
+  if (dist.rank() == root) return;
+  int64_t off = 0;
+  for (const auto& t : tensors) {
+    t.detach().copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));
+    off += t.numel();
+  }
+}
+
+int64_t step_of_checkpoint(const std::string& dir) {
+  return std::stoll(fs::path(dir).filename().string().substr(std::string("step-").size()));
+}
+
 }  // namespace
 
 struct Trainer::State {
   TrainConfig cfg;
+  std::shared_ptr<DistContext> dist;
   at::Device device{at::kCPU};
   bool autocast = false;
   Llama model{nullptr};
@@ -60,7 +84,10 @@ struct Trainer::State {
   std::shared_ptr<TokenDataset> train;
   std::unique_ptr<BatchLoader> loader;
   std::vector<std::pair<std::string, std::shared_ptr<TokenDataset>>> evals;
-  std::unique_ptr<AdamW> optim;
+  std::unique_ptr<AdamW> optim;               // under ZeRO-1: this rank's parameters only
+  std::vector<AdamW::Group> groups;            // every parameter, grouped for AdamW
+  std::map<std::string, int64_t> owner;        // ZeRO-1: the rank stepping each parameter (all 0 otherwise)
+  std::unique_ptr<GradBucketReducer> reducer;
   ExcessLossSelector selector{SLMOptions{}};
   int64_t step = 0, tokens_seen = 0, skipped_steps = 0;
   int64_t eos_id = -1;
@@ -90,18 +117,58 @@ struct Trainer::State {
   }
 
   void write_log(const nlohmann::json& j) {
+    if (!dist->is_main()) return;
     log << j.dump() << "\n";
     log.flush();
   }
+
+  // The AdamW groups restricted to the parameters `rank` steps.
+  std::vector<AdamW::Group> groups_of(int64_t rank) const {
+    auto out = groups;
+    for (auto& g : out) {
+      AdamW::Group kept;
+      kept.weight_decay = g.weight_decay;
+      for (size_t i = 0; i < g.names.size(); ++i)
+        if (owner.at(g.names[i]) == rank) {
+          kept.names.push_back(g.names[i]);
+          kept.params.push_back(g.params[i]);
+        }
+      g = std::move(kept);
+    }
+    return out;
+  }
+
+  // ZeRO-1: after each rank stepped its parameters, every rank gets every updated parameter.
+  void share_updated_params() {
+    if (!cfg.zero1 || !dist->distributed()) return;
+    for (int64_t r = 0; r < dist->world_size(); ++r) {
+      std::vector<at::Tensor> mine;
+      for (const auto& g : groups_of(r)) mine.insert(mine.end(), g.params.begin(), g.params.end());
+      broadcast_flat(*dist, mine, r);
+    }
+  }
+
+  void zero_grads() {
+    for (auto& p : model->parameters())
+      if (p.grad().defined()) p.mutable_grad().zero_();
+  }
 };
 
-Trainer::Trainer(TrainConfig config, bool resume) : s_(std::make_unique<State>()) {
+Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> dist) : s_(std::make_unique<State>()) {
   auto& s = *s_;
   s.cfg = std::move(config);
   auto& cfg = s.cfg;
   if (cfg.device == "cuda" && !torch::cuda::is_available()) throw Error("run.device is cuda but no CUDA device is present");
   s.device = (cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available())) ? at::Device(at::kCUDA)
                                                                                               : at::Device(at::kCPU);
+  s.dist = dist ? std::move(dist) : std::make_shared<DistContext>(s.device);
+  const auto& d = *s.dist;
+  if (d.distributed()) {
+    if (d.device().is_cuda() != s.device.is_cuda())
+      throw Error(fmt::format("run.device resolves to {} but the process group runs on {} ({})", s.device.str(),
+                              d.device().str(), d.backend()));
+    s.device = d.device();
+  }
   s.autocast = s.device.is_cuda() && cfg.precision != "fp32";
   if (cfg.precision == "bf16" && !s.device.is_cuda()) throw Error("train.precision bf16 needs a CUDA device (CPU runs fp32)");
 
@@ -125,6 +192,8 @@ Trainer::Trainer(TrainConfig config, bool resume) : s_(std::make_unique<State>()
   lo.seq_len = cfg.seq_len;
   lo.batch_size = cfg.batch_size;
   lo.seed = cfg.seed;
+  lo.rank = d.rank();
+  lo.world_size = d.world_size();
   lo.pin_memory = s.device.is_cuda();
   s.loader = std::make_unique<BatchLoader>(s.train, lo);
   for (const auto& e : cfg.eval_sets) s.evals.emplace_back(e.name, std::make_shared<TokenDataset>(TokenDataset::open(e.path)));
@@ -142,25 +211,38 @@ Trainer::Trainer(TrainConfig config, bool resume) : s_(std::make_unique<State>()
   }
 
   // AdamW groups: no weight decay on norms and embeddings unless asked (they are not "weights" to shrink).
+  // ZeRO-1 owners: contiguous runs of parameters (registration order) of about equal size per rank.
   AdamW::Group decay, no_decay;
   decay.weight_decay = cfg.weight_decay;
+  int64_t total = 0, before = 0;
+  for (const auto& p : s.model->parameters()) total += p.numel();
   for (auto& item : s.model->named_parameters()) {
     const bool exempt = !cfg.decay_norms_and_embeddings &&
                         (item.value().dim() < 2 || item.key().find("embed_tokens") != std::string::npos);
     auto& g = exempt ? no_decay : decay;
     g.names.push_back(item.key());
     g.params.push_back(item.value());
+    s.owner[item.key()] = cfg.zero1 ? std::min(d.world_size() - 1, before * d.world_size() / total) : 0;
+    before += item.value().numel();
   }
-  s.optim = std::make_unique<AdamW>(std::vector<AdamW::Group>{decay, no_decay}, cfg.beta1, cfg.beta2, cfg.eps);
+  s.groups = {decay, no_decay};
+  s.optim = std::make_unique<AdamW>(cfg.zero1 ? s.groups_of(d.rank()) : s.groups, cfg.beta1, cfg.beta2, cfg.eps);
+  s.reducer = std::make_unique<GradBucketReducer>(s.model->parameters(), *s.dist, cfg.bucket_mb);
 
-  fs::create_directories(cfg.out_dir);
+  if (d.is_main()) fs::create_directories(cfg.out_dir);
   const auto log_path = (fs::path(cfg.out_dir) / "log.jsonl").string();
   if (resume) {
-    const auto latest = latest_checkpoint(cfg.out_dir);
-    if (!latest) throw Error(fmt::format("{}: --resume but no checkpoint was found", cfg.out_dir));
+    // Every rank resumes from rank 0's newest checkpoint (out_dir is on a shared file system).
+    auto latest = latest_checkpoint(cfg.out_dir);
+    auto latest_step = at::full({1}, latest ? step_of_checkpoint(*latest) : int64_t(-1), at::kLong);
+    d.broadcast(latest_step, 0);
+    if (latest_step.item<int64_t>() < 0) throw Error(fmt::format("{}: --resume but no checkpoint was found", cfg.out_dir));
+    latest = checkpoint_dir(cfg.out_dir, latest_step.item<int64_t>());
     auto ck = load_checkpoint(*latest);
-    if (ck.state.world_size != 1)
-      throw Error(fmt::format("{}: written with world size {}, resumed with 1", *latest, ck.state.world_size));
+    if (ck.state.world_size != d.world_size())
+      throw Error(fmt::format("{}: written by {} process(es), resumed with {}: the data order and the ZeRO-1 shards "
+                              "depend on the world size, so resume with {} (or start a new run from its weights)",
+                              *latest, ck.state.world_size, d.world_size(), ck.state.world_size));
     {
       at::NoGradGuard no_grad;
       std::map<std::string, at::Tensor> by_name(ck.model.begin(), ck.model.end());
@@ -185,7 +267,7 @@ Trainer::Trainer(TrainConfig config, bool resume) : s_(std::make_unique<State>()
     s.tokens_seen = ck.state.tokens_seen;
     s.loader->seek(ck.state.loader_step);
     // Drop log lines of steps after the checkpoint (the interrupted run's), so the log reads as one run.
-    if (fs::exists(log_path)) {
+    if (d.is_main() && fs::exists(log_path)) {
       std::ifstream in(log_path);
       std::string line, kept;
       while (std::getline(in, line)) {
@@ -196,15 +278,17 @@ Trainer::Trainer(TrainConfig config, bool resume) : s_(std::make_unique<State>()
       }
       write_file_atomic(log_path, kept);
     }
-    std::cerr << fmt::format("resumed from {} (step {})\n", *latest, s.step);
+    if (d.is_main()) std::cerr << fmt::format("resumed from {} (step {})\n", *latest, s.step);
   } else if (latest_checkpoint(cfg.out_dir)) {
     throw Error(fmt::format("{}: already holds checkpoints; pass --resume to continue or choose another out_dir",
                             cfg.out_dir));
-  } else {
+  } else if (d.is_main()) {
     write_file_atomic(log_path, std::string());
   }
-  write_file_atomic((fs::path(cfg.out_dir) / "config.yaml").string(), cfg.to_yaml());
-  s.log.open(log_path, std::ios::app);
+  if (d.is_main()) {
+    write_file_atomic((fs::path(cfg.out_dir) / "config.yaml").string(), cfg.to_yaml());
+    s.log.open(log_path, std::ios::app);
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -215,7 +299,9 @@ const TrainConfig& Trainer::config() const { return s_->cfg; }
 StepMetrics Trainer::train_step() {
   auto& s = *s_;
   const auto& cfg = s.cfg;
+  const auto& dist = *s.dist;
   const bool slm = cfg.stage == "slm";
+  const auto scope = cfg.slm.scope;
   const int64_t accum = cfg.grad_accum;
   std::vector<Batch> batches;
   for (int64_t i = 0; i < accum; ++i) batches.push_back(s.loader->next());
@@ -224,18 +310,21 @@ StepMetrics Trainer::train_step() {
   m.lr = cfg.lr_at(s.step);
   SelectionStats sel;
   double loss_sum = 0, loss_all_sum = 0;
-  int64_t valid_total = 0;
 
-  // Masks: valid tokens (CLM) or the selection; for scope "step" all of them before any backward.
+  // Valid tokens per micro-batch, summed over ranks: the CLM denominators of the global batch.
   std::vector<at::Tensor> valid(accum), masks(accum), ref(accum);
+  auto global_valid = at::zeros({accum}, at::kLong);
   for (int64_t i = 0; i < accum; ++i) {
     valid[i] = s.valid_mask(batches[i]);
-    valid_total += valid[i].sum().item<int64_t>();
+    global_valid[i] = valid[i].sum().item<int64_t>();
     if (slm) ref[i] = s.reference_loss(batches[i]);
   }
+  dist.allreduce_sum(global_valid);
+  // Selections over a whole step (scopes step and global) come before any backward.
   const double ratio = cfg.slm.ratio_at(s.step);
   const uint64_t draw_base = static_cast<uint64_t>(s.step) * static_cast<uint64_t>(accum);
-  if (slm && cfg.slm.scope == SelectionScope::Step) {
+  double step_kept = 0;
+  if (slm && scope != SelectionScope::MicroBatch) {
     std::vector<at::Tensor> scores;
     for (int64_t i = 0; i < accum; ++i) {
       at::Tensor current;
@@ -245,40 +334,61 @@ StepMetrics Trainer::train_step() {
       }
       scores.push_back(s.selector.score(current, ref[i], valid[i], draw_base + i));
     }
-    masks = s.selector.select(scores, valid, ratio, &sel);
+    masks = scope == SelectionScope::Global ? s.selector.select_global(scores, valid, ratio, dist, &sel)
+                                            : s.selector.select(scores, valid, ratio, &sel);
+    auto kept = at::full({1}, sel.kept, at::kLong);
+    dist.allreduce_sum(kept);
+    step_kept = std::max<int64_t>(kept.item<int64_t>(), 1);
   }
-  const double step_kept = slm && cfg.slm.scope == SelectionScope::Step ? std::max<int64_t>(sel.kept, 1) : 0;
 
   for (int64_t i = 0; i < accum; ++i) {
     auto token_loss = s.forward_loss(batches[i]);
     double denom;
     if (!slm) {
       masks[i] = valid[i];
-      denom = std::max<int64_t>(valid[i].sum().item<int64_t>(), 1) * accum;
-    } else if (cfg.slm.scope == SelectionScope::MicroBatch) {
+      denom = std::max<int64_t>(global_valid[i].item<int64_t>(), 1) * accum;
+    } else if (scope == SelectionScope::MicroBatch) {
       SelectionStats mb;
       masks[i] = s.selector.select({s.selector.score(token_loss, ref[i], valid[i], draw_base + i)}, {valid[i]}, ratio, &mb)[0];
       sel.add(mb);
-      denom = std::max<int64_t>(mb.kept, 1) * accum;
+      auto kept = at::full({1}, mb.kept, at::kLong);
+      dist.allreduce_sum(kept);
+      denom = std::max<int64_t>(kept.item<int64_t>(), 1) * accum;
     } else {
       denom = step_kept;
     }
     auto loss = masked_loss_sum(token_loss, masks[i], denom);
+    if (i == accum - 1) s.reducer->arm();  // the last backward all-reduces gradients as they become ready
     loss.backward();
     loss_sum += loss.item<double>();
     const auto detached = token_loss.detach();
     loss_all_sum += (detached * valid[i].to(at::kFloat)).sum().item<double>();
     m.tokens += batches[i].inputs().numel();
   }
-  m.loss = loss_sum;
-  m.loss_all = loss_all_sum / std::max<int64_t>(valid_total, 1);
+  s.reducer->finish();
+
+  // Metrics over the global batch.
+  auto sums = at::tensor({loss_sum, loss_all_sum, static_cast<double>(m.tokens), static_cast<double>(sel.valid),
+                          static_cast<double>(sel.kept), sel.kept_score_sum, sel.dropped_score_sum,
+                          static_cast<double>(sel.nan_scores)}, at::kDouble);
+  dist.allreduce_sum(sums);
+  const auto* g = sums.data_ptr<double>();
+  m.loss = g[0];
+  m.loss_all = g[1] / std::max<int64_t>(global_valid.sum().item<int64_t>(), 1);
+  m.tokens = static_cast<int64_t>(g[2]);
   if (slm) {
+    sel.valid = static_cast<int64_t>(g[3]);
+    sel.kept = static_cast<int64_t>(g[4]);
+    sel.kept_score_sum = g[5];
+    sel.dropped_score_sum = g[6];
+    sel.nan_scores = static_cast<int64_t>(g[7]);
     m.selected_fraction = sel.valid ? static_cast<double>(sel.kept) / sel.valid : 0;
     m.kept_score = sel.kept_score_mean();
     m.dropped_score = sel.dropped_score_mean();
   }
 
-  // Gradient norm (and clipping); a non-finite loss or norm stops the run or skips the step.
+  // Gradient norm (and clipping); a non-finite loss or norm stops the run or skips the step. Gradients and the
+  // loss are global here, so every rank takes the same decision.
   auto params = s.model->parameters();
   const double max_norm = cfg.grad_clip > 0 ? cfg.grad_clip : std::numeric_limits<double>::infinity();
   m.grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
@@ -291,11 +401,11 @@ StepMetrics Trainer::train_step() {
     }
     m.skipped = true;
     ++s.skipped_steps;
-    s.optim->zero_grad();
   } else {
     s.optim->step(m.lr);
-    s.optim->zero_grad();
+    s.share_updated_params();
   }
+  s.zero_grads();
   ++s.step;
   s.tokens_seen += m.tokens;
   m.step = s.step;
@@ -314,7 +424,8 @@ std::map<std::string, double> Trainer::evaluate() {
     if (n == 0) throw Error(fmt::format("{}: fewer than seq_len+1 tokens to evaluate on", data->dir()));
     double sum = 0;
     int64_t count = 0;
-    for (int64_t w0 = 0; w0 < n; w0 += s.cfg.batch_size) {
+    const int64_t stride = s.cfg.batch_size * s.dist->world_size();  // rank r takes every world-th batch
+    for (int64_t w0 = s.cfg.batch_size * s.dist->rank(); w0 < n; w0 += stride) {
       Batch b;
       std::vector<at::Tensor> rows;
       for (int64_t w = w0; w < std::min(n, w0 + s.cfg.batch_size); ++w) rows.push_back(data->slice(w * T, T + 1));
@@ -325,7 +436,9 @@ std::map<std::string, double> Trainer::evaluate() {
       sum += (loss * valid).sum().item<double>();
       count += valid.sum().item<int64_t>();
     }
-    out[name] = sum / std::max<int64_t>(count, 1);
+    auto totals = at::tensor({sum, static_cast<double>(count)}, at::kDouble);
+    s.dist->allreduce_sum(totals);
+    out[name] = totals[0].item<double>() / std::max<double>(totals[1].item<double>(), 1);
   }
   s.model->train();
   return out;
@@ -333,30 +446,65 @@ std::map<std::string, double> Trainer::evaluate() {
 
 void Trainer::save_checkpoint() {
   auto& s = *s_;
-  Checkpoint ck;
-  ck.state.step = s.step;
-  ck.state.loader_step = s.loader->step();
-  ck.state.tokens_seen = s.tokens_seen;
-  ck.state.config_yaml = s.cfg.to_yaml();
-  for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
-  ck.optimizer = s.optim->state();
-  ck.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-  rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
+  const auto& dist = *s.dist;
+  // ZeRO-1: rank 0 collects every rank's optimizer shard, so the checkpoint is the same as without sharding.
+  NamedTensors optimizer = s.optim->state();
+  if (s.cfg.zero1 && dist.distributed()) {
+    for (int64_t r = 1; r < dist.world_size(); ++r) {
+      if (dist.rank() != r && !dist.is_main()) continue;
+      auto shard = dist.rank() == r ? optimizer : AdamW(s.groups_of(r), s.cfg.beta1, s.cfg.beta2, s.cfg.eps).state();
+      if (shard.empty()) continue;
+      std::vector<at::Tensor> flat;
+      for (const auto& [name, t] : shard) flat.push_back(t.reshape(-1).to(at::kFloat));
+      auto buf = at::cat(flat);
+      if (dist.rank() == r) {
+        dist.send(buf, 0);
+        continue;
+      }
+      dist.recv(buf, r);
+      int64_t off = 0;
+      for (auto& [name, t] : shard) {
+        t.copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));
+        off += t.numel();
+      }
+      optimizer.insert(optimizer.end(), shard.begin(), shard.end());
+    }
+  }
+  if (dist.is_main()) {
+    Checkpoint ck;
+    ck.state.step = s.step;
+    ck.state.loader_step = s.loader->step();
+    ck.state.tokens_seen = s.tokens_seen;
+    ck.state.world_size = dist.world_size();
+    ck.state.config_yaml = s.cfg.to_yaml();
+    ck.state.model_config_json = s.model->config.to_hf_json();
+    for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
+    ck.optimizer = std::move(optimizer);
+    ck.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
+  }
+  // No rank runs ahead of a checkpoint that is not yet on disk (a kill then resumes where all ranks agree).
+  dist.barrier();
 }
 
-void Trainer::export_hf(const std::string& dir) { save_hf_model(*s_->model, dir); }
+void Trainer::export_hf(const std::string& dir) {
+  if (s_->dist->is_main()) save_hf_model(*s_->model, dir);
+}
 
 void Trainer::run() {
   auto& s = *s_;
   const auto& cfg = s.cfg;
-  Progress progress(fmt::format("{}[{}]", cfg.stage, fs::path(cfg.out_dir).filename().string()), cfg.max_steps, "step");
+  std::optional<Progress> progress;  // rank 0 reports
+  if (s.dist->is_main())
+    progress.emplace(fmt::format("{}[{}]", cfg.stage, fs::path(cfg.out_dir).filename().string()), cfg.max_steps, "step");
   auto t0 = std::chrono::steady_clock::now();
   int64_t tokens_since = 0;
   auto log_eval = [&] {
     for (const auto& [name, loss] : evaluate()) {
       s.write_log({{"type", "eval"}, {"step", s.step}, {"tokens", s.tokens_seen}, {"set", name}, {"loss", loss},
                    {"ppl", std::exp(loss)}});
-      std::cerr << fmt::format("\n  eval step {} {}: loss {:.4f} ppl {:.2f}\n", s.step, name, loss, std::exp(loss));
+      if (s.dist->is_main())
+        std::cerr << fmt::format("\n  eval step {} {}: loss {:.4f} ppl {:.2f}\n", s.step, name, loss, std::exp(loss));
     }
   };
   if (s.step == 0 && !s.evals.empty()) log_eval();
@@ -377,13 +525,15 @@ void Trainer::run() {
       }
       if (m.skipped) j["skipped"] = true;
       s.write_log(j);
-      progress.update(m.step, fmt::format("loss {:.4f} lr {:.2e} {} tok/s sel {:.2f}", m.loss, m.lr,
+      if (progress)
+        progress->update(m.step, fmt::format("loss {:.4f} lr {:.2e} {} tok/s sel {:.2f}", m.loss, m.lr,
                                           human_count(tps), m.selected_fraction));
     }
     if (!s.evals.empty() && (m.step % cfg.eval_every == 0 || m.step == cfg.max_steps)) log_eval();
     if (m.step % cfg.checkpoint_every == 0 || m.step == cfg.max_steps) save_checkpoint();
   }
-  progress.finish(fmt::format("{} steps, {} tokens, {} skipped", s.step, human_count(s.tokens_seen), s.skipped_steps));
+  if (progress)
+    progress->finish(fmt::format("{} steps, {} tokens, {} skipped", s.step, human_count(s.tokens_seen), s.skipped_steps));
   if (cfg.export_hf) export_hf((fs::path(cfg.out_dir) / "hf").string());
 }
 

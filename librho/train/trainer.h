@@ -9,6 +9,12 @@
 //      loss = sum(kept losses) / kept (per micro-batch, or per step for scope "step"), backward;
 //   4. check the loss and gradient norm are finite, clip, AdamW step with the scheduled learning rate;
 //   5. log, evaluate and checkpoint on their periods.
+//
+// Data parallel (a DistContext of several ranks, docs/distributed.md): every rank reads its own part of each
+// step's global batch; token counts (valid, kept) are all-reduced before backward so every rank's loss is
+// normalised by the global count, and the gradients are summed with bucketed all-reduces overlapped with the
+// last micro-batch's backward: the update equals one process's over the global batch. Metrics are global;
+// rank 0 writes logs, config, checkpoints and the export. train.zero1 shards AdamW's state over the ranks.
 #include <map>
 #include <memory>
 #include <string>
@@ -18,25 +24,28 @@
 
 namespace rho {
 
+class DistContext;
+
 struct StepMetrics {
   int64_t step = 0;           // the step just completed (1-based count of optimizer steps)
   double loss = 0;            // the objective: mean loss over kept tokens
   double loss_all = 0;        // mean loss over every valid token (CLM's view, comparable across stages)
   double lr = 0, grad_norm = 0;
   double selected_fraction = 1, kept_score = 0, dropped_score = 0;
-  int64_t tokens = 0;         // tokens in this step's batches
+  int64_t tokens = 0;         // tokens in this step's batches (all ranks)
   bool skipped = false;       // non-finite loss or gradient skipped under nan_policy "skip"
 };
 
 class Trainer {
  public:
-  // resume: continue from the newest checkpoint in config.out_dir (exactly: same batches, same weights).
-  Trainer(TrainConfig config, bool resume);
+  // resume: continue from the newest checkpoint in config.out_dir (exactly: same batches, same weights; the
+  // world size must be the one that wrote it). dist: the data-parallel group (none: a single process).
+  Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> dist = nullptr);
   ~Trainer();
   void run();
   StepMetrics train_step();
-  std::map<std::string, double> evaluate();  // eval set name -> mean token loss
-  void save_checkpoint();
+  std::map<std::string, double> evaluate();  // eval set name -> mean token loss (windows split over ranks)
+  void save_checkpoint();                    // collective under data parallelism; rank 0 writes
   void export_hf(const std::string& dir);
   Llama& model();
   int64_t step() const;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End to end through the CLIs: rho_tokenize -> rho_model init -> rho_score -> rho_view, then
-(1) rho_score's per-token losses equal Hugging Face transformers' on the same random tiny model (1e-4),
-(2) the view page renders in headless Chromium (DOM and screenshot checked).
+(1) rho_score killed (SIGKILL) after 2 shards and rerun writes outputs byte-identical to an uninterrupted run,
+(2) rho_score's per-token losses equal Hugging Face transformers' on the same random tiny model (1e-4),
+(3) the view page renders in headless Chromium (DOM and screenshot checked).
 Exit 77 (skipped) without transformers; the Chromium part is skipped, with a message, without chromium."""
 import argparse
 import json
@@ -42,7 +43,20 @@ def main():
         run(b / "rho_score", "--model", t / "hf", "--data", t / "tok", "--out", t / "loss", "--seq-len", "32",
             "--batch-size", "4", "--device", "cpu")
 
+        # (1) kill -9 part-way, rerun, compare every output byte for byte
+        score = [b / "rho_score", "--model", t / "hf", "--data", t / "tok", "--out", t / "loss2", "--seq-len", "32",
+                 "--batch-size", "4", "--device", "cpu"]
+        killed = subprocess.run([str(a) for a in score + ["--test-kill-after-shards", "2"]], capture_output=True)
+        assert killed.returncode == -9, killed
+        assert not (t / "loss2/manifest.json").exists()
+        run(*score)
         ok = True
+        for f in sorted((t / "loss").iterdir()):
+            same = f.read_bytes() == (t / "loss2" / f.name).read_bytes()
+            ok &= same
+            if not same:
+                print(f"killed-and-rerun output differs: {f.name}")
+        print(f"killed after 2 shards and rerun: {len(list((t / 'loss').iterdir()))} files byte-identical: {ok}")
         try:
             import torch
             import torch.nn.functional as F

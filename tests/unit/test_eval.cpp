@@ -143,7 +143,7 @@ TEST_CASE("answer extraction on every GSM8K test answer equals its #### value", 
   CHECK(with_commas > 0);  // thousands separators occur and are handled
 }
 
-TEST_CASE("templates fill item fields; command-line escapes", "[eval]") {
+TEST_CASE("templates fill item fields, command-line escapes work", "[eval]") {
   const std::string item = R"({"question": "2+2?", "n": 7, "list": [1]})";
   CHECK(rho::fill_template("Q: {question} ({n}) {not a field} {}\nA:", item, "f:3") ==
         "Q: 2+2? (7) {not a field} {}\nA:");

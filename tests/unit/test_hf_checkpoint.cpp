@@ -53,7 +53,7 @@ TEST_CASE("HF checkpoint: save and load round trip, single file and sharded, fp3
   }
 }
 
-TEST_CASE("HF checkpoint: mismatches name the tensor; a failed load leaves the old directory", "[hf]") {
+TEST_CASE("HF checkpoint: mismatches, missing and truncated files name the tensor and file", "[hf]") {
   rho::test::TempDir dir;
   rho::Llama m(small(false));
   rho::save_hf_model(*m, dir.str("ok"));

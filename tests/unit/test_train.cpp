@@ -89,7 +89,7 @@ TEST_CASE("train config: unknown keys, wrong types and out-of-range values name 
   CHECK(c.lr_at(110) == Approx(0.05));
 }
 
-TEST_CASE("CLM training: a tiny model's loss falls; logs, evaluation, checkpoints", "[train]") {
+TEST_CASE("CLM training: a tiny model's loss falls, with logs, evaluation and checkpoints", "[train]") {
   rho::test::TempDir dir;
   auto cfg = tiny_run(dir, "clm");
   cfg.max_steps = 30;
@@ -107,6 +107,13 @@ TEST_CASE("CLM training: a tiny model's loss falls; logs, evaluation, checkpoint
   const auto log = rho::read_text_file(cfg.out_dir + "/log.jsonl");
   CHECK_THAT(log, Contains("\"type\":\"eval\"") && Contains("\"tokens_per_s\""));
   CHECK(fs::exists(cfg.out_dir + "/config.yaml"));
+  // The run directory (its newest checkpoint) loads as a model on its own, e.g. for rho_score.
+  auto loaded = rho::load_model(cfg.out_dir);
+  auto trained = weights(t);
+  auto params = loaded->parameters();
+  REQUIRE(params.size() == trained.size());
+  for (size_t i = 0; i < params.size(); ++i) CHECK(at::equal(params[i], trained[i]));
+  CHECK_THROWS_WITH(rho::load_model(dir.str("nowhere")), Contains("not a Hugging Face directory"));
   // A new run into the same folder must not silently overwrite it.
   CHECK_THROWS_WITH(rho::Trainer(cfg, false), Contains("--resume"));
 }

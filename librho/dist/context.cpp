@@ -1,0 +1,217 @@
+#include "librho/dist/context.h"
+
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef RHO_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef RHO_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <deque>
+
+#include "librho/util/error.h"
+
+namespace rho {
+
+namespace {
+
+// The first of `names` that is set, as an integer; `fallback` when none is.
+int64_t env_int(std::initializer_list<const char*> names, int64_t fallback, const char** which = nullptr) {
+  for (const char* name : names) {
+    const char* v = std::getenv(name);
+    if (!v) continue;
+    char* end = nullptr;
+    const long long x = std::strtoll(v, &end, 10);
+    if (!*v || *end) throw Error(fmt::format("environment variable {}='{}' is not an integer", name, v));
+    if (which) *which = name;
+    return x;
+  }
+  return fallback;
+}
+
+}  // namespace
+
+DistEnv DistEnv::from_env() {
+  DistEnv e;
+  const char* rank_var = nullptr;
+  e.rank = env_int({"RANK", "SLURM_PROCID"}, 0, &rank_var);
+  e.world_size = env_int({"WORLD_SIZE", "SLURM_NTASKS"}, 1);
+  e.local_rank = env_int({"LOCAL_RANK", "SLURM_LOCALID"}, 0);
+  e.launcher = !rank_var ? "none" : std::string(rank_var) == "RANK" ? "torchrun" : "slurm";
+  if (const char* a = std::getenv("MASTER_ADDR")) e.master_addr = a;
+  const int64_t port = env_int({"MASTER_PORT"}, 29500);
+  if (port <= 0 || port > 65535) throw Error(fmt::format("MASTER_PORT={} is not a TCP port", port));
+  e.port = static_cast<int>(port);
+  if (e.world_size < 1) throw Error(fmt::format("world size {} (WORLD_SIZE / SLURM_NTASKS) must be >= 1", e.world_size));
+  if (e.rank < 0 || e.rank >= e.world_size)
+    throw Error(fmt::format("rank {} (RANK / SLURM_PROCID) is outside world size {}", e.rank, e.world_size));
+  if (e.local_rank < 0) throw Error(fmt::format("local rank {} (LOCAL_RANK / SLURM_LOCALID) is negative", e.local_rank));
+  return e;
+}
+
+at::Device DistEnv::cuda_device() const {
+  const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
+  if (n == 0) throw Error("a CUDA device was asked for but none is visible");
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank % n));
+}
+
+struct DistContext::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> pg;
+  std::string backend = "none";
+  std::chrono::milliseconds timeout{0};
+  std::deque<c10::intrusive_ptr<c10d::Work>> pending;
+
+  // Waits for one collective; a peer that died or stopped answering becomes a rho::Error naming it.
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* op) const {
+    try {
+      work->wait(timeout);
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("{} failed ({} backend, timeout {} s): a peer process exited or stopped responding: {}",
+                              op, backend, timeout.count() / 1000.0, e.what()));
+    }
+  }
+};
+
+DistContext::DistContext(at::Device device) : impl_(std::make_unique<Impl>()), device_(device) {}
+DistContext::~DistContext() = default;
+
+std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda, std::chrono::milliseconds timeout) {
+  const at::Device device = cuda ? env.cuda_device() : at::Device(at::kCPU);
+  auto ctx = std::make_shared<DistContext>(device);
+  ctx->rank_ = env.rank;
+  ctx->world_ = env.world_size;
+  ctx->local_rank_ = env.local_rank;
+  if (env.world_size == 1) return ctx;
+  auto& impl = *ctx->impl_;
+  impl.timeout = timeout;
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(env.port);
+    // Under torchrun its agent already serves a store on MASTER_PORT; otherwise rank 0 serves it.
+    const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+    so.isServer = env.rank == 0 && !(agent && std::string(agent) == "True");
+    so.numWorkers = static_cast<size_t>(env.world_size);
+    so.timeout = timeout;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    impl.store = c10::make_intrusive<c10d::PrefixStore>("librho", tcp);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("rendezvous at {}:{} failed within {} s (MASTER_ADDR / MASTER_PORT): {}",
+                            env.master_addr, env.port, timeout.count() / 1000.0, e.what()));
+  }
+  try {
+    if (cuda) {
+#ifdef RHO_WITH_NCCL
+      c10::cuda::set_device(device.index());
+      auto opt = c10d::ProcessGroupNCCL::Options::create();
+      opt->timeout = timeout;
+      impl.pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl.store, env.rank, env.world_size, opt);
+      impl.backend = "nccl";
+#else
+      throw Error("this librho was built without NCCL (no CUDA, or nccl.h not found): no multi-GPU training");
+#endif
+    } else {
+#ifdef RHO_WITH_GLOO
+      auto opt = c10d::ProcessGroupGloo::Options::create(timeout);
+      opt->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      impl.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl.store, env.rank, env.world_size, opt);
+      impl.backend = "gloo";
+#else
+      throw Error("this librho was built without gloo's headers (Debian: libgloo-dev): no multi-process CPU runs");
+#endif
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("creating the {} process group of {} ranks failed: {}", cuda ? "nccl" : "gloo",
+                            env.world_size, e.what()));
+  }
+  ctx->barrier();  // every rank is connected before anyone starts work
+  return ctx;
+}
+
+const std::string& DistContext::backend() const { return impl_->backend; }
+
+namespace {
+// NCCL reduces device tensors only: stage a CPU tensor there and back.
+struct Staged {
+  Staged(const at::Tensor& t, at::Device device) : orig(t) {
+    work = t.device() == device ? t : t.to(device);
+    if (!work.is_contiguous()) work = work.contiguous();
+  }
+  void finish() {
+    if (!work.is_same(orig)) orig.copy_(work);
+  }
+  at::Tensor orig, work;
+};
+}  // namespace
+
+void DistContext::allreduce_sum(const at::Tensor& t) const {
+  if (!distributed()) return;
+  Staged s(t, device_);
+  std::vector<at::Tensor> v{s.work};
+  impl_->wait(impl_->pg->allreduce(v, c10d::AllreduceOptions{}), "all-reduce");
+  s.finish();
+}
+
+void DistContext::broadcast(const at::Tensor& t, int64_t root) const {
+  if (!distributed()) return;
+  Staged s(t, device_);
+  std::vector<at::Tensor> v{s.work};
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  impl_->wait(impl_->pg->broadcast(v, o), "broadcast");
+  s.finish();
+}
+
+void DistContext::send(const at::Tensor& t, int64_t dst) const {
+  if (!distributed()) return;
+  Staged s(t, device_);
+  std::vector<at::Tensor> v{s.work};
+  impl_->wait(impl_->pg->send(v, static_cast<int>(dst), 0), "send");
+}
+
+void DistContext::recv(const at::Tensor& t, int64_t src) const {
+  if (!distributed()) return;
+  Staged s(t, device_);
+  std::vector<at::Tensor> v{s.work};
+  impl_->wait(impl_->pg->recv(v, static_cast<int>(src), 0), "recv");
+  s.finish();
+}
+
+void DistContext::barrier() const {
+  if (!distributed()) return;
+  // An all-reduce of one element: bounded by the timeout on every backend (NCCL's barrier is not).
+  allreduce_sum(at::zeros({1}, at::kFloat));
+}
+
+std::vector<int64_t> DistContext::allgather(int64_t value) const {
+  auto t = at::zeros({world_}, at::kLong);
+  t[rank_] = value;
+  allreduce_sum(t);
+  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + world_);
+}
+
+void DistContext::allreduce_sum_async(const at::Tensor& t) {
+  if (!distributed()) return;
+  TORCH_CHECK(t.device() == device_ && t.is_contiguous(), "allreduce_sum_async: a contiguous tensor on ", device_);
+  std::vector<at::Tensor> v{t};
+  impl_->pending.push_back(impl_->pg->allreduce(v, c10d::AllreduceOptions{}));
+}
+
+void DistContext::wait_all() {
+  while (!impl_->pending.empty()) {
+    auto w = impl_->pending.front();
+    impl_->pending.pop_front();
+    impl_->wait(w, "gradient all-reduce");
+  }
+}
+
+}  // namespace rho

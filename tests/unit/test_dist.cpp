@@ -1,0 +1,133 @@
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "librho/dist/context.h"
+#include "librho/slm/slm_loss.h"
+#include "librho/util/error.h"
+
+using Catch::Matchers::Contains;
+
+namespace {
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Runs body(ctx) on `world` threads, each a rank of one Gloo group over loopback; false (and a printed reason)
+// when this build has no Gloo backend.
+template <class F>
+bool on_ranks(int64_t world, F body) {
+  const int port = free_port();
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(world);
+  for (int64_t r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        rho::DistEnv env;
+        env.rank = r;
+        env.world_size = world;
+        env.port = port;
+        auto ctx = rho::DistContext::connect(env, false, std::chrono::seconds(30));
+        body(*ctx);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  if (errors[0].find("built without gloo") != std::string::npos) {
+    WARN("skipped: " << errors[0]);
+    return false;
+  }
+  for (const auto& e : errors) REQUIRE(e.empty());
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("global-scope selection over 3 ranks equals one process's over the batch concatenated in rank order",
+          "[dist][slm]") {
+  // Few distinct scores (many ties at any threshold), NaN scores on valid tokens, invalid tokens, and ranks with
+  // different amounts of data: two micro-batches per rank.
+  const int64_t world = 3;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  std::vector<std::vector<at::Tensor>> scores(world), valid(world);
+  std::vector<at::Tensor> all_scores, all_valid;
+  for (int64_t r = 0; r < world; ++r)
+    for (int mb = 0; mb < 2; ++mb) {
+      const int64_t rows = 2 + r;
+      auto v = at::rand({rows, 16}, gen) < 0.8;
+      auto s = at::randint(0, 6, {rows, 16}, gen, at::kFloat) - 2.5;
+      s = at::where(at::rand({rows, 16}, gen) < 0.05, at::full_like(s, NAN), s);
+      s = at::where(v, s, at::full_like(s, NAN));
+      scores[r].push_back(s);
+      valid[r].push_back(v);
+      all_scores.push_back(s);
+      all_valid.push_back(v);
+    }
+  const rho::ExcessLossSelector sel(rho::SLMOptions{});
+  for (const double ratio : {0.05, 0.37, 0.5, 0.93, 1.0}) {
+    rho::SelectionStats want_stats;
+    const auto want = sel.select(all_scores, all_valid, ratio, &want_stats);
+    // One process: the same as select().
+    rho::DistContext single;
+    rho::SelectionStats one_stats;
+    const auto one = sel.select_global(all_scores, all_valid, ratio, single, &one_stats);
+    for (size_t i = 0; i < want.size(); ++i) CHECK(at::equal(one[i], want[i]));
+    CHECK(one_stats.kept == want_stats.kept);
+    CHECK(one_stats.nan_scores == want_stats.nan_scores);
+    // Three ranks: each gets its slice of the one-process masks.
+    std::vector<std::vector<at::Tensor>> got(world);
+    std::vector<rho::SelectionStats> stats(world);
+    if (!on_ranks(world, [&](const rho::DistContext& ctx) {
+          got[ctx.rank()] = sel.select_global(scores[ctx.rank()], valid[ctx.rank()], ratio, ctx, &stats[ctx.rank()]);
+        }))
+      return;
+    int64_t kept = 0;
+    for (int64_t r = 0; r < world; ++r) {
+      kept += stats[r].kept;
+      for (int mb = 0; mb < 2; ++mb) CHECK(at::equal(got[r][mb], want[r * 2 + mb]));
+    }
+    INFO("ratio " << ratio);
+    CHECK(kept == want_stats.kept);
+  }
+}
+
+TEST_CASE("collectives (sum, broadcast, send/recv, allgather) and launcher variables named in errors", "[dist]") {
+  on_ranks(2, [](const rho::DistContext& ctx) {
+    auto t = at::full({3}, static_cast<double>(ctx.rank() + 1), at::kDouble);
+    ctx.allreduce_sum(t);
+    CHECK(at::equal(t, at::full({3}, 3.0, at::kDouble)));
+    auto b = at::full({2}, ctx.rank() == 1 ? 5.0f : 0.0f);
+    ctx.broadcast(b, 1);
+    CHECK(at::equal(b, at::full({2}, 5.0f)));
+    auto m = at::full({4}, static_cast<float>(ctx.rank()));
+    if (ctx.rank() == 0) ctx.recv(m, 1);
+    else ctx.send(at::full({4}, 9.0f), 0);
+    CHECK(at::equal(m, at::full({4}, ctx.rank() == 0 ? 9.0f : 1.0f)));
+    CHECK(ctx.allgather(10 + ctx.rank()) == std::vector<int64_t>{10, 11});
+  });
+  ::setenv("WORLD_SIZE", "two", 1);
+  CHECK_THROWS_WITH(rho::DistEnv::from_env(), Contains("WORLD_SIZE='two' is not an integer"));
+  ::setenv("WORLD_SIZE", "2", 1);
+  ::setenv("RANK", "2", 1);
+  CHECK_THROWS_WITH(rho::DistEnv::from_env(), Contains("rank 2 (RANK / SLURM_PROCID) is outside world size 2"));
+  ::unsetenv("RANK");
+  ::unsetenv("WORLD_SIZE");
+  CHECK(rho::DistEnv::from_env().world_size == 1);
+}
