@@ -1,10 +1,13 @@
 # Compile time is scarce (LibTorch headers are heavy): cache compiles and link with lld.
 find_program(RHO_CCACHE ccache)
 if(RHO_CCACHE)
-  set(CMAKE_CXX_COMPILER_LAUNCHER ${RHO_CCACHE})
-  set(CMAKE_CUDA_COMPILER_LAUNCHER ${RHO_CCACHE})
-  # PCH and ccache only agree with these settings.
-  set(ENV{CCACHE_SLOPPINESS} "pch_defines,time_macros,include_file_mtime,include_file_ctime")
+  # ccache caches compiles that use a precompiled header only with this sloppiness, and shares hits between
+  # clones only with paths relative to the source tree; both must reach the compile commands themselves.
+  set(_rho_ccache ${CMAKE_COMMAND} -E env
+      CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+      CCACHE_BASEDIR=${PROJECT_SOURCE_DIR} ${RHO_CCACHE})
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${_rho_ccache})
+  set(CMAKE_CUDA_COMPILER_LAUNCHER ${_rho_ccache})
 endif()
 include(CheckLinkerFlag)
 check_linker_flag(CXX "-fuse-ld=lld" RHO_HAS_LLD)

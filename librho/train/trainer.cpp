@@ -430,7 +430,6 @@ std::map<std::string, double> Trainer::evaluate() {
       std::vector<at::Tensor> rows;
       for (int64_t w = w0; w < std::min(n, w0 + s.cfg.batch_size); ++w) rows.push_back(data->slice(w * T, T + 1));
       b.tokens = at::stack(rows);
-      b.positions = b.tokens;  // unused here
       auto valid = s.valid_mask(b).to(at::kFloat);
       auto loss = s.forward_loss(b);
       sum += (loss * valid).sum().item<double>();
