@@ -102,6 +102,17 @@ Checkpoint load_checkpoint(const std::string& dir) {
   return c;
 }
 
+void load_model_weights(LlamaImpl& model, const Checkpoint& ckpt, const std::string& dir) {
+  std::map<std::string, at::Tensor> by_name(ckpt.model.begin(), ckpt.model.end());
+  at::NoGradGuard no_grad;
+  for (auto& item : model.named_parameters()) {
+    auto it = by_name.find(item.key());
+    if (it == by_name.end() || it->second.sizes() != item.value().sizes())
+      throw Error(fmt::format("{}/model.safetensors: tensor '{}' missing or of another shape", dir, item.key()));
+    item.value().copy_(it->second);
+  }
+}
+
 Llama load_model(const std::string& path) {
   const fs::path p(path);
   if (fs::exists(p / "config.json")) return load_hf_model(path);
@@ -117,14 +128,7 @@ Llama load_model(const std::string& path) {
   if (ck.state.model_config_json.empty())
     throw Error(fmt::format("{}/state.json: no model_config (written by an older librho)", dir));
   Llama model(LlamaConfig::from_hf_json_string(ck.state.model_config_json, dir + "/state.json"));
-  std::map<std::string, at::Tensor> by_name(ck.model.begin(), ck.model.end());
-  at::NoGradGuard no_grad;
-  for (auto& item : model->named_parameters()) {
-    auto it = by_name.find(item.key());
-    if (it == by_name.end() || it->second.sizes() != item.value().sizes())
-      throw Error(fmt::format("{}/model.safetensors: tensor '{}' missing or of another shape", dir, item.key()));
-    item.value().copy_(it->second);
-  }
+  load_model_weights(*model, ck, dir);
   return model;
 }
 

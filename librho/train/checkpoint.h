@@ -37,6 +37,9 @@ std::optional<std::string> latest_checkpoint(const std::string& out_dir);
 // Loads and verifies (sha256 of both tensor files against state.json); throws rho::Error naming the file.
 Checkpoint load_checkpoint(const std::string& dir);
 
+// Copies a checkpoint's model tensors into `model`; every parameter must be there with its shape.
+void load_model_weights(LlamaImpl& model, const Checkpoint& ckpt, const std::string& dir);
+
 // A model from any of: a Hugging Face directory (config.json), a checkpoint directory (state.json), or a run
 // directory (its newest checkpoint). Weights are fp32 on CPU.
 Llama load_model(const std::string& path);

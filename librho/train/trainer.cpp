@@ -243,16 +243,7 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
       throw Error(fmt::format("{}: written by {} process(es), resumed with {}: the data order and the ZeRO-1 shards "
                               "depend on the world size, so resume with {} (or start a new run from its weights)",
                               *latest, ck.state.world_size, d.world_size(), ck.state.world_size));
-    {
-      at::NoGradGuard no_grad;
-      std::map<std::string, at::Tensor> by_name(ck.model.begin(), ck.model.end());
-      for (auto& item : s.model->named_parameters()) {
-        auto it = by_name.find(item.key());
-        if (it == by_name.end() || it->second.sizes() != item.value().sizes())
-          throw Error(fmt::format("{}: model tensor '{}' missing or of another shape", *latest, item.key()));
-        item.value().copy_(it->second);
-      }
-    }
+    load_model_weights(*s.model, ck, *latest);
     NamedTensors opt_state;
     for (auto& [name, t] : ck.optimizer) {
       if (name == "rng.cpu") {
