@@ -3,12 +3,17 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/exp.h>
 #include <ATen/ops/full_like.h>
+#include <ATen/ops/log.h>
+#include <ATen/ops/minimum.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <limits>
 
@@ -17,80 +22,67 @@
 #include "librho/util/error.h"
 
 namespace rho {
-
-SelectionRule parse_selection_rule(const std::string& s) {
-  if (s == "excess") return SelectionRule::Excess;
-  if (s == "reference") return SelectionRule::Reference;
-  if (s == "current") return SelectionRule::Current;
-  if (s == "random") return SelectionRule::Random;
-  throw Error(fmt::format("slm.rule: '{}' is not one of excess, reference, current, random", s));
-}
-
-SelectionScope parse_selection_scope(const std::string& s) {
-  if (s == "micro_batch") return SelectionScope::MicroBatch;
-  if (s == "step") return SelectionScope::Step;
-  if (s == "global") return SelectionScope::Global;
-  throw Error(fmt::format("slm.scope: '{}' is not one of micro_batch, step, global", s));
-}
-
-std::string to_string(SelectionRule r) {
-  switch (r) {
-    case SelectionRule::Excess: return "excess";
-    case SelectionRule::Reference: return "reference";
-    case SelectionRule::Current: return "current";
-    case SelectionRule::Random: return "random";
-  }
-  return "?";
-}
-
-std::string to_string(SelectionScope s) {
-  switch (s) {
-    case SelectionScope::MicroBatch: return "micro_batch";
-    case SelectionScope::Step: return "step";
-    case SelectionScope::Global: return "global";
-  }
-  return "?";
-}
-
-double SLMOptions::ratio_at(int64_t step) const {
-  if (ratio_end < 0 || ratio_steps <= 0) return ratio;
-  const double t = std::min(1.0, static_cast<double>(step) / static_cast<double>(ratio_steps));
-  return ratio + (ratio_end - ratio) * t;
-}
-
-double SelectionStats::kept_score_mean() const {
-  return kept ? kept_score_sum / kept : std::numeric_limits<double>::quiet_NaN();
-}
-double SelectionStats::dropped_score_mean() const {
-  const int64_t dropped = valid - kept - nan_scores;
-  return dropped > 0 ? dropped_score_sum / dropped : std::numeric_limits<double>::quiet_NaN();
-}
-void SelectionStats::add(const SelectionStats& o) {
-  valid += o.valid;
-  kept += o.kept;
-  nan_scores += o.nan_scores;
-  kept_score_sum += o.kept_score_sum;
-  dropped_score_sum += o.dropped_score_sum;
-}
-
-at::Tensor ExcessLossSelector::score(const at::Tensor& current_loss, const at::Tensor& reference_loss,
-                                     const at::Tensor& valid, uint64_t draw) const {
-  at::Tensor s;
-  switch (opt_.rule) {
-    case SelectionRule::Excess: s = current_loss.detach().to(at::kFloat) - reference_loss.to(at::kFloat); break;
-    case SelectionRule::Reference: s = -reference_loss.to(at::kFloat); break;
-    case SelectionRule::Current: s = current_loss.detach().to(at::kFloat).clone(); break;
-    case SelectionRule::Random: {
-      // Drawn on the CPU from (seed, draw) so every device and every resume sees the same subset.
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(opt_.seed * 0x9E3779B97F4A7C15ull + draw);
-      s = at::empty(current_loss.sizes(), at::kFloat).uniform_(0, 1, gen).to(current_loss.device());
-      break;
-    }
-  }
-  return at::where(valid, s, at::full_like(s, std::numeric_limits<float>::quiet_NaN()));
-}
-
 namespace {
+
+// One table per enum: the name used in configs and logs.
+template <class E>
+struct Names;
+template <>
+struct Names<SelectionRule> {
+  static constexpr const char* key = "slm.rule";
+  static constexpr std::pair<SelectionRule, const char*> table[] = {{SelectionRule::Excess, "excess"},
+                                                                    {SelectionRule::Reference, "reference"},
+                                                                    {SelectionRule::Current, "current"},
+                                                                    {SelectionRule::Random, "random"}};
+};
+template <>
+struct Names<SelectionScope> {
+  static constexpr const char* key = "slm.scope";
+  static constexpr std::pair<SelectionScope, const char*> table[] = {{SelectionScope::Sequence, "sequence"},
+                                                                     {SelectionScope::MicroBatch, "micro_batch"},
+                                                                     {SelectionScope::Step, "step"},
+                                                                     {SelectionScope::Global, "global"}};
+};
+template <>
+struct Names<Weighting> {
+  static constexpr const char* key = "slm.weighting";
+  static constexpr std::pair<Weighting, const char*> table[] = {{Weighting::Hard, "hard"},
+                                                                {Weighting::Stochastic, "stochastic"},
+                                                                {Weighting::Softmax, "softmax"},
+                                                                {Weighting::Linear, "linear"}};
+};
+template <>
+struct Names<ReferenceCombine> {
+  static constexpr const char* key = "slm.reference_combine";
+  static constexpr std::pair<ReferenceCombine, const char*> table[] = {{ReferenceCombine::Mean, "mean"},
+                                                                       {ReferenceCombine::Min, "min"}};
+};
+
+template <class E>
+E parse_name(const std::string& s) {
+  std::string all;
+  for (const auto& [value, name] : Names<E>::table) {
+    if (s == name) return value;
+    all += all.empty() ? name : std::string(", ") + name;
+  }
+  throw Error(fmt::format("{}: '{}' is not one of {}", Names<E>::key, s, all));
+}
+
+template <class E>
+std::string name_of(E e) {
+  for (const auto& [value, name] : Names<E>::table)
+    if (value == e) return name;
+  return "?";
+}
+
+// A CPU generator for (seed, draw, stream): every device and every resume sees the same random numbers.
+at::Generator cpu_generator(uint64_t seed, uint64_t draw, uint64_t stream) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed * 0x9E3779B97F4A7C15ull + draw + stream * 0xD1B54A32D192ED03ull);
+}
+
+int64_t keep_count(double ratio, int64_t num_valid) {
+  return static_cast<int64_t>(std::ceil(ratio * static_cast<double>(num_valid) - 1e-9));
+}
 
 // The scores as one flat pool and the number of valid tokens in it.
 std::pair<at::Tensor, int64_t> flat_pool(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
@@ -100,56 +92,51 @@ std::pair<at::Tensor, int64_t> flat_pool(const std::vector<at::Tensor>& scores, 
   std::vector<at::Tensor> flat;
   int64_t num_valid = 0;
   for (size_t i = 0; i < scores.size(); ++i) {
-    flat.push_back(scores[i].reshape(-1));
+    flat.push_back(scores[i].reshape(-1).to(at::kFloat));
     num_valid += valid[i].sum().item<int64_t>();
   }
   return {flat.size() == 1 ? flat[0] : at::cat(flat), num_valid};
 }
 
-int64_t keep_count(double ratio, int64_t num_valid) {
-  return static_cast<int64_t>(std::ceil(ratio * static_cast<double>(num_valid) - 1e-9));
+// Adds one pool's statistics; the pool's NaN scores (invalid tokens included) carry weight 0.
+void add_stats(const at::Tensor& pool, const at::Tensor& weights, int64_t num_valid, SelectionStats* stats) {
+  const auto finite = pool == pool;
+  const auto w = weights.to(at::kFloat);
+  const auto score = at::where(finite, pool, at::zeros_like(pool));
+  const auto zero = finite & (w == 0);
+  const auto sums = at::stack({finite.sum().to(at::kDouble), zero.sum().to(at::kDouble), w.sum().to(at::kDouble),
+                               (w * w).sum().to(at::kDouble),
+                               at::where(w > 0, w * score, at::zeros_like(w)).sum().to(at::kDouble),
+                               at::where(zero, score, at::zeros_like(score)).sum().to(at::kDouble)})
+                        .cpu();  // one device sync for all of them
+  const double* v = sums.data_ptr<double>();
+  SelectionStats st;
+  st.valid = num_valid;
+  st.nan_scores = num_valid - static_cast<int64_t>(v[0]);
+  st.dropped = static_cast<int64_t>(v[1]);
+  st.weight_sum = v[2];
+  st.weight_sq_sum = v[3];
+  st.kept_score_sum = v[4];
+  st.dropped_score_sum = v[5];
+  stats->add(st);
 }
 
-// Adds the pool's selection statistics (invalid tokens carry NaN scores) and cuts the mask back into the
-// score tensors' shapes.
-std::vector<at::Tensor> finish_selection(const std::vector<at::Tensor>& scores, const at::Tensor& pool,
-                                         const at::Tensor& mask, int64_t num_valid, int64_t nan_valid,
-                                         SelectionStats* stats) {
-  if (stats) {
-    const at::Tensor finite = pool == pool;
-    SelectionStats st;
-    st.valid = num_valid;
-    st.nan_scores = nan_valid;
-    st.kept = mask.sum().item<int64_t>();
-    st.kept_score_sum = pool.masked_select(mask).sum().item<double>();
-    st.dropped_score_sum = pool.masked_select(finite & ~mask).sum().item<double>();
-    stats->add(st);
-  }
+// Cuts a flat pool's weights back into the score tensors' shapes.
+std::vector<at::Tensor> split_like(const std::vector<at::Tensor>& scores, const at::Tensor& weights) {
   std::vector<at::Tensor> out;
   int64_t offset = 0;
   for (const auto& s : scores) {
-    out.push_back(mask.narrow(0, offset, s.numel()).view(s.sizes()));
+    out.push_back(weights.narrow(0, offset, s.numel()).view(s.sizes()));
     offset += s.numel();
   }
   return out;
 }
 
-}  // namespace
-
-std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>& scores,
-                                                   const std::vector<at::Tensor>& valid, double ratio,
-                                                   SelectionStats* stats) const {
-  const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
-  auto [mask, nans] = topk_mask(pool, keep_count(ratio, num_valid));
-  return finish_selection(scores, pool, mask, num_valid, nans.item<int64_t>() - (pool.numel() - num_valid), stats);
-}
-
-std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::Tensor>& scores,
-                                                          const std::vector<at::Tensor>& valid, double ratio,
-                                                          const DistContext& dist, SelectionStats* stats) const {
-  const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
-  // Keys on the host: the pool is one step's tokens of one rank (small next to the step's compute).
-  const at::Tensor host = pool.to(at::kCPU, at::kFloat).contiguous();
+// Exact top-k over the union of every rank's keys without gathering them: a radix select on the order-preserving
+// uint32 keys, one byte per round from the top (4 all-reduces of a 256-bin histogram); ties at the threshold go
+// to the lowest (rank, index) first.
+at::Tensor radix_select_global(const at::Tensor& keys_pool, int64_t num_valid, double ratio, const DistContext& dist) {
+  const at::Tensor host = keys_pool.to(at::kCPU, at::kFloat).contiguous();
   const float* s = host.data_ptr<float>();
   const int64_t n = host.numel();
   std::vector<uint32_t> keys(static_cast<size_t>(n));
@@ -159,8 +146,8 @@ std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::
   dist.allreduce_sum(counts);
   const int64_t k = std::min(keep_count(ratio, counts[0].item<int64_t>()), counts[1].item<int64_t>());
 
-  // Radix select, one byte per round from the top: after 4 rounds `threshold` is the k-th largest key over all
-  // ranks and `remaining` the number of keys equal to it that the selection takes.
+  // After 4 rounds `threshold` is the k-th largest key over all ranks and `remaining` the number of keys equal
+  // to it that the selection takes.
   uint32_t threshold = 0, known = 0;
   int64_t remaining = k;
   for (int shift = 24; k > 0 && shift >= 0; shift -= 8) {
@@ -174,7 +161,6 @@ std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::
     threshold |= static_cast<uint32_t>(digit) << shift;
     known |= 0xffu << shift;
   }
-  // Ties at the threshold: lower ranks first, then lower local index.
   int64_t ties = 0;
   if (k > 0)
     for (const uint32_t key : keys) ties += key == threshold;
@@ -193,19 +179,167 @@ std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::
       --take;
     }
   }
-  return finish_selection(scores, pool, mask.to(pool.device()), num_valid, num_valid - finite, stats);
+  return mask.to(keys_pool.device());
 }
 
-at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& mask, double denominator) {
-  return (token_loss * mask.to(token_loss.scalar_type())).sum() / denominator;
+// Softmax or clipped-linear weights over the pool's finite scores, normalised to mean 1 over them; across
+// ranks when `dist` is given (the max and the two sums are all-reduced).
+at::Tensor soft_weights(const at::Tensor& pool, const SLMOptions& opt, const DistContext* dist) {
+  const auto finite = pool == pool;
+  const auto zeros = at::zeros_like(pool);
+  at::Tensor w;
+  if (opt.weighting == Weighting::Softmax) {
+    // Shift by the pool's max so exp never overflows; +-inf scores are clamped to the float range.
+    const auto s = at::where(finite, pool.clamp(-FLT_MAX, FLT_MAX), at::full_like(pool, -FLT_MAX));
+    auto local_max = pool.numel() ? s.max().to(at::kDouble).cpu() : at::full({}, -DBL_MAX, at::kDouble);
+    double max = local_max.item<double>();
+    if (dist) {
+      auto all = at::zeros({dist->world_size()}, at::kDouble);
+      all[dist->rank()] = max;
+      dist->allreduce_sum(all);  // each rank fills its own slot: the sum is everyone's max
+      max = all.max().item<double>();
+    }
+    w = at::where(finite, at::exp((s.to(at::kDouble) - max) / opt.temperature).to(at::kFloat), zeros);
+  } else {
+    w = at::where(finite, pool.clamp(0, opt.weight_clip), zeros);
+  }
+  auto sums = at::stack({w.sum().to(at::kDouble), finite.sum().to(at::kDouble)}).cpu();
+  if (dist) dist->allreduce_sum(sums);
+  const double weight_sum = sums[0].item<double>(), count = sums[1].item<double>();
+  // No token with a positive clipped score anywhere in the pool: every finite token counts the same (CLM).
+  if (weight_sum <= 0) return finite.to(at::kFloat);
+  return w * static_cast<float>(count / weight_sum);
+}
+
+}  // namespace
+
+SelectionRule parse_selection_rule(const std::string& s) { return parse_name<SelectionRule>(s); }
+SelectionScope parse_selection_scope(const std::string& s) { return parse_name<SelectionScope>(s); }
+Weighting parse_weighting(const std::string& s) { return parse_name<Weighting>(s); }
+ReferenceCombine parse_reference_combine(const std::string& s) { return parse_name<ReferenceCombine>(s); }
+std::string to_string(SelectionRule r) { return name_of(r); }
+std::string to_string(SelectionScope s) { return name_of(s); }
+std::string to_string(Weighting w) { return name_of(w); }
+std::string to_string(ReferenceCombine c) { return name_of(c); }
+
+double SLMOptions::ratio_at(int64_t step) const {
+  if (ratio_end < 0 || ratio_steps <= 0) return ratio;
+  const double t = std::min(1.0, static_cast<double>(step) / static_cast<double>(ratio_steps));
+  return ratio + (ratio_end - ratio) * t;
+}
+
+double SelectionStats::kept_score_mean() const {
+  return weight_sum > 0 ? kept_score_sum / weight_sum : std::numeric_limits<double>::quiet_NaN();
+}
+double SelectionStats::dropped_score_mean() const {
+  return dropped > 0 ? dropped_score_sum / dropped : std::numeric_limits<double>::quiet_NaN();
+}
+double SelectionStats::effective_fraction() const {
+  return valid > 0 && weight_sq_sum > 0 ? weight_sum * weight_sum / (static_cast<double>(valid) * weight_sq_sum) : 0;
+}
+void SelectionStats::add(const SelectionStats& o) {
+  valid += o.valid;
+  nan_scores += o.nan_scores;
+  dropped += o.dropped;
+  weight_sum += o.weight_sum;
+  weight_sq_sum += o.weight_sq_sum;
+  kept_score_sum += o.kept_score_sum;
+  dropped_score_sum += o.dropped_score_sum;
+}
+
+at::Tensor combine_reference_losses(const std::vector<at::Tensor>& losses, ReferenceCombine how) {
+  if (losses.empty()) throw Error("combine_reference_losses: no reference losses");
+  at::Tensor out = losses[0].to(at::kFloat);
+  for (size_t i = 1; i < losses.size(); ++i)
+    out = how == ReferenceCombine::Min ? at::minimum(out, losses[i].to(at::kFloat)) : out + losses[i].to(at::kFloat);
+  return how == ReferenceCombine::Mean && losses.size() > 1 ? out / static_cast<double>(losses.size()) : out;
+}
+
+at::Tensor ExcessLossSelector::score(const at::Tensor& current_loss, const at::Tensor& reference_loss,
+                                     const at::Tensor& valid, uint64_t draw) const {
+  at::Tensor s;
+  switch (opt_.rule) {
+    case SelectionRule::Excess: s = current_loss.detach().to(at::kFloat) - reference_loss.to(at::kFloat); break;
+    case SelectionRule::Reference: s = -reference_loss.to(at::kFloat); break;
+    case SelectionRule::Current: s = current_loss.detach().to(at::kFloat).clone(); break;
+    case SelectionRule::Random: {
+      auto gen = cpu_generator(opt_.seed, draw, 0);
+      s = at::empty(current_loss.sizes(), at::kFloat).uniform_(0, 1, gen).to(current_loss.device());
+      break;
+    }
+  }
+  return at::where(valid, s, at::full_like(s, std::numeric_limits<float>::quiet_NaN()));
+}
+
+at::Tensor ExcessLossSelector::selection_keys(const at::Tensor& pool, uint64_t draw) const {
+  if (opt_.weighting != Weighting::Stochastic) return pool;
+  // Gumbel top-k: the k largest log(w) + Gumbel noise are k draws without replacement with P proportional to w.
+  // w = 0 gives -inf (chosen only when fewer than k tokens have w > 0); NaN stays NaN (never chosen).
+  auto gen = cpu_generator(opt_.seed, draw, 1);
+  const auto u = at::empty({pool.numel()}, at::kDouble).uniform_(DBL_MIN, 1, gen);
+  const auto gumbel = -at::log(-at::log(u));
+  return (at::log(pool.clamp_min(0).to(at::kDouble).cpu()) + gumbel).to(at::kFloat).to(pool.device());
+}
+
+at::Tensor ExcessLossSelector::weigh_pool(const at::Tensor& pool, const at::Tensor& keys, int64_t num_valid,
+                                          double ratio, const DistContext* dist) const {
+  switch (opt_.weighting) {
+    case Weighting::Hard:
+    case Weighting::Stochastic:
+      return dist ? radix_select_global(keys, num_valid, ratio, *dist)
+                  : topk_mask(keys, keep_count(ratio, num_valid)).first.view(-1);
+    case Weighting::Softmax:
+    case Weighting::Linear: return soft_weights(pool, opt_, dist);
+  }
+  return {};
+}
+
+std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>& scores,
+                                                   const std::vector<at::Tensor>& valid, double ratio, uint64_t draw,
+                                                   SelectionStats* stats) const {
+  const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
+  const auto keys = selection_keys(pool, draw);
+  at::Tensor weights;
+  if (opt_.scope == SelectionScope::Sequence) {
+    // One pool per row (the last dimension is the sequence).
+    std::vector<at::Tensor> rows;
+    int64_t offset = 0;
+    for (size_t i = 0; i < scores.size(); ++i) {
+      const int64_t T = scores[i].dim() ? scores[i].size(-1) : 1;
+      const auto row_valid = valid[i].reshape({-1, T}).sum(1).cpu();
+      for (int64_t r = 0; r < row_valid.size(0); ++r, offset += T)
+        rows.push_back(weigh_pool(pool.narrow(0, offset, T), keys.narrow(0, offset, T),
+                                  row_valid[r].item<int64_t>(), ratio, nullptr));
+    }
+    weights = rows.empty() ? pool.to(at::kBool) : at::cat(rows);
+  } else {
+    weights = weigh_pool(pool, keys, num_valid, ratio, nullptr);
+  }
+  if (stats) add_stats(pool, weights, num_valid, stats);
+  return split_like(scores, weights);
+}
+
+std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::Tensor>& scores,
+                                                          const std::vector<at::Tensor>& valid, double ratio,
+                                                          uint64_t draw, const DistContext& dist,
+                                                          SelectionStats* stats) const {
+  const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
+  const auto weights = weigh_pool(pool, selection_keys(pool, draw), num_valid, ratio, &dist);
+  if (stats) add_stats(pool, weights, num_valid, stats);
+  return split_like(scores, weights);
+}
+
+at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, double denominator) {
+  return (token_loss * weights.to(token_loss.scalar_type())).sum() / denominator;
 }
 
 at::Tensor SLMLossImpl::forward(const at::Tensor& token_loss, const at::Tensor& reference_loss,
                                 const at::Tensor& valid, int64_t step) {
   last_stats = SelectionStats{};
-  const auto scores = selector.score(token_loss, reference_loss, valid, static_cast<uint64_t>(step));
-  const auto mask = selector.select({scores}, {valid}, selector.options().ratio_at(step), &last_stats)[0];
-  return masked_loss_sum(token_loss, mask, std::max<int64_t>(last_stats.kept, 1));
+  const auto draw = static_cast<uint64_t>(step);
+  const auto scores = selector.score(token_loss, reference_loss, valid, draw);
+  const auto weights = selector.select({scores}, {valid}, selector.options().ratio_at(step), draw, &last_stats)[0];
+  return masked_loss_sum(token_loss, weights, std::max(last_stats.weight_sum, 1.0));
 }
 
 }  // namespace rho

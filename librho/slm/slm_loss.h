@@ -1,10 +1,11 @@
 #pragma once
-// Selective Language Modeling: which tokens count in the loss.
-//   score  = current loss (detached) - reference loss        (rule "excess", the paper's)
-//   keep   = the ceil(ratio * valid) highest scores           (rho::topk_mask; invalid tokens never kept)
-//   loss   = sum of kept tokens' losses / number kept
-// ExcessLossSelector does the scoring and selection over any pool of tokens (a micro-batch, a whole optimizer
-// step of micro-batches); SLMLoss is the module for the common micro-batch case.
+// Selective Language Modeling: how much each token counts in the loss.
+//   score   = current loss (detached) - reference loss        (rule "excess", the paper's)
+//   weights = 1 for the ceil(ratio * valid) highest scores     (weighting "hard", the paper's; rho::topk_mask)
+//             or sampled / soft weights (weighting stochastic | softmax | linear)
+//   loss    = sum(weight * token loss) / sum(weight)
+// Scores are pooled per sequence, micro-batch, optimizer step or global batch (scope). ExcessLossSelector does
+// the scoring and weighting over any pool; SLMLoss is the module for the common micro-batch case.
 #include <torch/nn/module.h>
 
 #include <string>
@@ -21,32 +22,60 @@ enum class SelectionRule {
   Random,     // a uniformly random subset (a control)
 };
 enum class SelectionScope {
+  Sequence,    // top-k inside each sequence (row), as the public reimplementations do
   MicroBatch,  // top-k inside each micro-batch
   Step,        // top-k over all micro-batches of one optimizer step (the paper's batch), per rank
   Global,      // top-k over the step's micro-batches of every rank: the global batch (data parallel)
 };
-SelectionRule parse_selection_rule(const std::string& s);    // excess | reference | current | random
-SelectionScope parse_selection_scope(const std::string& s);  // micro_batch | step | global
+enum class Weighting {
+  Hard,        // weight 1 for the top ceil(ratio * valid) scores, 0 for the rest (the paper)
+  Stochastic,  // ceil(ratio * valid) tokens sampled without replacement, P proportional to max(score, 0)
+  Softmax,     // every valid token, weight proportional to exp(score / temperature)
+  Linear,      // every valid token, weight proportional to clamp(score, 0, weight_clip)
+};
+enum class ReferenceCombine {
+  Mean,  // several reference models: the mean of their losses
+  Min,   // ... or the lowest (a token is "learnable" if any reference learned it)
+};
+SelectionRule parse_selection_rule(const std::string& s);      // excess | reference | current | random
+SelectionScope parse_selection_scope(const std::string& s);    // sequence | micro_batch | step | global
+Weighting parse_weighting(const std::string& s);               // hard | stochastic | softmax | linear
+ReferenceCombine parse_reference_combine(const std::string& s);  // mean | min
 std::string to_string(SelectionRule r);
 std::string to_string(SelectionScope s);
+std::string to_string(Weighting w);
+std::string to_string(ReferenceCombine c);
 
 struct SLMOptions {
-  double ratio = 0.6;          // fraction of valid tokens kept
+  double ratio = 0.6;          // fraction of valid tokens kept (hard, stochastic)
   double ratio_end = -1;       // < 0: constant ratio; else linear from ratio to ratio_end over ratio_steps
   int64_t ratio_steps = 0;
   SelectionRule rule = SelectionRule::Excess;
   SelectionScope scope = SelectionScope::MicroBatch;
-  uint64_t seed = 0;           // for the random rule
+  Weighting weighting = Weighting::Hard;
+  double temperature = 1.0;    // softmax weighting
+  double weight_clip = 1.0;    // linear weighting: scores above this (nats) weigh the same
+  uint64_t seed = 0;           // random rule, stochastic weighting
   double ratio_at(int64_t step) const;
 };
 
+// Soft and sampled weights are normalised to mean 1 over a pool's valid tokens with a finite score, so the loss
+// keeps CLM's scale; hard weights are 0/1. For a hard mask weight_sum = kept tokens.
 struct SelectionStats {
-  int64_t valid = 0, kept = 0, nan_scores = 0;  // nan_scores: valid tokens whose score was NaN (never kept)
-  double kept_score_sum = 0, dropped_score_sum = 0;
-  double kept_score_mean() const;
+  int64_t valid = 0, nan_scores = 0;  // nan_scores: valid tokens whose score was NaN (weight 0, counted)
+  int64_t dropped = 0;                // valid tokens with a finite score and weight 0
+  double weight_sum = 0, weight_sq_sum = 0;
+  double kept_score_sum = 0;          // sum(weight * score)
+  double dropped_score_sum = 0;
+  double kept_score_mean() const;     // weighted mean score of what counts
   double dropped_score_mean() const;
+  // Kish's effective sample size over valid tokens, (sum w)^2 / (valid * sum w^2): kept / valid for a hard mask.
+  double effective_fraction() const;
   void add(const SelectionStats& o);
 };
+
+// The reference loss from several references' losses (each [batch, seq] fp32; NaN propagates).
+at::Tensor combine_reference_losses(const std::vector<at::Tensor>& losses, ReferenceCombine how);
 
 class ExcessLossSelector {
  public:
@@ -54,28 +83,37 @@ class ExcessLossSelector {
   // Per-token scores under the rule, fp32, NaN where !valid. `draw` seeds the random rule (e.g. step * 1000 + i).
   at::Tensor score(const at::Tensor& current_loss, const at::Tensor& reference_loss, const at::Tensor& valid,
                    uint64_t draw) const;
-  // Selects ceil(ratio * valid tokens) over the union of the given score tensors (one pool); returns one mask
-  // per tensor. A valid token whose score is NaN (e.g. a NaN reference loss) is never kept, and counted.
+  // Weights over the union of the given score tensors (one pool; with scope `sequence`, one pool per row of each
+  // tensor): bool masks for hard and stochastic weighting, fp32 for softmax and linear, in the scores' shapes.
+  // A valid token whose score is NaN (e.g. a NaN reference loss) always gets weight 0, and is counted. `draw`
+  // seeds stochastic sampling.
   std::vector<at::Tensor> select(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
-                                 double ratio, SelectionStats* stats) const;
-  // The same selection over the union of every rank's scores (concatenated in rank order), found without
-  // gathering them: an exact distributed radix select on the order-preserving keys (4 all-reduces of a 256-bin
-  // histogram), ties at the threshold to the lowest (rank, index) first (one all-reduce of world_size counts).
-  // With one process it equals select(). Stats are this rank's part.
+                                 double ratio, uint64_t draw, SelectionStats* stats) const;
+  // The same over the union of every rank's scores (concatenated in rank order), found without gathering them:
+  // hard selection is an exact distributed radix select on the order-preserving keys (4 all-reduces of a 256-bin
+  // histogram), ties at the threshold to the lowest (rank, index) first (one all-gather of counts); soft weights
+  // need the pool's max and sums (3 small all-reduces). With one process it equals select(). Stats are this
+  // rank's part. Stochastic sampling draws per rank: pass a `draw` that differs between ranks.
   std::vector<at::Tensor> select_global(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
-                                        double ratio, const DistContext& dist, SelectionStats* stats) const;
+                                        double ratio, uint64_t draw, const DistContext& dist,
+                                        SelectionStats* stats) const;
   const SLMOptions& options() const { return opt_; }
 
  private:
+  // Selection keys for a flat pool: the scores themselves (hard) or Gumbel-perturbed log-weights (stochastic).
+  at::Tensor selection_keys(const at::Tensor& pool, uint64_t draw) const;
+  // The weights of one pool (flat scores, NaN = never weighed); across ranks when `dist` is given.
+  at::Tensor weigh_pool(const at::Tensor& pool, const at::Tensor& keys, int64_t num_valid, double ratio,
+                        const DistContext* dist) const;
   SLMOptions opt_;
 };
 
-// sum(token_loss where mask) / denominator: the SLM loss (and the CLM loss when mask = valid).
-at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& mask, double denominator);
+// sum(token_loss * weights) / denominator: the SLM loss (and the CLM loss when weights = valid).
+at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, double denominator);
 
 struct SLMLossImpl : torch::nn::Module {
   explicit SLMLossImpl(SLMOptions options) : selector(std::move(options)) {}
-  // Micro-batch scope: token_loss, reference_loss [batch, seq] fp32, valid [batch, seq] bool.
+  // Micro-batch (or sequence) scope: token_loss, reference_loss [batch, seq] fp32, valid [batch, seq] bool.
   at::Tensor forward(const at::Tensor& token_loss, const at::Tensor& reference_loss, const at::Tensor& valid,
                      int64_t step);
   ExcessLossSelector selector;

@@ -42,6 +42,22 @@ class Section {
                               v.IsScalar() ? v.Scalar() : "a non-scalar"));
     }
   }
+  // A string or a list of strings.
+  void read_list(const char* key, std::vector<std::string>& out) {
+    seen_.insert(key);
+    if (!node_ || !node_[key]) return;
+    const YAML::Node v = node_[key];
+    try {
+      if (v.IsSequence()) {
+        out = v.as<std::vector<std::string>>();
+      } else if (!v.IsNull() && !v.as<std::string>().empty()) {
+        out = {v.as<std::string>()};
+      }
+    } catch (const YAML::Exception&) {
+      throw Error(fmt::format("{}:{}: '{}.{}' must be a string or a list of strings", source_, v.Mark().line + 1,
+                              path_, key));
+    }
+  }
   YAML::Node child(const char* key) {
     seen_.insert(key);
     return node_ ? node_[key] : YAML::Node();
@@ -202,24 +218,48 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   require(c.bucket_mb > 0, train, "train.bucket_mb", c.bucket_mb, "must be > 0");
 
   Section slm(root["slm"], source, "slm");
-  std::string rule = to_string(c.slm.rule), scope = to_string(c.slm.scope);
+  std::string rule = to_string(c.slm.rule), scope = to_string(c.slm.scope), weighting = to_string(c.slm.weighting);
+  std::string combine = to_string(c.reference_combine);
+  double start_fraction = 0;
   slm.read("ratio", c.slm.ratio);
   slm.read("ratio_end", c.slm.ratio_end);
   slm.read("ratio_steps", c.slm.ratio_steps);
   slm.read("rule", rule);
   slm.read("scope", scope);
+  slm.read("weighting", weighting);
+  slm.read("temperature", c.slm.temperature);
+  slm.read("weight_clip", c.slm.weight_clip);
   slm.read("seed", c.slm.seed);
-  slm.read("reference_losses", c.reference_losses);
-  slm.read("reference_model", c.reference_model);
+  slm.read_list("reference_losses", c.reference_losses);
+  slm.read_list("reference_model", c.reference_model);
+  slm.read("reference_combine", combine);
+  slm.read("self_reference", c.self_reference);
+  slm.read("ema_decay", c.ema_decay);
+  slm.read("start_step", c.slm_start_step);
+  slm.read("start_fraction", start_fraction);
   slm.finish();
   c.slm.rule = parse_selection_rule(rule);
   c.slm.scope = parse_selection_scope(scope);
+  c.slm.weighting = parse_weighting(weighting);
+  c.reference_combine = parse_reference_combine(combine);
   require(c.slm.ratio > 0 && c.slm.ratio <= 1, slm, "slm.ratio", c.slm.ratio, "must lie in (0, 1]");
   require(c.slm.ratio_end < 0 || c.slm.ratio_end <= 1, slm, "slm.ratio_end", c.slm.ratio_end, "must be <= 1");
-  if (c.stage == "slm" && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random &&
-      c.reference_losses.empty() == c.reference_model.empty())
-    throw Error(fmt::format("{}: stage slm with rule '{}' needs exactly one of slm.reference_losses and "
-                            "slm.reference_model", source, rule));
+  require(c.slm.temperature > 0, slm, "slm.temperature", c.slm.temperature, "must be > 0");
+  require(c.slm.weight_clip > 0, slm, "slm.weight_clip", c.slm.weight_clip, "must be > 0");
+  require(c.self_reference == "none" || c.self_reference == "frozen" || c.self_reference == "ema", slm,
+          "slm.self_reference", c.self_reference, "none|frozen|ema");
+  require(c.ema_decay >= 0 && c.ema_decay < 1, slm, "slm.ema_decay", c.ema_decay, "must lie in [0, 1)");
+  require(c.slm_start_step >= 0, slm, "slm.start_step", c.slm_start_step, "must be >= 0");
+  require(start_fraction >= 0 && start_fraction < 1, slm, "slm.start_fraction", start_fraction, "must lie in [0, 1)");
+  if (start_fraction > 0) {
+    if (slm.line("start_step"))
+      throw Error(fmt::format("{}:{}: give slm.start_step or slm.start_fraction, not both", source, slm.line("start_step")));
+    c.slm_start_step = static_cast<int64_t>(std::llround(start_fraction * static_cast<double>(c.max_steps)));
+  }
+  const int kinds = !c.reference_losses.empty() + !c.reference_model.empty() + (c.self_reference != "none");
+  if (c.stage == "slm" && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random && kinds != 1)
+    throw Error(fmt::format("{}: stage slm with rule '{}' needs exactly one of slm.reference_losses, "
+                            "slm.reference_model and slm.self_reference", source, rule));
   return c;
 }
 
@@ -268,9 +308,13 @@ std::string TrainConfig::to_yaml() const {
   o << YAML::Key << "slm" << YAML::Value << YAML::BeginMap << YAML::Key << "ratio" << YAML::Value << slm.ratio
     << YAML::Key << "ratio_end" << YAML::Value << slm.ratio_end << YAML::Key << "ratio_steps" << YAML::Value
     << slm.ratio_steps << YAML::Key << "rule" << YAML::Value << to_string(slm.rule) << YAML::Key << "scope"
-    << YAML::Value << to_string(slm.scope) << YAML::Key << "seed" << YAML::Value << slm.seed << YAML::Key
-    << "reference_losses" << YAML::Value << reference_losses << YAML::Key << "reference_model" << YAML::Value
-    << reference_model << YAML::EndMap;
+    << YAML::Value << to_string(slm.scope) << YAML::Key << "weighting" << YAML::Value << to_string(slm.weighting)
+    << YAML::Key << "temperature" << YAML::Value << slm.temperature << YAML::Key << "weight_clip" << YAML::Value
+    << slm.weight_clip << YAML::Key << "seed" << YAML::Value << slm.seed << YAML::Key << "reference_losses"
+    << YAML::Value << YAML::Flow << reference_losses << YAML::Key << "reference_model" << YAML::Value << YAML::Flow
+    << reference_model << YAML::Key << "reference_combine" << YAML::Value << to_string(reference_combine)
+    << YAML::Key << "self_reference" << YAML::Value << self_reference << YAML::Key << "ema_decay" << YAML::Value
+    << ema_decay << YAML::Key << "start_step" << YAML::Value << slm_start_step << YAML::EndMap;
   o << YAML::EndMap;
   return std::string(o.c_str()) + "\n";
 }

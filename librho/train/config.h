@@ -45,8 +45,14 @@ struct TrainConfig {
   double bucket_mb = 25;  // data parallel: gradient all-reduce bucket size
   // slm
   SLMOptions slm;
-  std::string reference_losses;  // a rho_score output aligned with train_data (offline reference)
-  std::string reference_model;   // a Hugging Face directory run online (instead of reference_losses)
+  // The reference: rho_score outputs aligned with train_data (offline), Hugging Face directories run online, or
+  // the training model itself (self_reference). Several references are combined per token (reference_combine).
+  std::vector<std::string> reference_losses;
+  std::vector<std::string> reference_model;
+  ReferenceCombine reference_combine = ReferenceCombine::Mean;
+  std::string self_reference = "none";  // none | frozen (the starting weights) | ema (a moving average of the model)
+  double ema_decay = 0.999;             // self_reference ema: ema = decay * ema + (1 - decay) * weights, per step
+  int64_t slm_start_step = 0;           // warm start: plain CLM before this step (slm.start_step / start_fraction)
 
   // overrides: "optim.lr=1e-3", "slm.ratio=0.7", ... applied to the YAML before it is read.
   static TrainConfig from_yaml_file(const std::string& path, const std::vector<std::string>& overrides = {});

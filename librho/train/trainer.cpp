@@ -79,8 +79,8 @@ struct Trainer::State {
   at::Device device{at::kCPU};
   bool autocast = false;
   Llama model{nullptr};
-  Llama reference{nullptr};                 // online reference model (optional)
-  std::unique_ptr<LossDataset> ref_losses;  // offline reference losses (optional)
+  std::vector<Llama> references;                        // online reference models (HF dirs, or self_reference)
+  std::vector<std::unique_ptr<LossDataset>> ref_losses;  // offline reference losses
   std::shared_ptr<TokenDataset> train;
   std::unique_ptr<BatchLoader> loader;
   std::vector<std::pair<std::string, std::shared_ptr<TokenDataset>>> evals;
@@ -102,13 +102,24 @@ struct Trainer::State {
   }
 
   at::Tensor reference_loss(const Batch& b) {
-    if (ref_losses) return ref_losses->gather(b.target_positions()).to(device);
-    if (reference) {
+    std::vector<at::Tensor> losses;
+    for (const auto& r : ref_losses) losses.push_back(r->gather(b.target_positions()).to(device));
+    for (auto& r : references) {
       at::NoGradGuard no_grad;
       AutocastScope ac(autocast);
-      return reference->token_loss(b.inputs().to(device), b.targets().to(device)).to(at::kFloat);
+      losses.push_back(r->token_loss(b.inputs().to(device), b.targets().to(device)).to(at::kFloat));
     }
-    return at::zeros(b.targets().sizes(), at::TensorOptions().dtype(at::kFloat).device(device));
+    if (losses.empty()) return at::zeros(b.targets().sizes(), at::TensorOptions().dtype(at::kFloat).device(device));
+    return combine_reference_losses(losses, cfg.reference_combine);
+  }
+
+  // self_reference ema: after each optimizer step, ema <- ema + (1 - decay) * (weights - ema).
+  void update_ema() {
+    if (cfg.stage != "slm" || cfg.self_reference != "ema") return;
+    at::NoGradGuard no_grad;
+    auto ema = references.at(0)->parameters();
+    auto params = model->parameters();
+    for (size_t i = 0; i < params.size(); ++i) ema[i].lerp_(params[i], 1.0 - cfg.ema_decay);
   }
 
   at::Tensor forward_loss(const Batch& b) {
@@ -200,13 +211,25 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
 
   if (cfg.stage == "slm") {
     s.selector = ExcessLossSelector(cfg.slm);
-    if (!cfg.reference_losses.empty()) {
-      s.ref_losses = std::make_unique<LossDataset>(LossDataset::open(cfg.reference_losses));
-      s.ref_losses->check_matches(*s.train);
-    } else if (!cfg.reference_model.empty()) {
-      s.reference = load_hf_model(cfg.reference_model);
-      s.reference->to(s.device);
-      s.reference->eval();
+    for (const auto& path : cfg.reference_losses) {
+      s.ref_losses.push_back(std::make_unique<LossDataset>(LossDataset::open(path)));
+      s.ref_losses.back()->check_matches(*s.train);
+    }
+    for (const auto& dir : cfg.reference_model) s.references.push_back(load_hf_model(dir));
+    // Self-reference: a copy of the starting weights (kept frozen, or moved towards the model by update_ema; a
+    // resumed run reloads the average from the checkpoint).
+    if (cfg.self_reference != "none") {
+      Llama copy(s.model->config);
+      at::NoGradGuard no_grad;
+      auto src = s.model->parameters();
+      auto dst = copy->parameters();
+      for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+      for (auto& p : dst) p.requires_grad_(false);
+      s.references.push_back(copy);
+    }
+    for (auto& r : s.references) {
+      r->to(s.device);
+      r->eval();
     }
   }
 
@@ -245,15 +268,28 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
                               *latest, ck.state.world_size, d.world_size(), ck.state.world_size));
     load_model_weights(*s.model, ck, *latest);
     NamedTensors opt_state;
+    std::map<std::string, at::Tensor> ema;
     for (auto& [name, t] : ck.optimizer) {
       if (name == "rng.cpu") {
         auto gen = at::detail::getDefaultCPUGenerator();
         gen.set_state(t);
+      } else if (name.rfind("ema.", 0) == 0) {
+        ema[name.substr(4)] = t;
       } else {
         opt_state.emplace_back(name, t);
       }
     }
     s.optim->load_state(opt_state, *latest);
+    if (cfg.stage == "slm" && cfg.self_reference == "ema") {
+      at::NoGradGuard no_grad;
+      for (auto& item : s.references.at(0)->named_parameters()) {
+        const auto it = ema.find(item.key());
+        if (it == ema.end())
+          throw Error(fmt::format("{}: no moving-average weights 'ema.{}' (slm.self_reference ema)", *latest,
+                                  item.key()));
+        item.value().copy_(it->second);
+      }
+    }
     s.step = ck.state.step;
     s.tokens_seen = ck.state.tokens_seen;
     s.loader->seek(ck.state.loader_step);
@@ -291,8 +327,9 @@ StepMetrics Trainer::train_step() {
   auto& s = *s_;
   const auto& cfg = s.cfg;
   const auto& dist = *s.dist;
-  const bool slm = cfg.stage == "slm";
+  const bool slm = cfg.stage == "slm" && s.step >= cfg.slm_start_step;  // before start_step: plain CLM
   const auto scope = cfg.slm.scope;
+  const bool per_micro_batch = scope == SelectionScope::MicroBatch || scope == SelectionScope::Sequence;
   const int64_t accum = cfg.grad_accum;
   std::vector<Batch> batches;
   for (int64_t i = 0; i < accum; ++i) batches.push_back(s.loader->next());
@@ -313,9 +350,11 @@ StepMetrics Trainer::train_step() {
   dist.allreduce_sum(global_valid);
   // Selections over a whole step (scopes step and global) come before any backward.
   const double ratio = cfg.slm.ratio_at(s.step);
-  const uint64_t draw_base = static_cast<uint64_t>(s.step) * static_cast<uint64_t>(accum);
-  double step_kept = 0;
-  if (slm && scope != SelectionScope::MicroBatch) {
+  // Random draws differ per step, micro-batch and rank (one process: step * accum + i).
+  const uint64_t draw_base =
+      (static_cast<uint64_t>(s.step) * dist.world_size() + dist.rank()) * static_cast<uint64_t>(accum);
+  double step_weight = 0;
+  if (slm && !per_micro_batch) {
     std::vector<at::Tensor> scores;
     for (int64_t i = 0; i < accum; ++i) {
       at::Tensor current;
@@ -325,11 +364,11 @@ StepMetrics Trainer::train_step() {
       }
       scores.push_back(s.selector.score(current, ref[i], valid[i], draw_base + i));
     }
-    masks = scope == SelectionScope::Global ? s.selector.select_global(scores, valid, ratio, dist, &sel)
-                                            : s.selector.select(scores, valid, ratio, &sel);
-    auto kept = at::full({1}, sel.kept, at::kLong);
-    dist.allreduce_sum(kept);
-    step_kept = std::max<int64_t>(kept.item<int64_t>(), 1);
+    masks = scope == SelectionScope::Global ? s.selector.select_global(scores, valid, ratio, draw_base, dist, &sel)
+                                            : s.selector.select(scores, valid, ratio, draw_base, &sel);
+    auto weight = at::full({1}, sel.weight_sum, at::kDouble);
+    dist.allreduce_sum(weight);
+    step_weight = std::max(weight.item<double>(), 1.0);
   }
 
   for (int64_t i = 0; i < accum; ++i) {
@@ -338,15 +377,16 @@ StepMetrics Trainer::train_step() {
     if (!slm) {
       masks[i] = valid[i];
       denom = std::max<int64_t>(global_valid[i].item<int64_t>(), 1) * accum;
-    } else if (scope == SelectionScope::MicroBatch) {
+    } else if (per_micro_batch) {
       SelectionStats mb;
-      masks[i] = s.selector.select({s.selector.score(token_loss, ref[i], valid[i], draw_base + i)}, {valid[i]}, ratio, &mb)[0];
+      masks[i] = s.selector.select({s.selector.score(token_loss, ref[i], valid[i], draw_base + i)}, {valid[i]}, ratio,
+                                   draw_base + i, &mb)[0];
       sel.add(mb);
-      auto kept = at::full({1}, mb.kept, at::kLong);
-      dist.allreduce_sum(kept);
-      denom = std::max<int64_t>(kept.item<int64_t>(), 1) * accum;
+      auto weight = at::full({1}, mb.weight_sum, at::kDouble);
+      dist.allreduce_sum(weight);
+      denom = std::max(weight.item<double>(), 1.0) * accum;
     } else {
-      denom = step_kept;
+      denom = step_weight;
     }
     auto loss = masked_loss_sum(token_loss, masks[i], denom);
     if (i == accum - 1) s.reducer->arm();  // the last backward all-reduces gradients as they become ready
@@ -360,8 +400,8 @@ StepMetrics Trainer::train_step() {
 
   // Metrics over the global batch.
   auto sums = at::tensor({loss_sum, loss_all_sum, static_cast<double>(m.tokens), static_cast<double>(sel.valid),
-                          static_cast<double>(sel.kept), sel.kept_score_sum, sel.dropped_score_sum,
-                          static_cast<double>(sel.nan_scores)}, at::kDouble);
+                          sel.weight_sum, sel.weight_sq_sum, sel.kept_score_sum, sel.dropped_score_sum,
+                          static_cast<double>(sel.dropped), static_cast<double>(sel.nan_scores)}, at::kDouble);
   dist.allreduce_sum(sums);
   const auto* g = sums.data_ptr<double>();
   m.loss = g[0];
@@ -369,11 +409,13 @@ StepMetrics Trainer::train_step() {
   m.tokens = static_cast<int64_t>(g[2]);
   if (slm) {
     sel.valid = static_cast<int64_t>(g[3]);
-    sel.kept = static_cast<int64_t>(g[4]);
-    sel.kept_score_sum = g[5];
-    sel.dropped_score_sum = g[6];
-    sel.nan_scores = static_cast<int64_t>(g[7]);
-    m.selected_fraction = sel.valid ? static_cast<double>(sel.kept) / sel.valid : 0;
+    sel.weight_sum = g[4];
+    sel.weight_sq_sum = g[5];
+    sel.kept_score_sum = g[6];
+    sel.dropped_score_sum = g[7];
+    sel.dropped = static_cast<int64_t>(g[8]);
+    sel.nan_scores = static_cast<int64_t>(g[9]);
+    m.selected_fraction = sel.effective_fraction();
     m.kept_score = sel.kept_score_mean();
     m.dropped_score = sel.dropped_score_mean();
   }
@@ -395,6 +437,7 @@ StepMetrics Trainer::train_step() {
   } else {
     s.optim->step(m.lr);
     s.share_updated_params();
+    s.update_ema();
   }
   s.zero_grads();
   ++s.step;
@@ -471,6 +514,9 @@ void Trainer::save_checkpoint() {
     for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
     ck.optimizer = std::move(optimizer);
     ck.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    if (s.cfg.stage == "slm" && s.cfg.self_reference == "ema")
+      for (const auto& item : s.references.at(0)->named_parameters())
+        ck.optimizer.emplace_back("ema." + item.key(), item.value());
     rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
   }
   // No rank runs ahead of a checkpoint that is not yet on disk (a kill then resumes where all ranks agree).

@@ -83,28 +83,28 @@ TEST_CASE("global-scope selection over 3 ranks equals one process's over the bat
   const rho::ExcessLossSelector sel(rho::SLMOptions{});
   for (const double ratio : {0.05, 0.37, 0.5, 0.93, 1.0}) {
     rho::SelectionStats want_stats;
-    const auto want = sel.select(all_scores, all_valid, ratio, &want_stats);
+    const auto want = sel.select(all_scores, all_valid, ratio, 0, &want_stats);
     // One process: the same as select().
     rho::DistContext single;
     rho::SelectionStats one_stats;
-    const auto one = sel.select_global(all_scores, all_valid, ratio, single, &one_stats);
+    const auto one = sel.select_global(all_scores, all_valid, ratio, 0, single, &one_stats);
     for (size_t i = 0; i < want.size(); ++i) CHECK(at::equal(one[i], want[i]));
-    CHECK(one_stats.kept == want_stats.kept);
+    CHECK(one_stats.weight_sum == want_stats.weight_sum);
     CHECK(one_stats.nan_scores == want_stats.nan_scores);
     // Three ranks: each gets its slice of the one-process masks.
     std::vector<std::vector<at::Tensor>> got(world);
     std::vector<rho::SelectionStats> stats(world);
     if (!on_ranks(world, [&](const rho::DistContext& ctx) {
-          got[ctx.rank()] = sel.select_global(scores[ctx.rank()], valid[ctx.rank()], ratio, ctx, &stats[ctx.rank()]);
+          got[ctx.rank()] = sel.select_global(scores[ctx.rank()], valid[ctx.rank()], ratio, 0, ctx, &stats[ctx.rank()]);
         }))
       return;
-    int64_t kept = 0;
+    double kept = 0;
     for (int64_t r = 0; r < world; ++r) {
-      kept += stats[r].kept;
+      kept += stats[r].weight_sum;
       for (int mb = 0; mb < 2; ++mb) CHECK(at::equal(got[r][mb], want[r * 2 + mb]));
     }
     INFO("ratio " << ratio);
-    CHECK(kept == want_stats.kept);
+    CHECK(kept == want_stats.weight_sum);
   }
 }
 

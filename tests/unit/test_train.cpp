@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "helpers.h"
 #include "librho/data/token_dataset.h"
@@ -71,7 +72,7 @@ TEST_CASE("train config: unknown keys, wrong types and out-of-range values name 
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "optim: {lr: 1, lr: 2}\n", "r.yaml"),
                     Contains("duplicate key 'optim.lr'"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "train: {stage: slm}\n", "r.yaml"),
-                    Contains("needs exactly one of slm.reference_losses and slm.reference_model"));
+                    Contains("needs exactly one of slm.reference_losses, slm.reference_model and slm.self_reference"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base, "r.yaml", {"optim.lr"}), Contains("section.key=value"));
   // Overrides and the resolved config round trip.
   auto c = rho::TrainConfig::from_yaml_string(base, "r.yaml", {"optim.lr=0.5", "slm.rule=random", "data.seq_len=64"});
@@ -120,9 +121,13 @@ TEST_CASE("CLM training: a tiny model's loss falls, with logs, evaluation and ch
 
 TEST_CASE("a resumed run ends with weights identical to an uninterrupted one", "[train]") {
   rho::test::TempDir dir;
-  for (const std::string stage : {"clm", "slm"}) {
-    auto full_cfg = tiny_run(dir, "full-" + stage,
-                             {"train.stage=" + stage, "slm.rule=current", "slm.ratio=0.5", "slm.scope=step"});
+  // CLM; SLM; SLM with a moving-average self-reference (saved in the checkpoint) and stochastic selection.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> runs = {
+      {"clm", {}},
+      {"slm", {"train.stage=slm", "slm.rule=current", "slm.ratio=0.5", "slm.scope=step"}},
+      {"slm-ema", {"train.stage=slm", "slm.self_reference=ema", "slm.ema_decay=0.9", "slm.weighting=stochastic"}}};
+  for (const auto& [stage, overrides] : runs) {
+    auto full_cfg = tiny_run(dir, "full-" + stage, overrides);
     full_cfg.grad_accum = 2;
     rho::Trainer full(full_cfg, false);
     full.run();
@@ -234,4 +239,127 @@ TEST_CASE("a non-finite loss stops the run naming the last good checkpoint, or s
   cfg.nan_policy = "skip";
   rho::Trainer s(cfg, false);
   CHECK(s.train_step().skipped);
+}
+
+namespace {
+
+// The starting weights of a run (from its seed) as a Hugging Face directory.
+std::string export_initial_weights(const rho::TrainConfig& cfg, const std::string& dir) {
+  rho::Llama init(cfg.model);
+  init->reset_parameters(cfg.seed);
+  rho::save_hf_model(*init, dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("SLM warm start: plain CLM up to slm.start_step, then selection", "[train][slm]") {
+  rho::test::TempDir dir;
+  auto clm_cfg = tiny_run(dir, "clm");
+  auto slm_cfg = tiny_run(dir, "warm", {"train.stage=slm", "slm.rule=current", "slm.start_step=3"});
+  rho::Trainer clm(clm_cfg, false), warm(slm_cfg, false);
+  for (int i = 0; i < 3; ++i) CHECK(warm.train_step().selected_fraction == 1.0);
+  for (int i = 0; i < 3; ++i) clm.train_step();
+  CHECK(same_weights(weights(clm), weights(warm)));
+  CHECK(warm.train_step().selected_fraction == Approx(0.6).epsilon(0.02));
+  // start_fraction of max_steps (12): step 3.
+  auto frac = tiny_run(dir, "frac", {"train.stage=slm", "slm.rule=current", "slm.start_fraction=0.25"});
+  CHECK(frac.slm_start_step == 3);
+  CHECK_THROWS_WITH(tiny_run(dir, "both", {"slm.start_step=2", "slm.start_fraction=0.5"}), Contains("not both"));
+}
+
+TEST_CASE("SLM self-reference frozen equals the starting weights as an online reference", "[train][slm]") {
+  rho::test::TempDir dir;
+  auto self_cfg = tiny_run(dir, "self", {"train.stage=slm", "slm.self_reference=frozen"});
+  auto online_cfg = tiny_run(dir, "online", {"train.stage=slm", "slm.reference_model=" +
+                                                                  export_initial_weights(self_cfg, dir.str("init"))});
+  rho::Trainer self(self_cfg, false), online(online_cfg, false);
+  for (int i = 0; i < 4; ++i) {
+    const auto a = self.train_step(), b = online.train_step();
+    CHECK(a.loss == b.loss);
+    CHECK(a.kept_score == b.kept_score);
+  }
+  CHECK(same_weights(weights(self), weights(online)));
+}
+
+TEST_CASE("SLM self-reference ema: the reference is a moving average of the weights after each step", "[train][slm]") {
+  rho::test::TempDir dir;
+  auto cfg = tiny_run(dir, "ema", {"train.stage=slm", "slm.self_reference=ema", "slm.ema_decay=0.8"});
+  cfg.checkpoint_every = 1;
+  cfg.keep_checkpoints = 3;
+  rho::Trainer t(cfg, false);
+  rho::Llama init(cfg.model);
+  init->reset_parameters(cfg.seed);
+  std::vector<at::Tensor> ema;
+  for (const auto& p : init->parameters()) ema.push_back(p.detach().clone());
+  for (int step = 1; step <= 3; ++step) {
+    t.train_step();
+    t.save_checkpoint();
+    const auto w = weights(t);
+    for (size_t i = 0; i < ema.size(); ++i) ema[i] = ema[i].lerp(w[i], 0.2);
+  }
+  const auto ck = rho::load_checkpoint(rho::checkpoint_dir(cfg.out_dir, 3));
+  size_t found = 0;
+  const auto names = t.model()->named_parameters();
+  for (const auto& [name, tensor] : ck.optimizer) {
+    if (name.rfind("ema.", 0) != 0) continue;
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i].key() == name.substr(4)) {
+        CHECK(at::allclose(tensor, ema[i], 1e-6, 1e-7));
+        ++found;
+      }
+  }
+  CHECK(found == ema.size());
+}
+
+TEST_CASE("several references: offline and online give the same mean and min, and they differ", "[train][slm][score]") {
+  rho::test::TempDir dir;
+  std::vector<std::string> hf, losses;
+  tiny_run(dir, "x");  // writes the token datasets
+  auto data = rho::TokenDataset::open(dir.str("data"));
+  for (int r = 0; r < 2; ++r) {
+    auto ref_cfg = tiny_run(dir, "ref" + std::to_string(r), {"run.seed=" + std::to_string(10 + r)});
+    ref_cfg.max_steps = 3 + 3 * r;
+    ref_cfg.export_hf = true;
+    rho::Trainer(ref_cfg, false).run();
+    hf.push_back(ref_cfg.out_dir + "/hf");
+    auto model = rho::load_hf_model(hf.back());
+    rho::ScoreOptions so;
+    so.seq_len = 32;
+    so.progress = false;
+    losses.push_back(dir.str("losses" + std::to_string(r)));
+    rho::TokenScorer(model, model->weights_sha256(), so).score_dataset(data, losses.back());
+  }
+  const auto list = [](const std::vector<std::string>& v) { return "[" + v[0] + ", " + v[1] + "]"; };
+  std::map<std::string, double> kept_score;
+  for (const std::string how : {"mean", "min"}) {
+    const std::vector<std::string> slm = {"train.stage=slm", "slm.scope=step", "slm.reference_combine=" + how};
+    auto off_o = slm, on_o = slm;
+    off_o.push_back("slm.reference_losses=" + list(losses));
+    on_o.push_back("slm.reference_model=" + list(hf));
+    rho::Trainer off(tiny_run(dir, "off-" + how, off_o), false), on(tiny_run(dir, "on-" + how, on_o), false);
+    const auto a = off.train_step(), b = on.train_step();
+    CHECK(a.kept_score == Approx(b.kept_score).epsilon(1e-5));
+    CHECK(a.loss == Approx(b.loss).epsilon(1e-6));
+    kept_score[how] = a.kept_score;
+  }
+  // The minimum of two losses is below their mean, so excess losses are higher under min.
+  CHECK(kept_score["min"] > kept_score["mean"]);
+}
+
+TEST_CASE("SLM soft weighting keeps CLM's loss scale: equal weights give the CLM loss", "[train][slm]") {
+  rho::test::TempDir dir;
+  auto clm_cfg = tiny_run(dir, "clm");
+  // Rule current with a clip far below every token loss: every weight is clipped to the same value.
+  auto lin_cfg = tiny_run(dir, "lin", {"train.stage=slm", "slm.rule=current", "slm.weighting=linear",
+                                       "slm.weight_clip=1e-6"});
+  auto soft_cfg = tiny_run(dir, "soft", {"train.stage=slm", "slm.rule=current", "slm.weighting=softmax",
+                                         "slm.temperature=1e9", "slm.scope=sequence"});
+  rho::Trainer clm(clm_cfg, false), lin(lin_cfg, false), soft(soft_cfg, false);
+  for (int i = 0; i < 3; ++i) {
+    const auto a = clm.train_step(), b = lin.train_step(), c = soft.train_step();
+    CHECK(b.loss == Approx(a.loss).epsilon(1e-5));
+    CHECK(c.loss == Approx(a.loss).epsilon(1e-5));
+    CHECK(b.selected_fraction == Approx(1.0).epsilon(1e-5));
+  }
 }
