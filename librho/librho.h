@@ -7,6 +7,7 @@
 #include "librho/io/safetensors.h"
 #include "librho/kernels/topk_mask.h"
 #include "librho/model/config.h"
+#include "librho/model/linear_cross_entropy.h"
 #include "librho/model/llama.h"
 #include "librho/score/token_scorer.h"
 #include "librho/score/token_view.h"

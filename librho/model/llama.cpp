@@ -16,6 +16,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
+#include "librho/model/linear_cross_entropy.h"
 #include "librho/util/error.h"
 #include "librho/util/sha256.h"
 
@@ -231,6 +232,8 @@ at::Tensor LlamaImpl::token_loss_from_hidden(const at::Tensor& hidden, const at:
   const auto shape = targets.sizes().vec();
   auto h = hidden.reshape({-1, hidden.size(-1)});
   auto y = targets.reshape({-1});
+  // Training: a custom backward that recomputes each chunk's logits, so autograd never holds fp32 logits.
+  if (at::GradMode::is_enabled()) return linear_cross_entropy(h, output_weight(), y, rows_per_chunk).view(shape);
   std::vector<at::Tensor> parts;
   for (int64_t r = 0; r < h.size(0); r += rows_per_chunk) {
     const int64_t n = std::min(rows_per_chunk, h.size(0) - r);

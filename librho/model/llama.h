@@ -62,7 +62,8 @@ struct LlamaImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& tokens) { return logits(hidden_states(tokens)); }
   // Next-token loss per position, no reduction: [batch, seq] fp32, where targets[b, t] is the token after
   // tokens[b, t]. Logits are made `rows_per_chunk` rows at a time, so the full fp32 [batch, seq, vocab]
-  // tensor never exists at once.
+  // tensor never exists at once; with gradients on, the backward recomputes them chunk by chunk too
+  // (linear_cross_entropy), so training never holds them either.
   at::Tensor token_loss(const at::Tensor& tokens, const at::Tensor& targets, int64_t rows_per_chunk = 4096);
   at::Tensor token_loss_from_hidden(const at::Tensor& hidden, const at::Tensor& targets, int64_t rows_per_chunk = 4096);
 

@@ -1,0 +1,113 @@
+#include "librho/model/linear_cross_entropy.h"
+
+#include <ATen/autocast_mode.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/logsumexp.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace rho {
+namespace {
+
+// Softmax, log-sum-exp and the weight's gradient are kept in fp32 (fp64 for fp64 inputs).
+at::ScalarType accumulate_dtype(at::ScalarType compute) { return at::promote_types(compute, at::kFloat); }
+
+// acc += a @ b. Low-precision inputs use the GEMM with an fp32 output on CUDA, so the weight's gradient is
+// summed over chunks without bf16 rounding in between.
+void addmm_acc(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == acc.scalar_type())
+    acc.addmm_(a, b);
+  else if (a.is_cuda())
+    acc.add_(at::mm(a, b, acc.scalar_type()));
+  else
+    acc.add_(at::mm(a, b).to(acc.scalar_type()));
+}
+
+struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
+  // hidden and weight arrive uncast; both are cast to `compute_dtype` here so that the gradients go back to
+  // the originals (the fp32 parameter, not an autocast copy) and the weight's gradient stays fp32.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                            const at::Tensor& targets, int64_t rows, int64_t ignore_index, int64_t compute_dtype) {
+    // The dtypes below are chosen explicitly; autocast must not re-cast them.
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto dt = static_cast<at::ScalarType>(compute_dtype);
+    const auto h = hidden.to(dt), w = weight.to(dt);
+    const int64_t n = h.size(0);
+    const auto acc = h.options().dtype(accumulate_dtype(dt));
+    at::Tensor loss = at::empty({n}, acc), lse = at::empty({n}, acc);
+    for (int64_t r = 0; r < n; r += rows) {
+      const int64_t m = std::min(rows, n - r);
+      const auto logits = at::linear(h.narrow(0, r, m), w).to(acc.dtype());
+      const auto y = targets.narrow(0, r, m);
+      const auto valid = y.ne(ignore_index);
+      const auto l = at::logsumexp(logits, {1});
+      const auto picked = logits.gather(1, at::where(valid, y, 0).unsqueeze(1)).squeeze(1);
+      lse.narrow(0, r, m).copy_(l);
+      loss.narrow(0, r, m).copy_(at::where(valid, l - picked, 0.0));
+    }
+    ctx->save_for_backward({h, weight, targets, lse});
+    ctx->saved_data["rows"] = rows;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["hidden_dtype"] = static_cast<int64_t>(hidden.scalar_type());
+    return loss;
+  }
+
+  // d loss_i / d logits_i = softmax(logits_i) - onehot(y_i), scaled by grad_i; recomputed chunk by chunk.
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const auto saved = ctx->get_saved_variables();
+    const auto &h = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3];
+    const int64_t rows = ctx->saved_data["rows"].toInt(), ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const auto hidden_dtype = static_cast<at::ScalarType>(ctx->saved_data["hidden_dtype"].toInt());
+    const bool need_h = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    const auto w = weight.to(h.scalar_type());
+    const auto acc = lse.scalar_type();
+    const auto valid = targets.ne(ignore_index);
+    const auto g = at::where(valid, grads[0].to(acc), 0.0);
+    const auto safe_y = at::where(valid, targets, 0).unsqueeze(1);
+    const int64_t n = h.size(0);
+    at::Tensor grad_h = need_h ? at::empty_like(h) : at::Tensor();
+    at::Tensor grad_w = need_w ? at::zeros(weight.sizes(), weight.options().dtype(acc)) : at::Tensor();
+    for (int64_t r = 0; r < n; r += rows) {
+      const int64_t m = std::min(rows, n - r);
+      const auto hc = h.narrow(0, r, m);
+      const auto gc = g.narrow(0, r, m).unsqueeze(1);
+      auto d = at::linear(hc, w).to(acc);
+      d.sub_(lse.narrow(0, r, m).unsqueeze(1)).exp_().mul_(gc);
+      d.scatter_add_(1, safe_y.narrow(0, r, m), -gc);
+      const auto dc = d.to(h.scalar_type());
+      if (need_h) {
+        auto out = grad_h.narrow(0, r, m);
+        at::mm_out(out, dc, w);
+      }
+      if (need_w) addmm_acc(grad_w, dc.t(), hc);
+    }
+    return {need_h ? grad_h.to(hidden_dtype) : at::Tensor(), need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                int64_t rows_per_chunk, int64_t ignore_index) {
+  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+              "linear_cross_entropy: hidden [N, H] and weight [V, H] expected, got ", hidden.sizes(), " and ",
+              weight.sizes());
+  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0),
+              "linear_cross_entropy: targets [N] expected, got ", targets.sizes());
+  TORCH_CHECK(rows_per_chunk > 0, "linear_cross_entropy: rows_per_chunk must be positive");
+  const auto dev = hidden.device().type();
+  const auto dt = at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev)
+                                                         : at::promote_types(hidden.scalar_type(), weight.scalar_type());
+  return LinearCrossEntropy::apply(hidden, weight, targets.to(at::kLong), rows_per_chunk, ignore_index,
+                                   static_cast<int64_t>(dt));
+}
+
+}  // namespace rho

@@ -1,0 +1,146 @@
+// linear_cross_entropy (the LM head's fused, chunked loss with its own backward) against the naive
+// linear -> cross_entropy through autograd: values and gradients, chunk sizes, ignored rows, tied embeddings.
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+
+#include <catch2/catch.hpp>
+
+#include "helpers.h"
+#include "librho/model/linear_cross_entropy.h"
+#include "librho/model/llama.h"
+
+namespace {
+
+struct Result {
+  at::Tensor loss, grad_hidden, grad_weight;
+};
+
+// Loss and the gradients of sum(loss * upstream), by the fused op (rows > 0) or the naive path (rows == 0).
+Result run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets, const at::Tensor& upstream,
+           int64_t rows) {
+  auto h = hidden.detach().clone().requires_grad_(true);
+  auto w = weight.detach().clone().requires_grad_(true);
+  auto loss = rows > 0 ? rho::linear_cross_entropy(h, w, targets, rows)
+                       : at::cross_entropy_loss(at::linear(h, w), targets, {}, at::Reduction::None, -100);
+  (loss * upstream).sum().backward();
+  return {loss.detach(), h.grad(), w.grad()};
+}
+
+struct Case {
+  at::Tensor hidden, weight, targets, upstream;
+};
+
+Case make_case(int64_t n, int64_t h, int64_t v, at::ScalarType dtype, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  Case c;
+  c.hidden = at::randn({n, h}, gen, at::kDouble).to(dtype);
+  c.weight = (at::randn({v, h}, gen, at::kDouble) * 0.5).to(dtype);
+  c.targets = at::randint(0, v, {n}, gen, at::kLong);
+  c.targets.index_put_({at::arange(0, n, 3)}, -100);  // every third row ignored
+  c.upstream = at::rand({n}, gen, at::kDouble).to(dtype);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("linear_cross_entropy equals linear then cross_entropy: values and gradients", "[linear_ce]") {
+  for (auto dtype : {at::kDouble, at::kFloat}) {
+    const double tol = dtype == at::kDouble ? 1e-12 : 2e-6;
+    const auto c = make_case(37, 16, 53, dtype, 3);
+    const auto naive = run(c.hidden, c.weight, c.targets, c.upstream, 0);
+    for (int64_t rows : {1, 5, 36, 37, 4096}) {  // chunk sizes that do and do not divide N
+      INFO("dtype " << dtype << ", rows_per_chunk " << rows);
+      const auto fused = run(c.hidden, c.weight, c.targets, c.upstream, rows);
+      CHECK(fused.loss.scalar_type() == dtype);
+      CHECK(at::allclose(fused.loss, naive.loss, tol, tol));
+      CHECK(at::allclose(fused.grad_hidden, naive.grad_hidden, tol, tol));
+      CHECK(at::allclose(fused.grad_weight, naive.grad_weight, tol, tol));
+    }
+  }
+}
+
+TEST_CASE("linear_cross_entropy: ignored rows have zero loss and zero gradient", "[linear_ce]") {
+  const auto c = make_case(20, 8, 11, at::kDouble, 5);
+  const auto fused = run(c.hidden, c.weight, c.targets, c.upstream, 6);
+  const auto ignored = c.targets.eq(-100);
+  REQUIRE(ignored.any().item<bool>());
+  CHECK(fused.loss.masked_select(ignored).abs().max().item<double>() == 0.0);
+  CHECK(fused.grad_hidden.index({ignored}).abs().max().item<double>() == 0.0);
+  CHECK(fused.loss.masked_select(ignored.logical_not()).min().item<double>() > 0.0);
+  // All rows ignored: no gradient at all reaches the weight.
+  const auto none = run(c.hidden, c.weight, at::full({20}, -100, at::kLong), c.upstream, 6);
+  CHECK(none.grad_weight.abs().max().item<double>() == 0.0);
+}
+
+TEST_CASE("linear_cross_entropy: gradient to one input only, and shape errors", "[linear_ce]") {
+  const auto c = make_case(9, 4, 7, at::kDouble, 8);
+  const auto naive = run(c.hidden, c.weight, c.targets, c.upstream, 0);
+  auto w = c.weight.clone().requires_grad_(true);
+  (rho::linear_cross_entropy(c.hidden, w, c.targets, 4) * c.upstream).sum().backward();
+  CHECK(at::allclose(w.grad(), naive.grad_weight, 1e-12, 1e-12));
+  auto h = c.hidden.clone().requires_grad_(true);
+  (rho::linear_cross_entropy(h, c.weight, c.targets, 4) * c.upstream).sum().backward();
+  CHECK(at::allclose(h.grad(), naive.grad_hidden, 1e-12, 1e-12));
+  CHECK_THROWS(rho::linear_cross_entropy(c.hidden, c.weight.t(), c.targets));
+  CHECK_THROWS(rho::linear_cross_entropy(c.hidden, c.weight, c.targets.narrow(0, 0, 8)));
+}
+
+namespace {
+// Every parameter's gradient of a weighted sum of token losses: the model's token_loss (fused in grad mode)
+// or full logits then cross-entropy.
+std::vector<at::Tensor> model_grads(bool tied, bool fused) {
+  auto config = rho::LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/tiny.yaml"));
+  config.tie_word_embeddings = tied;
+  const int64_t v = config.vocab_size;
+  rho::Llama m(config);
+  m->reset_parameters(21);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  const auto x = at::randint(0, v, {3, 11}, gen, at::kLong), y = at::randint(0, v, {3, 11}, gen, at::kLong);
+  const auto weights = at::rand({3, 11}, gen);
+  const auto loss = fused ? m->token_loss(x, y, 7)
+                          : at::cross_entropy_loss(m->forward(x).reshape({-1, v}), y.reshape({-1}), {},
+                                                   at::Reduction::None)
+                                .view({3, 11});
+  (loss * weights).sum().backward();
+  std::vector<at::Tensor> g{loss.detach()};
+  for (auto& p : m->parameters()) g.push_back(p.grad().clone());
+  return g;
+}
+}  // namespace
+
+TEST_CASE("Llama token_loss backward equals the full-logits backward, tied and untied", "[linear_ce][model]") {
+  for (bool tied : {true, false}) {
+    INFO("tied " << tied);
+    const auto fused = model_grads(tied, true), naive = model_grads(tied, false);
+    REQUIRE(fused.size() == naive.size());
+    for (size_t i = 0; i < fused.size(); ++i) {
+      INFO("tensor " << i);
+      CHECK(at::allclose(fused[i], naive[i], 1e-5, 1e-6));
+    }
+  }
+}
+
+TEST_CASE("linear_cross_entropy on CUDA: fp32 equals CPU, bf16 autocast close to autocast linear", "[linear_ce][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  const auto c = make_case(300, 64, 1000, at::kFloat, 4);
+  const auto cpu = run(c.hidden, c.weight, c.targets, c.upstream, 128);
+  const auto gpu = run(c.hidden.cuda(), c.weight.cuda(), c.targets.cuda(), c.upstream.cuda(), 128);
+  CHECK(at::allclose(gpu.loss.cpu(), cpu.loss, 1e-4, 1e-4));
+  CHECK(at::allclose(gpu.grad_hidden.cpu(), cpu.grad_hidden, 1e-4, 1e-5));
+  CHECK(at::allclose(gpu.grad_weight.cpu(), cpu.grad_weight, 1e-4, 1e-5));
+  // Under bf16 autocast: gradients arrive in the inputs' dtype (fp32) and agree with the autocast naive path.
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  const auto fused = run(c.hidden.cuda(), c.weight.cuda(), c.targets.cuda(), c.upstream.cuda(), 128);
+  auto h = c.hidden.cuda().requires_grad_(true), w = c.weight.cuda().requires_grad_(true);
+  auto naive_loss = at::cross_entropy_loss(at::linear(h, w).to(at::kFloat), c.targets.cuda(), {},
+                                           at::Reduction::None, -100);
+  (naive_loss * c.upstream.cuda()).sum().backward();
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+  CHECK(fused.loss.scalar_type() == at::kFloat);
+  CHECK(fused.grad_weight.scalar_type() == at::kFloat);
+  CHECK(at::allclose(fused.loss, naive_loss.detach(), 2e-2, 2e-2));
+  CHECK(at::allclose(fused.grad_hidden, h.grad(), 2e-2, 2e-3));
+  CHECK(at::allclose(fused.grad_weight, w.grad(), 2e-2, 2e-3));
+}
