@@ -2,31 +2,24 @@
 // cross-entropy), on a 32k-vocabulary model at batch 8 x 2048. Each path runs in a fresh process (this
 // binary again, with --mode) so that the peak resident set sizes do not mix. Prints JSON.
 //   bench_score_memory [--batch 8] [--seq 2048] [--vocab 32000] [--hidden 128]
-#include <ATen/ATen.h>
-#include <sys/resource.h>
-
 #include <c10/core/InferenceMode.h>
-#include <chrono>
+
 #include <cstdio>
+#include <sstream>
 #include <string>
 
+#include "bench/bench_common.h"
 #include "librho/model/llama.h"
 
 namespace {
 
-long peak_rss_kb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss;
-}
-
 // Runs this binary in one mode and reads back "growth_bytes seconds".
 std::pair<double, double> run_mode(const std::string& self, const std::string& mode, const std::string& args) {
-  FILE* p = popen((self + " --mode " + mode + args).c_str(), "r");
   double grow = -1, secs = -1;
-  if (p) {
-    if (std::fscanf(p, "%lf %lf", &grow, &secs) != 2) grow = secs = -1;
-    pclose(p);
+  try {
+    std::istringstream in(rho::bench::run_capture(self + " --mode " + mode + args));
+    if (!(in >> grow >> secs)) grow = secs = -1;
+  } catch (const std::exception&) {
   }
   return {grow, secs};
 }
@@ -75,8 +68,8 @@ int main(int argc, char** argv) {
   const auto tokens = at::randint(0, vocab, {batch, seq + 1});
   const auto x = tokens.narrow(1, 0, seq), y = tokens.narrow(1, 1, seq);
   c10::InferenceMode guard;
-  const long before = peak_rss_kb();
-  const auto t0 = std::chrono::steady_clock::now();
+  const rho::bench::PeakMemory peak(at::kCPU);
+  const rho::bench::Timer timer;
   at::Tensor loss;
   if (mode == "chunked") {
     loss = model->token_loss(x, y, 1024);  // what TokenScorer runs
@@ -84,7 +77,6 @@ int main(int argc, char** argv) {
     auto logits = model->forward(x).to(at::kFloat);
     loss = at::cross_entropy_loss(logits.view({-1, vocab}), y.reshape(-1), {}, at::Reduction::None);
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%.0f %.3f\n", (peak_rss_kb() - before) * 1024.0, secs);
+  std::printf("%.0f %.3f\n", peak.bytes(), timer.seconds());
   return 0;
 }
