@@ -52,18 +52,24 @@ void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t
   for (size_t i = 0; i + keep_last < all.size(); ++i) fs::remove_all(all[i]);
 }
 
-std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
+std::vector<std::string> list_checkpoints(const std::string& out_dir) {
   const fs::path root = fs::path(out_dir) / "checkpoints";
-  if (!fs::exists(root)) return std::nullopt;
-  std::vector<fs::path> all;
+  std::vector<std::string> all;
+  if (!fs::exists(root)) return all;
   for (const auto& e : fs::directory_iterator(root)) {
     const auto name = e.path().filename().string();
     if (e.is_directory() && name.rfind("step-", 0) == 0 && name.find(".tmp") == std::string::npos &&
         fs::exists(e.path() / "state.json"))
-      all.push_back(e.path());
+      all.push_back(e.path().string());
   }
+  std::sort(all.begin(), all.end());  // zero-padded step numbers: name order is step order
+  return all;
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
+  const auto all = list_checkpoints(out_dir);
   if (all.empty()) return std::nullopt;
-  return std::max_element(all.begin(), all.end())->string();
+  return all.back();
 }
 
 Checkpoint load_checkpoint(const std::string& dir) {
@@ -124,7 +130,10 @@ Llama load_model(const std::string& path) {
                               "a run directory with checkpoints", path));
     dir = *latest;
   }
-  auto ck = load_checkpoint(dir);
+  return model_from_checkpoint(load_checkpoint(dir), dir);
+}
+
+Llama model_from_checkpoint(const Checkpoint& ck, const std::string& dir) {
   if (ck.state.model_config_json.empty())
     throw Error(fmt::format("{}/state.json: no model_config (written by an older librho)", dir));
   Llama model(LlamaConfig::from_hf_json_string(ck.state.model_config_json, dir + "/state.json"));

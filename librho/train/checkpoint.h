@@ -32,13 +32,16 @@ struct Checkpoint {
 
 std::string checkpoint_dir(const std::string& out_dir, int64_t step);
 void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t keep_last);
-// The newest complete checkpoint under out_dir, if any.
+// The complete checkpoints under out_dir, oldest first, and the newest, if any.
+std::vector<std::string> list_checkpoints(const std::string& out_dir);
 std::optional<std::string> latest_checkpoint(const std::string& out_dir);
 // Loads and verifies (sha256 of both tensor files against state.json); throws rho::Error naming the file.
 Checkpoint load_checkpoint(const std::string& dir);
 
 // Copies a checkpoint's model tensors into `model`; every parameter must be there with its shape.
 void load_model_weights(LlamaImpl& model, const Checkpoint& ckpt, const std::string& dir);
+// The model a loaded checkpoint (read from `dir`) holds: its shape from state.json, its weights.
+Llama model_from_checkpoint(const Checkpoint& ckpt, const std::string& dir);
 
 // A model from any of: a Hugging Face directory (config.json), a checkpoint directory (state.json), or a run
 // directory (its newest checkpoint). Weights are fp32 on CPU.

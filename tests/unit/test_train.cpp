@@ -7,6 +7,7 @@
 
 #include "helpers.h"
 #include "librho/data/token_dataset.h"
+#include "librho/eval/token_categories.h"
 #include "librho/io/hf_checkpoint.h"
 #include "librho/score/token_scorer.h"
 #include "librho/train/checkpoint.h"
@@ -362,4 +363,53 @@ TEST_CASE("SLM soft weighting keeps CLM's loss scale: equal weights give the CLM
     CHECK(c.loss == Approx(a.loss).epsilon(1e-5));
     CHECK(b.selected_fraction == Approx(1.0).epsilon(1e-5));
   }
+}
+
+TEST_CASE("token categories: a least-squares line per token, classified at the first and last checkpoint", "[train][eval]") {
+  // Checkpoints at 0, 10, 20 tokens; columns: stays high, rises, falls, stays low, and a noisy token whose
+  // endpoints (3.0 -> 2.5) are both high but whose fitted line goes 2.25 -> 1.75.
+  const auto losses = at::tensor({3.0, 1.0, 3.0, 1.0, 3.0,  //
+                                  3.0, 2.0, 2.0, 1.0, 0.5,  //
+                                  3.0, 3.0, 1.0, 1.0, 2.5}).view({3, 5});
+  const auto r = rho::categorize_tokens(losses, {0, 10, 20}, 2.0);
+  CHECK(r.tokens == 5);
+  CHECK(r.counts[rho::HighHigh] == 1);
+  CHECK(r.counts[rho::LowHigh] == 1);
+  CHECK(r.counts[rho::HighLow] == 2);  // the falling token and the noisy one
+  CHECK(r.counts[rho::LowLow] == 1);
+  CHECK(r.share(rho::HighLow) == Approx(0.4));
+  CHECK(r.mean_loss[rho::HighLow] == std::vector<double>{3.0, 1.25, 1.75});
+  // Threshold 1.5: the noisy token stays high.
+  CHECK(rho::categorize_tokens(losses, {0, 10, 20}, 1.5).counts[rho::HighHigh] == 2);
+  // Default: the median of the fitted start and end losses (here 2.0: {3,1,3,1,2.25, 3,3,1,1,1.75}).
+  CHECK(rho::categorize_tokens(losses, {0, 10, 20}, NAN).threshold == Approx(2.0));
+  CHECK_THROWS_WITH(rho::categorize_tokens(losses, {5, 5, 5}, 1.0), Contains("different training positions"));
+}
+
+TEST_CASE("token categories of a run from its checkpoints", "[train][eval]") {
+  rho::test::TempDir dir;
+  auto cfg = tiny_run(dir, "run");
+  cfg.max_steps = 8;
+  cfg.checkpoint_every = 2;
+  cfg.keep_checkpoints = 8;
+  rho::Trainer(cfg, false).run();
+  rho::TokenCategoryOptions opt;
+  opt.seq_len = 32;
+  opt.windows = 4;
+  opt.progress = false;
+  const auto r = rho::token_categories(cfg.out_dir, rho::TokenDataset::open(dir.str("eval")), opt);
+  CHECK(r.checkpoints.size() == 4);
+  CHECK(r.x == std::vector<double>{256, 512, 768, 1024});  // tokens seen (batch 4 x 32 x 2 steps)
+  CHECK(r.tokens > 0);
+  CHECK(r.tokens <= 4 * 32);
+  CHECK(r.counts[0] + r.counts[1] + r.counts[2] + r.counts[3] == r.tokens);
+  // Training lowers the loss: more tokens go high -> low than low -> high.
+  CHECK(r.counts[rho::HighLow] > r.counts[rho::LowHigh]);
+  CHECK_THAT(r.to_json(), Contains("\"H->L\""));
+  auto few = cfg;
+  few.out_dir = dir.str("few");
+  few.max_steps = 2;
+  rho::Trainer(few, false).run();
+  CHECK_THROWS_WITH(rho::token_categories(few.out_dir, rho::TokenDataset::open(dir.str("eval")), opt),
+                    Contains("at least two"));
 }
