@@ -43,7 +43,9 @@ std::map<std::string, SafetensorsEntry> SafetensorsFile::parse_header(const std:
   }
   if (!j.is_object()) throw Error(fmt::format("{}: bad safetensors header: not a JSON object", source));
   std::map<std::string, SafetensorsEntry> entries;
-  for (auto& [name, v] : j.items()) {
+  for (auto& item : j.items()) {
+    const std::string& name = item.key();  // not a structured binding: lambdas below capture it (C++17)
+    auto& v = item.value();
     if (name == "__metadata__") {
       if (!v.is_object()) throw Error(fmt::format("{}: bad safetensors header: __metadata__ is not an object", source));
       for (auto& [k, s] : v.items()) {
@@ -67,13 +69,20 @@ std::map<std::string, SafetensorsEntry> SafetensorsFile::parse_header(const std:
     e.dtype = it->second;
     const auto& shape = v["shape"];
     if (!shape.is_array()) throw bad("shape is not an array");
+    // Sizes are checked against overflow including the element size: shape [2^61] of F64 is 2^64 bytes, which
+    // would wrap to 0 and match empty data_offsets (found by the fuzz target's byte-count invariant).
+    const uint64_t elem = c10::elementSize(e.dtype);
+    constexpr uint64_t kMaxBytes = uint64_t(1) << 62;
     uint64_t numel = 1;
+    bool empty = false;
     for (const auto& d : shape) {
       if (!d.is_number_unsigned()) throw bad(fmt::format("shape {} holds a non-integer or negative size", shape.dump()));
       const uint64_t n = d.get<uint64_t>();
-      if (n != 0 && numel > (uint64_t(1) << 62) / n) throw bad("shape is too large");
-      numel *= n;
+      if (n > kMaxBytes) throw bad(fmt::format("shape {} is too large", shape.dump()));
       e.shape.push_back(static_cast<int64_t>(n));
+      if (n == 0) empty = true;
+      if (!empty && numel > kMaxBytes / elem / n) throw bad(fmt::format("shape {} is too large", shape.dump()));
+      numel = empty ? 0 : numel * n;
     }
     const auto& off = v["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
@@ -84,7 +93,7 @@ std::map<std::string, SafetensorsEntry> SafetensorsFile::parse_header(const std:
     if (e.end > data_size)
       throw bad(fmt::format("data ends at byte {} but the file holds only {} data bytes (truncated?)", e.end,
                             data_size));
-    const uint64_t nbytes = numel * c10::elementSize(e.dtype);
+    const uint64_t nbytes = numel * elem;
     if (e.end - e.begin != nbytes)
       throw bad(fmt::format("shape {} x {} needs {} bytes, data_offsets give {}", shape.dump(), dt.dump(), nbytes,
                             e.end - e.begin));

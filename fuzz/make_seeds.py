@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/): small valid inputs of each format and a
+few near misses. Deterministic; rerun to regenerate (the committed files are its output)."""
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+root = Path(__file__).parent / "corpus"
+
+
+def put(target, name, data):
+    d = root / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def safetensors(tensors, metadata=None, pad=True):
+    """tensors: name -> (dtype, shape, element size)."""
+    header, off = {}, 0
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, (dtype, shape, elem) in tensors.items():
+        n = elem
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + n]}
+        off += n
+    text = json.dumps(header, separators=(",", ":"))
+    if pad:
+        text += " " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text.encode() + bytes(range(256)) * (off // 256) + bytes(off % 256)
+
+
+put("fuzz_safetensors_header", "two_tensors", safetensors({"a": ("F32", [2, 3], 4), "b": ("BF16", [4], 2)},
+                                                          {"format": "pt"}))
+put("fuzz_safetensors_header", "all_dtypes", safetensors({
+    f"t{i}": (dt, [2], sz) for i, (dt, sz) in enumerate(
+        [("F64", 8), ("F32", 4), ("F16", 2), ("BF16", 2), ("I64", 8), ("I32", 4), ("I16", 2), ("I8", 1), ("U8", 1),
+         ("BOOL", 1), ("U16", 2), ("U32", 4)])}))
+put("fuzz_safetensors_header", "scalar_and_empty", safetensors({"s": ("F32", [], 4), "e": ("F32", [0, 5], 4)}))
+put("fuzz_safetensors_header", "unaligned", safetensors({"x": ("I8", [3], 1), "y": ("F32", [1], 4)}, pad=False))
+put("fuzz_safetensors_header", "truncated", safetensors({"a": ("F32", [8], 4)})[:-5])
+put("fuzz_safetensors_header", "overlap", struct.pack("<Q", 96) + json.dumps(
+    {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+     "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}).ljust(96).encode() + bytes(16))
+
+sha = hashlib.sha256(b"x").hexdigest()
+manifest = {"format_version": 1, "dtype": "uint16", "vocab_size": 320, "tokenizer_name": "tokenizer.model",
+            "tokenizer_sha256": sha, "bos_id": 1, "eos_id": 2, "num_tokens": 5000, "num_documents": 40,
+            "skipped_documents": 0, "skipped_files": 0,
+            "shards": [{"file": "shard_00000.bin", "num_tokens": 2000, "num_documents": 15, "sha256": sha},
+                       {"file": "shard_00001.bin", "num_tokens": 3000, "num_documents": 25, "sha256": sha}]}
+put("fuzz_manifest", "valid", json.dumps(manifest, indent=2) + "\n")
+put("fuzz_manifest", "uint32", json.dumps(dict(manifest, dtype="uint32", vocab_size=100000, bos_id=-1)))
+put("fuzz_manifest", "bad_total", json.dumps(dict(manifest, num_tokens=4999)))
+put("fuzz_manifest", "escaping_path", json.dumps(dict(manifest, shards=[dict(manifest["shards"][0],
+                                                                             file="../x.bin")], num_tokens=2000,
+                                                      num_documents=15)))
+put("fuzz_manifest", "unknown_key", json.dumps(dict(manifest, extra=1)))
+put("fuzz_manifest", "loss_manifest", json.dumps({"format_version": 1, "dtype": "float32", "shards": []}))
+
+put("fuzz_jsonl", "plain", "".join(json.dumps({"text": f"document {i} with some words", "id": i}) + "\n"
+                                   for i in range(5)))
+put("fuzz_jsonl", "mixed", '{"text": "caf\\u00e9 \\ud83d\\ude00"}\n\n  \n{"text": "a\\nb"}\r\n{"text": 4}\n'
+                           '{"other": "x"}\n[1, 2]\n{"text": "no newline at the end"}')
+put("fuzz_jsonl", "utf8", '{"text": "ünïcödé 日本 λο дa"}\n'.encode() + b'{"text": "bad \xc3\x28 byte"}\n'
+                          b'{"text": "overlong \xc0\xaf"}\n{"text": "surrogate \xed\xa0\x80"}\n')
+put("fuzz_jsonl", "empty", b"")
+put("fuzz_jsonl", "blank", b"\n \n\t\n")
+put("fuzz_jsonl", "malformed", '{"text": "a", }\n{"text": "b"\n{"text": "c"}\n')
+
+# Regressions: inputs that broke an invariant before the fix (docs/trust.md, "Fuzzing").
+h = json.dumps({"a": {"dtype": "F64", "shape": [1 << 61], "data_offsets": [0, 0]}})
+put("fuzz_safetensors_header", "regress_shape_bytes_overflow", struct.pack("<Q", len(h)) + h.encode())
+big = (1 << 63) - 1
+put("fuzz_manifest", "regress_total_overflow", json.dumps(dict(
+    manifest, num_tokens=0, num_documents=0,
+    shards=[dict(manifest["shards"][0], num_tokens=big, num_documents=0),
+            dict(manifest["shards"][1], num_tokens=big, num_documents=0)])))
+put("fuzz_manifest", "regress_format_version_wrap", json.dumps(dict(manifest, format_version=(1 << 32) + 1)))
