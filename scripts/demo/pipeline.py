@@ -3,7 +3,11 @@
 
   generate data -> rho_tokenize -> rho_pretrain (reference, CLM on the high-quality set) -> rho_score (corpus)
   -> per seed: rho_pretrain CLM baseline and rho_pretrain SLM on the same corpus tokens and budget
-  -> rho_eval (target-domain loss, few-shot accuracy) -> rho_view (token view) -> report.html
+  -> per variant (config `variants`) and seed: SLM with other selection settings, same tokens and budget
+  -> rho_eval (target-domain loss, few-shot accuracy) -> rho_categories (how token losses moved, first seed)
+  -> rho_view (token view) -> report.html
+
+A config may start from another (`base: cpu.yaml`, relative to it) and add or replace top-level keys.
 
 Every stage skips work whose output is already complete, so a rerun after an interruption continues.
 """
@@ -47,13 +51,23 @@ def resolve(p):
     return p if p.is_absolute() else (ROOT / p)
 
 
+def load_config(path):
+    path = Path(path)
+    cfg = yaml.safe_load(path.read_text())
+    if "base" in cfg:
+        base = load_config(path.parent / cfg.pop("base"))
+        base.update(cfg)
+        cfg = base
+    return cfg
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/demo/cpu.yaml"))
     ap.add_argument("--bin", default=str(ROOT / "build/apps"), help="folder with the rho_* tools")
     ap.add_argument("--out", help="override out_dir")
     args = ap.parse_args()
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = load_config(args.config)
     b = Path(args.bin)
     out = resolve(args.out or cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -126,28 +140,48 @@ def main():
         run(b / "rho_pretrain", path, *resume)
         return run_dir
 
-    # 3. reference model on the high-quality set; 4. its losses on the corpus
-    ref = train("reference", tok_hq, cfg["reference"], 0)
-    losses = out / "losses" / "reference"
-    if not (losses / "manifest.json").exists():
-        stage("score the corpus with the reference model")
-        run(b / "rho_score", "--model", ref / "hf", "--data", tok_corpus, "--out", losses, "--seq-len", seq_len,
-            "--device", device)
+    # 3. reference model(s) on the high-quality set (a second one, from another seed, when a variant combines
+    # two); 4. their losses on the corpus
+    variants = cfg.get("variants") or {}
+    n_refs = max([1] + [v.get("references", 1) for v in variants.values()])
+    ref_losses = []
+    for i in range(n_refs):
+        name = "reference" if i == 0 else f"reference{i + 1}"
+        ref_dir = train(name, tok_hq, cfg["reference"], i)
+        if i == 0:
+            ref = ref_dir
+        losses = out / "losses" / name
+        if not (losses / "manifest.json").exists():
+            stage(f"score the corpus with {name}")
+            run(b / "rho_score", "--model", ref_dir / "hf", "--data", tok_corpus, "--out", losses, "--seq-len",
+                seq_len, "--device", device)
+        ref_losses.append(str(losses))
+    losses = Path(ref_losses[0])
 
-    # 5. CLM baseline and SLM, same tokens, same budget, per seed
+    # 5. CLM baseline and SLM (and each variant), same tokens, same budget, per seed. The first seed's CLM and
+    # SLM runs keep 10 checkpoints for the token-category analysis.
     slm = cfg.get("slm", {})
+    paper = {"ratio": slm.get("ratio", 0.6), "rule": slm.get("rule", "excess"), "scope": slm.get("scope", "step")}
+    steps = cfg["pretrain"]["steps"]
+    history = {"train": {"checkpoint_every": max(1, steps // 10), "keep_checkpoints": 11}}
     runs = {"clm": [], "slm": []}
     for seed in cfg["seeds"]:
-        runs["clm"].append(train(f"clm-seed{seed}", tok_corpus, cfg["pretrain"], seed))
+        first = history if seed == cfg["seeds"][0] else {}
+        runs["clm"].append(train(f"clm-seed{seed}", tok_corpus, cfg["pretrain"], seed, first))
         runs["slm"].append(train(f"slm-seed{seed}", tok_corpus, cfg["pretrain"], seed, {
-            "train": {"stage": "slm"},
-            "slm": {"ratio": slm.get("ratio", 0.6), "rule": slm.get("rule", "excess"),
-                    "scope": slm.get("scope", "step"), "reference_losses": str(losses)}}))
+            "train": {"stage": "slm", **first.get("train", {})},
+            "slm": {**paper, "reference_losses": str(losses)}}))
+    for name, v in variants.items():
+        settings = {**paper, **v.get("slm", {})}
+        if "self_reference" not in settings:
+            settings["reference_losses"] = ref_losses[:v.get("references", 1)]
+        runs[name] = [train(f"{name}-seed{seed}", tok_corpus, cfg["pretrain"], seed,
+                            {"train": {"stage": "slm"}, "slm": settings}) for seed in cfg["seeds"]]
 
     # 6. evaluation of every final model (and the reference)
     e = cfg.get("eval", {})
     evals = {}
-    for run_dir in [ref] + runs["clm"] + runs["slm"]:
+    for run_dir in [ref] + [r for rs in runs.values() for r in rs]:
         js = out / "eval" / f"{run_dir.name}.json"
         if not js.exists():
             stage(f"evaluate {run_dir.name}")
@@ -162,7 +196,19 @@ def main():
                 log=out / "eval" / f"{run_dir.name}.log")
         evals[run_dir.name] = json.loads(js.read_text())
 
-    # 7. the token view: reference losses, and the CLM baseline's as the "current" model for excess loss
+    # 7. token categories (how each token's loss moved over the checkpoints) of the first seed's CLM and SLM
+    categories = {}
+    c = cfg.get("categories", {})
+    for kind in ("clm", "slm"):
+        js = out / "categories" / f"{runs[kind][0].name}.json"
+        if not js.exists():
+            stage(f"token categories of {runs[kind][0].name}")
+            js.parent.mkdir(parents=True, exist_ok=True)
+            run(b / "rho_categories", "--run", runs[kind][0], "--data", tok_corpus, "--seq-len", seq_len,
+                "--windows", c.get("windows", 64), "--device", device, "--quiet", "--json", js)
+        categories[kind] = json.loads(js.read_text())
+
+    # 8. the token view: reference losses, and the CLM baseline's as the "current" model for excess loss
     current = out / "losses" / "clm-seed{}".format(cfg["seeds"][0])
     if not (current / "manifest.json").exists():
         stage("score the corpus with the CLM baseline (for the excess-loss view)")
@@ -176,9 +222,9 @@ def main():
         "--start", v.get("start", 0), "--length", v.get("length", 700), "--ratio", slm.get("ratio", 0.6),
         "--title", "Demo corpus: what SLM keeps", "--out", view)
 
-    # 8. the report
+    # 9. the report
     stage("write the report")
-    path = report.write(out, cfg, runs, evals, view)
+    path = report.write(out, cfg, runs, evals, view, categories)
     print(f"\nreport: {path}\n{report.summary_text(out)}")
     print(f"total {time.time() - T0:.0f}s")
 

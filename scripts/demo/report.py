@@ -1,5 +1,6 @@
 """The demo report: target-domain loss against training tokens for CLM and SLM (all seeds), few-shot accuracy,
-the tokens SLM needs to reach the baseline's final loss, noise statistics, and the token view. Writes
+the tokens SLM needs to reach the baseline's final loss, the SLM variants side by side, token categories, noise
+statistics, and the token view. Writes
 report/report.html with one SVG file per plot, plus report/summary.json. States what happened, whichever way."""
 import html
 import json
@@ -107,7 +108,26 @@ def analyse(out, cfg, runs, evals):
     s["slm_wins_loss"] = s["final_target_loss_mean"]["slm"] < s["final_target_loss_mean"]["clm"]
     s["slm_wins_accuracy"] = s["fewshot_accuracy_mean"]["slm"] > s["fewshot_accuracy_mean"]["clm"]
     s["slm_reaches_baseline_earlier"] = all(r is not None and r < budget for r in reach)
+    s["variants"] = variants_summary(runs, evals, curves["clm"])
     return s, curves
+
+
+def variants_summary(runs, evals, curves_clm):
+    """Every run kind (CLM, SLM, each variant): final target loss and accuracy per seed and their means, the mean
+    selected (effective) fraction, and the tokens-to-baseline ratio."""
+    out = {}
+    for kind, dirs in runs.items():
+        curves = [eval_curve(r) for r in dirs]
+        final = [c[-1][1] for c in curves]
+        acc = [evals[r.name]["fewshot"][0]["accuracy"] for r in dirs]
+        fractions = [j["selected_fraction"] for r in dirs for j in map(json.loads, (Path(r) / "log.jsonl")
+                     .read_text().splitlines()) if j.get("type") == "train"]
+        budget = curves_clm[0][-1][0]
+        reach = [tokens_to_reach(c, base[-1][1]) for c, base in zip(curves, curves_clm)]
+        out[kind] = {"final_target_loss": final, "final_target_loss_mean": mean(final), "accuracy": acc,
+                     "accuracy_mean": mean(acc), "selected_fraction_mean": mean(fractions),
+                     "tokens_ratio": [budget / r if r else None for r in reach]}
+    return out
 
 
 def verdict(s):
@@ -137,11 +157,50 @@ def verdict(s):
     return " ".join(parts)
 
 
-def write(out, cfg, runs, evals, view):
+def variants_html(s, cfg):
+    names = {"clm": "CLM baseline", "slm": "SLM, paper setting"}
+    rows = []
+    clm = s["variants"]["clm"]["final_target_loss_mean"]
+    for kind, v in s["variants"].items():
+        setting = html.escape(json.dumps(cfg.get("variants", {}).get(kind, {}))) if kind not in names else ""
+        ratios = [r for r in v["tokens_ratio"] if r]
+        reached = f"{mean(ratios):.2f}x ({len(ratios)}/{len(v['tokens_ratio'])})" if ratios else "not reached"
+        rows.append(f"<tr><td style='text-align:left'>{names.get(kind, kind)}</td>"
+                    f"<td style='text-align:left'><code>{setting}</code></td>"
+                    f"<td>{v['final_target_loss_mean']:.4f}</td><td>{v['final_target_loss_mean'] - clm:+.4f}</td>"
+                    f"<td>{' / '.join(f'{x:.4f}' for x in v['final_target_loss'])}</td>"
+                    f"<td>{v['accuracy_mean']:.1%}</td><td>{v['selected_fraction_mean']:.2f}</td>"
+                    f"<td>{reached}</td></tr>")
+    return ("<table><tr><th>run</th><th>setting (over the paper's)</th><th>target loss (mean)</th><th>vs CLM</th>"
+            "<th>per seed</th><th>accuracy (mean)</th><th>effective selected fraction</th>"
+            "<th>tokens ratio (seeds reaching CLM's final loss)</th></tr>" + "".join(rows) + "</table>")
+
+
+def categories_html(categories):
+    if not categories:
+        return ""
+    names = ["H->H", "L->H", "H->L", "L->L"]
+    rows = []
+    for kind, c in categories.items():
+        cells = "".join(f"<td>{c['categories'][n]['share']:.1%}</td>" for n in names)
+        rows.append(f"<tr><td style='text-align:left'>{NAMES.get(kind, kind)}</td>{cells}<td>{c['tokens']:,}</td>"
+                    f"<td>{c['threshold']:.3f}</td><td>{len(c['checkpoints'])}</td></tr>")
+    return ("<h2>Token categories</h2><p>Each corpus token of a fixed sample, scored by every checkpoint of the first "
+            "seed's run; a least-squares line through its losses over training tokens gives a start and an end loss, "
+            "each high or low against the threshold (the median fitted loss): H-&gt;H stays hard, L-&gt;H gets worse, "
+            "H-&gt;L is learned, L-&gt;L was easy all along (the paper's Figure 2 analysis; "
+            "<code>rho_categories</code>).</p><table><tr><th>run</th>" +
+            "".join(f"<th>{html.escape(n)}</th>" for n in names) +
+            "<th>tokens</th><th>threshold (nats)</th><th>checkpoints</th></tr>" + "".join(rows) + "</table>")
+
+
+def write(out, cfg, runs, evals, view, categories=None):
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     s, curves = analyse(out, cfg, runs, evals)
+    s["token_categories"] = {k: {n: c["categories"][n]["share"] for n in c["categories"]}
+                             for k, c in (categories or {}).items()}
     (rep / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
 
     series = []
@@ -203,6 +262,13 @@ sequence length {cfg['seq_len']}. The reference model itself reaches target loss
 <tr><th>mean</th><td>{s['final_target_loss_mean']['clm']:.4f}</td><td>{s['final_target_loss_mean']['slm']:.4f}</td>
 <td>{s['fewshot_accuracy_mean']['clm']:.1%}</td><td>{s['fewshot_accuracy_mean']['slm']:.1%}</td>
 <td>{'%.2fx' % mean([r for r in s['tokens_ratio'] if r]) if any(s['tokens_ratio']) else 'not reached'}</td></tr></table>
+<h2>SLM variants</h2>
+<p>Every run on the same corpus tokens, budget and seeds ({', '.join(str(x) for x in cfg['seeds'])}); a variant changes
+only the settings shown (docs/training.md describes each key). Target loss: held-out clean problems, final
+evaluation. The effective selected fraction is Kish's effective sample size over valid tokens (the kept fraction
+for a hard mask).</p>
+{variants_html(s, cfg)}
+{categories_html(categories)}
 <h2>What SLM selects</h2>
 <img src="excess_loss.svg" alt="excess loss of kept and dropped tokens">
 <p>The token view below colours a stretch of the corpus by reference loss, by excess loss (the CLM baseline's

@@ -28,6 +28,13 @@ def main():
         s = json.loads((out / "report/summary.json").read_text())
         ok = all(k in s for k in ("final_target_loss_mean", "fewshot_accuracy_mean", "tokens_ratio", "reference"))
         ok &= all(x > 0 for x in s["final_target_loss"]["clm"] + s["final_target_loss"]["slm"])
+        # The variants of ci.yaml ran on the same budget; token categories of CLM and SLM add up to 1.
+        ok &= set(s["variants"]) == {"clm", "slm", "refs_min", "stochastic"}
+        ok &= all(v["final_target_loss_mean"] > 0 for v in s["variants"].values())
+        ok &= abs(s["variants"]["stochastic"]["selected_fraction_mean"] - 0.6) < 0.02
+        ok &= all(abs(sum(c.values()) - 1) < 1e-9 for c in s["token_categories"].values())
+        ok &= set(s["token_categories"]) == {"clm", "slm"}
+        print("variants:", json.dumps(s["variants"]), "categories:", json.dumps(s["token_categories"]))
         for f in ("report.html", "target_loss.svg", "excess_loss.svg", "token_view.html"):
             ok &= (out / "report" / f).stat().st_size > 500
         chromium = shutil.which("chromium")
@@ -37,7 +44,8 @@ def main():
             flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
             page = f"file://{out / 'report/report.html'}"
             dom = subprocess.run([chromium, *flags, "--dump-dom", page], capture_output=True, text=True).stdout
-            for needle in ("Rho-1 on the embedded demo corpus", "target_loss.svg", "token_view.html", "CLM final loss"):
+            for needle in ("Rho-1 on the embedded demo corpus", "target_loss.svg", "token_view.html", "CLM final loss",
+                           "SLM variants", "Token categories", "refs_min"):
                 if needle not in dom:
                     print(f"rendered page lacks {needle!r}")
                     ok = False
