@@ -1,6 +1,7 @@
 // rho_pretrain: reference training (train.stage=clm) and Selective Language Modeling (train.stage=slm).
 //   rho_pretrain CONFIG.yaml [--set section.key=value ...] [--resume]
 // Data parallel when started by torchrun (--no-python) or srun with several processes: see docs/distributed.md.
+#include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/cuda.h>
@@ -23,6 +24,13 @@ int main(int argc, char** argv) {
   std::string who;  // "rank r/n: " in a data-parallel run, so each process's error says whose it is
   try {
     auto cfg = rho::TrainConfig::from_yaml_file(config, overrides);
+    {
+      // torch seeds its default CPU generator differently in every process; checkpoints save its state (rng.cpu),
+      // so seed it from run.seed: two runs with one config then write identical checkpoints (a resume restores it).
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_current_seed(static_cast<uint64_t>(cfg.seed));
+    }
     const auto env = rho::DistEnv::from_env();
     if (env.world_size > 1) who = fmt::format("rank {}/{}: ", env.rank, env.world_size);
     const bool cuda = cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available());

@@ -137,10 +137,11 @@ TokenManifest TokenManifest::from_json(const std::string& text, const std::strin
              "num_tokens", "num_documents", "skipped_documents", "skipped_files", "shards"},
          "");
   TokenManifest m;
-  m.format_version = static_cast<int>(r.integer(j, "format_version", "format_version", 0, kMax));
-  if (m.format_version != kFormatVersion)
-    throw r.error("format_version", fmt::format("version {} is not supported (this librho reads {})",
-                                                m.format_version, kFormatVersion));
+  const int64_t version = r.integer(j, "format_version", "format_version", 0, kMax);
+  if (version != kFormatVersion)  // compared before narrowing: 2^32 + 1 is not version 1
+    throw r.error("format_version",
+                  fmt::format("version {} is not supported (this librho reads {})", version, kFormatVersion));
+  m.format_version = kFormatVersion;
   m.dtype = r.string(j, "dtype", "dtype");
   if (m.dtype != "uint16" && m.dtype != "uint32")
     throw r.error("dtype", fmt::format("'{}' is not uint16 or uint32", m.dtype));
@@ -154,6 +155,7 @@ TokenManifest TokenManifest::from_json(const std::string& text, const std::strin
   const json& shards = r.at(j, "shards", "shards");
   if (!shards.is_array() || shards.empty()) throw r.error("shards", "expected a non-empty array");
   std::set<std::string> seen;
+  int64_t total_tokens = 0;  // checked as it grows: num_tokens() must not overflow
   for (size_t i = 0; i < shards.size(); ++i) {
     const std::string where = fmt::format("shards[{}]", i);
     const json& s = shards[i];
@@ -165,7 +167,8 @@ TokenManifest TokenManifest::from_json(const std::string& text, const std::strin
     if (file.empty() || p.is_absolute() || escapes)
       throw r.error(where + ".file", fmt::format("'{}' is not a path inside the dataset folder", file));
     if (!seen.insert(file).second) throw r.error(where + ".file", fmt::format("'{}' is listed twice", file));
-    const int64_t tokens = r.integer(s, "num_tokens", where + ".num_tokens", 1, kMax);
+    const int64_t tokens = r.integer(s, "num_tokens", where + ".num_tokens", 1, kMax - total_tokens);
+    total_tokens += tokens;
     const int64_t docs = r.integer(s, "num_documents", where + ".num_documents", 0, tokens);
     m.shards.push_back(ShardInfo{file, tokens, docs, r.sha(s, "sha256", where + ".sha256")});
   }
@@ -196,17 +199,26 @@ TokenDataset TokenDataset::open(const std::string& dir, bool verify_checksums) {
       throw Error(fmt::format("{}: {} bytes, but manifest.json gives {} {} tokens ({} bytes): truncated or not this "
                               "dataset's shard",
                               path, map->size(), s.num_tokens, d.manifest_.dtype, expected));
-    if (verify_checksums) {
-      const auto sha = sha256_hex(map->data(), map->size());
-      if (sha != s.sha256)
-        throw Error(fmt::format("{}: sha256 {} differs from manifest.json's {} (corrupt shard)", path, sha, s.sha256));
-    }
     d.starts_.push_back(d.total_);
     d.total_ += s.num_tokens;
     d.maps_.push_back(std::move(map));
   }
   d.starts_.push_back(d.total_);
+  d.verified_ = std::make_shared<std::vector<std::once_flag>>(d.maps_.size());
+  if (verify_checksums)
+    for (size_t s = 0; s < d.maps_.size(); ++s) d.verify_shard(s);
   return d;
+}
+
+void TokenDataset::verify_shard(size_t s) const {
+  // A throwing call leaves the flag unset: every later read of the shard fails the same way.
+  std::call_once((*verified_)[s], [&] {
+    const auto& info = manifest_.shards[s];
+    const auto sha = sha256_hex(maps_[s]->data(), maps_[s]->size());
+    if (sha != info.sha256)
+      throw Error(fmt::format("{}: sha256 {} differs from manifest.json's {} (corrupt shard)", maps_[s]->path(), sha,
+                              info.sha256));
+  });
 }
 
 void TokenDataset::read(int64_t start, int64_t length, int64_t* out) const {
@@ -215,6 +227,7 @@ void TokenDataset::read(int64_t start, int64_t length, int64_t* out) const {
                             total_));
   size_t s = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), start) - starts_.begin()) - 1;
   while (length > 0) {
+    verify_shard(s);
     const int64_t offset = start - starts_[s];
     const int64_t n = std::min(length, starts_[s + 1] - start);
     const uint8_t* p = maps_[s]->data() + offset * elem_bytes_;

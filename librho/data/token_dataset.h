@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -43,8 +44,9 @@ struct TokenManifest {
 
 class TokenDataset {
  public:
-  // Opens dir/manifest.json and maps every shard; checks each shard's size against the manifest
-  // (verify_checksums also re-hashes every shard: slow on big corpora, done by tools that resume).
+  // Opens dir/manifest.json and maps every shard; checks each shard's size against the manifest.
+  // verify_checksums re-hashes every shard now; otherwise each shard is hashed the first time read() touches it,
+  // so a corrupt shard is named (rho::Error) before any of its tokens is used, whoever reads it.
   static TokenDataset open(const std::string& dir, bool verify_checksums = false);
   const TokenManifest& manifest() const { return manifest_; }
   const std::string& dir() const { return dir_; }
@@ -63,6 +65,8 @@ class TokenDataset {
   std::string dir_, hash_;
   TokenManifest manifest_;
   std::vector<std::shared_ptr<MappedFile>> maps_;
+  std::shared_ptr<std::vector<std::once_flag>> verified_;  // per shard: hashed against the manifest
+  void verify_shard(size_t s) const;
   std::vector<int64_t> starts_;  // global position of each shard's first token, plus the total at the end
   int64_t total_ = 0;
   int elem_bytes_ = 2;

@@ -100,7 +100,12 @@ void save_hf_model(LlamaImpl& model, const std::string& dir, const HfSaveOptions
   const auto dtype = dtype_from_name(options.dtype);
   const fs::path final_dir = fs::absolute(dir);
   const fs::path tmp = final_dir.string() + fmt::format(".tmp.{}", ::getpid());
-  fs::remove_all(tmp);
+  // Leftovers of killed writers: DIR.tmp.PID (incomplete) and DIR.old.PID (the export before, replaced since).
+  if (fs::exists(final_dir.parent_path()))
+    for (const auto& e : fs::directory_iterator(final_dir.parent_path())) {
+      const auto name = e.path().filename().string(), base = final_dir.filename().string();
+      if (name.rfind(base + ".tmp.", 0) == 0 || name.rfind(base + ".old.", 0) == 0) fs::remove_all(e.path());
+    }
   fs::create_directories(tmp);
 
   // Group tensors into shards of at most max_shard_bytes (a single tensor may exceed it alone).

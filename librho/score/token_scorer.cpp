@@ -102,6 +102,10 @@ LossDataset LossDataset::open(const std::string& dir) {
     if (map->size() != static_cast<size_t>(s.num_tokens) * bytes)
       throw Error(fmt::format("{}: {} bytes, but the manifest says {} tokens of {} (truncated?)", file, map->size(),
                               s.num_tokens, d.manifest_.dtype));
+    // Every loss is read by whoever opens these (SLM selection, the view): a flipped byte must not pass silently.
+    const auto sha = sha256_hex(map->data(), map->size());
+    if (sha != s.sha256)
+      throw Error(fmt::format("{}: sha256 {} differs from manifest.json's {} (corrupt loss shard)", file, sha, s.sha256));
     d.maps_.push_back(map);
     d.starts_.push_back(d.starts_.back() + s.num_tokens);
   }
@@ -109,13 +113,14 @@ LossDataset LossDataset::open(const std::string& dir) {
 }
 
 void LossDataset::check_matches(const TokenDataset& tokens) const {
-  if (manifest_.token_dataset_hash != tokens.hash())
-    throw Error(fmt::format("{}: reference losses were scored on token dataset {} but {} is {} (re-run rho_score)",
-                            dir_, manifest_.token_dataset_hash.substr(0, 12), tokens.dir(), tokens.hash().substr(0, 12)));
+  // The tokenizer first: another tokenizer also means another dataset, and this message says more.
   if (manifest_.tokenizer_sha256 != tokens.manifest().tokenizer_sha256)
     throw Error(fmt::format("{}: reference losses come from tokenizer {} but {} uses {}", dir_,
                             manifest_.tokenizer_sha256.substr(0, 12), tokens.dir(),
                             tokens.manifest().tokenizer_sha256.substr(0, 12)));
+  if (manifest_.token_dataset_hash != tokens.hash())
+    throw Error(fmt::format("{}: reference losses were scored on token dataset {} but {} is {} (re-run rho_score)",
+                            dir_, manifest_.token_dataset_hash.substr(0, 12), tokens.dir(), tokens.hash().substr(0, 12)));
   if (num_tokens() != tokens.num_tokens())
     throw Error(fmt::format("{}: {} losses for {} tokens", dir_, num_tokens(), tokens.num_tokens()));
 }

@@ -24,7 +24,12 @@ std::string checkpoint_dir(const std::string& out_dir, int64_t step) {
 void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t keep_last) {
   const fs::path final_dir = checkpoint_dir(out_dir, ckpt.state.step);
   const fs::path tmp = final_dir.string() + fmt::format(".tmp.{}", ::getpid());
-  fs::remove_all(tmp);
+  // Temporaries of killed writers (any step, any pid) are never read; a run killed often would fill the disk.
+  if (fs::exists(final_dir.parent_path()))
+    for (const auto& e : fs::directory_iterator(final_dir.parent_path())) {
+      const auto name = e.path().filename().string();
+      if (name.rfind("step-", 0) == 0 && name.find(".tmp.") != std::string::npos) fs::remove_all(e.path());
+    }
   fs::create_directories(tmp);
   save_safetensors((tmp / "model.safetensors").string(), ckpt.model);
   save_safetensors((tmp / "optimizer.safetensors").string(), ckpt.optimizer);
