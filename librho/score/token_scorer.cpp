@@ -286,8 +286,9 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
       const int64_t piece = std::max<int64_t>(opt_.seq_len * opt_.batch_size * 8, 1);
       std::vector<at::Tensor> parts;
       for (int64_t b = start; b < start + rec.num_tokens; b += piece) {
-        parts.push_back(score_range(data, b, std::min(b + piece, start + rec.num_tokens)));
-        progress.update(done_tokens + (b + piece - start), fmt::format("shard {}/{}", s + 1, shards.size()));
+        const int64_t e = std::min(b + piece, start + rec.num_tokens);
+        parts.push_back(score_range(data, b, e));
+        progress.update(done_tokens + (e - start), fmt::format("shard {}/{}", s + 1, shards.size()));
       }
       losses = parts.empty() ? at::empty({0}, at::kFloat) : at::cat(parts);
       const at::Tensor stored = opt_.dtype == "float32" ? losses.contiguous() : losses.to(at::kBFloat16).contiguous();
