@@ -1,12 +1,12 @@
 #pragma once
 // Shared by the C++ benchmarks: peak memory (the CUDA caching allocator's peak, or the growth of the process's
-// peak resident set on CPU, which is why each measured path runs in a fresh process), device synchronisation,
+// peak resident set on CPU), device synchronisation,
 // wall time, simple "--key value" arguments, and running this binary again in another mode.
 #include <ATen/ATen.h>
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -18,11 +18,18 @@
 
 namespace rho::bench {
 
-inline double peak_rss_bytes() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss * 1024.0;
+// A field of /proc/self/status in bytes (VmRSS: resident now; VmHWM: peak resident).
+inline double proc_status_bytes(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) * 1024.0;
+  return -1;
 }
+
+// Linux resets the peak resident set to the current one on "5" written to clear_refs, so one process can
+// measure several paths one after another.
+inline void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 inline void sync(const at::Device& d) {
 #ifdef RHO_WITH_CUDA
@@ -43,7 +50,8 @@ class PeakMemory {
       return;
     }
 #endif
-    base_ = peak_rss_bytes();
+    reset_peak_rss();
+    base_ = proc_status_bytes("VmRSS");
   }
   double bytes() const {
 #ifdef RHO_WITH_CUDA
@@ -52,7 +60,7 @@ class PeakMemory {
       return stat().peak - base_;
     }
 #endif
-    return peak_rss_bytes() - base_;
+    return proc_status_bytes("VmHWM") - base_;
   }
 
  private:

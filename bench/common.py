@@ -1,5 +1,6 @@
 """Shared by the Python benchmark drivers: where the build is, loading librho's torch operators, timing on
 CPU and CUDA, GPU peaks by device name, and the one JSON line each benchmark prints."""
+import argparse
 import json
 import os
 import statistics
@@ -32,6 +33,17 @@ def gpu_peaks(device):
     return None, None
 
 
+def model_arguments():
+    """The arguments every model benchmark takes: model shape, device, sequence length, batch, build folder."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model-config", default=os.path.join(ROOT, "configs/model/tiny.yaml"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--build", default=None)
+    return ap
+
+
 def build_dir(arg=None):
     return os.path.abspath(arg or os.environ.get("RHO_BUILD_DIR") or os.path.join(ROOT, "build"))
 
@@ -60,15 +72,23 @@ def time_it(fn, device, iters, warmup=1):
     return statistics.median(times)
 
 
-def peak_rss_bytes():
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+def proc_status_bytes(field):
+    """A field of /proc/self/status in bytes (VmRSS: resident now; VmHWM: peak resident)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024.0
+    raise KeyError(field)
 
 
 def run_json(cmd):
     """Runs a librho benchmark executable and returns the JSON object it prints last."""
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def run_quiet(cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def emit(obj):
@@ -80,3 +100,58 @@ def fail(obj, why):
     obj["error"] = why
     emit(obj)
     sys.exit(1)
+
+
+def write_token_dataset(out_dir, tokens, vocab_size, eos_id):
+    """A token dataset (docs/data.md) of one uint16 shard holding `tokens` (a 1-D int tensor), as
+    rho_tokenize would write it; the tokenizer fields are a stand-in (no text is involved)."""
+    import hashlib
+    os.makedirs(out_dir, exist_ok=True)
+    data = tokens.to(torch.int32).numpy().astype("<u2").tobytes()
+    with open(os.path.join(out_dir, "shard_00000.bin"), "wb") as f:
+        f.write(data)
+    n = tokens.numel()
+    docs = int((tokens == eos_id).sum())
+    manifest = {"format_version": 1, "dtype": "uint16", "vocab_size": vocab_size, "tokenizer_name": "bench.model",
+                "tokenizer_sha256": "0" * 64, "bos_id": -1, "eos_id": eos_id, "num_tokens": n, "num_documents": docs,
+                "skipped_documents": 0, "skipped_files": 0,
+                "shards": [{"file": "shard_00000.bin", "num_tokens": n, "num_documents": docs,
+                            "sha256": hashlib.sha256(data).hexdigest()}]}
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+
+
+def init_model(build, model_config, out_dir, seed=1):
+    """A randomly initialised librho model saved in Hugging Face layout (fp32), which transformers loads."""
+    run_quiet([os.path.join(build, "apps", "rho_model"), "init", model_config, "--seed", str(seed), "--out", out_dir])
+    with open(os.path.join(out_dir, "config.json")) as f:
+        return json.load(f)
+
+
+def hf_model(hf_dir, device, dtype):
+    """The same weights as a transformers LlamaForCausalLM with SDPA attention (import transformers before
+    measuring memory: the import alone takes a few hundred MB)."""
+    from transformers import LlamaForCausalLM
+    return LlamaForCausalLM.from_pretrained(hf_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+
+
+class Peak:
+    """Peak memory from construction on, over what was in use then: the CUDA allocator's peak, or on CPU the
+    peak resident set (Linux resets it to the current one on "5" written to clear_refs)."""
+
+    def __init__(self, device):
+        self.device = device
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = proc_status_bytes("VmRSS")
+
+    def bytes(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - self.base
+        return proc_status_bytes("VmHWM") - self.base

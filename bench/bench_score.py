@@ -1,0 +1,97 @@
+"""Scoring: librho's TokenScorer against Hugging Face transformers on the same model shape and weights, the
+same windows (seq_len + 1 tokens, stride seq_len) and batch. transformers runs as a Python user would: bf16
+weights and SDPA attention on CUDA (fp32 on CPU), logits of the whole batch, then per-token cross-entropy in
+fp32. librho runs bench_score (TokenScorer set up as rho_score does). Per-token losses are compared before any
+figure is reported. Peak memory includes the weights. One JSON line.
+
+    python bench/bench_score.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--seq 256]
+                                [--batch 8] [--windows 32]
+GPU target (H100, TinyLlama-1.1B, seq 2048): librho >= 2x transformers' tokens/s at <= half its peak memory.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+import common
+
+
+def hf_side(hf_dir, data_tokens, a, device):
+    """transformers' losses (position p's loss at p - 1) and tokens/s; run in its own process for the peak."""
+    import transformers  # noqa: F401  (its import is not part of the measured peak)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    peak = common.Peak(device)
+    model = common.hf_model(hf_dir, device, dtype).eval()
+    T, B = a.seq, a.batch
+    windows = torch.stack([data_tokens[k * T:k * T + T + 1] for k in range(a.windows)])
+
+    def score(rows):
+        out = []
+        with torch.inference_mode():
+            for i in range(0, rows.size(0), B):
+                w = rows[i:i + B].to(device)
+                logits = model(w[:, :-1]).logits
+                out.append(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1),
+                                           reduction="none").cpu())
+        return torch.cat(out)
+
+    score(windows[:B])  # warm-up, as on the librho side
+    common.sync(device)
+    t0 = time.perf_counter()
+    losses = score(windows)
+    common.sync(device)
+    secs = time.perf_counter() - t0
+    return losses, {"tokens_per_s": losses.numel() / secs, "seconds": secs, "peak_bytes": peak.bytes()}
+
+
+def main():
+    ap = common.model_arguments()
+    ap.add_argument("--windows", type=int, default=32, help="windows scored in the timed run")
+    ap.add_argument("--hf-side", help=argparse.SUPPRESS)  # internal: run transformers' side in this process
+    a = ap.parse_args()
+    dev = a.device
+    if a.hf_side:
+        work = a.hf_side
+        tokens = torch.load(os.path.join(work, "tokens.pt"))
+        losses, res = hf_side(os.path.join(work, "hf"), tokens, a, dev)
+        torch.save(losses, os.path.join(work, "hf_losses.pt"))
+        common.emit(res)
+        return
+    build = common.build_dir(a.build)
+    with tempfile.TemporaryDirectory() as work:
+        cfg = common.init_model(build, a.model_config, os.path.join(work, "hf"))
+        vocab = cfg["vocab_size"]
+        n = a.windows * a.seq + 1
+        tokens = torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(0))
+        torch.save(tokens, os.path.join(work, "tokens.pt"))
+        common.write_token_dataset(os.path.join(work, "data"), tokens, vocab, eos_id=2)
+        rho = common.run_json([os.path.join(build, "bench", "bench_score"), "--model", os.path.join(work, "hf"),
+                               "--data", os.path.join(work, "data"), "--out", os.path.join(work, "rho.f32"),
+                               "--seq", str(a.seq), "--batch", str(a.batch), "--device", dev])
+        hf = common.run_json([sys.executable, __file__, "--hf-side", work, "--device", dev, "--seq", str(a.seq),
+                              "--batch", str(a.batch), "--windows", str(a.windows)])
+        rho_losses = torch.from_file(os.path.join(work, "rho.f32"), size=n, dtype=torch.float32)[1:]
+        hf_losses = torch.load(os.path.join(work, "hf_losses.pt"))
+    out = {"bench": "score", "device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
+           "model_config": os.path.relpath(a.model_config, common.ROOT), "seq": a.seq, "batch": a.batch,
+           "tokens": rho["tokens"], "dtype": "bf16" if dev == "cuda" else "fp32"}
+    diff = (rho_losses - hf_losses).abs()
+    out["loss_max_abs_diff"], out["loss_mean_abs_diff"] = diff.max().item(), diff.mean().item()
+    # bf16 logits round differently in two GEMM libraries' tilings; fp32 agrees to float noise.
+    ok = diff.mean().item() < (2e-2 if dev == "cuda" else 1e-5) and diff.max().item() < (0.5 if dev == "cuda" else 1e-3)
+    if not ok or rho_losses.numel() != hf_losses.numel():
+        common.fail(out, "per-token losses differ between librho and transformers")
+    out.update({"rho_tokens_per_s": round(rho["tokens_per_s"], 1), "hf_tokens_per_s": round(hf["tokens_per_s"], 1),
+                "speedup": round(rho["tokens_per_s"] / hf["tokens_per_s"], 3),
+                "rho_peak_bytes": rho["peak_bytes"], "hf_peak_bytes": hf["peak_bytes"],
+                "memory_ratio": round(rho["peak_bytes"] / hf["peak_bytes"], 3)})
+    common.emit(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+// librho's side of bench_train.py: rho_pretrain's Trainer (the real optimizer step: loader, forward, SLM
+// selection, backward, clip, fused AdamW) from a training YAML, timed over --steps steps after --warmup steps.
+// Peak memory counts from before the Trainer exists (weights, gradients, AdamW state, activations). Prints the
+// first step's losses (computed at the initial weights, for the Python side to compare) and one JSON line.
+//   bench_train --config run.yaml [--warmup 2] [--steps 5]
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_common.h"
+#include "librho/train/trainer.h"
+
+int main(int argc, char** argv) {
+  const rho::bench::Args a(argc, argv);
+  const auto cfg = rho::TrainConfig::from_yaml_file(a.str("config", ""));
+  const int64_t warmup = a.num("warmup", 2), steps = a.num("steps", 5);
+  const at::Device dev(cfg.device == "cuda" ? at::kCUDA : at::kCPU);
+  const rho::bench::PeakMemory peak(dev);
+  rho::Trainer trainer(cfg, /*resume=*/false);
+  nlohmann::json out = {{"stage", cfg.stage}, {"parameters", trainer.model()->num_parameters()}};
+  for (int64_t i = 0; i < warmup; ++i) {
+    const auto m = trainer.train_step();
+    if (i == 0) out.update({{"first_loss", m.loss}, {"first_loss_all", m.loss_all}});
+  }
+  rho::bench::sync(dev);
+  const rho::bench::Timer timer;
+  int64_t tokens = 0;
+  double selected = 0;
+  for (int64_t i = 0; i < steps; ++i) {
+    const auto m = trainer.train_step();
+    tokens += m.tokens;
+    selected += m.selected_fraction / steps;
+  }
+  rho::bench::sync(dev);
+  const double secs = timer.seconds();
+  out.update({{"steps", steps},
+              {"step_seconds", secs / steps},
+              {"tokens_per_step", tokens / steps},
+              {"tokens_per_s", tokens / secs},
+              {"selected_fraction", selected},
+              {"peak_bytes", peak.bytes()}});
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
