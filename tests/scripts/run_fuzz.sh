@@ -11,7 +11,11 @@ shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_safetensors_header fuzz_manifest fuzz_jsonl)
 BUILD_DIR=${BUILD_DIR:-build-fuzz}
-command -v clang++ >/dev/null || { echo "run_fuzz: clang++ is missing (apt-get install clang libclang-rt-dev)"; exit 1; }
+# Exit 77 (ctest: skipped) without clang or its libFuzzer runtime.
+command -v clang++ >/dev/null || { echo "run_fuzz: SKIPPED: clang++ is missing (apt-get install clang libclang-rt-dev)"; exit 77; }
+echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, unsigned long) { return 0; }' |
+  clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null ||
+  { echo "run_fuzz: SKIPPED: clang++ cannot link -fsanitize=fuzzer (apt-get install libclang-rt-dev)"; exit 77; }
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DRHO_FUZZ=ON -DRHO_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
 fi
