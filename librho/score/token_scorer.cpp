@@ -269,6 +269,7 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
     r.num_tokens = shards[s].num_tokens;
     return r;
   };
+  bool manifest_dropped = false;
   for (size_t s = opt_.rank; s < shards.size(); s += opt_.world_size) {
     const auto bin = (fs::path(out_dir) / shard_name(s)).string();
     const auto rec_path = bin + ".json";
@@ -294,6 +295,16 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
       const at::Tensor stored = opt_.dtype == "float32" ? losses.contiguous() : losses.to(at::kBFloat16).contiguous();
       const size_t nbytes = stored.numel() * stored.element_size();
       rec.sha256 = sha256_hex(stored.data_ptr(), nbytes);
+      if (!manifest_dropped) {
+        // A manifest from an earlier scoring (another model, say) would list this shard's old bytes: it goes
+        // before the first shard is replaced, so a reader never sees a manifest over a mix of old and new shards.
+        const auto old_manifest = fs::path(out_dir) / "manifest.json";
+        if (fs::exists(old_manifest)) {
+          fs::remove(old_manifest);
+          fsync_dir(out_dir);
+        }
+        manifest_dropped = true;
+      }
       write_file_atomic(bin, stored.data_ptr(), nbytes);
       write_file_atomic(rec_path, rec.to_json().dump(2) + "\n");
       ++sum.shards_scored;

@@ -163,6 +163,17 @@ def main():
                     f"rho_score seed {seed}: killed at {', '.join(points)}, rerun: {len(ref)} files byte-identical "
                     f"to the uninterrupted run, no other files but killed writers' temporaries {extra}")
             shutil.rmtree(loss)
+        # Rescoring a complete loss dataset with another model, killed after its first new shard: the old
+        # manifest must be gone (it would list that shard's old bytes).
+        shutil.copytree(t / "loss_ref", loss)
+        run(b / "rho_model", "init", t / "m.yaml", "--seed", "4", "--out", t / "hf4")
+        killed = run(*[a if a != t / "hf" else t / "hf4" for a in score_cmd], "--test-kill-after-shards", "1",
+                     expect=None)
+        problems = token_dataset_problems(loss) + loss_records_problems(loss)
+        s.check(killed.returncode == -signal.SIGKILL and not (loss / "manifest.json").exists() and not problems,
+                f"rho_score over a complete loss dataset with another model, killed after 1 shard: the old "
+                f"manifest.json is gone, records match shards {problems[:3]}")
+        shutil.rmtree(loss)
 
         # --- rho_pretrain --------------------------------------------------------------------------------------
         run_dir = t / "run"
