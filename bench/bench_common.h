@@ -43,6 +43,7 @@ class PeakMemory {
   explicit PeakMemory(const at::Device& d) : device_(d) {
 #ifdef RHO_WITH_CUDA
     if (d.is_cuda()) {
+      at::empty({1}, at::TensorOptions().device(d));  // initialises CUDA and its allocator if nothing has yet
       sync(d);
       auto* alloc = c10::cuda::CUDACachingAllocator::get();
       alloc->resetPeakStats(d.index() < 0 ? 0 : d.index());

@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   }
   const int64_t n = a.num("tokens", 16384), v = a.num("vocab", 32000);
   const bool bf16 = a.str("dtype", "fp32") == "bf16";
-  nlohmann::json out = {{"bench", "linear_ce"}, {"device", a.str("device", "cpu")}, {"dtype", a.str("dtype", "fp32")},
+  nlohmann::json out = {{"bench", "linear_ce"}, {"device", a.str("device", "cpu")}, {"dtype", a.str("dtype", "fp32")}, {"threads", at::get_num_threads()},
                         {"tokens", n}, {"vocab", v}, {"hidden", a.num("hidden", 128)}, {"rows", a.num("rows", 4096)},
                         {"full_fp32_logits_bytes", 4.0 * n * v}};
   std::map<std::string, nlohmann::json> r;

@@ -78,6 +78,7 @@ def main():
         rho_losses = torch.from_file(os.path.join(work, "rho.f32"), size=n, dtype=torch.float32)[1:]
         hf_losses = torch.load(os.path.join(work, "hf_losses.pt"))
     out = {"bench": "score", "device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
+           "threads": torch.get_num_threads(),
            "model_config": os.path.relpath(a.model_config, common.ROOT), "seq": a.seq, "batch": a.batch,
            "tokens": rho["tokens"], "dtype": "bf16" if dev == "cuda" else "fp32"}
     diff = (rho_losses - hf_losses).abs()

@@ -63,7 +63,7 @@ def main():
                 return x >= torch.kthvalue(x, n - k + 1).values
 
             out = {"bench": "topk_mask", "device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
-                   "n": n, "dtype": dname, "k": k, "iters": iters}
+                   "threads": torch.get_num_threads(), "n": n, "dtype": dname, "k": k, "iters": iters}
             try:
                 check("rho", x, rho(), k, True)
                 check("topk_scatter", x, topk_scatter(), k, True)

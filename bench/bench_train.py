@@ -106,6 +106,7 @@ def main():
         py = common.run_json([sys.executable, __file__, "--python-side", work, "--device", dev, "--seq", str(a.seq),
                               "--batch", str(a.batch), "--warmup", str(a.warmup), "--steps", str(a.steps)])
     out = {"bench": "train", "device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
+           "threads": torch.get_num_threads(),
            "model_config": os.path.relpath(a.model_config, common.ROOT), "seq": a.seq, "batch": a.batch,
            "steps": a.steps, "precision": "bf16 autocast" if dev == "cuda" else "fp32",
            "first_loss": {"python": py["first_loss_all"], "clm": rho["clm"]["first_loss_all"],
