@@ -6,6 +6,7 @@
 #include <ATen/ops/linear.h>
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/softmax.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
@@ -26,6 +27,21 @@ void addmm_acc(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
     acc.add_(at::mm(a, b, acc.scalar_type()));
   else
     acc.add_(at::mm(a, b).to(acc.scalar_type()));
+}
+
+// (softmax(logits) - onehot(y)) * g per row, in place, in the accumulation dtype (exact to rounding).
+at::Tensor softmax_grad(at::Tensor logits, const at::Tensor& lse, const at::Tensor& g, const at::Tensor& y) {
+  return logits.sub_(lse).exp_().mul_(g).scatter_add_(1, y, -g);
+}
+
+// The same for bf16/fp16 logits, without an fp32 copy of the chunk: the softmax is written straight in the
+// logits' dtype (the GEMM that consumes it takes that dtype anyway), and only the target's entry, where
+// softmax - 1 cancels and low precision would lose the small gradient of a confident prediction, is made in fp32.
+at::Tensor softmax_grad_lowp(const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& g,
+                             const at::Tensor& y) {
+  auto d = at::softmax(logits, 1, logits.scalar_type()).mul_(g);
+  const auto target = (logits.gather(1, y).to(g.scalar_type()) - lse).exp_().sub_(1).mul_(g);
+  return d.scatter_(1, y, target.to(d.scalar_type()));
 }
 
 struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
@@ -78,10 +94,10 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       const int64_t m = std::min(rows, n - r);
       const auto hc = h.narrow(0, r, m);
       const auto gc = g.narrow(0, r, m).unsqueeze(1);
-      auto d = at::linear(hc, w).to(acc);
-      d.sub_(lse.narrow(0, r, m).unsqueeze(1)).exp_().mul_(gc);
-      d.scatter_add_(1, safe_y.narrow(0, r, m), -gc);
-      const auto dc = d.to(h.scalar_type());
+      const auto lc = lse.narrow(0, r, m).unsqueeze(1);
+      const auto yc = safe_y.narrow(0, r, m);
+      const auto logits = at::linear(hc, w);
+      const auto dc = logits.scalar_type() == acc ? softmax_grad(logits, lc, gc, yc) : softmax_grad_lowp(logits, lc, gc, yc);
       if (need_h) {
         auto out = grad_h.narrow(0, r, m);
         at::mm_out(out, dc, w);
