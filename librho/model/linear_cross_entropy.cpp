@@ -4,12 +4,13 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/linear.h>
-#include <ATen/ops/logsumexp.h>
+#include <ATen/ops/log_softmax.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace rho {
@@ -18,25 +19,32 @@ namespace {
 // Softmax, log-sum-exp and the weight's gradient are kept in fp32 (fp64 for fp64 inputs).
 at::ScalarType accumulate_dtype(at::ScalarType compute) { return at::promote_types(compute, at::kFloat); }
 
-// acc += a @ b. Low-precision inputs use the GEMM with an fp32 output on CUDA, so the weight's gradient is
+// acc += a @ b for low-precision a and b: on CUDA the GEMM with an fp32 output, so the weight's gradient is
 // summed over chunks without bf16 rounding in between.
 void addmm_acc(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() == acc.scalar_type())
-    acc.addmm_(a, b);
-  else if (a.is_cuda())
-    acc.add_(at::mm(a, b, acc.scalar_type()));
-  else
-    acc.add_(at::mm(a, b).to(acc.scalar_type()));
+  acc.add_(a.is_cuda() ? at::mm(a, b, acc.scalar_type()) : at::mm(a, b).to(acc.scalar_type()));
 }
 
-// (softmax(logits) - onehot(y)) * g per row, in place, in the accumulation dtype (exact to rounding).
-at::Tensor softmax_grad(at::Tensor logits, const at::Tensor& lse, const at::Tensor& g, const at::Tensor& y) {
-  return logits.sub_(lse).exp_().mul_(g).scatter_add_(1, y, -g);
+// One full-precision chunk's gradients {hidden, weight} by autograd through the unfused ops (linear,
+// log_softmax, nll_loss), recomputed here: training then gives the numbers of the chunked loss this function
+// replaces to the last bit, which keeps reproducibility tests (1 process against 2, resume) meaningful.
+std::pair<at::Tensor, at::Tensor> chunk_grads_exact(const at::Tensor& hc, const at::Tensor& w, const at::Tensor& y,
+                                                    const at::Tensor& g, int64_t ignore_index, bool need_h,
+                                                    bool need_w) {
+  at::AutoGradMode grad_on(true);
+  const auto hl = hc.detach().requires_grad_(need_h), wl = w.detach().requires_grad_(need_w);
+  const auto loss = at::cross_entropy_loss(at::linear(hl, wl), y, {}, at::Reduction::None, ignore_index);
+  std::vector<at::Tensor> inputs;
+  if (need_h) inputs.push_back(hl);
+  if (need_w) inputs.push_back(wl);
+  const auto grads = torch::autograd::grad({loss}, inputs, {g});
+  return {need_h ? grads.front() : at::Tensor(), need_w ? grads.back() : at::Tensor()};
 }
 
-// The same for bf16/fp16 logits, without an fp32 copy of the chunk: the softmax is written straight in the
-// logits' dtype (the GEMM that consumes it takes that dtype anyway), and only the target's entry, where
-// softmax - 1 cancels and low precision would lose the small gradient of a confident prediction, is made in fp32.
+// (softmax(logits) - onehot(y)) * g for bf16/fp16 logits, without an fp32 copy of the chunk: the softmax is
+// written straight in the logits' dtype (the GEMMs that consume it take that dtype anyway), and only the
+// target's entry, where softmax - 1 cancels and low precision would lose the small gradient of a confident
+// prediction, is made in fp32.
 at::Tensor softmax_grad_lowp(const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& g,
                              const at::Tensor& y) {
   auto d = at::softmax(logits, 1, logits.scalar_type()).mul_(g);
@@ -54,17 +62,19 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
     const auto dt = static_cast<at::ScalarType>(compute_dtype);
     const auto h = hidden.to(dt), w = weight.to(dt);
     const int64_t n = h.size(0);
-    const auto acc = h.options().dtype(accumulate_dtype(dt));
-    at::Tensor loss = at::empty({n}, acc), lse = at::empty({n}, acc);
+    const auto acc = accumulate_dtype(dt);
+    at::Tensor loss = at::empty({n}, h.options().dtype(acc)), lse = at::empty({n}, h.options().dtype(acc));
     for (int64_t r = 0; r < n; r += rows) {
       const int64_t m = std::min(rows, n - r);
-      const auto logits = at::linear(h.narrow(0, r, m), w).to(acc.dtype());
+      const auto logits = at::linear(h.narrow(0, r, m), w);
       const auto y = targets.narrow(0, r, m);
       const auto valid = y.ne(ignore_index);
-      const auto l = at::logsumexp(logits, {1});
-      const auto picked = logits.gather(1, at::where(valid, y, 0).unsqueeze(1)).squeeze(1);
-      lse.narrow(0, r, m).copy_(l);
-      loss.narrow(0, r, m).copy_(at::where(valid, l - picked, 0.0));
+      const auto yi = at::where(valid, y, 0).unsqueeze(1);
+      // log_softmax is one kernel that reads low-precision logits as they are (logsumexp would need an fp32 copy
+      // and two temporaries of the chunk); the row's log-sum-exp is the target's logit minus its log-softmax.
+      const auto target_logsoftmax = at::log_softmax(logits, 1, acc).gather(1, yi).squeeze(1);
+      lse.narrow(0, r, m).copy_(logits.gather(1, yi).squeeze(1).to(acc) - target_logsoftmax);
+      loss.narrow(0, r, m).copy_(at::where(valid, -target_logsoftmax, 0.0));
     }
     ctx->save_for_backward({h, weight, targets, lse});
     ctx->saved_data["rows"] = rows;
@@ -73,7 +83,8 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
     return loss;
   }
 
-  // d loss_i / d logits_i = softmax(logits_i) - onehot(y_i), scaled by grad_i; recomputed chunk by chunk.
+  // d loss_i / d logits_i = softmax(logits_i) - onehot(y_i), scaled by grad_i; recomputed chunk by chunk, and
+  // the weight's gradient summed over chunks in fp32.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
@@ -94,10 +105,15 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       const int64_t m = std::min(rows, n - r);
       const auto hc = h.narrow(0, r, m);
       const auto gc = g.narrow(0, r, m).unsqueeze(1);
-      const auto lc = lse.narrow(0, r, m).unsqueeze(1);
       const auto yc = safe_y.narrow(0, r, m);
-      const auto logits = at::linear(hc, w);
-      const auto dc = logits.scalar_type() == acc ? softmax_grad(logits, lc, gc, yc) : softmax_grad_lowp(logits, lc, gc, yc);
+      if (h.scalar_type() == acc) {
+        const auto [gh, gw] =
+            chunk_grads_exact(hc, w, targets.narrow(0, r, m), g.narrow(0, r, m), ignore_index, need_h, need_w);
+        if (need_h) grad_h.narrow(0, r, m).copy_(gh);
+        if (need_w) grad_w.add_(gw);
+        continue;
+      }
+      const auto dc = softmax_grad_lowp(at::linear(hc, w), lse.narrow(0, r, m).unsqueeze(1), gc, yc);
       if (need_h) {
         auto out = grad_h.narrow(0, r, m);
         at::mm_out(out, dc, w);
