@@ -10,9 +10,10 @@
 namespace rho {
 
 // hidden [N, H] (any float dtype), weight [V, H], targets [N] int64 -> losses [N] fp32 (fp64 for fp64
-// inputs). Targets equal to ignore_index get loss 0 and no gradient. Under CUDA autocast the matmuls run in
-// the autocast dtype (as at::linear would), softmax and log-sum-exp in fp32, and the weight's gradient is
-// accumulated in fp32.
+// inputs). Targets equal to ignore_index get loss 0 and no gradient. fp32/fp64 inputs get exactly the numbers
+// of linear -> cross_entropy under autograd, chunk by chunk. Under CUDA autocast the matmuls and the backward's
+// softmax run in the autocast dtype, the log-sum-exp, the losses and the weight's gradient (summed over chunks)
+// in fp32.
 at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                 int64_t rows_per_chunk = 4096, int64_t ignore_index = -100);
 
