@@ -79,3 +79,6 @@ put("fuzz_manifest", "regress_total_overflow", json.dumps(dict(
     shards=[dict(manifest["shards"][0], num_tokens=big, num_documents=0),
             dict(manifest["shards"][1], num_tokens=big, num_documents=0)])))
 put("fuzz_manifest", "regress_format_version_wrap", json.dumps(dict(manifest, format_version=(1 << 32) + 1)))
+# An empty tensor at an unaligned offset: the copy-out path once called memcpy on a null pointer (UBSan).
+put("fuzz_safetensors_header", "regress_unaligned_empty",
+    safetensors({"a": ("I8", [1], 1), "b": ("F32", [0], 4), "c": ("I8", [3], 1)}, pad=False))
