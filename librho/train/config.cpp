@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "librho/util/error.h"
@@ -12,13 +13,19 @@
 namespace rho {
 namespace {
 
+// "file:line" of a node, or "file (--set)" for a value that came from a command-line override.
+std::string where(const std::string& source, const YAML::Node& node) {
+  const auto mark = node.Mark();
+  return mark.is_null() ? source + " (--set)" : fmt::format("{}:{}", source, mark.line + 1);
+}
+
 // yaml-cpp keeps the first of two equal keys silently; a config with both is a mistake worth an error.
 void reject_duplicates(const YAML::Node& map, const std::string& source, const std::string& prefix) {
   if (!map || !map.IsMap()) return;
   std::set<std::string> keys;
   for (const auto& kv : map)
     if (!keys.insert(kv.first.as<std::string>()).second)
-      throw Error(fmt::format("{}:{}: duplicate key '{}{}'", source, kv.first.Mark().line + 1, prefix,
+      throw Error(fmt::format("{}: duplicate key '{}{}'", where(source, kv.first), prefix,
                               kv.first.as<std::string>()));
 }
 
@@ -27,7 +34,7 @@ class Section {
  public:
   Section(YAML::Node node, std::string source, std::string path) : node_(node), source_(std::move(source)), path_(std::move(path)) {
     if (node_ && !node_.IsNull() && !node_.IsMap())
-      throw Error(fmt::format("{}:{}: '{}' must be a mapping", source_, node_.Mark().line + 1, path_));
+      throw Error(fmt::format("{}: '{}' must be a mapping", where(source_, node_), path_));
     reject_duplicates(node_, source_, path_ + ".");
   }
   template <class T>
@@ -38,7 +45,7 @@ class Section {
     try {
       out = v.as<T>();
     } catch (const YAML::Exception&) {
-      throw Error(fmt::format("{}:{}: '{}.{}' has the wrong type (got '{}')", source_, v.Mark().line + 1, path_, key,
+      throw Error(fmt::format("{}: '{}.{}' has the wrong type (got '{}')", where(source_, v), path_, key,
                               v.IsScalar() ? v.Scalar() : "a non-scalar"));
     }
   }
@@ -54,24 +61,27 @@ class Section {
         out = {v.as<std::string>()};
       }
     } catch (const YAML::Exception&) {
-      throw Error(fmt::format("{}:{}: '{}.{}' must be a string or a list of strings", source_, v.Mark().line + 1,
-                              path_, key));
+      throw Error(fmt::format("{}: '{}.{}' must be a string or a list of strings", where(source_, v), path_,
+                              key));
     }
   }
   YAML::Node child(const char* key) {
     seen_.insert(key);
     return node_ ? node_[key] : YAML::Node();
   }
-  int line(const char* key) const { return node_ && node_[key] ? node_[key].Mark().line + 1 : 0; }
+  bool has(const char* key) const { return node_ && node_[key]; }
+  // Where `key`'s value was written, for messages.
+  std::string where_is(const char* key) const {
+    return node_ && node_[key] ? where(source_, node_[key]) : source_;
+  }
   void finish() const {
     if (!node_ || !node_.IsMap()) return;
     for (const auto& kv : node_) {
       const auto k = kv.first.as<std::string>();
       if (!seen_.count(k))
-        throw Error(fmt::format("{}:{}: unknown key '{}.{}'", source_, kv.first.Mark().line + 1, path_, k));
+        throw Error(fmt::format("{}: unknown key '{}.{}'", where(source_, kv.first), path_, k));
     }
   }
-  const std::string& source() const { return source_; }
 
  private:
   YAML::Node node_;
@@ -94,9 +104,12 @@ void apply_override(YAML::Node& root, const std::string& item) {
   root[section][key] = parsed;
 }
 
+// `key` is "section.name"; the message points at the line that set it.
 template <class T>
 void require(bool ok, const Section& s, const char* key, const T& value, const char* what) {
-  if (!ok) throw Error(fmt::format("{}: '{}' = {} is out of range: {}", s.source(), key, value, what));
+  if (ok) return;
+  const char* dot = std::strchr(key, '.');
+  throw Error(fmt::format("{}: '{}' = {} is out of range: {}", s.where_is(dot ? dot + 1 : key), key, value, what));
 }
 
 }  // namespace
@@ -118,8 +131,8 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   const std::set<std::string> sections = {"run", "model", "data", "optim", "train", "slm"};
   for (const auto& kv : root)
     if (!sections.count(kv.first.as<std::string>()))
-      throw Error(fmt::format("{}:{}: unknown section '{}' (run, model, data, optim, train, slm)", source,
-                              kv.first.Mark().line + 1, kv.first.as<std::string>()));
+      throw Error(fmt::format("{}: unknown section '{}' (run, model, data, optim, train, slm)", where(source, kv.first),
+                              kv.first.as<std::string>()));
 
   Section run(root["run"], source, "run");
   run.read("out_dir", c.out_dir);
@@ -161,7 +174,7 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   data.read("eval_every", c.eval_every);
   data.read("eval_batches", c.eval_batches);
   if (YAML::Node ev = data.child("eval")) {
-    if (!ev.IsMap()) throw Error(fmt::format("{}:{}: 'data.eval' must map names to token datasets", source, ev.Mark().line + 1));
+    if (!ev.IsMap()) throw Error(fmt::format("{}: 'data.eval' must map names to token datasets", where(source, ev)));
     for (const auto& kv : ev) c.eval_sets.push_back({kv.first.as<std::string>(), kv.second.as<std::string>()});
   }
   data.finish();
@@ -252,8 +265,8 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   require(c.slm_start_step >= 0, slm, "slm.start_step", c.slm_start_step, "must be >= 0");
   require(start_fraction >= 0 && start_fraction < 1, slm, "slm.start_fraction", start_fraction, "must lie in [0, 1)");
   if (start_fraction > 0) {
-    if (slm.line("start_step"))
-      throw Error(fmt::format("{}:{}: give slm.start_step or slm.start_fraction, not both", source, slm.line("start_step")));
+    if (slm.has("start_step"))
+      throw Error(fmt::format("{}: give slm.start_step or slm.start_fraction, not both", slm.where_is("start_step")));
     c.slm_start_step = static_cast<int64_t>(std::llround(start_fraction * static_cast<double>(c.max_steps)));
   }
   const int kinds = !c.reference_losses.empty() + !c.reference_model.empty() + (c.self_reference != "none");

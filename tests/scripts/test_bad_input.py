@@ -238,7 +238,7 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 3}}
              [":5:", "train.checkpoint_evry", "unknown key"]),
             ("unknown section", "train: {", "trian: {", [":5:", "trian"]),
             ("wrong type", "log_every: 1", "log_every: often", [":5:", "train.log_every", "wrong type", "often"]),
-            ("out-of-range value (optim.lr)", "lr: 0.003", "lr: -0.1", ["optim.lr", "-0.1"]),
+            ("out-of-range value (optim.lr)", "lr: 0.003", "lr: -0.1", [":4:", "optim.lr", "-0.1"]),
             ("out-of-range value (data.seq_len)", "seq_len: 32", "seq_len: 0", ["data.seq_len"]),
             ("out-of-range value (slm.ratio)", "keep_checkpoints: 3}", "keep_checkpoints: 3}\nslm: {ratio: 1.5}",
              ["slm.ratio", "1.5"]),
@@ -255,7 +255,7 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 3}}
             s.case(f"config: {name}", [b / "rho_pretrain", y, "--set", f"run.out_dir={t / 'out' / 'y'}"],
                    [str(y)] + needles, good, after=lambda: "out_dir created" if (t / "out" / "y").exists() else "")
         s.case("config: --set of an unknown key", [*pretrain, "--set", "optim.learning_rate=0.1"],
-               ["optim.learning_rate"], good)
+               ["(--set)", "optim.learning_rate"], good)
         mbad = t / "cases" / "model_bad.yaml"
         mbad.write_text((t / "m.yaml").read_text() + "num_experts: 8\n")
         s.case("model YAML with an unknown key", [*pretrain, "--set", f"model.config={mbad}", "--set",

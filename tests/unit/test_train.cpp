@@ -66,7 +66,9 @@ TEST_CASE("train config: unknown keys, wrong types and out-of-range values name 
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "optim: {lr: fast}\n", "r.yaml"),
                     Contains("r.yaml:3") && Contains("'optim.lr' has the wrong type"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "slm: {ratio: 1.5}\n", "r.yaml"),
-                    Contains("'slm.ratio' = 1.5 is out of range"));
+                    Contains("r.yaml:3: 'slm.ratio' = 1.5 is out of range"));
+  CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base, "r.yaml", {"optim.lrr=2"}),
+                    Contains("r.yaml (--set): unknown key 'optim.lrr'"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "trian: {}\n", "r.yaml"), Contains("unknown section 'trian'"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "data: {seq_len: 3}\n", "r.yaml"),
                     Contains("r.yaml:3") && Contains("duplicate key 'data'"));
