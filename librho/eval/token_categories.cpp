@@ -1,6 +1,5 @@
 #include "librho/eval/token_categories.h"
 
-#include <ATen/ops/cat.h>
 #include <ATen/ops/quantile.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
@@ -40,7 +39,7 @@ TokenCategoryReport categorize_tokens(const at::Tensor& losses, const std::vecto
   TokenCategoryReport r;
   r.x = x;
   r.tokens = l.size(1);
-  r.threshold = std::isnan(threshold) ? at::cat({start, end}).quantile(0.5).item<double>() : threshold;
+  r.threshold = std::isnan(threshold) ? start.quantile(0.5).item<double>() : threshold;
   const auto start_high = start > r.threshold, end_high = end > r.threshold;
   const std::array<at::Tensor, 4> in = {start_high & end_high, ~start_high & end_high, start_high & ~end_high,
                                         ~start_high & ~end_high};

@@ -30,7 +30,9 @@ struct TokenCategoryReport {
 };
 
 // Classifies the columns of `losses` [checkpoints, tokens] (fp32/fp64, >= 2 checkpoints at distinct x). A
-// threshold that is NaN means the median of all fitted start and end losses.
+// threshold that is NaN means the median fitted start loss: "high" = harder than the typical token at the start.
+// (The median over starts and ends pooled would force H->H and L->L to equal shares.) To compare runs, give
+// them one threshold.
 TokenCategoryReport categorize_tokens(const at::Tensor& losses, const std::vector<double>& x, double threshold);
 
 struct TokenCategoryOptions {

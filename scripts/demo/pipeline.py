@@ -196,7 +196,8 @@ def main():
                 log=out / "eval" / f"{run_dir.name}.log")
         evals[run_dir.name] = json.loads(js.read_text())
 
-    # 7. token categories (how each token's loss moved over the checkpoints) of the first seed's CLM and SLM
+    # 7. token categories (how each token's loss moved over the checkpoints) of the first seed's CLM and SLM,
+    # both against the CLM run's threshold (its median fitted start loss) so their shares compare
     categories = {}
     c = cfg.get("categories", {})
     for kind in ("clm", "slm"):
@@ -204,8 +205,9 @@ def main():
         if not js.exists():
             stage(f"token categories of {runs[kind][0].name}")
             js.parent.mkdir(parents=True, exist_ok=True)
+            same = ["--threshold", categories["clm"]["threshold"]] if kind == "slm" else []
             run(b / "rho_categories", "--run", runs[kind][0], "--data", tok_corpus, "--seq-len", seq_len,
-                "--windows", c.get("windows", 64), "--device", device, "--quiet", "--json", js)
+                "--windows", c.get("windows", 64), "--device", device, "--quiet", "--json", js, *same)
         categories[kind] = json.loads(js.read_text())
 
     # 8. the token view: reference losses, and the CLM baseline's as the "current" model for excess loss

@@ -187,7 +187,7 @@ def categories_html(categories):
                     f"<td>{c['threshold']:.3f}</td><td>{len(c['checkpoints'])}</td></tr>")
     return ("<h2>Token categories</h2><p>Each corpus token of a fixed sample, scored by every checkpoint of the first "
             "seed's run; a least-squares line through its losses over training tokens gives a start and an end loss, "
-            "each high or low against the threshold (the median fitted loss): H-&gt;H stays hard, L-&gt;H gets worse, "
+            "each high or low against one threshold (the CLM run's median fitted start loss): H-&gt;H stays hard, L-&gt;H gets worse, "
             "H-&gt;L is learned, L-&gt;L was easy all along (the paper's Figure 2 analysis; "
             "<code>rho_categories</code>).</p><table><tr><th>run</th>" +
             "".join(f"<th>{html.escape(n)}</th>" for n in names) +
