@@ -14,7 +14,6 @@ Exit 77 (skipped) when the build has no Gloo backend."""
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from cli_helpers import write_word_corpus
 
 TIMEOUT = 20  # run.dist_timeout of every run (seconds)
 
@@ -102,11 +103,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        rng = random.Random(0)
-        words = "the a cat dog sat ran on under table garden quickly slowly 1 2 3 4 5 plus minus equals".split()
-        with open(t / "c.jsonl", "w") as f:
-            for _ in range(400):
-                f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(5, 40)))}) + "\n")
+        write_word_corpus(t / "c.jsonl", 400)
         run(b / "rho_tokenize", t / "c.jsonl", "--out", t / "tok", "--train-tokenizer", "--vocab-size", "320",
             "--shard-tokens", "2000", "--quiet")
         vocab = json.loads((t / "tok/manifest.json").read_text())["vocab_size"]

@@ -6,13 +6,14 @@
 Exit 77 (skipped) without transformers; the Chromium part is skipped, with a message, without chromium."""
 import argparse
 import json
-import random
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from cli_helpers import write_model_yaml, write_word_corpus
 
 
 def run(*args, **kw):
@@ -29,16 +30,11 @@ def main():
     b = Path(args.bin)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        rng = random.Random(0)
-        words = "the a cat dog sat ran on under table garden quickly slowly 1 2 3 4 5 plus minus equals".split()
-        with open(t / "c.jsonl", "w") as f:
-            for _ in range(300):
-                f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(5, 40)))}) + "\n")
+        write_word_corpus(t / "c.jsonl", 300)
         run(b / "rho_tokenize", t / "c.jsonl", "--out", t / "tok", "--train-tokenizer", "--vocab-size", "320",
             "--shard-tokens", "2000", "--quiet")
         vocab = json.loads((t / "tok/manifest.json").read_text())["vocab_size"]
-        (t / "m.yaml").write_text(f"vocab_size: {vocab}\nhidden_size: 32\nintermediate_size: 64\nnum_layers: 2\n"
-                                  "num_heads: 4\nnum_kv_heads: 2\nmax_position_embeddings: 64\n")
+        write_model_yaml(t / "m.yaml", vocab)
         run(b / "rho_model", "init", t / "m.yaml", "--seed", "3", "--out", t / "hf")
         run(b / "rho_score", "--model", t / "hf", "--data", t / "tok", "--out", t / "loss", "--seq-len", "32",
             "--batch-size", "4", "--device", "cpu")
