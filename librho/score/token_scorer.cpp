@@ -31,7 +31,7 @@ int dtype_bytes(const std::string& dtype, const std::string& source) {
   throw Error(fmt::format("{}: dtype '{}' is not float32 or bfloat16", source, dtype));
 }
 
-std::string shard_name(size_t s) { return fmt::format("losses-{:05d}.bin", s); }
+std::string loss_shard_name(size_t s) { return fmt::format("losses-{:05d}.bin", s); }
 }  // namespace
 
 std::string LossManifest::to_json() const {
@@ -226,7 +226,7 @@ at::Tensor TokenScorer::score_range(const TokenDataset& data, int64_t begin, int
 }
 
 namespace {
-struct ShardRecord {
+struct LossShardRecord {
   std::string token_shard_sha256, model_hash, dtype, sha256;
   int64_t seq_len = 0, stride = 0, num_tokens = 0;
   nlohmann::json to_json() const {
@@ -236,7 +236,7 @@ struct ShardRecord {
 };
 
 // A finished shard: its record matches what we would write and its bytes hash to the recorded value.
-bool shard_done(const std::string& bin, const std::string& rec_path, const ShardRecord& want) {
+bool shard_done(const std::string& bin, const std::string& rec_path, const LossShardRecord& want) {
   if (!fs::exists(bin) || !fs::exists(rec_path)) return false;
   nlohmann::json rec;
   try {
@@ -260,7 +260,7 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
   Progress progress(fmt::format("score[rank {}]", opt_.rank), my_tokens, "tok");
 
   auto record_for = [&](size_t s) {
-    ShardRecord r;
+    LossShardRecord r;
     r.token_shard_sha256 = shards[s].sha256;
     r.model_hash = model_hash_;
     r.dtype = opt_.dtype;
@@ -271,7 +271,7 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
   };
   bool manifest_dropped = false;
   for (size_t s = opt_.rank; s < shards.size(); s += opt_.world_size) {
-    const auto bin = (fs::path(out_dir) / shard_name(s)).string();
+    const auto bin = (fs::path(out_dir) / loss_shard_name(s)).string();
     const auto rec_path = bin + ".json";
     auto rec = record_for(s);
     at::Tensor losses;
@@ -329,12 +329,12 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
   m.seq_len = opt_.seq_len;
   m.stride = opt_.stride;
   for (size_t s = 0; s < shards.size(); ++s) {
-    const auto rec_path = (fs::path(out_dir) / shard_name(s)).string() + ".json";
+    const auto rec_path = (fs::path(out_dir) / loss_shard_name(s)).string() + ".json";
     if (!fs::exists(rec_path)) return sum;  // another rank is still at work
     const auto rec = nlohmann::json::parse(read_text_file(rec_path));
     if (rec.value("model_hash", "") != model_hash_ || rec.value("token_shard_sha256", "") != shards[s].sha256)
       return sum;
-    m.shards.push_back({shard_name(s), shards[s].num_tokens, 0, rec["sha256"].get<std::string>()});
+    m.shards.push_back({loss_shard_name(s), shards[s].num_tokens, 0, rec["sha256"].get<std::string>()});
   }
   write_file_atomic((fs::path(out_dir) / "manifest.json").string(), m.to_json());
   sum.manifest_written = true;
