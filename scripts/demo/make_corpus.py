@@ -178,15 +178,30 @@ TEMPLATES = [shopping_total, shopping_change, ages_older, ages_times, distance, 
              savings]
 
 
+class SmallNumbers:
+    """The templates' random source with every drawn number capped at `cap` (0: no cap), for models too small to
+    learn two-digit arithmetic in the time they get; names, items and choices come from the same stream."""
+
+    def __init__(self, rng, cap):
+        self.rng, self.cap = rng, cap
+
+    def randint(self, lo, hi):
+        return self.rng.randint(lo, max(lo, min(hi, self.cap)) if self.cap else hi)
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+
 class Problems:
     """Fresh problems: a question is never handed out twice."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, max_operand=0):
         self.rng, self.seen = rng, set()
+        self.draw = SmallNumbers(rng, max_operand)
 
     def next(self, template=None):
         for _ in range(1000):
-            p = (template or self.rng.choice(TEMPLATES))(self.rng)
+            p = (template or self.rng.choice(TEMPLATES))(self.draw)
             if p.question not in self.seen:
                 self.seen.add(p.question)
                 return p
@@ -336,11 +351,15 @@ def main():
     ap.add_argument("--noise-fraction", type=float, default=0.3, help="share of the corpus's characters in noise")
     ap.add_argument("--eval-problems", type=int, default=200)
     ap.add_argument("--eval-clean-chars", type=int, default=40_000)
+    ap.add_argument("--max-operand", type=int, default=0,
+                    help="cap on every number a problem draws (0: each template's own range, up to 60)")
     args = ap.parse_args()
     if not 0 <= args.noise_fraction < 1:
         raise SystemExit("make_corpus: --noise-fraction must be in [0, 1)")
     rng = random.Random(args.seed)
-    problems = Problems(rng)
+    if args.max_operand < 0:
+        raise SystemExit("make_corpus: --max-operand must be >= 0")
+    problems = Problems(rng, args.max_operand)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -401,6 +420,7 @@ def main():
     (out / "fewshot_prompt.txt").write_text("\n\n".join(shots) + "\n", encoding="ascii")
     stats = {
         "seed": args.seed,
+        "max_operand": args.max_operand,
         "hq": {"documents": len(hq), "chars": hq_size},
         "corpus": {"documents": len(corpus), "chars": total, "noise_chars": noise,
                    "noise_fraction": round(noise / total, 4), "noise_chars_by_kind": dict(sorted(by_kind.items())),

@@ -82,7 +82,8 @@ def main():
         g = d["generate"]
         run(sys.executable, ROOT / "scripts/demo/make_corpus.py", "--out", data, "--seed", g["seed"],
             "--hq-chars", g["hq_chars"], "--corpus-chars", g["corpus_chars"], "--noise-fraction",
-            g["noise_fraction"], "--eval-problems", g["eval_problems"], "--eval-clean-chars", g["eval_clean_chars"])
+            g["noise_fraction"], "--eval-problems", g["eval_problems"], "--eval-clean-chars", g["eval_clean_chars"],
+            "--max-operand", g.get("max_operand", 0))
     hq = d.get("hq", {"paths": [data / "hq.jsonl"], "fields": ["text"]})
     corpus = d.get("corpus", {"paths": [data / "corpus.jsonl"], "fields": ["text"]})
     eval_clean = d.get("eval_clean", {"paths": [data / "eval_clean.jsonl"], "fields": ["text"]})

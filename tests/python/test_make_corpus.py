@@ -2,7 +2,7 @@
 """Checks scripts/demo/make_corpus.py: the same seed gives the same bytes; evaluation problems never appear in
 the training files; every clean solution's arithmetic is right (parsed and recomputed); the noise spans are
 exact (removing them leaves clean problems, and only the marked results are wrong); the noise share is what was
-asked."""
+asked; --max-operand caps every number a question draws."""
 import argparse
 import filecmp
 import json
@@ -129,6 +129,21 @@ def main():
             got = sum(t - s for d in docs for s, t, _ in d["noise"]) / sum(len(d["text"]) for d in docs)
             print(f"noise fraction: asked {asked}, got {got:.4f}")
             assert abs(got - asked) < 0.02, (asked, got)
+
+        # --max-operand 9: the numbers a question draws are single digits; only a total derived from them (the
+        # money someone "has", the items someone "has" to share) may be larger. The arithmetic stays right.
+        make(args.script, tmp / "small", 7, **dict(small, max_operand=9))
+        drawn, largest = 0, 0
+        for i, r in enumerate(read_jsonl(tmp / "small" / "hq.jsonl")):
+            q = check_problem(r["text"], where=f"small/hq.jsonl:{i + 1}")
+            for m in re.finditer(r"(has )?(\d+)", q):
+                if not m.group(1):
+                    drawn += 1
+                    largest = max(largest, int(m.group(2)))
+        print(f"max operand 9: {drawn} drawn numbers in questions, largest {largest}")
+        assert drawn > 0 and largest <= 9, largest
+        uncapped = max(int(n) for r in hq for n in re.findall(r"(?<!has )\b(\d+)", r["text"].split("\n")[0]))
+        assert uncapped > 9, "the default ranges should go past 9"
     print("ok")
 
 
