@@ -147,13 +147,21 @@ def verdict(s):
         parts.append("It does not reach the baseline's final loss in every seed within the same budget "
                      f"({sum(1 for r in s['slm_tokens_to_reach_clm_final'] if r)} of {s['seeds']} seeds do).")
     n = s["eval_items"]
-    noise = math.sqrt(max(acc["clm"], 1.0 / n) * (1 - acc["clm"]) / (n * s["seeds"]))
+    # Two standard errors of the difference of two accuracies, each over n items x seeds answers.
+    answers = n * s["seeds"]
+    noise = math.sqrt(sum(max(p, 1.0 / answers) * (1 - p) for p in (acc["clm"], acc["slm"])) / answers)
     parts.append(f"{s['eval_mode']} accuracy on {n} held-out problems: SLM {acc['slm']:.1%}, CLM {acc['clm']:.1%} "
                  f"(reference model {s['reference']['fewshot_accuracy']:.1%})" +
                  ("." if s["slm_wins_accuracy"] else ": SLM does not win on accuracy here."))
     if abs(acc["slm"] - acc["clm"]) < 2 * noise:
-        parts.append(f"The accuracy difference is within sampling noise (about ±{2 * noise:.1%} at two standard "
-                     "errors): at this model size accuracy is near its floor and does not separate the two.")
+        parts.append(f"The difference is within sampling noise (two standard errors of the difference: "
+                     f"±{2 * noise:.1%}).")
+        if max(acc.values()) < 0.05:
+            parts.append("Both are near the floor: these runs are too short for the model to learn to solve the "
+                         "problems (configs/demo/accuracy.yaml trains long enough).")
+    else:
+        parts.append(f"The difference is larger than sampling noise (two standard errors of the difference: "
+                     f"±{2 * noise:.1%}).")
     return " ".join(parts)
 
 
