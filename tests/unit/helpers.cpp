@@ -89,3 +89,17 @@ std::vector<std::vector<int64_t>> pattern_documents(int64_t count, int64_t vocab
 }
 
 }  // namespace rho::test
+
+namespace rho::test {
+LlamaConfig tiny_llama(int64_t vocab_size, int64_t max_position_embeddings) {
+  LlamaConfig c;
+  c.vocab_size = vocab_size;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.max_position_embeddings = max_position_embeddings;
+  return c;
+}
+}  // namespace rho::test

@@ -24,7 +24,11 @@ bool cuda_or_skip();
 #include <cstdint>
 #include <vector>
 
+#include "librho/model/config.h"
+
 namespace rho::test {
+// The unit tests' model: 2 layers, hidden 32, 4 heads sharing 2 KV heads; tests change what they exercise.
+LlamaConfig tiny_llama(int64_t vocab_size, int64_t max_position_embeddings);
 // Writes a token dataset (uint16 shards of at most shard_tokens, manifest.json) from documents of token ids,
 // each followed by `eos`. The tokenizer hash is a fixed stand-in.
 void write_token_dataset(const std::string& dir, const std::vector<std::vector<int64_t>>& docs, int64_t shard_tokens,

@@ -22,14 +22,7 @@ using Catch::Matchers::Contains;
 namespace {
 // Large initial weights give peaked logits, so cached and uncached passes never disagree on a near-tie.
 rho::Llama tiny_model(uint64_t seed, int64_t vocab = 64, int64_t max_pos = 64) {
-  rho::LlamaConfig c;
-  c.vocab_size = vocab;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.max_position_embeddings = max_pos;
+  auto c = rho::test::tiny_llama(vocab, max_pos);
   c.initializer_range = 0.5;
   rho::Llama m(c);
   m->reset_parameters(seed);

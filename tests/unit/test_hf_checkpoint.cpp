@@ -15,14 +15,7 @@ namespace fs = std::filesystem;
 
 namespace {
 rho::LlamaConfig small(bool tied) {
-  rho::LlamaConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.max_position_embeddings = 32;
+  auto c = rho::test::tiny_llama(64, 32);
   c.tie_word_embeddings = tied;
   return c;
 }

@@ -8,14 +8,9 @@
 
 namespace {
 rho::LlamaConfig tiny(bool tied = false, int64_t kv = 2) {
-  rho::LlamaConfig c;
-  c.vocab_size = 97;
-  c.hidden_size = 32;
+  auto c = rho::test::tiny_llama(97, 64);
   c.intermediate_size = 80;
-  c.num_layers = 2;
-  c.num_heads = 4;
   c.num_kv_heads = kv;
-  c.max_position_embeddings = 64;
   c.tie_word_embeddings = tied;
   return c;
 }

@@ -12,15 +12,7 @@ namespace fs = std::filesystem;
 
 namespace {
 rho::Llama scorer_model() {
-  rho::LlamaConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.max_position_embeddings = 64;
-  rho::Llama m(c);
+  rho::Llama m(rho::test::tiny_llama(64, 64));
   m->reset_parameters(17);
   return m;
 }

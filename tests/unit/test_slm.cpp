@@ -81,15 +81,7 @@ TEST_CASE("topk_mask on CUDA equals the CPU kernel", "[topk][cuda]") {
 }
 
 TEST_CASE("SLM with ratio 1.0 gives CLM's loss and gradients bit for bit", "[slm]") {
-  rho::LlamaConfig c;
-  c.vocab_size = 61;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.max_position_embeddings = 32;
-  rho::Llama model(c);
+  rho::Llama model(rho::test::tiny_llama(61, 32));
   model->reset_parameters(3);
   auto x = at::randint(0, 61, {4, 17});
   auto inputs = x.narrow(1, 0, 16), targets = x.narrow(1, 1, 16);
