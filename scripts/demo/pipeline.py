@@ -61,6 +61,24 @@ def load_config(path):
     return cfg
 
 
+def check_made_with(out, cfg):
+    """Stages reuse what `out` holds, so it must hold the work of this config (all but `variants`: a variants
+    config adds runs to its base's folder). Stops, naming the keys that differ, instead of mixing two configs."""
+    made_with = out / "pipeline_config.json"
+    mine = json.loads(json.dumps({k: v for k, v in cfg.items() if k != "variants"}))
+    if made_with.exists():
+        theirs = json.loads(made_with.read_text())
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
+            raise SystemExit(f"pipeline: {out} holds the work of another config ({', '.join(differ)} differ from "
+                             f"{made_with}); remove the folder or choose another out_dir")
+    elif any(out.iterdir()):
+        raise SystemExit(f"pipeline: {out} is not empty and has no {made_with.name} (made by an older pipeline?); "
+                         "remove it or choose another out_dir")
+    else:
+        made_with.write_text(json.dumps(mine, indent=2) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/demo/cpu.yaml"))
@@ -71,6 +89,7 @@ def main():
     b = Path(args.bin)
     out = resolve(args.out or cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
+    check_made_with(out, cfg)
     device = cfg.get("device", "cpu")
     seq_len = cfg["seq_len"]
     d = cfg["data"]

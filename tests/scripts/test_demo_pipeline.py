@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The shortened demo pipeline (configs/demo/ci.yaml) end to end, then its report rendered by headless Chromium:
 every stage's output exists, the summary has every figure, the page shows the verdict, the plots and the token
-view. The Chromium part is skipped, with a message, when chromium is absent."""
+view; rerunning into the folder with another config stops. The Chromium part is skipped, with a message, when
+chromium is absent."""
 import argparse
 import json
 import shutil
@@ -35,6 +36,16 @@ def main():
         ok &= all(abs(sum(c.values()) - 1) < 1e-9 for c in s["token_categories"].values())
         ok &= set(s["token_categories"]) == {"clm", "slm"}
         print("variants:", json.dumps(s["variants"]), "categories:", json.dumps(s["token_categories"]))
+        # Another config into the same folder stops before any stage, naming what differs; nothing is touched.
+        other = Path(tmp) / "other.yaml"
+        other.write_text(f"base: {ROOT / 'configs/demo/ci.yaml'}\nseq_len: 64\n")
+        before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+        r = subprocess.run([sys.executable, str(ROOT / "scripts/demo/pipeline.py"), "--config", str(other), "--bin",
+                            args.bin, "--out", str(out)], capture_output=True, text=True)
+        mixed = r.returncode != 0 and "holds the work of another config (seq_len differ" in r.stderr
+        mixed &= sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+        print("another config into the same folder:", r.stderr.strip()[-300:])
+        ok &= mixed
         for f in ("report.html", "target_loss.svg", "excess_loss.svg", "token_view.html"):
             ok &= (out / "report" / f).stat().st_size > 500
         chromium = shutil.which("chromium")
