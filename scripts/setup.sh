@@ -41,7 +41,9 @@ stamp="$VENV/.rho-setup-torch-$TORCH_VERSION-transformers-$TRANSFORMERS_VERSION"
 if [[ ! -f "$stamp" ]]; then
   echo "[setup] installing torch==$TORCH_VERSION and transformers==$TRANSFORMERS_VERSION into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" \
+  # --no-compile: byte-compiling every module of torch and transformers up front is a large part of a fresh
+  # set-up on 2 cores; Python compiles the modules it imports on first use instead.
+  "$VENV/bin/python" -m pip install -q --no-compile "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" \
       safetensors sentencepiece numpy
   cuda=$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda)')
   [[ "$cuda" == 13.* ]] || { echo "[setup] error: torch.version.cuda is $cuda, expected 13.x" >&2; exit 1; }
