@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: set-up, build the tools, then the whole Rho-1 pipeline on a generated corpus (CPU, minutes).
 #   scripts/demo.sh [configs/demo/cpu.yaml]     -> out/demo/report/report.html
-#   scripts/demo.sh configs/demo/variants.yaml  -> the same, plus every SLM variant (about 20 more minutes)
+#   scripts/demo.sh configs/demo/accuracy.yaml  -> out/demo-accuracy: 6x longer runs, where accuracy leaves the floor
+#   scripts/demo.sh configs/demo/variants.yaml  -> the same as cpu.yaml, plus every SLM variant (12 more minutes)
 # The tools are built in build-demo/ for the CPU only, without debug info, tests or benchmarks: a clean build
 # takes about 3.5 minutes on 2 cores instead of 9 (BUILD_DIR=build reuses the test build instead).
 set -euo pipefail
