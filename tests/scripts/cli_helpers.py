@@ -5,7 +5,10 @@ import json
 import random
 import struct
 import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 WORDS = "the a cat dog sat ran on under table garden quickly slowly 1 2 3 4 5 plus minus equals".split()
 
@@ -17,6 +20,12 @@ def run(*args, expect=0, env=None, timeout=600, **kw):
         raise SystemExit(f"expected exit {expect}, got {r.returncode}: {' '.join(map(str, args))}\n"
                          f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}")
     return r
+
+
+def run_pipeline(config, tools, out, expect=0):
+    """scripts/demo/pipeline.py with `config` into `out`, using the rho_* tools in folder `tools`."""
+    return run(sys.executable, ROOT / "scripts/demo/pipeline.py", "--config", config, "--bin", tools, "--out", out,
+               expect=expect, timeout=None)
 
 
 def write_word_corpus(path: Path, docs: int, seed=0, max_words=40):

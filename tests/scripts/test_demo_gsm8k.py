@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """configs/demo/gsm8k-gpu.yaml, the pipeline on real data, at toy sizes on the CPU: GSM8K's training set as the
 high-quality set, the Llama-2 32k tokenizer, GSM8K's test set scored 8-shot with its chain-of-thought prompt.
-Only the sizes, the device and the model change (a config that starts from gsm8k-gpu.yaml); every path and the
-evaluation settings are the shipped config's. Exits 77 (skipped) without $RHO_SHARED_DATA (default
+A config that starts from gsm8k-gpu.yaml changes only the sizes, the device, the model, the number of test
+problems and their generation length; the data files are the shipped config's (found under $RHO_SHARED_DATA), and
+so are the other evaluation settings. Exits 77 (skipped) without $RHO_SHARED_DATA (default
 <source>/../shared/data)."""
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import ROOT, run_pipeline  # noqa: E402
 
 
 def main():
@@ -50,11 +51,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         cfg, out = Path(tmp) / "gsm8k-small.yaml", Path(tmp) / "gsm8k"
         cfg.write_text(yaml.safe_dump(small, sort_keys=False))
-        r = subprocess.run([sys.executable, str(ROOT / "scripts/demo/pipeline.py"), "--config", str(cfg), "--bin",
-                            args.bin, "--out", str(out)], capture_output=True, text=True)
+        r = run_pipeline(cfg, args.bin, out)
         print(r.stdout[-3000:], r.stderr[-3000:])
-        if r.returncode != 0:
-            return 1
         ok = True
         hq = json.loads((out / "tokens/hq/manifest.json").read_text())
         ok &= hq["vocab_size"] == 32000 and hq["num_tokens"] > 1_000_000  # all of GSM8K train, Llama-2 pieces

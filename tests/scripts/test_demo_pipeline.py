@@ -11,7 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import ROOT, run_pipeline  # noqa: E402
 
 
 def main():
@@ -20,12 +21,8 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"
-        r = subprocess.run([sys.executable, str(ROOT / "scripts/demo/pipeline.py"), "--config",
-                            str(ROOT / "configs/demo/ci.yaml"), "--bin", args.bin, "--out", str(out)],
-                           capture_output=True, text=True)
+        r = run_pipeline(ROOT / "configs/demo/ci.yaml", args.bin, out)
         print(r.stdout[-3000:], r.stderr[-3000:])
-        if r.returncode != 0:
-            return 1
         s = json.loads((out / "report/summary.json").read_text())
         ok = all(k in s for k in ("final_target_loss_mean", "fewshot_accuracy_mean", "tokens_ratio", "reference"))
         ok &= all(x > 0 for x in s["final_target_loss"]["clm"] + s["final_target_loss"]["slm"])
@@ -40,8 +37,7 @@ def main():
         other = Path(tmp) / "other.yaml"
         other.write_text(f"base: {ROOT / 'configs/demo/ci.yaml'}\nseq_len: 64\n")
         before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
-        r = subprocess.run([sys.executable, str(ROOT / "scripts/demo/pipeline.py"), "--config", str(other), "--bin",
-                            args.bin, "--out", str(out)], capture_output=True, text=True)
+        r = run_pipeline(other, args.bin, out, expect=None)
         mixed = r.returncode != 0 and "holds the work of another config (seq_len differ" in r.stderr
         mixed &= sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
         print("another config into the same folder:", r.stderr.strip()[-300:])

@@ -88,9 +88,6 @@ std::vector<std::vector<int64_t>> pattern_documents(int64_t count, int64_t vocab
   return docs;
 }
 
-}  // namespace rho::test
-
-namespace rho::test {
 LlamaConfig tiny_llama(int64_t vocab_size, int64_t max_position_embeddings) {
   LlamaConfig c;
   c.vocab_size = vocab_size;
@@ -102,4 +99,5 @@ LlamaConfig tiny_llama(int64_t vocab_size, int64_t max_position_embeddings) {
   c.max_position_embeddings = max_position_embeddings;
   return c;
 }
+
 }  // namespace rho::test
