@@ -2,12 +2,13 @@
 // weights on CUDA, fp32 on CPU), timed after a one-batch warm-up. Peak memory counts from before the model is
 // loaded (weights included). Writes the losses (float32, one per position) to --out for the Python side to
 // compare, and prints one JSON line.
-//   bench_score --model HF_DIR --data TOKENS_DIR --out losses.f32 [--seq 2048] [--batch 8] [--device cpu|cuda]
+// --profile PATH: after the timed run, one batch under the Kineto profiler, saved as a Chrome trace.
+//   bench_score --model HF_DIR --data TOKENS_DIR --out losses.f32 [--seq 2048] [--batch 8] [--device cpu|cuda] [--profile trace.json]
 #include <torch/cuda.h>
 
 #include <nlohmann/json.hpp>
 
-#include "bench/bench_common.h"
+#include "bench/bench_profile.h"
 #include "librho/score/token_scorer.h"
 #include "librho/train/checkpoint.h"
 #include "librho/util/files.h"
@@ -29,6 +30,9 @@ int main(int argc, char** argv) {
   const rho::bench::Timer timer;
   const auto losses = scorer.score_range(data, 0, data.num_tokens());
   const double secs = timer.seconds();
+  if (a.has("profile"))
+    rho::bench::profile_to(a.str("profile", ""), dev,
+                           [&] { scorer.score_range(data, 0, opt.batch_size * opt.seq_len + 1); });
   rho::write_file_atomic(a.str("out", ""), losses.data_ptr(), losses.numel() * sizeof(float));
   const int64_t scored = data.num_tokens() - 1;  // every position but the first has a loss
   const nlohmann::json out = {{"tokens", scored},

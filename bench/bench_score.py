@@ -5,7 +5,7 @@ fp32. librho runs bench_score (TokenScorer set up as rho_score does). Per-token 
 figure is reported. Peak memory includes the weights. One JSON line.
 
     python bench/bench_score.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--seq 256]
-                                [--batch 8] [--windows 32]
+                                [--batch 8] [--windows 32] [--profile-dir D]
 GPU target (H100, TinyLlama-1.1B, seq 2048): librho >= 2x transformers' tokens/s at <= half its peak memory.
 """
 import argparse
@@ -52,6 +52,7 @@ def hf_side(hf_dir, data_tokens, a, device):
 def main():
     ap = common.model_arguments()
     ap.add_argument("--windows", type=int, default=32, help="windows scored in the timed run")
+    ap.add_argument("--profile-dir", help="write a Chrome trace of one librho scoring batch there (score.json)")
     ap.add_argument("--hf-side", help=argparse.SUPPRESS)  # internal: run transformers' side in this process
     a = ap.parse_args()
     dev = a.device
@@ -72,7 +73,8 @@ def main():
         common.write_token_dataset(os.path.join(work, "data"), tokens, vocab, eos_id=2)
         rho = common.run_json([os.path.join(build, "bench", "bench_score"), "--model", os.path.join(work, "hf"),
                                "--data", os.path.join(work, "data"), "--out", os.path.join(work, "rho.f32"),
-                               "--seq", str(a.seq), "--batch", str(a.batch), "--device", dev])
+                               "--seq", str(a.seq), "--batch", str(a.batch), "--device", dev,
+                               *(["--profile", os.path.join(a.profile_dir, "score.json")] if a.profile_dir else [])])
         hf = common.run_json([sys.executable, __file__, "--hf-side", work, "--device", dev, "--seq", str(a.seq),
                               "--batch", str(a.batch), "--windows", str(a.windows)])
         rho_losses = torch.from_file(os.path.join(work, "rho.f32"), size=n, dtype=torch.float32)[1:]

@@ -2,10 +2,11 @@
 // selection, backward, clip, fused AdamW) from a training YAML, timed over --steps steps after --warmup steps.
 // Peak memory counts from before the Trainer exists (weights, gradients, AdamW state, activations). Prints the
 // first step's losses (computed at the initial weights, for the Python side to compare) and one JSON line.
-//   bench_train --config run.yaml [--warmup 2] [--steps 5]
+// --profile PATH: after the timed steps, one more step under the Kineto profiler, saved as a Chrome trace.
+//   bench_train --config run.yaml [--warmup 2] [--steps 5] [--profile trace.json]
 #include <nlohmann/json.hpp>
 
-#include "bench/bench_common.h"
+#include "bench/bench_profile.h"
 #include "librho/train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
               {"tokens_per_s", tokens / secs},
               {"selected_fraction", selected},
               {"peak_bytes", peak.bytes()}});
+  if (a.has("profile")) rho::bench::profile_to(a.str("profile", ""), dev, [&] { trainer.train_step(); });
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

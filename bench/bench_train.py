@@ -13,7 +13,7 @@ forward and backward, PaLM's convention without the causal halving). CPU: tokens
 counts weights, gradients, optimizer state and activations. One JSON line.
 
     python bench/bench_train.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--seq 256]
-                                [--batch 8] [--warmup 2] [--steps 5] [--peak-tflops T]
+                                [--batch 8] [--warmup 2] [--steps 5] [--peak-tflops T] [--profile-dir D]
 GPU targets (H100, TinyLlama-1.1B, bf16, seq 2048): >= 50% MFU, >= 1.3x the Python step's tokens/s, SLM step
 time within 3% of CLM's.
 """
@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--peak-tflops", type=float, default=0, help="dense bf16 peak (default: by GPU name)")
+    ap.add_argument("--profile-dir", help="write a Chrome trace of one more librho step per stage there "
+                                          "(train_clm.json, train_slm.json; bench/profile_summary.py reads them)")
     ap.add_argument("--python-side", help=argparse.SUPPRESS)  # internal: the transformers step in this process
     a = ap.parse_args()
     dev = a.device
@@ -101,8 +103,9 @@ def main():
             path = os.path.join(work, f"{stage}.yaml")
             with open(path, "w") as f:
                 f.write(train_yaml(work, stage, a, dev))
+            prof = ["--profile", os.path.join(a.profile_dir, f"train_{stage}.json")] if a.profile_dir else []
             rho[stage] = common.run_json([os.path.join(build, "bench", "bench_train"), "--config", path,
-                                          "--warmup", str(a.warmup), "--steps", str(a.steps)])
+                                          "--warmup", str(a.warmup), "--steps", str(a.steps), *prof])
         py = common.run_json([sys.executable, __file__, "--python-side", work, "--device", dev, "--seq", str(a.seq),
                               "--batch", str(a.batch), "--warmup", str(a.warmup), "--steps", str(a.steps)])
     out = {"bench": "train", "device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,

@@ -18,7 +18,8 @@ if(NOT RHO_CUDA STREQUAL "OFF")
   if(CMAKE_CUDA_COMPILER)
     # Torch's CMake glue sets the -gencode flags from TORCH_CUDA_ARCH_LIST and ignores
     # CMAKE_CUDA_ARCHITECTURES, so librho's setting feeds the former.
-    set(RHO_CUDA_ARCHS "8.0;9.0" CACHE STRING "CUDA architectures, Torch style (e.g. 8.0;9.0;9.0a)")
+    # Default: A100 (8.0), Hopper with its own instructions (9.0a), and compute_90 PTX that newer GPUs JIT-compile.
+    set(RHO_CUDA_ARCHS "8.0;9.0a;9.0+PTX" CACHE STRING "CUDA architectures, Torch style (e.g. 8.0;9.0a;9.0+PTX)")
     set(TORCH_CUDA_ARCH_LIST "${RHO_CUDA_ARCHS}")
     set(CMAKE_CUDA_ARCHITECTURES OFF)
     enable_language(CUDA)

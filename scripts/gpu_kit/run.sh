@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The GPU kit's run: every GPU figure librho has targets for, from one command on a CUDA machine, using the bundle
+# scripts/gpu_kit/build.sh made (nothing is built here). Run from the repository root:
+#
+#   OUT=results/ scripts/gpu_kit/run.sh [gpu-kit]      (KIT_SECONDS=450: the wall-time budget of all parts)
+#
+# Needs python3 with torch (its lib/ holds LibTorch; the CUDA libraries come from its nvidia/* packages) and,
+# for the baselines, transformers 4.x or 5.x. Each part is time-boxed and a failing part does not stop the
+# others; parts that need a GPU are skipped, with the reason, when there is none (the CPU dry run). Writes at most
+# 8 files to $OUT: kit.log (everything), env.txt, tests.xml, bench.jsonl, profile.txt, sanitizer.txt, e2e.txt,
+# trace_train_slm.json.gz. Exits 0 when every part that ran passed, 1 otherwise.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+KIT=$(cd "${1:-gpu-kit}" && pwd) || { echo "run.sh: no kit folder ${1:-gpu-kit} (build it with scripts/gpu_kit/build.sh)" >&2; exit 2; }
+OUT=${OUT:-out/gpu-kit}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+BUDGET=${KIT_SECONDS:-450}
+PY=${PYTHON:-python3}
+B=$KIT/build
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+exec > >(tee -a "$OUT/kit.log") 2>&1
+
+TORCH_DIR=$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))') || { echo "run.sh: $PY cannot import torch"; exit 2; }
+NV_LIBS=$(ls -d "$TORCH_DIR"/../nvidia/*/lib 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="$KIT/lib:$B/librho:$TORCH_DIR/lib:$NV_LIBS${LD_LIBRARY_PATH:-}"
+export RHO_BUILD_DIR=$B PYTHONUNBUFFERED=1 PATH="$PATH:/usr/local/cuda/bin"
+GPU=0
+"$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' && GPU=1
+
+FAILED=()
+# part NAME LIMIT_SECONDS NEEDS(gpu|any) COMMAND...: runs COMMAND under a time limit (cut to what is left of the
+# budget), logs its exit status and time; a skipped part says why.
+part() {
+  local name=$1 limit=$2 needs=$3
+  shift 3
+  local left=$((BUDGET - SECONDS))
+  if [[ $needs == gpu && $GPU == 0 ]]; then echo "=== SKIP $name: no CUDA device"; return; fi
+  if ((left < 15)); then echo "=== SKIP $name: the budget (${BUDGET}s) is spent"; FAILED+=("$name(no time)"); return; fi
+  ((limit > left)) && limit=$left
+  echo "=== [$SECONDS s] $name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout -k 10 "$limit" bash -c '"$@"' "$name" "$@"  # bash -c: the command may be one of the functions below
+  local rc=$?
+  echo "=== [$SECONDS s] $name: exit $rc after $((SECONDS - t0)) s"
+  ((rc == 0)) || FAILED+=("$name($rc)")
+}
+
+env_report() {
+  date -u +"date %Y-%m-%dT%H:%M:%SZ"
+  cat "$KIT/VERSION"
+  uname -a
+  nvidia-smi || echo "nvidia-smi: none"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv || true
+  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "device",
+    torch.cuda.get_device_name() if torch.cuda.is_available() else None)'
+  "$PY" -c 'import transformers; print("transformers", transformers.__version__)' || echo "transformers: none"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  local missing=0
+  for f in "$B"/apps/* "$B"/bench/* "$B"/tests/rho_tests "$B"/librho/librho.so; do
+    if ldd "$f" | grep -q "not found"; then echo "ldd $f:"; ldd "$f" | grep "not found"; missing=1; fi
+  done
+  ((missing == 0)) && echo "ldd: every library resolves"
+  return $missing
+}
+
+bench() {  # bench NAME COMMAND...: the benchmark's JSON line goes to bench.jsonl, the rest to the log
+  local name=$1
+  shift
+  "$@" > "$WORK/$name.out"
+  local rc=$?
+  cat "$WORK/$name.out"
+  grep '^{' "$WORK/$name.out" >> "$OUT/bench.jsonl"
+  return $rc
+}
+
+sanitize() {
+  command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer: not on PATH"; return 1; }
+  local rc=0
+  for tool in memcheck racecheck; do
+    echo "--- compute-sanitizer --tool $tool rho_tests [topk][cuda]"
+    compute-sanitizer --tool $tool --error-exitcode 9 "$B/tests/rho_tests" "[topk][cuda]" || rc=1
+  done
+  return $rc
+}
+
+export -f env_report bench sanitize
+export B OUT WORK PY KIT
+M=configs/model/tinyllama-1.1b.yaml
+part env 60 any env_report > >(tee "$OUT/env.txt")
+part "tests[cuda]" 120 gpu "$B/tests/rho_tests" "[cuda]" --reporter console --reporter "junit::out=$OUT/tests.xml"
+part topk 60 gpu bench topk "$PY" bench/bench_topk.py --device cuda --build "$B"
+part score 120 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
+  --windows 64 --build "$B" --profile-dir "$WORK"
+part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
+  --warmup 3 --steps 10 --build "$B" --profile-dir "$WORK"
+part profile 30 gpu "$PY" bench/profile_summary.py "$WORK/score.json" "$WORK/train_clm.json" \
+  "$WORK/train_slm.json" > >(tee "$OUT/profile.txt")
+[[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
+part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
+part linear_ce 60 gpu bench linear_ce "$B/bench/bench_linear_ce" --device cuda --dtype bf16 --hidden 2048
+if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
+  devs=cpu
+  ((GPU)) && devs=cuda,cpu
+  part e2e 150 any "$PY" scripts/gpu_kit/e2e.py --bin "$B/apps" --data "$KIT/data" --out "$WORK/e2e" \
+    --devices $devs > >(tee "$OUT/e2e.txt")
+else
+  echo "=== SKIP e2e: the kit holds no GSM8K / Llama-2 tokenizer data"
+fi
+
+echo "=== done in $SECONDS s; failed: ${FAILED[*]:-none}"
+((${#FAILED[@]} == 0))
