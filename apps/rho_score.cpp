@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
   app.add_option("--stride", opt.stride, "window stride; 0 = seq-len (aligned); smaller = more context");
   app.add_option("--batch-size", opt.batch_size, "windows per forward pass");
   app.add_option("--dtype", opt.dtype, "stored loss dtype: float32 or bfloat16");
+  std::string precision = "auto";
+  app.add_option("--precision", precision,
+                 "how the model runs: auto (autocast on CUDA, fp32 on CPU), autocast (training's bf16 recipe), bf16 "
+                 "(all bf16: fastest, losses off training's by rounding) or fp32");
   app.add_option("--rows-per-chunk", opt.rows_per_chunk, "logit rows materialised at once");
   app.add_option("--device", device, "auto, cpu or cuda");
   int64_t kill_after = 0;
@@ -41,7 +45,8 @@ int main(int argc, char** argv) {
     auto model = rho::load_model(model_dir);
     const auto hash = model->weights_sha256();
     const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
-    if (cuda) model->to(env.cuda_device(), at::kBFloat16);  // bf16 weights, fp32 loss per chunk
+    opt.precision = rho::prepare_scoring_model(model, cuda ? env.cuda_device() : at::Device(at::kCPU),
+                                               rho::parse_score_precision(precision));
     auto data = rho::TokenDataset::open(data_dir);
     rho::TokenScorer scorer(model, hash, opt);
     const auto summary = scorer.score_dataset(data, out_dir);

@@ -1,9 +1,9 @@
-// librho's side of bench_score.py: TokenScorer over a token dataset, set up exactly as rho_score does (bf16
-// weights on CUDA, fp32 on CPU), timed after a one-batch warm-up. Peak memory counts from before the model is
+// librho's side of bench_score.py: TokenScorer over a token dataset, set up exactly as rho_score does
+// (--precision auto: training's bf16 autocast recipe on CUDA, fp32 on CPU; or autocast, bf16, fp32), timed after a one-batch warm-up. Peak memory counts from before the model is
 // loaded (weights included). Writes the losses (float32, one per position) to --out for the Python side to
 // compare, and prints one JSON line.
 // --profile PATH: after the timed run, one batch under the Kineto profiler, saved as a Chrome trace.
-//   bench_score --model HF_DIR --data TOKENS_DIR --out losses.f32 [--seq 2048] [--batch 8] [--device cpu|cuda] [--profile trace.json]
+//   bench_score --model HF_DIR --data TOKENS_DIR --out losses.f32 [--seq 2048] [--batch 8] [--device cpu|cuda] [--precision P] [--profile trace.json]
 #include <torch/cuda.h>
 
 #include <nlohmann/json.hpp>
@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   opt.progress = false;
   const rho::bench::PeakMemory peak(dev);
   auto model = rho::load_model(a.str("model", ""));
-  if (dev.is_cuda()) model->to(dev, at::kBFloat16);  // as rho_score
+  opt.precision = rho::prepare_scoring_model(model, dev, rho::parse_score_precision(a.str("precision", "auto")));
   const auto data = rho::TokenDataset::open(a.str("data", ""));
   rho::TokenScorer scorer(model, "bench", opt);
   scorer.score_range(data, 0, opt.batch_size * opt.seq_len + 1);  // warm-up: one batch of windows
@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
                               {"seconds", secs},
                               {"tokens_per_s", scored / secs},
                               {"peak_bytes", peak.bytes()},
-                              {"rows_per_chunk", opt.rows_per_chunk}};
+                              {"rows_per_chunk", opt.rows_per_chunk},
+                              {"precision", rho::to_string(opt.precision)}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -60,18 +61,37 @@ std::tuple<at::Tensor, at::Tensor> topk_mask_cpu(const at::Tensor& scores, int64
   return {mask, at::scalar_tensor(nan_count, scores.options().dtype(at::kLong))};
 }
 
+std::tuple<at::Tensor, at::Tensor> topk_mask_k_tensor_cpu(const at::Tensor& scores, const at::Tensor& k) {
+  TORCH_CHECK(k.numel() == 1 && k.scalar_type() == at::kLong, "topk_mask: k must be one int64, got ", k.sizes(), " ",
+              k.scalar_type());
+  // A CPU tensor, read in place; a negative k selects nothing (as on CUDA, where k is never seen by the host).
+  return topk_mask_cpu(scores, std::max<int64_t>(0, *k.contiguous().data_ptr<int64_t>()));
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rho, m) {
   m.def("topk_mask(Tensor scores, int k) -> (Tensor mask, Tensor nan_count)");
+  m.def("topk_mask.k_tensor(Tensor scores, Tensor k) -> (Tensor mask, Tensor nan_count)");
 }
 
-TORCH_LIBRARY_IMPL(rho, CPU, m) { m.impl("topk_mask", &topk_mask_cpu); }
+TORCH_LIBRARY_IMPL(rho, CPU, m) {
+  m.impl("topk_mask", &topk_mask_cpu);
+  m.impl("topk_mask.k_tensor", &topk_mask_k_tensor_cpu);
+}
 
 std::pair<at::Tensor, at::Tensor> topk_mask(const at::Tensor& scores, int64_t k) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("rho::topk_mask", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t)>();
+  auto [mask, nans] = op.call(scores, k);
+  return {mask, nans};
+}
+
+std::pair<at::Tensor, at::Tensor> topk_mask(const at::Tensor& scores, const at::Tensor& k) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("rho::topk_mask", "k_tensor")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&)>();
   auto [mask, nans] = op.call(scores, k);
   return {mask, nans};
 }

@@ -43,7 +43,9 @@ __global__ void make_keys(const T* __restrict__ x, uint32_t* __restrict__ keys, 
   if (threadIdx.x == 0 && total) atomicAdd(&st->nan_count, (unsigned long long)total);
 }
 
-__global__ void init_state(SelectState* st, int64_t n, int64_t k) {
+// k from the host, or (k_dev non-null) from device memory.
+__global__ void init_state(SelectState* st, int64_t n, int64_t k, const int64_t* k_dev) {
+  if (k_dev) k = *k_dev < 0 ? 0 : *k_dev;
   const long long valid = n - (long long)st->nan_count;
   st->k_eff = k < valid ? k : valid;
   st->remaining = st->k_eff;
@@ -122,8 +124,7 @@ __global__ void mark_ties(const uint32_t* __restrict__ keys, int64_t n, const Se
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> topk_mask_cuda(const at::Tensor& scores, int64_t k) {
-  TORCH_CHECK(k >= 0, "topk_mask: k must be >= 0, got ", k);
+std::tuple<at::Tensor, at::Tensor> topk_mask_launch(const at::Tensor& scores, int64_t k, const int64_t* k_dev) {
   const c10::cuda::CUDAGuard guard(scores.device());
   const auto flat = scores.contiguous().view(-1);
   const int64_t n = flat.numel();
@@ -140,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor> topk_mask_cuda(const at::Tensor& scores, int6
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, flat.scalar_type(), "topk_mask_cuda", [&] {
       make_keys<scalar_t><<<grid, kThreads, 0, stream>>>(flat.data_ptr<scalar_t>(), kp, n, st);
     });
-    init_state<<<1, 1, 0, stream>>>(st, n, k);
+    init_state<<<1, 1, 0, stream>>>(st, n, k, k_dev);
     for (int shift = 24; shift >= 0; shift -= 8) {
       histogram<<<grid, kThreads, 0, stream>>>(kp, n, st, shift);
       choose_digit<<<1, 1, 0, stream>>>(st, shift);
@@ -158,13 +159,30 @@ std::tuple<at::Tensor, at::Tensor> topk_mask_cuda(const at::Tensor& scores, int6
     mark_ties<<<blocks, kThreads, 0, stream>>>(kp, n, st, mask.data_ptr<bool>(), op);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  // nan_count is the first field of the state: view it as an int64 scalar without a copy to the host.
-  at::Tensor nan_count = state.narrow(0, 0, 8).view(at::kLong).view({});
+  // nan_count is the first field of the state: an int64 scalar, read in place (no copy to the host).
+  at::Tensor nan_count = state.narrow(0, 0, 8).view(at::kLong).squeeze(0);
   return {mask, nan_count};
+}
+
+std::tuple<at::Tensor, at::Tensor> topk_mask_cuda(const at::Tensor& scores, int64_t k) {
+  TORCH_CHECK(k >= 0, "topk_mask: k must be >= 0, got ", k);
+  return topk_mask_launch(scores, k, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor> topk_mask_k_tensor_cuda(const at::Tensor& scores, const at::Tensor& k) {
+  TORCH_CHECK(k.numel() == 1 && k.scalar_type() == at::kLong && k.device() == scores.device(),
+              "topk_mask: k must be one int64 on the scores' device, got ", k.sizes(), " ", k.scalar_type(), " on ",
+              k.device());
+  const auto kc = k.contiguous();
+  auto out = topk_mask_launch(scores, 0, kc.data_ptr<int64_t>());
+  return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(rho, CUDA, m) { m.impl("topk_mask", &topk_mask_cuda); }
+TORCH_LIBRARY_IMPL(rho, CUDA, m) {
+  m.impl("topk_mask", &topk_mask_cuda);
+  m.impl("topk_mask.k_tensor", &topk_mask_k_tensor_cuda);
+}
 
 }  // namespace rho

@@ -16,6 +16,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
+#include "librho/model/autocast.h"
 #include "librho/model/linear_cross_entropy.h"
 #include "librho/util/error.h"
 #include "librho/util/sha256.h"
@@ -42,6 +43,10 @@ AttentionImpl::AttentionImpl(const LlamaConfig& c)
 }
 
 namespace {
+// x W^T through at::linear, as Python's F.linear: under autocast the cast of W is cached for the scope, once per
+// weight (torch::nn::Linear's C++ forward multiplies by the view W.t(), which autocast casts anew at every use).
+at::Tensor project(const torch::nn::Linear& proj, const at::Tensor& x) { return at::linear(x, proj->weight); }
+
 // Rotary embedding in the "rotate half" layout used by Hugging Face Llama checkpoints.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
@@ -54,10 +59,11 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
                                   int64_t layer) {
   const int64_t b = x.size(0), t = x.size(1);
-  auto q = q_proj(x).view({b, t, num_heads, head_dim}).transpose(1, 2);
-  auto k = k_proj(x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
-  auto v = v_proj(x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
-  const auto c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
+  auto q = project(q_proj, x).view({b, t, num_heads, head_dim}).transpose(1, 2);
+  auto k = project(k_proj, x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  auto v = project(v_proj, x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  // Rotate in q's dtype (bf16 under autocast), not in the fp32 of the normalised input.
+  const auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = apply_rope(q, c, s);
   k = apply_rope(k, c, s);
   int64_t past = 0;
@@ -92,7 +98,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   }
   auto y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, std::nullopt,
                                             /*enable_gqa=*/num_kv_heads != num_heads);
-  return o_proj(y.transpose(1, 2).reshape({b, t, num_heads * head_dim}));
+  return project(o_proj, y.transpose(1, 2).reshape({b, t, num_heads * head_dim}));
 }
 
 MLPImpl::MLPImpl(const LlamaConfig& c) {
@@ -102,7 +108,9 @@ MLPImpl::MLPImpl(const LlamaConfig& c) {
   down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
 }
 
-at::Tensor MLPImpl::forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
+at::Tensor MLPImpl::forward(const at::Tensor& x) {
+  return project(down_proj, at::silu(project(gate_proj, x)) * project(up_proj, x));
+}
 
 DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c) {
   self_attn = register_module("self_attn", Attention(c));
@@ -181,12 +189,18 @@ std::pair<at::Tensor, at::Tensor> LlamaImpl::rope(int64_t start, int64_t length,
 
 namespace {
 // Activation checkpointing for one decoder layer: the forward keeps only the layer's input; the backward runs
-// the layer again with gradients on (and the forward's autocast state) and back-propagates through it.
+// the layer again with gradients on, under the forward's autocast state (CUDA and CPU), in a scope of its own so
+// that autocast's cache of weight copies made by the recompute is cleared with it (else the next forward, after
+// the optimizer step, would read copies of the old weights).
 struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
                             const at::Tensor& sin, int64_t layer_address) {
     ctx->saved_data["layer"] = layer_address;
-    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(at::kCUDA);
+    for (const auto& [key, dev] : {std::pair{"cuda", at::kCUDA}, std::pair{"cpu", at::kCPU}}) {
+      ctx->saved_data[std::string("autocast.") + key] = at::autocast::is_autocast_enabled(dev);
+      ctx->saved_data[std::string("autocast_dtype.") + key] =
+          static_cast<int64_t>(at::autocast::get_autocast_dtype(dev));
+    }
     ctx->save_for_backward({x, cos, sin});
     at::NoGradGuard no_grad;
     return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, cos, sin, nullptr, 0);
@@ -195,15 +209,17 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
-    const bool autocast = ctx->saved_data["autocast"].toBool();
+    auto scope = [&](const char* key, at::DeviceType dev) {
+      return std::make_unique<AutocastScope>(
+          dev, static_cast<at::ScalarType>(ctx->saved_data[std::string("autocast_dtype.") + key].toInt()),
+          ctx->saved_data[std::string("autocast.") + key].toBool());
+    };
     auto x = saved[0].detach().requires_grad_(true);
     at::Tensor y;
     {
       at::AutoGradMode grad_on(true);
-      const bool was = at::autocast::is_autocast_enabled(at::kCUDA);
-      at::autocast::set_autocast_enabled(at::kCUDA, autocast);
+      const auto cuda = scope("cuda", at::kCUDA), cpu = scope("cpu", at::kCPU);
       y = layer->forward(x, saved[1], saved[2], nullptr, 0);
-      at::autocast::set_autocast_enabled(at::kCUDA, was);
     }
     torch::autograd::backward({y}, {grads[0]});
     return {x.grad(), at::Tensor(), at::Tensor(), at::Tensor()};

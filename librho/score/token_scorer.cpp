@@ -14,6 +14,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "librho/model/autocast.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 #include "librho/util/progress.h"
@@ -42,6 +43,7 @@ std::string LossManifest::to_json() const {
   j["token_dataset_hash"] = token_dataset_hash;
   j["tokenizer_sha256"] = tokenizer_sha256;
   j["model_hash"] = model_hash;
+  j["precision"] = precision;
   j["seq_len"] = seq_len;
   j["stride"] = stride;
   j["shards"] = nlohmann::ordered_json::array();
@@ -71,6 +73,7 @@ LossManifest LossManifest::from_json(const std::string& text, const std::string&
     m.token_dataset_hash = field("token_dataset_hash").get<std::string>();
     m.tokenizer_sha256 = field("tokenizer_sha256").get<std::string>();
     m.model_hash = field("model_hash").get<std::string>();
+    m.precision = j.value("precision", std::string("unknown"));
     m.seq_len = field("seq_len").get<int64_t>();
     m.stride = field("stride").get<int64_t>();
     for (const auto& s : field("shards")) {
@@ -174,12 +177,52 @@ TokenScorer::TokenScorer(Llama model, std::string model_hash, ScoreOptions optio
   if (opt_.world_size < 1 || opt_.rank < 0 || opt_.rank >= opt_.world_size)
     throw Error(fmt::format("rank {} / world size {} is not a valid split", opt_.rank, opt_.world_size));
   dtype_bytes(opt_.dtype, "score.dtype");
+  if (opt_.precision == ScorePrecision::Auto)
+    opt_.precision = model_->output_weight().is_cuda() ? ScorePrecision::Autocast : ScorePrecision::FP32;
   model_->eval();
+}
+
+ScorePrecision parse_score_precision(const std::string& s) {
+  if (s == "auto") return ScorePrecision::Auto;
+  if (s == "autocast") return ScorePrecision::Autocast;
+  if (s == "bf16") return ScorePrecision::BF16;
+  if (s == "fp32") return ScorePrecision::FP32;
+  throw Error(fmt::format("score precision '{}' is not one of auto, autocast, bf16, fp32", s));
+}
+
+std::string to_string(ScorePrecision p) {
+  switch (p) {
+    case ScorePrecision::Auto: return "auto";
+    case ScorePrecision::Autocast: return "autocast";
+    case ScorePrecision::BF16: return "bf16";
+    case ScorePrecision::FP32: return "fp32";
+  }
+  return "?";
+}
+
+ScorePrecision prepare_scoring_model(Llama& model, const at::Device& device, ScorePrecision precision) {
+  if (precision == ScorePrecision::Auto)
+    precision = device.is_cuda() ? ScorePrecision::Autocast : ScorePrecision::FP32;
+  if (precision == ScorePrecision::BF16) {
+    model->to(device, at::kBFloat16);
+    return precision;
+  }
+  model->to(device, at::kFloat);
+  if (precision == ScorePrecision::Autocast) {
+    // The matmul weights as autocast casts them (round to nearest even); embeddings (a tied LM head too) and
+    // norm weights stay fp32, as in training.
+    at::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters())
+      if (item.value().dim() == 2 && item.key().find("embed_tokens") == std::string::npos)
+        item.value().set_data(item.value().to(at::kBFloat16));
+  }
+  return precision;
 }
 
 at::Tensor TokenScorer::score_windows(const at::Tensor& windows) {
   c10::InferenceMode guard;
   const auto dev = model_->output_weight().device();
+  const AutocastScope autocast(dev.type(), at::kBFloat16, opt_.precision == ScorePrecision::Autocast);
   auto w = windows.to(dev);
   const int64_t len = w.size(1) - 1;
   auto loss = model_->token_loss(w.narrow(1, 0, len), w.narrow(1, 1, len), opt_.rows_per_chunk);
@@ -323,6 +366,7 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
   // Whoever finds every shard finished writes the manifest (its content does not depend on who writes it).
   LossManifest m;
   m.dtype = opt_.dtype;
+  m.precision = to_string(opt_.precision);
   m.token_dataset_hash = data.hash();
   m.tokenizer_sha256 = data.manifest().tokenizer_sha256;
   m.model_hash = model_hash_;

@@ -26,6 +26,7 @@ namespace rho {
 struct LossManifest {
   int format_version = 1;
   std::string dtype;  // float32 | bfloat16
+  std::string precision = "unknown";  // how the model ran (ScorePrecision); "unknown" in manifests older than it
   std::string token_dataset_hash, tokenizer_sha256, model_hash;
   int64_t seq_len = 0, stride = 0;
   std::vector<ShardInfo> shards;  // file, num_tokens, sha256 (num_documents unused)
@@ -51,11 +52,26 @@ class LossDataset {
   std::vector<int64_t> starts_;
 };
 
+// How the reference model runs.
+//   autocast: training's recipe (bf16 matmuls under autocast, fp32 embeddings, norms and residual stream), so
+//             reference and current losses differ by the model and not by precision. The matmul weights are kept
+//             as the bf16 copies autocast would make of them: no more memory than bf16, the same losses.
+//   bf16:     every weight and activation in bf16 (fastest; its losses differ from training's by rounding).
+//   fp32:     full precision.
+//   auto:     autocast on CUDA, fp32 on the CPU (as rho_pretrain's train.precision auto).
+enum class ScorePrecision { Auto, Autocast, BF16, FP32 };
+ScorePrecision parse_score_precision(const std::string& s);  // auto | autocast | bf16 | fp32
+std::string to_string(ScorePrecision p);
+// Moves `model` to `device` in the form `precision` runs it; returns the precision resolved (never Auto), for
+// ScoreOptions::precision.
+ScorePrecision prepare_scoring_model(Llama& model, const at::Device& device, ScorePrecision precision);
+
 struct ScoreOptions {
   int64_t seq_len = 2048;
   int64_t stride = 0;          // 0: seq_len (aligned with training windows)
   int64_t batch_size = 8;      // windows per forward pass
-  std::string dtype = "float32";
+  std::string dtype = "float32";  // stored losses
+  ScorePrecision precision = ScorePrecision::Auto;  // as prepare_scoring_model left the model (Auto: by device)
   int64_t rank = 0, world_size = 1;  // shards s with s % world_size == rank are this process's
   int64_t rows_per_chunk = 1024;     // logits rows materialised at once (memory bound: rows x vocab x 4 B)
   bool progress = true;

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/ceil.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/full_like.h>
@@ -84,41 +85,25 @@ int64_t keep_count(double ratio, int64_t num_valid) {
   return static_cast<int64_t>(std::ceil(ratio * static_cast<double>(num_valid) - 1e-9));
 }
 
-// The scores as one flat pool and the number of valid tokens in it.
-std::pair<at::Tensor, int64_t> flat_pool(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
-                                         double ratio) {
+// The scores as one flat pool and the number of valid tokens in it (an int64 scalar tensor on their device).
+std::pair<at::Tensor, at::Tensor> flat_pool(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
+                                            double ratio) {
   if (!(ratio > 0 && ratio <= 1)) throw Error(fmt::format("slm.ratio must lie in (0, 1], got {}", ratio));
   TORCH_CHECK(scores.size() == valid.size(), "select: one validity mask per score tensor");
+  TORCH_CHECK(!scores.empty(), "select: no scores");
   std::vector<at::Tensor> flat;
-  int64_t num_valid = 0;
+  at::Tensor num_valid;
   for (size_t i = 0; i < scores.size(); ++i) {
     flat.push_back(scores[i].reshape(-1).to(at::kFloat));
-    num_valid += valid[i].sum().item<int64_t>();
+    const auto n = valid[i].sum();
+    num_valid = num_valid.defined() ? num_valid + n : n;
   }
   return {flat.size() == 1 ? flat[0] : at::cat(flat), num_valid};
 }
 
-// Adds one pool's statistics; the pool's NaN scores (invalid tokens included) carry weight 0.
-void add_stats(const at::Tensor& pool, const at::Tensor& weights, int64_t num_valid, SelectionStats* stats) {
-  const auto finite = pool == pool;
-  const auto w = weights.to(at::kFloat);
-  const auto score = at::where(finite, pool, at::zeros_like(pool));
-  const auto zero = finite & (w == 0);
-  const auto sums = at::stack({finite.sum().to(at::kDouble), zero.sum().to(at::kDouble), w.sum().to(at::kDouble),
-                               (w * w).sum().to(at::kDouble),
-                               at::where(w > 0, w * score, at::zeros_like(w)).sum().to(at::kDouble),
-                               at::where(zero, score, at::zeros_like(score)).sum().to(at::kDouble)})
-                        .cpu();  // one device sync for all of them
-  const double* v = sums.data_ptr<double>();
-  SelectionStats st;
-  st.valid = num_valid;
-  st.nan_scores = num_valid - static_cast<int64_t>(v[0]);
-  st.dropped = static_cast<int64_t>(v[1]);
-  st.weight_sum = v[2];
-  st.weight_sq_sum = v[3];
-  st.kept_score_sum = v[4];
-  st.dropped_score_sum = v[5];
-  stats->add(st);
+// k = ceil(ratio * num_valid) on the tensor's device, the same double arithmetic as keep_count.
+at::Tensor keep_count(double ratio, const at::Tensor& num_valid) {
+  return at::ceil(num_valid.to(at::kDouble) * ratio - 1e-9).to(at::kLong);
 }
 
 // Cuts a flat pool's weights back into the score tensors' shapes.
@@ -281,12 +266,12 @@ at::Tensor ExcessLossSelector::selection_keys(const at::Tensor& pool, uint64_t d
   return (at::log(pool.clamp_min(0).to(at::kDouble).cpu()) + gumbel).to(at::kFloat).to(pool.device());
 }
 
-at::Tensor ExcessLossSelector::weigh_pool(const at::Tensor& pool, const at::Tensor& keys, int64_t num_valid,
+at::Tensor ExcessLossSelector::weigh_pool(const at::Tensor& pool, const at::Tensor& keys, const at::Tensor& num_valid,
                                           double ratio, const DistContext* dist) const {
   switch (opt_.weighting) {
     case Weighting::Hard:
     case Weighting::Stochastic:
-      return dist ? radix_select_global(keys, num_valid, ratio, *dist)
+      return dist ? radix_select_global(keys, num_valid.item<int64_t>(), ratio, *dist)
                   : topk_mask(keys, keep_count(ratio, num_valid)).first.view(-1);
     case Weighting::Softmax:
     case Weighting::Linear: return soft_weights(pool, opt_, dist);
@@ -297,6 +282,15 @@ at::Tensor ExcessLossSelector::weigh_pool(const at::Tensor& pool, const at::Tens
 std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>& scores,
                                                    const std::vector<at::Tensor>& valid, double ratio, uint64_t draw,
                                                    SelectionStats* stats) const {
+  SelectionTally tally;
+  auto weights = select(scores, valid, ratio, draw, tally);
+  if (stats) stats->add(tally.read());
+  return weights;
+}
+
+std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>& scores,
+                                                   const std::vector<at::Tensor>& valid, double ratio, uint64_t draw,
+                                                   SelectionTally& tally) const {
   const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
   const auto keys = selection_keys(pool, draw);
   at::Tensor weights;
@@ -306,16 +300,15 @@ std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>
     int64_t offset = 0;
     for (size_t i = 0; i < scores.size(); ++i) {
       const int64_t T = scores[i].dim() ? scores[i].size(-1) : 1;
-      const auto row_valid = valid[i].reshape({-1, T}).sum(1).cpu();
+      const auto row_valid = valid[i].reshape({-1, T}).sum(1);
       for (int64_t r = 0; r < row_valid.size(0); ++r, offset += T)
-        rows.push_back(weigh_pool(pool.narrow(0, offset, T), keys.narrow(0, offset, T),
-                                  row_valid[r].item<int64_t>(), ratio, nullptr));
+        rows.push_back(weigh_pool(pool.narrow(0, offset, T), keys.narrow(0, offset, T), row_valid[r], ratio, nullptr));
     }
     weights = rows.empty() ? pool.to(at::kBool) : at::cat(rows);
   } else {
     weights = weigh_pool(pool, keys, num_valid, ratio, nullptr);
   }
-  if (stats) add_stats(pool, weights, num_valid, stats);
+  tally.add(pool, weights, num_valid);
   return split_like(scores, weights);
 }
 
@@ -323,14 +316,63 @@ std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::
                                                           const std::vector<at::Tensor>& valid, double ratio,
                                                           uint64_t draw, const DistContext& dist,
                                                           SelectionStats* stats) const {
+  SelectionTally tally;
+  auto weights = select_global(scores, valid, ratio, draw, dist, tally);
+  if (stats) stats->add(tally.read());
+  return weights;
+}
+
+std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::Tensor>& scores,
+                                                          const std::vector<at::Tensor>& valid, double ratio,
+                                                          uint64_t draw, const DistContext& dist,
+                                                          SelectionTally& tally) const {
   const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
   const auto weights = weigh_pool(pool, selection_keys(pool, draw), num_valid, ratio, &dist);
-  if (stats) add_stats(pool, weights, num_valid, stats);
+  tally.add(pool, weights, num_valid);
   return split_like(scores, weights);
 }
 
 at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, double denominator) {
   return (token_loss * weights.to(token_loss.scalar_type())).sum() / denominator;
+}
+
+at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, const at::Tensor& denominator) {
+  // Divided in the loss's dtype, as a double scalar is (opmath of a float tensor is float).
+  return (token_loss * weights.to(token_loss.scalar_type())).sum() / denominator.to(token_loss.scalar_type());
+}
+
+void SelectionTally::add(const at::Tensor& pool, const at::Tensor& weights, const at::Tensor& num_valid) {
+  const auto finite = pool == pool;
+  const auto w = weights.to(at::kFloat);
+  const auto score = at::where(finite, pool, at::zeros_like(pool));
+  const auto zero = finite & (w == 0);
+  const auto sums = at::stack({num_valid.to(at::kDouble), finite.sum().to(at::kDouble), zero.sum().to(at::kDouble),
+                               w.sum().to(at::kDouble), (w * w).sum().to(at::kDouble),
+                               at::where(w > 0, w * score, at::zeros_like(w)).sum().to(at::kDouble),
+                               at::where(zero, score, at::zeros_like(score)).sum().to(at::kDouble)});
+  sums_ = sums_.defined() ? sums_ + sums : sums;
+}
+
+void SelectionTally::add(const SelectionTally& other) {
+  if (other.sums_.defined()) sums_ = sums_.defined() ? sums_ + other.sums_ : other.sums_;
+}
+
+SelectionStats SelectionTally::stats_of(const double* v) {
+  SelectionStats st;
+  st.valid = static_cast<int64_t>(v[0]);
+  st.nan_scores = st.valid - static_cast<int64_t>(v[1]);
+  st.dropped = static_cast<int64_t>(v[2]);
+  st.weight_sum = v[3];
+  st.weight_sq_sum = v[4];
+  st.kept_score_sum = v[5];
+  st.dropped_score_sum = v[6];
+  return st;
+}
+
+SelectionStats SelectionTally::read() const {
+  if (!sums_.defined()) return {};
+  const auto host = sums_.to(at::kCPU).contiguous();
+  return stats_of(host.data_ptr<double>());
 }
 
 at::Tensor SLMLossImpl::forward(const at::Tensor& token_loss, const at::Tensor& reference_loss,

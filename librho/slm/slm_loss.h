@@ -74,6 +74,24 @@ struct SelectionStats {
   void add(const SelectionStats& o);
 };
 
+// The same statistics kept on the scores' device as fp64 sums, so that a training step adds up every selection
+// of the step and reads them once, with its loss (no host synchronisation per selection).
+class SelectionTally {
+ public:
+  static constexpr int64_t kFields = 7;  // valid, finite, dropped, weight, weight^2, kept score, dropped score
+  static constexpr int64_t kWeight = 3;  // the index of the weight sum (kept tokens, for hard weights)
+  // One pool: flat scores (NaN = never weighed), its weights, and its number of valid tokens (int64 scalar tensor).
+  void add(const at::Tensor& pool, const at::Tensor& weights, const at::Tensor& num_valid);
+  void add(const SelectionTally& other);
+  const at::Tensor& sums() const { return sums_; }  // [kFields] fp64 on the device; undefined if nothing added
+  // The statistics from sums copied to the host (kFields doubles).
+  static SelectionStats stats_of(const double* sums);
+  SelectionStats read() const;  // one copy to the host
+
+ private:
+  at::Tensor sums_;
+};
+
 // The reference loss from several references' losses (each [batch, seq] fp32; NaN propagates).
 at::Tensor combine_reference_losses(const std::vector<at::Tensor>& losses, ReferenceCombine how);
 
@@ -89,6 +107,10 @@ class ExcessLossSelector {
   // seeds stochastic sampling.
   std::vector<at::Tensor> select(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
                                  double ratio, uint64_t draw, SelectionStats* stats) const;
+  // The same with the statistics added to `tally` on the device. Hard weighting over one pool (scopes
+  // micro_batch and step) then runs without any host synchronisation: k is computed and read on the device.
+  std::vector<at::Tensor> select(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
+                                 double ratio, uint64_t draw, SelectionTally& tally) const;
   // The same over the union of every rank's scores (concatenated in rank order), found without gathering them:
   // hard selection is an exact distributed radix select on the order-preserving keys (4 all-reduces of a 256-bin
   // histogram), ties at the threshold to the lowest (rank, index) first (one all-gather of counts); soft weights
@@ -97,19 +119,25 @@ class ExcessLossSelector {
   std::vector<at::Tensor> select_global(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
                                         double ratio, uint64_t draw, const DistContext& dist,
                                         SelectionStats* stats) const;
+  std::vector<at::Tensor> select_global(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
+                                        double ratio, uint64_t draw, const DistContext& dist,
+                                        SelectionTally& tally) const;
   const SLMOptions& options() const { return opt_; }
 
  private:
   // Selection keys for a flat pool: the scores themselves (hard) or Gumbel-perturbed log-weights (stochastic).
   at::Tensor selection_keys(const at::Tensor& pool, uint64_t draw) const;
   // The weights of one pool (flat scores, NaN = never weighed); across ranks when `dist` is given.
-  at::Tensor weigh_pool(const at::Tensor& pool, const at::Tensor& keys, int64_t num_valid, double ratio,
+  at::Tensor weigh_pool(const at::Tensor& pool, const at::Tensor& keys, const at::Tensor& num_valid, double ratio,
                         const DistContext* dist) const;
   SLMOptions opt_;
 };
 
 // sum(token_loss * weights) / denominator: the SLM loss (and the CLM loss when weights = valid).
 at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, double denominator);
+// The same with the denominator a scalar tensor on the loss's device (a global token count not read by the host);
+// the result equals the double version's for the same value.
+at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, const at::Tensor& denominator);
 
 struct SLMLossImpl : torch::nn::Module {
   explicit SLMLossImpl(SLMOptions options) : selector(std::move(options)) {}

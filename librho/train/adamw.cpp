@@ -1,6 +1,7 @@
 #include "librho/train/adamw.h"
 
 #include <ATen/ops/_foreach_add.h>
+#include <optional>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/zeros_like.h>
 #include <ATen/ops/scalar_tensor.h>
@@ -27,7 +28,7 @@ AdamW::AdamW(std::vector<Group> groups, double beta1, double beta2, double eps)
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const at::Tensor& found_inf) {
   at::NoGradGuard no_grad;
   for (size_t g = 0; g < groups_.size(); ++g) {
     std::vector<at::Tensor> params, grads, m, v, steps;
@@ -42,8 +43,10 @@ void AdamW::step(double lr) {
     }
     if (params.empty()) continue;
     at::_foreach_add_(steps, 1);  // the fused kernel reads the step count; the caller advances it (as torch.optim)
+    const auto inf = found_inf.defined() ? std::optional<at::Tensor>(found_inf) : std::nullopt;
     at::_fused_adamw_(params, grads, m, v, {}, steps, lr, beta1_, beta2_, groups_[g].weight_decay, eps_,
-                      /*amsgrad=*/false, /*maximize=*/false);
+                      /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+    if (inf) at::_foreach_add_(steps, *inf, -1);  // a skipped step does not count (as torch.optim with a scaler)
   }
 }
 

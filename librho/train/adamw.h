@@ -17,7 +17,9 @@ class AdamW {
     double weight_decay = 0;
   };
   AdamW(std::vector<Group> groups, double beta1, double beta2, double eps);
-  void step(double lr);  // parameters without a gradient are left alone
+  // Parameters without a gradient are left alone. found_inf (a float scalar on the parameters' device, or
+  // undefined): where it is 1 the step changes nothing, step counts included, and nothing is read by the host.
+  void step(double lr, const at::Tensor& found_inf = {});
   void zero_grad();
   // exp_avg.<name>, exp_avg_sq.<name> and "step", for checkpoints; load_state checks names and shapes.
   std::vector<std::pair<std::string, at::Tensor>> state() const;

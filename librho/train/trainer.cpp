@@ -2,10 +2,12 @@
 
 #include <ATen/autocast_mode.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/isfinite.h>
+#include <ATen/ops/stack.h>
 #include <fmt/format.h>
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
 
 #include <chrono>
 #include <cmath>
@@ -19,6 +21,7 @@
 #include "librho/dist/context.h"
 #include "librho/dist/grad_reducer.h"
 #include "librho/io/hf_checkpoint.h"
+#include "librho/model/autocast.h"
 #include "librho/score/token_scorer.h"
 #include "librho/slm/slm_loss.h"
 #include "librho/train/adamw.h"
@@ -31,25 +34,6 @@ namespace rho {
 namespace fs = std::filesystem;
 
 namespace {
-
-// bf16 autocast on CUDA for the scope of one forward pass (LibTorch has no RAII guard of its own).
-class AutocastScope {
- public:
-  explicit AutocastScope(bool on) : on_(on) {
-    if (!on_) return;
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-  }
-
- private:
-  bool on_;
-};
 
 // A flat copy of `tensors` made on `root` is sent to every rank and copied back into their `tensors`.
 void broadcast_flat(const DistContext& dist, const std::vector<at::Tensor>& tensors, int64_t root) {
@@ -93,38 +77,57 @@ struct Trainer::State {
   int64_t eos_id = -1;
   std::ofstream log;
 
-  at::Tensor valid_mask(const Batch& b) const {
-    auto inputs = b.inputs().to(device);
-    auto valid = at::ones_like(inputs, inputs.options().dtype(at::kBool));
-    // A target right after EOS is the next document's first token, predicted across the boundary.
-    if (cfg.exclude_boundary && eos_id >= 0) valid = inputs != eos_id;
-    return valid;
+  // A host tensor on the training device: from pinned memory without blocking the host (pageable memory would
+  // make the copy wait for the device's queue to drain).
+  at::Tensor to_device(const at::Tensor& t) const {
+    if (!device.is_cuda()) return t;
+    return (t.is_pinned() ? t : t.pin_memory()).to(device, /*non_blocking=*/true);
   }
 
-  at::Tensor reference_loss(const Batch& b) {
+  // One micro-batch on the device: its tokens copied once; inputs and targets are views of them.
+  struct DeviceBatch {
+    at::Tensor tokens, valid, ref;
+    at::Tensor inputs() const { return tokens.narrow(1, 0, tokens.size(1) - 1); }
+    at::Tensor targets() const { return tokens.narrow(1, 1, tokens.size(1) - 1); }
+  };
+
+  DeviceBatch load(const Batch& b, bool with_reference) {
+    DeviceBatch d;
+    d.tokens = to_device(b.tokens);
+    const auto inputs = d.inputs();
+    // A target right after EOS is the next document's first token, predicted across the boundary.
+    d.valid = cfg.exclude_boundary && eos_id >= 0 ? inputs != eos_id
+                                                   : at::ones_like(inputs, inputs.options().dtype(at::kBool));
+    if (with_reference) d.ref = reference_loss(b, d);
+    return d;
+  }
+
+  at::Tensor reference_loss(const Batch& b, const DeviceBatch& d) {
     std::vector<at::Tensor> losses;
-    for (const auto& r : ref_losses) losses.push_back(r->gather(b.target_positions()).to(device));
+    for (const auto& r : ref_losses) losses.push_back(to_device(r->gather(b.target_positions())));
     for (auto& r : references) {
       at::NoGradGuard no_grad;
-      AutocastScope ac(autocast);
-      losses.push_back(r->token_loss(b.inputs().to(device), b.targets().to(device)).to(at::kFloat));
+      AutocastScope ac(device.type(), at::kBFloat16, autocast);
+      losses.push_back(r->token_loss(d.inputs(), d.targets()).to(at::kFloat));
     }
-    if (losses.empty()) return at::zeros(b.targets().sizes(), at::TensorOptions().dtype(at::kFloat).device(device));
+    if (losses.empty()) return at::zeros(d.targets().sizes(), at::TensorOptions().dtype(at::kFloat).device(device));
     return combine_reference_losses(losses, cfg.reference_combine);
   }
 
-  // self_reference ema: after each optimizer step, ema <- ema + (1 - decay) * (weights - ema).
-  void update_ema() {
+  // self_reference ema: after each optimizer step, ema <- ema + (1 - decay) * (weights - ema); not after a
+  // skipped step (found_inf 1, a float scalar on the device).
+  void update_ema(const at::Tensor& found_inf) {
     if (cfg.stage != "slm" || cfg.self_reference != "ema") return;
     at::NoGradGuard no_grad;
     auto ema = references.at(0)->parameters();
     auto params = model->parameters();
-    for (size_t i = 0; i < params.size(); ++i) ema[i].lerp_(params[i], 1.0 - cfg.ema_decay);
+    const auto weight = (1.0 - found_inf) * (1.0 - cfg.ema_decay);
+    for (size_t i = 0; i < params.size(); ++i) ema[i].lerp_(params[i], weight);
   }
 
-  at::Tensor forward_loss(const Batch& b) {
-    AutocastScope ac(autocast);
-    return model->token_loss(b.inputs().to(device), b.targets().to(device)).to(at::kFloat);
+  at::Tensor forward_loss(const DeviceBatch& b) {
+    AutocastScope ac(device.type(), at::kBFloat16, autocast);
+    return model->token_loss(b.inputs(), b.targets()).to(at::kFloat);
   }
 
   void write_log(const nlohmann::json& j) {
@@ -159,9 +162,9 @@ struct Trainer::State {
     }
   }
 
+  // Gradients are dropped, not zeroed: the next backward then writes them instead of adding to zeros.
   void zero_grads() {
-    for (auto& p : model->parameters())
-      if (p.grad().defined()) p.mutable_grad().zero_();
+    for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
   }
 };
 
@@ -180,8 +183,8 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
                               d.device().str(), d.backend()));
     s.device = d.device();
   }
-  s.autocast = s.device.is_cuda() && cfg.precision != "fp32";
-  if (cfg.precision == "bf16" && !s.device.is_cuda()) throw Error("train.precision bf16 needs a CUDA device (CPU runs fp32)");
+  // bf16 autocast: by default on CUDA; on the CPU when asked (slow, but the same recipe as on the GPU).
+  s.autocast = cfg.precision == "bf16" || (cfg.precision == "auto" && s.device.is_cuda());
 
   // Model: from a Hugging Face directory, or freshly initialised from the seed.
   if (!cfg.init_from.empty()) {
@@ -323,109 +326,137 @@ Llama& Trainer::model() { return s_->model; }
 int64_t Trainer::step() const { return s_->step; }
 const TrainConfig& Trainer::config() const { return s_->cfg; }
 
+namespace {
+// The scope a selection really needs: one micro-batch per step makes the step the micro-batch, and one process
+// makes the global batch the step (the same pool, the same top-k), so no extra forward pass is run for them.
+SelectionScope effective_scope(SelectionScope scope, int64_t accum, int64_t world) {
+  if (scope == SelectionScope::Global && world == 1) scope = SelectionScope::Step;
+  if (scope == SelectionScope::Step && accum == 1) scope = SelectionScope::MicroBatch;
+  return scope;
+}
+
+// Gradient-norm clipping as torch.nn.utils.clip_grad_norm_, kept on the device: returns the total 2-norm (a
+// scalar tensor) and scales the gradients by min(1, max_norm / (norm + 1e-6)) without reading the norm.
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return at::zeros({}, params.at(0).options().dtype(at::kFloat));
+  at::NoGradGuard no_grad;
+  const auto total = at::stack(at::_foreach_norm(grads, 2)).norm(2);
+  if (std::isfinite(max_norm)) at::_foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_max(1.0));
+  return total;
+}
+}  // namespace
+
 StepMetrics Trainer::train_step() {
   auto& s = *s_;
   const auto& cfg = s.cfg;
   const auto& dist = *s.dist;
   const bool slm = cfg.stage == "slm" && s.step >= cfg.slm_start_step;  // before start_step: plain CLM
-  const auto scope = cfg.slm.scope;
-  const bool per_micro_batch = scope == SelectionScope::MicroBatch || scope == SelectionScope::Sequence;
   const int64_t accum = cfg.grad_accum;
-  std::vector<Batch> batches;
-  for (int64_t i = 0; i < accum; ++i) batches.push_back(s.loader->next());
+  const auto scope = effective_scope(cfg.slm.scope, accum, dist.world_size());
+  const bool per_micro_batch = scope == SelectionScope::MicroBatch || scope == SelectionScope::Sequence;
+  // Every micro-batch of the step goes to the device first (its copies are queued, the host does not wait).
+  std::vector<State::DeviceBatch> batches;
+  for (int64_t i = 0; i < accum; ++i) batches.push_back(s.load(s.loader->next(), slm));
 
+  // From here on nothing is read back by the host until the step's metrics, once, at the end.
   StepMetrics m;
   m.lr = cfg.lr_at(s.step);
-  SelectionStats sel;
-  double loss_sum = 0, loss_all_sum = 0;
+  const auto on_device = at::TensorOptions().dtype(at::kDouble).device(s.device);
+  auto loss_sum = at::zeros({}, on_device), loss_all_sum = at::zeros({}, on_device);
+  SelectionTally tally;
 
   // Valid tokens per micro-batch, summed over ranks: the CLM denominators of the global batch.
-  std::vector<at::Tensor> valid(accum), masks(accum), ref(accum);
-  auto global_valid = at::zeros({accum}, at::kLong);
-  for (int64_t i = 0; i < accum; ++i) {
-    valid[i] = s.valid_mask(batches[i]);
-    global_valid[i] = valid[i].sum().item<int64_t>();
-    if (slm) ref[i] = s.reference_loss(batches[i]);
-  }
+  std::vector<at::Tensor> counts, masks(accum);
+  for (const auto& b : batches) counts.push_back(b.valid.sum());
+  auto global_valid = at::stack(counts);
   dist.allreduce_sum(global_valid);
-  // Selections over a whole step (scopes step and global) come before any backward.
   const double ratio = cfg.slm.ratio_at(s.step);
   // Random draws differ per step, micro-batch and rank (one process: step * accum + i).
   const uint64_t draw_base =
       (static_cast<uint64_t>(s.step) * dist.world_size() + dist.rank()) * static_cast<uint64_t>(accum);
-  double step_weight = 0;
+  // Selections over several micro-batches (scopes step and global) come before any backward: a no-grad forward
+  // of each micro-batch scores it first.
+  at::Tensor step_weight;
   if (slm && !per_micro_batch) {
-    std::vector<at::Tensor> scores;
+    std::vector<at::Tensor> scores, valid;
     for (int64_t i = 0; i < accum; ++i) {
       at::Tensor current;
       {
         at::NoGradGuard no_grad;
         current = s.forward_loss(batches[i]);
       }
-      scores.push_back(s.selector.score(current, ref[i], valid[i], draw_base + i));
+      scores.push_back(s.selector.score(current, batches[i].ref, batches[i].valid, draw_base + i));
+      valid.push_back(batches[i].valid);
     }
-    masks = scope == SelectionScope::Global ? s.selector.select_global(scores, valid, ratio, draw_base, dist, &sel)
-                                            : s.selector.select(scores, valid, ratio, draw_base, &sel);
-    auto weight = at::full({1}, sel.weight_sum, at::kDouble);
-    dist.allreduce_sum(weight);
-    step_weight = std::max(weight.item<double>(), 1.0);
+    masks = scope == SelectionScope::Global ? s.selector.select_global(scores, valid, ratio, draw_base, dist, tally)
+                                            : s.selector.select(scores, valid, ratio, draw_base, tally);
+    step_weight = tally.sums()[SelectionTally::kWeight].clone();
+    dist.allreduce_sum(step_weight);
+    step_weight = step_weight.clamp_min(1.0);
   }
 
   for (int64_t i = 0; i < accum; ++i) {
-    auto token_loss = s.forward_loss(batches[i]);
-    double denom;
+    const auto& b = batches[i];
+    auto token_loss = s.forward_loss(b);
+    at::Tensor denom;
     if (!slm) {
-      masks[i] = valid[i];
-      denom = std::max<int64_t>(global_valid[i].item<int64_t>(), 1) * accum;
+      masks[i] = b.valid;
+      denom = global_valid[i].clamp_min(1) * accum;
     } else if (per_micro_batch) {
-      SelectionStats mb;
-      masks[i] = s.selector.select({s.selector.score(token_loss, ref[i], valid[i], draw_base + i)}, {valid[i]}, ratio,
-                                   draw_base + i, &mb)[0];
-      sel.add(mb);
-      auto weight = at::full({1}, mb.weight_sum, at::kDouble);
+      SelectionTally mb;
+      masks[i] = s.selector.select({s.selector.score(token_loss, b.ref, b.valid, draw_base + i)}, {b.valid}, ratio,
+                                   draw_base + i, mb)[0];
+      auto weight = mb.sums()[SelectionTally::kWeight].clone();
       dist.allreduce_sum(weight);
-      denom = std::max(weight.item<double>(), 1.0) * accum;
+      denom = weight.clamp_min(1.0) * accum;
+      tally.add(mb);
     } else {
       denom = step_weight;
     }
     auto loss = masked_loss_sum(token_loss, masks[i], denom);
     if (i == accum - 1) s.reducer->arm();  // the last backward all-reduces gradients as they become ready
     loss.backward();
-    loss_sum += loss.item<double>();
-    const auto detached = token_loss.detach();
-    loss_all_sum += (detached * valid[i].to(at::kFloat)).sum().item<double>();
-    m.tokens += batches[i].inputs().numel();
+    loss_sum += loss.detach().to(at::kDouble);
+    loss_all_sum += (token_loss.detach() * b.valid.to(at::kFloat)).sum().to(at::kDouble);
   }
   s.reducer->finish();
 
-  // Metrics over the global batch.
-  auto sums = at::tensor({loss_sum, loss_all_sum, static_cast<double>(m.tokens), static_cast<double>(sel.valid),
-                          sel.weight_sum, sel.weight_sq_sum, sel.kept_score_sum, sel.dropped_score_sum,
-                          static_cast<double>(sel.dropped), static_cast<double>(sel.nan_scores)}, at::kDouble);
+  // Metrics over the global batch: the loss and the selection statistics of every rank.
+  auto sums = at::cat({at::stack({loss_sum, loss_all_sum}),
+                       tally.sums().defined() ? tally.sums() : at::zeros({SelectionTally::kFields}, on_device)});
   dist.allreduce_sum(sums);
-  const auto* g = sums.data_ptr<double>();
+
+  // Gradient norm (and clipping). A non-finite loss or norm leaves the weights as they were (the optimizer reads
+  // found_inf on the device); the host learns of it from the metrics below. Gradients and the loss are global
+  // here, so every rank takes the same decision.
+  const double max_norm = cfg.grad_clip > 0 ? cfg.grad_clip : std::numeric_limits<double>::infinity();
+  const auto norm = clip_grad_norm(s.model->parameters(), max_norm);
+  const auto found_inf = (~at::isfinite(sums[0]) | ~at::isfinite(norm)).to(at::kFloat);
+  s.optim->step(m.lr, found_inf);
+  s.share_updated_params();
+  s.update_ema(found_inf);
+  s.zero_grads();
+
+  // The step's one read from the device.
+  const auto host = at::cat({sums, at::stack({global_valid.sum().to(at::kDouble), norm.to(at::kDouble),
+                                              found_inf.to(at::kDouble)})})
+                        .to(at::kCPU);
+  const double* g = host.data_ptr<double>();
+  const double* rest = g + 2 + SelectionTally::kFields;
   m.loss = g[0];
-  m.loss_all = g[1] / std::max<int64_t>(global_valid.sum().item<int64_t>(), 1);
-  m.tokens = static_cast<int64_t>(g[2]);
+  m.loss_all = g[1] / std::max(rest[0], 1.0);
+  m.grad_norm = rest[1];
+  for (const auto& b : batches) m.tokens += b.valid.numel() * dist.world_size();
   if (slm) {
-    sel.valid = static_cast<int64_t>(g[3]);
-    sel.weight_sum = g[4];
-    sel.weight_sq_sum = g[5];
-    sel.kept_score_sum = g[6];
-    sel.dropped_score_sum = g[7];
-    sel.dropped = static_cast<int64_t>(g[8]);
-    sel.nan_scores = static_cast<int64_t>(g[9]);
+    const auto sel = SelectionTally::stats_of(g + 2);
     m.selected_fraction = sel.effective_fraction();
     m.kept_score = sel.kept_score_mean();
     m.dropped_score = sel.dropped_score_mean();
   }
-
-  // Gradient norm (and clipping); a non-finite loss or norm stops the run or skips the step. Gradients and the
-  // loss are global here, so every rank takes the same decision.
-  auto params = s.model->parameters();
-  const double max_norm = cfg.grad_clip > 0 ? cfg.grad_clip : std::numeric_limits<double>::infinity();
-  m.grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
-  if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
+  if (rest[2] != 0) {
     if (cfg.nan_policy == "stop") {
       const auto last = latest_checkpoint(cfg.out_dir);
       throw Error(fmt::format("step {}: non-finite {} ({}); stopping. The last good checkpoint is {}", s.step + 1,
@@ -434,12 +465,7 @@ StepMetrics Trainer::train_step() {
     }
     m.skipped = true;
     ++s.skipped_steps;
-  } else {
-    s.optim->step(m.lr);
-    s.share_updated_params();
-    s.update_ema();
   }
-  s.zero_grads();
   ++s.step;
   s.tokens_seen += m.tokens;
   m.step = s.step;
@@ -464,8 +490,9 @@ std::map<std::string, double> Trainer::evaluate() {
       std::vector<at::Tensor> rows;
       for (int64_t w = w0; w < std::min(n, w0 + s.cfg.batch_size); ++w) rows.push_back(data->slice(w * T, T + 1));
       b.tokens = at::stack(rows);
-      auto valid = s.valid_mask(b).to(at::kFloat);
-      auto loss = s.forward_loss(b);
+      const auto d = s.load(b, /*with_reference=*/false);
+      auto valid = d.valid.to(at::kFloat);
+      auto loss = s.forward_loss(d);
       sum += (loss * valid).sum().item<double>();
       count += valid.sum().item<int64_t>();
     }

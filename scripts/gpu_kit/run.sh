@@ -7,7 +7,7 @@
 # Needs python3 with torch (its lib/ holds LibTorch; the CUDA libraries come from its nvidia/* packages) and,
 # for the baselines, transformers 4.x or 5.x. Each part is time-boxed and a failing part does not stop the
 # others; parts that need a GPU are skipped, with the reason, when there is none (the CPU dry run). Writes at most
-# 8 files to $OUT: kit.log (everything), env.txt, tests.xml, bench.jsonl, profile.txt, sanitizer.txt, e2e.txt,
+# 7 files to $OUT: kit.log (everything), env.txt, bench.jsonl, profile.txt, sanitizer.txt, e2e.txt,
 # trace_train_slm.json.gz. Exits 0 when every part that ran passed, 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -88,13 +88,14 @@ export -f env_report bench sanitize
 export B OUT WORK PY KIT
 M=configs/model/tinyllama-1.1b.yaml
 part env 60 any env_report > >(tee "$OUT/env.txt")
-part "tests[cuda]" 120 gpu "$B/tests/rho_tests" "[cuda]" --reporter console --reporter "junit::out=$OUT/tests.xml"
+part "tests[cuda]" 120 gpu "$B/tests/rho_tests" "[cuda]" --durations yes
 part topk 60 gpu bench topk "$PY" bench/bench_topk.py --device cuda --build "$B"
-part score 120 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
+part score 150 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
+  --precisions autocast,bf16 \
   --windows 64 --build "$B" --profile-dir "$WORK"
 part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
   --warmup 3 --steps 10 --build "$B" --profile-dir "$WORK"
-part profile 30 gpu "$PY" bench/profile_summary.py "$WORK/score.json" "$WORK/train_clm.json" \
+part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
   "$WORK/train_slm.json" > >(tee "$OUT/profile.txt")
 [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
 part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")

@@ -64,6 +64,25 @@ TEST_CASE("topk_mask equals a brute-force sort, with ties, NaNs and infinities",
   CHECK(at::equal(m2.view(-1), at::arange(12) < 5));
 }
 
+TEST_CASE("topk_mask: -0.0 equals +0.0, so the lower index wins; k may be a tensor; nan_count is a scalar", "[topk]") {
+  // Two equal scores and k = 1: the first is kept, whichever sign its zero has.
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto a = at::tensor({-0.0f, 0.0f}).to(dtype), b = at::tensor({0.0f, -0.0f}).to(dtype);
+    const auto first = at::tensor({1, 0}).to(at::kBool);
+    CHECK(at::equal(rho::topk_mask(a, 1).first, first));
+    CHECK(at::equal(rho::topk_mask(b, 1).first, first));
+  }
+  auto s = tricky_scores(5000, 11, at::kFloat);
+  for (int64_t k : {int64_t(0), int64_t(7), int64_t(2500), int64_t(6000)}) {
+    auto [m1, n1] = rho::topk_mask(s, k);
+    auto [m2, n2] = rho::topk_mask(s, at::scalar_tensor(k, at::kLong));
+    CHECK(at::equal(m1, m2));
+    CHECK(n1.dim() == 0);
+    CHECK(n2.dim() == 0);
+    CHECK(n1.item<int64_t>() == n2.item<int64_t>());
+  }
+}
+
 TEST_CASE("topk_mask on CUDA equals the CPU kernel", "[topk][cuda]") {
   if (!rho::test::cuda_or_skip()) return;
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
@@ -72,9 +91,13 @@ TEST_CASE("topk_mask on CUDA equals the CPU kernel", "[topk][cuda]") {
       for (int64_t k : {int64_t(0), int64_t(1), n / 10, (n * 6) / 10, n}) {
         auto [cpu_mask, cpu_nans] = rho::topk_mask(s, k);
         auto [gpu_mask, gpu_nans] = rho::topk_mask(s.to(at::kCUDA), k);
+        auto [gpu_mask_k, gpu_nans_k] = rho::topk_mask(s.to(at::kCUDA), at::scalar_tensor(k, at::kLong).cuda());
         INFO("dtype " << dtype << " n " << n << " k " << k);
+        CHECK(gpu_nans.dim() == 0);
         CHECK(gpu_nans.item<int64_t>() == cpu_nans.item<int64_t>());
         CHECK(at::equal(gpu_mask.cpu(), cpu_mask));
+        CHECK(at::equal(gpu_mask_k.cpu(), cpu_mask));
+        CHECK(gpu_nans_k.item<int64_t>() == cpu_nans.item<int64_t>());
       }
     }
   }
