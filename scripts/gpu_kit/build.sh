@@ -11,6 +11,8 @@
 #
 #   scripts/gpu_kit/build.sh                 CUDA build in build-kit/ -> gpu-kit/
 #   KIT_CUDA=OFF scripts/gpu_kit/build.sh    CPU-only build (the dry run: scripts/gpu_kit/run.sh then skips GPU parts)
+#   KIT_FROM_BUILD=build KIT_DIR=/tmp/kit scripts/gpu_kit/build.sh
+#                                            bundle an existing build folder as it is (no set-up, no build)
 # Then, on the CUDA machine, from a copy of the repository with gpu-kit/ in it:  scripts/gpu_kit/run.sh gpu-kit
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,12 +20,16 @@ BUILD=${KIT_BUILD_DIR:-build-kit}
 KIT=${KIT_DIR:-gpu-kit}
 LIMIT_MIB=${KIT_LIMIT_MIB:-56}
 SHARED=${RHO_SHARED_DATA:-../shared/data}
-[[ -n "${RHO_SKIP_SETUP:-}" ]] || scripts/setup.sh
 TARGETS=(rho_model rho_tokenize rho_pretrain rho_score rho_eval rho_view rho_categories
          bench_score bench_train bench_linear_ce bench_score_memory rho_tests)
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRHO_CUDA="${KIT_CUDA:-ON}" \
-      "-DRHO_CUDA_ARCHS=9.0a;9.0+PTX" ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD" --target "${TARGETS[@]}"
+if [[ -n "${KIT_FROM_BUILD:-}" ]]; then
+  BUILD=$KIT_FROM_BUILD
+else
+  [[ -n "${RHO_SKIP_SETUP:-}" ]] || scripts/setup.sh
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRHO_CUDA="${KIT_CUDA:-ON}" \
+        "-DRHO_CUDA_ARCHS=9.0a;9.0+PTX" ${CMAKE_ARGS:-} >/dev/null
+  cmake --build "$BUILD" --target "${TARGETS[@]}"
+fi
 
 TORCH_DIR=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 tmp="$KIT.tmp"
@@ -61,7 +67,7 @@ else
   echo "build.sh: no GSM8K / Llama-2 tokenizer under $SHARED: the kit's end-to-end part will be skipped"
 fi
 { echo "commit $(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' with uncommitted changes')"
-  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) cuda ${KIT_CUDA:-ON} archs 9.0a;9.0+PTX"; } > "$tmp/VERSION"
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $BUILD: $(grep -E '^(CMAKE_BUILD_TYPE|RHO_CUDA|RHO_CUDA_ARCHS):' "$BUILD/CMakeCache.txt" | tr '\n' ' ')"; } > "$tmp/VERSION"
 rm -rf "$KIT"
 mv "$tmp" "$KIT"
 size_kib=$(du -sk "$KIT" | cut -f1)

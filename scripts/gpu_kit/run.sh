@@ -2,7 +2,8 @@
 # The GPU kit's run: every GPU figure librho has targets for, from one command on a CUDA machine, using the bundle
 # scripts/gpu_kit/build.sh made (nothing is built here). Run from the repository root:
 #
-#   OUT=results/ scripts/gpu_kit/run.sh [gpu-kit]      (KIT_SECONDS=450: the wall-time budget of all parts)
+#   OUT=results/ scripts/gpu_kit/run.sh [gpu-kit]      (KIT_SECONDS=450: the wall-time budget of all parts;
+#                                                       KIT_SKIP="e2e linear_ce": parts to leave out)
 #
 # Needs python3 with torch (its lib/ holds LibTorch; the CUDA libraries come from its nvidia/* packages) and,
 # for the baselines, transformers 4.x or 5.x. Each part is time-boxed and a failing part does not stop the
@@ -35,6 +36,7 @@ part() {
   local name=$1 limit=$2 needs=$3
   shift 3
   local left=$((BUDGET - SECONDS))
+  if [[ " ${KIT_SKIP:-} " == *" $name "* ]]; then echo "=== SKIP $name: in KIT_SKIP"; return; fi
   if [[ $needs == gpu && $GPU == 0 ]]; then echo "=== SKIP $name: no CUDA device"; return; fi
   if ((left < 15)); then echo "=== SKIP $name: the budget (${BUDGET}s) is spent"; FAILED+=("$name(no time)"); return; fi
   ((limit > left)) && limit=$left
@@ -99,7 +101,6 @@ part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/t
   "$WORK/train_slm.json" > >(tee "$OUT/profile.txt")
 [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
 part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
-part linear_ce 60 gpu bench linear_ce "$B/bench/bench_linear_ce" --device cuda --dtype bf16 --hidden 2048
 if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
   devs=cpu
   ((GPU)) && devs=cuda,cpu
@@ -108,6 +109,8 @@ if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
 else
   echo "=== SKIP e2e: the kit holds no GSM8K / Llama-2 tokenizer data"
 fi
+
+part linear_ce 60 gpu bench linear_ce "$B/bench/bench_linear_ce" --device cuda --dtype bf16 --hidden 2048
 
 echo "=== done in $SECONDS s; failed: ${FAILED[*]:-none}"
 ((${#FAILED[@]} == 0))
