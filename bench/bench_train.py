@@ -14,6 +14,7 @@ counts weights, gradients, optimizer state and activations. One JSON line.
 
     python bench/bench_train.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--seq 256]
                                 [--batch 8] [--warmup 2] [--steps 5] [--peak-tflops T] [--profile-dir D]
+                                [--accum 1] [--slm-scopes micro_batch[,step,...]]
 GPU targets (H100, TinyLlama-1.1B, bf16, seq 2048): >= 50% MFU, >= 1.3x the Python step's tokens/s, SLM step
 time within 3% of CLM's.
 """
@@ -63,13 +64,13 @@ def python_step(hf_dir, window, a, device):
             "peak_bytes": peak.bytes()}
 
 
-def train_yaml(work, stage, a, device):
-    return f"""run: {{out_dir: {work}/run_{stage}, seed: 0, device: {device}}}
+def train_yaml(work, name, stage, scope, a, device):
+    return f"""run: {{out_dir: {work}/run_{name}, seed: 0, device: {device}}}
 model: {{init_from: {work}/hf}}
-data: {{train: {work}/data, seq_len: {a.seq}, batch_size: {a.batch}, exclude_boundary: false}}
+data: {{train: {work}/data, seq_len: {a.seq}, batch_size: {a.batch}, grad_accum: {a.accum}, exclude_boundary: false}}
 optim: {{lr: 3.0e-4, min_lr: 3.0e-5, warmup_steps: 10, max_steps: 100000, weight_decay: 0.1}}
 train: {{stage: {stage}, log_every: 1000000, checkpoint_every: 1000000, export_hf: false}}
-slm: {{ratio: 0.6, rule: excess, scope: micro_batch, reference_losses: {work}/losses}}
+slm: {{ratio: 0.6, rule: excess, scope: {scope}, reference_losses: {work}/losses}}
 """
 
 
@@ -78,6 +79,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--peak-tflops", type=float, default=0, help="dense bf16 peak (default: by GPU name)")
+    ap.add_argument("--accum", type=int, default=1, help="librho's micro-batches per optimizer step")
+    ap.add_argument("--slm-scopes", default="micro_batch",
+                    help="SLM selection scopes to time, comma-separated; the first is reported as rho_slm_*, "
+                         "the others as rho_slm_<scope>_* (step and global score every micro-batch once more "
+                         "when accum > 1)")
     ap.add_argument("--profile-dir", help="write a Chrome trace of one more librho step per stage there "
                                           "(train_clm.json, train_slm.json; bench/profile_summary.py reads them)")
     ap.add_argument("--python-side", help=argparse.SUPPRESS)  # internal: the transformers step in this process
@@ -99,19 +105,22 @@ def main():
                           "--data", os.path.join(work, "data"), "--out", os.path.join(work, "losses"),
                           "--seq-len", str(a.seq), "--batch-size", str(a.batch), "--device", dev])
         rho = {}
-        for stage in ("clm", "slm"):
-            path = os.path.join(work, f"{stage}.yaml")
+        scopes = a.slm_scopes.split(",")
+        runs = [("clm", "clm", "micro_batch"), ("slm", "slm", scopes[0])] + [(f"slm_{s}", "slm", s) for s in scopes[1:]]
+        for name, stage, scope in runs:
+            path = os.path.join(work, f"{name}.yaml")
             with open(path, "w") as f:
-                f.write(train_yaml(work, stage, a, dev))
-            prof = ["--profile", os.path.join(a.profile_dir, f"train_{stage}.json")] if a.profile_dir else []
-            rho[stage] = common.run_json([os.path.join(build, "bench", "bench_train"), "--config", path,
-                                          "--warmup", str(a.warmup), "--steps", str(a.steps), *prof])
+                f.write(train_yaml(work, name, stage, scope, a, dev))
+            prof = ["--profile", os.path.join(a.profile_dir, f"train_{name}.json")] if a.profile_dir else []
+            rho[name] = common.run_json([os.path.join(build, "bench", "bench_train"), "--config", path,
+                                         "--warmup", str(a.warmup), "--steps", str(a.steps), *prof])
         py = common.run_json([sys.executable, __file__, "--python-side", work, "--device", dev, "--seq", str(a.seq),
                               "--batch", str(a.batch), "--warmup", str(a.warmup), "--steps", str(a.steps)])
     out = {"bench": "train", "device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
            "threads": torch.get_num_threads(),
            "model_config": os.path.relpath(a.model_config, common.ROOT), "seq": a.seq, "batch": a.batch,
-           "steps": a.steps, "precision": "bf16 autocast" if dev == "cuda" else "fp32",
+           "steps": a.steps, "accum": a.accum, "slm_scope": scopes[0],
+           "precision": "bf16 autocast" if dev == "cuda" else "fp32",
            "first_loss": {"python": py["first_loss_all"], "clm": rho["clm"]["first_loss_all"],
                           "slm": rho["slm"]["first_loss_all"]}}
     tol = 2e-2 if dev == "cuda" else 1e-4
@@ -136,6 +145,11 @@ def main():
     out["slm_selected_fraction"] = round(rho["slm"]["selected_fraction"], 4)
     out["slm_over_python_tokens_per_s"] = round(rho["slm"]["tokens_per_s"] / py["tokens_per_s"], 3)
     out["slm_over_clm_step_time"] = round(rho["slm"]["step_seconds"] / rho["clm"]["step_seconds"], 4)
+    for s in scopes[1:]:
+        r = rho[f"slm_{s}"]
+        out[f"rho_slm_{s}_step_seconds"] = round(r["step_seconds"], 5)
+        out[f"rho_slm_{s}_selected_fraction"] = round(r["selected_fraction"], 4)
+        out[f"slm_{s}_over_clm_step_time"] = round(r["step_seconds"] / rho["clm"]["step_seconds"], 4)
     out["flops_per_token"] = flops_per_token
     out["parameters"] = params
     common.emit(out)

@@ -36,8 +36,8 @@ def config(data, model_yaml, device):
     return {"device": device, "seeds": [1], "data": d,
             "tokenizer": {"model": str(data / "tokenizers" / "llama2-32k.model")},
             "model": str(model_yaml), "seq_len": 1024,
-            "reference": {"steps": 30, "batch_size": 4, "lr": 0.001},
-            "pretrain": {"steps": 30, "batch_size": 4, "lr": 0.001, "eval_every": 15},
+            "reference": {"steps": 20, "batch_size": 4, "lr": 0.001},
+            "pretrain": {"steps": 20, "batch_size": 4, "lr": 0.001, "eval_every": 10},
             "slm": {"ratio": 0.6},
             "eval": {**shipped["eval"], "fewshot_limit": 4, "max_new_tokens": 16},
             "view": {"start": 0, "length": 200}, "categories": {"windows": 2}}

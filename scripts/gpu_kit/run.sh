@@ -3,7 +3,8 @@
 # scripts/gpu_kit/build.sh made (nothing is built here). Run from the repository root:
 #
 #   OUT=results/ scripts/gpu_kit/run.sh [gpu-kit]      (KIT_SECONDS=450: the wall-time budget of all parts;
-#                                                       KIT_SKIP="e2e linear_ce": parts to leave out)
+#                                                       KIT_SKIP="e2e linear_ce": parts to leave out;
+#                                                       KIT_TRAIN_STEPS=10, KIT_TRAIN_WARMUP=3, KIT_SCORE_WINDOWS=64)
 #
 # Needs python3 with torch (its lib/ holds LibTorch; the CUDA libraries come from its nvidia/* packages) and,
 # for the baselines, transformers 4.x or 5.x. Each part is time-boxed and a failing part does not stop the
@@ -91,16 +92,15 @@ export B OUT WORK PY KIT
 M=configs/model/tinyllama-1.1b.yaml
 part env 60 any env_report > >(tee "$OUT/env.txt")
 part "tests[cuda]" 120 gpu "$B/tests/rho_tests" "[cuda]" --durations yes
+part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
 part topk 60 gpu bench topk "$PY" bench/bench_topk.py --device cuda --build "$B"
-part score 150 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
-  --precisions autocast,bf16 \
-  --windows 64 --build "$B" --profile-dir "$WORK"
 part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
-  --warmup 3 --steps 10 --build "$B" --profile-dir "$WORK"
+  --warmup "${KIT_TRAIN_WARMUP:-3}" --steps "${KIT_TRAIN_STEPS:-10}" --build "$B" --profile-dir "$WORK"
+part score 150 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
+  --precisions autocast,bf16 --windows "${KIT_SCORE_WINDOWS:-64}" --build "$B" --profile-dir "$WORK"
 part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
   "$WORK/train_slm.json" > >(tee "$OUT/profile.txt")
 [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
-part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
 if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
   devs=cpu
   ((GPU)) && devs=cuda,cpu
