@@ -32,7 +32,7 @@ def config(data, model_yaml, device):
     d["hq"]["paths"] = [str(data / "gsm8k" / "train.jsonl")]
     d["eval_problems"] = str(data / "gsm8k" / "test.jsonl")
     d["fewshot_prompt"] = str(data / "gsm8k" / "fewshot_cot_prompt.md")
-    d["generate"].update(corpus_chars=1_000_000, eval_clean_chars=50_000)
+    d["generate"].update(corpus_chars=500_000, eval_clean_chars=50_000)
     return {"device": device, "seeds": [1], "data": d,
             "tokenizer": {"model": str(data / "tokenizers" / "llama2-32k.model")},
             "model": str(model_yaml), "seq_len": 1024,
@@ -54,6 +54,31 @@ def ref_losses(folder):
     if dtype == "bfloat16":
         return np.concatenate([(np.fromfile(f, "<u2").astype(np.uint32) << 16).view(np.float32) for f in files])
     return np.concatenate([np.fromfile(f, "<f4") for f in files])
+
+
+def compare(out, devices):
+    """Per run, the logged losses on both devices and their largest relative difference; the reference losses'
+    mean and largest absolute difference per token; each report's final target loss and accuracy."""
+    result = {"e2e": "ok", "runs": {}}
+    if len(devices) == 2:
+        x, y = devices
+        for run in ("reference", "clm-seed1", "slm-seed1"):
+            lx, ly = log_losses(out / x / "runs" / run), log_losses(out / y / "runs" / run)
+            keys = sorted(set(lx) & set(ly), key=lambda k: (k[0], k[1], k[2]))
+            rel = max((abs(lx[k] - ly[k]) / max(abs(ly[k]), 1e-9) for k in keys), default=None)
+            result["runs"][run] = {"points": len(keys), "max_rel_diff": rel,
+                                   "last": {k[0] + (":" + k[1] if k[1] else ""): [lx[k], ly[k]] for k in keys[-3:]}}
+            for k in keys:
+                print(f"{run:10s} {k[0]:5s} {k[1]:10s} step {k[2]:4d}: {x} {lx[k]:.4f}  {y} {ly[k]:.4f}")
+        rx, ry = ref_losses(out / x / "losses" / "reference"), ref_losses(out / y / "losses" / "reference")
+        ok = ~(np.isnan(rx) | np.isnan(ry))
+        result["reference_losses"] = {"tokens": int(ok.sum()), "mean": [float(rx[ok].mean()), float(ry[ok].mean())],
+                                      "mean_abs_diff": float(np.abs(rx[ok] - ry[ok]).mean()),
+                                      "max_abs_diff": float(np.abs(rx[ok] - ry[ok]).max())}
+        for dev in devices:
+            s = json.loads((out / dev / "report" / "summary.json").read_text())
+            result.setdefault("summary", {})[dev] = {k: s.get(k) for k in ("final_target_loss", "fewshot_accuracy")}
+    return result
 
 
 def main():
@@ -92,25 +117,8 @@ def main():
     if failed:
         print(json.dumps({"e2e": "failed", "devices": failed, "seconds": seconds}))
         return 1
-    result = {"e2e": "ok", "seconds": seconds, "runs": {}}
-    if len(devices) == 2:
-        x, y = devices
-        for run in ("reference", "clm-seed1", "slm-seed1"):
-            lx, ly = log_losses(out / x / "runs" / run), log_losses(out / y / "runs" / run)
-            keys = sorted(set(lx) & set(ly), key=lambda k: (k[0], k[1], k[2]))
-            rel = max((abs(lx[k] - ly[k]) / max(abs(ly[k]), 1e-9) for k in keys), default=None)
-            result["runs"][run] = {"points": len(keys), "max_rel_diff": rel,
-                                   "last": {k[0] + (":" + k[1] if k[1] else ""): [lx[k], ly[k]] for k in keys[-3:]}}
-            for k in keys:
-                print(f"{run:10s} {k[0]:5s} {k[1]:10s} step {k[2]:4d}: {x} {lx[k]:.4f}  {y} {ly[k]:.4f}")
-        rx, ry = ref_losses(out / x / "losses" / "reference"), ref_losses(out / y / "losses" / "reference")
-        ok = ~(np.isnan(rx) | np.isnan(ry))
-        result["reference_losses"] = {"tokens": int(ok.sum()), "mean": [float(rx[ok].mean()), float(ry[ok].mean())],
-                                      "mean_abs_diff": float(np.abs(rx[ok] - ry[ok]).mean()),
-                                      "max_abs_diff": float(np.abs(rx[ok] - ry[ok]).max())}
-        for dev in devices:
-            s = json.loads((out / dev / "report" / "summary.json").read_text())
-            result.setdefault("summary", {})[dev] = {k: s.get(k) for k in ("final_target_loss", "accuracy")}
+    result = compare(out, devices)
+    result["seconds"] = seconds
     print(json.dumps(result))
     return 0
 
