@@ -1,8 +1,8 @@
 """Scoring: librho's TokenScorer against Hugging Face transformers on the same model shape and weights, the
-same windows (seq_len + 1 tokens, stride seq_len) and batch. transformers runs as a Python user would: bf16
-weights and SDPA attention on CUDA (fp32 on CPU), logits of the whole batch, then per-token cross-entropy in
-fp32. librho runs bench_score (TokenScorer set up as rho_score does), once per --precisions value. Per-token
-losses are compared before any figure is reported. Peak memory includes the weights. One JSON line per precision.
+same windows (seq_len + 1 tokens, stride seq_len) and batch. transformers runs as a Python user would: SDPA
+attention, logits of the whole batch, then per-token cross-entropy in fp32. librho runs bench_score (TokenScorer set up as rho_score does), once per --precisions value, each against
+transformers under the same recipe (bf16: bf16 weights; autocast: fp32 weights under torch.autocast; fp32).
+Per-token losses are compared before any figure is reported. Peak memory includes the weights. One JSON line per precision.
 
     python bench/bench_score.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--seq 256]
                                 [--batch 8] [--windows 32] [--precisions auto] [--profile-dir D]
@@ -21,18 +21,26 @@ import torch.nn.functional as F
 import common
 
 
+def resolve_precision(p, device):
+    return ("autocast" if device == "cuda" else "fp32") if p == "auto" else p
+
+
 def hf_side(hf_dir, data_tokens, a, device):
-    """transformers' losses (position p's loss at p - 1) and tokens/s; run in its own process for the peak."""
+    """transformers' losses (position p's loss at p - 1) and tokens/s under the recipe --hf-precision names (bf16:
+    bf16 weights; autocast: fp32 weights under torch.autocast bf16; fp32); run in its own process for the peak."""
+    import contextlib
+
     import transformers  # noqa: F401  (its import is not part of the measured peak)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = torch.bfloat16 if a.hf_precision == "bf16" else torch.float32
     peak = common.Peak(device)
     model = common.hf_model(hf_dir, device, dtype).eval()
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if a.hf_precision == "autocast" else contextlib.nullcontext()
     T, B = a.seq, a.batch
     windows = torch.stack([data_tokens[k * T:k * T + T + 1] for k in range(a.windows)])
 
     def score(rows):
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             for i in range(0, rows.size(0), B):
                 w = rows[i:i + B].to(device)
                 logits = model(w[:, :-1]).logits
@@ -56,7 +64,8 @@ def main():
                     help="librho's --precision values to run, comma-separated (auto, autocast, bf16, fp32)")
     ap.add_argument("--profile-dir", help="write a Chrome trace of one librho scoring batch there "
                                           "(score_<precision>.json)")
-    ap.add_argument("--hf-side", help=argparse.SUPPRESS)  # internal: run transformers' side in this process
+    ap.add_argument("--hf-side", help=argparse.SUPPRESS)
+    ap.add_argument("--hf-precision", default="fp32", help=argparse.SUPPRESS)  # internal: run transformers' side in this process
     a = ap.parse_args()
     dev = a.device
     if a.hf_side:
@@ -82,31 +91,35 @@ def main():
                                          os.path.join(work, "rho.f32"), "--seq", str(a.seq), "--batch", str(a.batch),
                                          "--device", dev, "--precision", prec, *prof])
             rho_losses[prec] = torch.from_file(os.path.join(work, "rho.f32"), size=n, dtype=torch.float32)[1:]
-        hf = common.run_json([sys.executable, __file__, "--hf-side", work, "--device", dev, "--seq", str(a.seq),
-                              "--batch", str(a.batch), "--windows", str(a.windows)])
-        hf_losses = torch.load(os.path.join(work, "hf_losses.pt"))
+        # transformers under the same recipe as each librho run: the losses must agree, and the speed and memory
+        # are compared like for like.
+        hf, hf_losses = {}, {}
+        for prec in {resolve_precision(p, dev) for p in rho}:
+            hf[prec] = common.run_json([sys.executable, __file__, "--hf-side", work, "--hf-precision", prec, "--device",
+                                        dev, "--seq", str(a.seq), "--batch", str(a.batch), "--windows", str(a.windows)])
+            hf_losses[prec] = torch.load(os.path.join(work, "hf_losses.pt"))
     failed = False
     for prec, r in rho.items():
+        rp = resolve_precision(prec, dev)
         out = {"bench": "score", "device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
                "threads": torch.get_num_threads(),
                "model_config": os.path.relpath(a.model_config, common.ROOT), "seq": a.seq, "batch": a.batch,
-               "tokens": r["tokens"], "rho_precision": r["precision"],
-               "hf_dtype": "bf16" if dev == "cuda" else "fp32"}
-        diff = (rho_losses[prec] - hf_losses).abs()
+               "tokens": r["tokens"], "precision": r["precision"]}
+        diff = (rho_losses[prec] - hf_losses[rp]).abs()
         out["loss_max_abs_diff"], out["loss_mean_abs_diff"] = diff.max().item(), diff.mean().item()
-        # bf16 logits round differently in two GEMM libraries' tilings (and autocast keeps an fp32 residual stream
-        # where transformers' bf16 weights give a bf16 one); fp32 agrees to float noise.
-        low = r["precision"] in ("autocast", "bf16")
+        # bf16 logits round differently in two GEMM libraries' tilings; fp32 agrees to float noise.
+        low = rp in ("autocast", "bf16")
         ok = diff.mean().item() < (2e-2 if low else 1e-5) and diff.max().item() < (0.5 if low else 1e-3)
-        if not ok or rho_losses[prec].numel() != hf_losses.numel():
+        if not ok or rho_losses[prec].numel() != hf_losses[rp].numel():
             out["error"] = "per-token losses differ between librho and transformers"
             common.emit(out)
             failed = True
             continue
-        out.update({"rho_tokens_per_s": round(r["tokens_per_s"], 1), "hf_tokens_per_s": round(hf["tokens_per_s"], 1),
-                    "speedup": round(r["tokens_per_s"] / hf["tokens_per_s"], 3),
-                    "rho_peak_bytes": r["peak_bytes"], "hf_peak_bytes": hf["peak_bytes"],
-                    "memory_ratio": round(r["peak_bytes"] / hf["peak_bytes"], 3)})
+        h = hf[rp]
+        out.update({"rho_tokens_per_s": round(r["tokens_per_s"], 1), "hf_tokens_per_s": round(h["tokens_per_s"], 1),
+                    "speedup": round(r["tokens_per_s"] / h["tokens_per_s"], 3),
+                    "rho_peak_bytes": r["peak_bytes"], "hf_peak_bytes": h["peak_bytes"],
+                    "memory_ratio": round(r["peak_bytes"] / h["peak_bytes"], 3)})
         common.emit(out)
     if failed:
         sys.exit(1)
