@@ -203,6 +203,15 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     }
     ctx->save_for_backward({x, cos, sin});
     at::NoGradGuard no_grad;
+    // Weight copies made here have no gradient link: kept in autocast's cache, they would be reused by a
+    // recompute that runs inside the same autocast scope (backward before the scope ends), and the weights'
+    // gradients would be lost.
+    const bool cache = at::autocast::is_autocast_cache_enabled();
+    at::autocast::set_autocast_cache_enabled(false);
+    struct Restore {
+      bool on;
+      ~Restore() { at::autocast::set_autocast_cache_enabled(on); }
+    } restore{cache};
     return reinterpret_cast<DecoderLayerImpl*>(layer_address)->forward(x, cos, sin, nullptr, 0);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,

@@ -177,9 +177,17 @@ TokenScorer::TokenScorer(Llama model, std::string model_hash, ScoreOptions optio
   if (opt_.world_size < 1 || opt_.rank < 0 || opt_.rank >= opt_.world_size)
     throw Error(fmt::format("rank {} / world size {} is not a valid split", opt_.rank, opt_.world_size));
   dtype_bytes(opt_.dtype, "score.dtype");
-  if (opt_.precision == ScorePrecision::Auto)
-    opt_.precision = model_->output_weight().is_cuda() ? ScorePrecision::Autocast : ScorePrecision::FP32;
+  if (opt_.precision == ScorePrecision::Auto) opt_.precision = precision_of(*model_);
   model_->eval();
+}
+
+ScorePrecision precision_of(const LlamaImpl& model) {
+  // The embedding stays fp32 under the autocast recipe; a projection's dtype tells the rest.
+  const auto embed = model.embed_tokens->weight.scalar_type();
+  const auto proj = model.layers->size() ? model.layers->at<DecoderLayerImpl>(0).self_attn->q_proj->weight.scalar_type()
+                                         : model.output_weight().scalar_type();
+  if (embed == at::kFloat && proj == at::kBFloat16) return ScorePrecision::Autocast;
+  return embed == at::kBFloat16 ? ScorePrecision::BF16 : ScorePrecision::FP32;
 }
 
 ScorePrecision parse_score_precision(const std::string& s) {
@@ -270,11 +278,13 @@ at::Tensor TokenScorer::score_range(const TokenDataset& data, int64_t begin, int
 
 namespace {
 struct LossShardRecord {
-  std::string token_shard_sha256, model_hash, dtype, sha256;
+  std::string token_shard_sha256, model_hash, dtype, precision, sha256;
   int64_t seq_len = 0, stride = 0, num_tokens = 0;
+  // A record from before `precision` was recorded does not match (its shard is scored again).
   nlohmann::json to_json() const {
     return {{"token_shard_sha256", token_shard_sha256}, {"model_hash", model_hash}, {"dtype", dtype},
-            {"seq_len", seq_len}, {"stride", stride}, {"num_tokens", num_tokens}, {"sha256", sha256}};
+            {"precision", precision}, {"seq_len", seq_len}, {"stride", stride}, {"num_tokens", num_tokens},
+            {"sha256", sha256}};
   }
 };
 
@@ -307,6 +317,7 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
     r.token_shard_sha256 = shards[s].sha256;
     r.model_hash = model_hash_;
     r.dtype = opt_.dtype;
+    r.precision = to_string(opt_.precision);
     r.seq_len = opt_.seq_len;
     r.stride = opt_.stride;
     r.num_tokens = shards[s].num_tokens;

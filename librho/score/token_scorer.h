@@ -65,13 +65,16 @@ std::string to_string(ScorePrecision p);
 // Moves `model` to `device` in the form `precision` runs it; returns the precision resolved (never Auto), for
 // ScoreOptions::precision.
 ScorePrecision prepare_scoring_model(Llama& model, const at::Device& device, ScorePrecision precision);
+// How a model as it is loaded runs: Autocast for prepare_scoring_model's autocast form (fp32 embeddings, bf16
+// projections), BF16 for bf16 weights, FP32 otherwise.
+ScorePrecision precision_of(const LlamaImpl& model);
 
 struct ScoreOptions {
   int64_t seq_len = 2048;
   int64_t stride = 0;          // 0: seq_len (aligned with training windows)
   int64_t batch_size = 8;      // windows per forward pass
   std::string dtype = "float32";  // stored losses
-  ScorePrecision precision = ScorePrecision::Auto;  // as prepare_scoring_model left the model (Auto: by device)
+  ScorePrecision precision = ScorePrecision::Auto;  // as prepare_scoring_model left it (Auto: precision_of the model)
   int64_t rank = 0, world_size = 1;  // shards s with s % world_size == rank are this process's
   int64_t rows_per_chunk = 1024;     // logits rows materialised at once (memory bound: rows x vocab x 4 B)
   bool progress = true;

@@ -135,8 +135,9 @@ class ExcessLossSelector {
 
 // sum(token_loss * weights) / denominator: the SLM loss (and the CLM loss when weights = valid).
 at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, double denominator);
-// The same with the denominator a scalar tensor on the loss's device (a global token count not read by the host);
-// the result equals the double version's for the same value.
+// The same with the denominator a scalar tensor on the loss's device (a global token count not read by the host).
+// The gradient is the double version's; the loss may differ in its last bit (CUDA multiplies by the reciprocal
+// of a host scalar, and divides by a tensor).
 at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, const at::Tensor& denominator);
 
 struct SLMLossImpl : torch::nn::Module {

@@ -328,7 +328,9 @@ const TrainConfig& Trainer::config() const { return s_->cfg; }
 
 namespace {
 // The scope a selection really needs: one micro-batch per step makes the step the micro-batch, and one process
-// makes the global batch the step (the same pool, the same top-k), so no extra forward pass is run for them.
+// makes the global batch the step (the same pool, the same top-k), so no extra forward pass is run for them. The
+// scores then come from the training forward instead of a no-grad one: equal but for the last bit of the
+// log-softmax, which can flip a choice between tokens tied at the threshold.
 SelectionScope effective_scope(SelectionScope scope, int64_t accum, int64_t world) {
   if (scope == SelectionScope::Global && world == 1) scope = SelectionScope::Step;
   if (scope == SelectionScope::Step && accum == 1) scope = SelectionScope::MicroBatch;

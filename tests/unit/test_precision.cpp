@@ -248,3 +248,35 @@ TEST_CASE("scoring with precision autocast gives training's forward losses bit f
   CHECK(rho::to_string(rho::parse_score_precision("autocast")) == "autocast");
   CHECK_THROWS_WITH(rho::parse_score_precision("fp16"), Catch::Matchers::Contains("'fp16' is not one of"));
 }
+
+TEST_CASE("scoring: precision auto runs a model as it was prepared; a rescoring at another precision redoes shards",
+          "[score]") {
+  rho::test::TempDir dir;
+  rho::test::write_token_dataset(dir.str("d"), rho::test::pattern_documents(30, 64, 4), 400, 64, 0);
+  auto data = rho::TokenDataset::open(dir.str("d"));
+  auto model = [] {
+    rho::Llama m(rho::test::tiny_llama(64, 64));
+    m->reset_parameters(5);
+    return m;
+  };
+  for (auto p : {rho::ScorePrecision::FP32, rho::ScorePrecision::BF16, rho::ScorePrecision::Autocast}) {
+    auto m = model();
+    rho::prepare_scoring_model(m, at::Device(at::kCPU), p);
+    CHECK(rho::precision_of(*m) == p);
+  }
+  auto score = [&](rho::ScorePrecision p) {
+    auto m = model();
+    rho::ScoreOptions o;
+    o.seq_len = 32;
+    o.progress = false;
+    o.precision = rho::prepare_scoring_model(m, at::Device(at::kCPU), p);
+    // One model hash for both precisions: only the recorded precision tells the shards apart.
+    return rho::TokenScorer(m, "same-model", o).score_dataset(data, dir.str("losses"));
+  };
+  CHECK(score(rho::ScorePrecision::FP32).shards_scored > 0);
+  const auto again = score(rho::ScorePrecision::FP32);
+  CHECK(again.shards_scored == 0);  // resumable: nothing to redo
+  const auto other = score(rho::ScorePrecision::BF16);
+  CHECK(other.shards_skipped == 0);  // every shard scored again at the new precision
+  CHECK(rho::LossDataset::open(dir.str("losses")).manifest().precision == "bf16");
+}
