@@ -7,6 +7,7 @@
 #include <ATen/ops/exp.h>
 #include <ATen/ops/full_like.h>
 #include <ATen/ops/log.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/minimum.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/where.h>
@@ -254,6 +255,34 @@ at::Tensor ExcessLossSelector::score(const at::Tensor& current_loss, const at::T
     }
   }
   return at::where(valid, s, at::full_like(s, std::numeric_limits<float>::quiet_NaN()));
+}
+
+at::Tensor ExcessLossSelector::expected_weight(const std::vector<at::Tensor>& valid,
+                                               const std::vector<at::Tensor>& reference, double ratio,
+                                               const DistContext* dist) const {
+  TORCH_CHECK(!valid.empty() && valid.size() == reference.size(), "expected_weight: one reference per mask");
+  const bool nan_where_reference_is = opt_.rule == SelectionRule::Excess || opt_.rule == SelectionRule::Reference;
+  const bool soft = opt_.weighting == Weighting::Softmax || opt_.weighting == Weighting::Linear;
+  // weight of pools with `n` valid tokens of which `f` have a finite score (int64 tensors of the same shape)
+  auto weight = [&](const at::Tensor& n, const at::Tensor& f) {
+    return (soft ? f : at::minimum(keep_count(ratio, n), f)).to(at::kDouble).sum();
+  };
+  std::vector<at::Tensor> n, f;
+  for (size_t i = 0; i < valid.size(); ++i) {
+    const auto finite = nan_where_reference_is ? valid[i] & at::isfinite(reference[i]) : valid[i];
+    const int64_t T = valid[i].dim() ? valid[i].size(-1) : 1;
+    if (opt_.scope == SelectionScope::Sequence && !dist) {  // one pool per row
+      n.push_back(valid[i].reshape({-1, T}).sum(1));
+      f.push_back(finite.reshape({-1, T}).sum(1));
+    } else {
+      n.push_back(valid[i].sum().view(1));
+      f.push_back(finite.sum().view(1));
+    }
+  }
+  if (opt_.scope == SelectionScope::Sequence && !dist) return weight(at::cat(n), at::cat(f));
+  auto counts = at::stack({at::cat(n).sum(), at::cat(f).sum()});
+  if (dist) dist->allreduce_sum(counts);
+  return weight(counts[0], counts[1]);
 }
 
 at::Tensor ExcessLossSelector::selection_keys(const at::Tensor& pool, uint64_t draw) const {

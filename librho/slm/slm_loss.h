@@ -122,6 +122,14 @@ class ExcessLossSelector {
   std::vector<at::Tensor> select_global(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
                                         double ratio, uint64_t draw, const DistContext& dist,
                                         SelectionTally& tally) const;
+  // What the weights of one selection over `valid` (with these reference losses) will sum to, known before the
+  // selection is made: hard and stochastic weighting keep min(ceil(ratio * valid), valid tokens with a finite
+  // score), soft weights are normalised to that many finite scores. One pool over the tensors, or one per row with
+  // scope sequence; over every rank's tensors (counts summed first) when `dist` is given. Rules excess and
+  // reference have a NaN score where the reference loss is NaN; current and random none (a non-finite current
+  // loss makes the step's loss non-finite anyway). A double scalar on the tensors' device.
+  at::Tensor expected_weight(const std::vector<at::Tensor>& valid, const std::vector<at::Tensor>& reference,
+                             double ratio, const DistContext* dist = nullptr) const;
   const SLMOptions& options() const { return opt_; }
 
  private:

@@ -162,6 +162,28 @@ struct Trainer::State {
     }
   }
 
+  // The weight a step's selections will have over all ranks, before they are made: per micro-batch (scopes
+  // micro_batch and sequence), over this rank's micro-batches (step), or over every rank's (global).
+  at::Tensor expected_weight(const std::vector<DeviceBatch>& batches, SelectionScope scope, double ratio) const {
+    std::vector<at::Tensor> valid, ref;
+    for (const auto& b : batches) {
+      valid.push_back(b.valid);
+      ref.push_back(b.ref);
+    }
+    if (scope == SelectionScope::Global) return selector.expected_weight(valid, ref, ratio, dist.get());
+    at::Tensor w;
+    if (scope == SelectionScope::Step) {
+      w = selector.expected_weight(valid, ref, ratio);
+    } else {
+      for (size_t i = 0; i < batches.size(); ++i) {
+        const auto wi = selector.expected_weight({valid[i]}, {ref[i]}, ratio);
+        w = w.defined() ? w + wi : wi;
+      }
+    }
+    dist->allreduce_sum(w);
+    return w;
+  }
+
   // Gradients are dropped, not zeroed: the next backward then writes them instead of adding to zeros.
   void zero_grads() {
     for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
@@ -370,18 +392,21 @@ StepMetrics Trainer::train_step() {
   auto loss_sum = at::zeros({}, on_device), loss_all_sum = at::zeros({}, on_device);
   SelectionTally tally;
 
-  // Valid tokens per micro-batch, summed over ranks: the CLM denominators of the global batch.
+  // Valid tokens per micro-batch, summed over ranks.
   std::vector<at::Tensor> counts, masks(accum);
   for (const auto& b : batches) counts.push_back(b.valid.sum());
   auto global_valid = at::stack(counts);
   dist.allreduce_sum(global_valid);
   const double ratio = cfg.slm.ratio_at(s.step);
+  // Every micro-batch's loss is divided by the step's global weight, known before any forward (torchtitan's
+  // convention): CLM's is the step's valid tokens over all ranks, SLM's the weight its selections will have (see
+  // ExcessLossSelector::expected_weight), so that with ratio 1 SLM is CLM in every scope and accumulation.
+  const auto denom = (slm ? s.expected_weight(batches, scope, ratio) : global_valid.sum()).clamp_min(1);
   // Random draws differ per step, micro-batch and rank (one process: step * accum + i).
   const uint64_t draw_base =
       (static_cast<uint64_t>(s.step) * dist.world_size() + dist.rank()) * static_cast<uint64_t>(accum);
   // Selections over several micro-batches (scopes step and global) come before any backward: a no-grad forward
   // of each micro-batch scores it first.
-  at::Tensor step_weight;
   if (slm && !per_micro_batch) {
     std::vector<at::Tensor> scores, valid;
     for (int64_t i = 0; i < accum; ++i) {
@@ -395,29 +420,16 @@ StepMetrics Trainer::train_step() {
     }
     masks = scope == SelectionScope::Global ? s.selector.select_global(scores, valid, ratio, draw_base, dist, tally)
                                             : s.selector.select(scores, valid, ratio, draw_base, tally);
-    step_weight = tally.sums()[SelectionTally::kWeight].clone();
-    dist.allreduce_sum(step_weight);
-    step_weight = step_weight.clamp_min(1.0);
   }
 
   for (int64_t i = 0; i < accum; ++i) {
     const auto& b = batches[i];
     auto token_loss = s.forward_loss(b);
-    at::Tensor denom;
-    if (!slm) {
+    if (!slm)
       masks[i] = b.valid;
-      denom = global_valid[i].clamp_min(1) * accum;
-    } else if (per_micro_batch) {
-      SelectionTally mb;
+    else if (per_micro_batch)
       masks[i] = s.selector.select({s.selector.score(token_loss, b.ref, b.valid, draw_base + i)}, {b.valid}, ratio,
-                                   draw_base + i, mb)[0];
-      auto weight = mb.sums()[SelectionTally::kWeight].clone();
-      dist.allreduce_sum(weight);
-      denom = weight.clamp_min(1.0) * accum;
-      tally.add(mb);
-    } else {
-      denom = step_weight;
-    }
+                                   draw_base + i, tally)[0];
     auto loss = masked_loss_sum(token_loss, masks[i], denom);
     if (i == accum - 1) s.reducer->arm();  // the last backward all-reduces gradients as they become ready
     loss.backward();

@@ -150,20 +150,30 @@ TEST_CASE("a resumed run ends with weights identical to an uninterrupted one", "
   }
 }
 
-TEST_CASE("SLM with ratio 1.0 trains exactly like CLM", "[train][slm]") {
+TEST_CASE("SLM with ratio 1.0 trains exactly like CLM, in every scope and accumulation", "[train][slm]") {
+  // Both divide every micro-batch's loss by the step's weight (CLM: its valid tokens; SLM: what its selections
+  // keep, all valid tokens at ratio 1), so the objectives are the same function.
   rho::test::TempDir dir;
-  auto clm_cfg = tiny_run(dir, "clm");
-  clm_cfg.max_steps = 4;
-  auto slm_cfg = tiny_run(dir, "slm", {"train.stage=slm", "slm.rule=current", "slm.ratio=1.0"});
-  slm_cfg.max_steps = 4;
-  rho::Trainer clm(clm_cfg, false), slm(slm_cfg, false);
-  for (int i = 0; i < 4; ++i) {
-    const auto a = clm.train_step(), b = slm.train_step();
-    CHECK(a.loss == b.loss);
-    CHECK(b.selected_fraction == 1.0);
-    CHECK(slm.config().stage == "slm");
+  for (const std::string scope : {"micro_batch", "sequence", "step", "global"}) {
+    for (const int64_t accum : {int64_t(1), int64_t(2)}) {
+      auto clm_cfg = tiny_run(dir, "clm" + scope + std::to_string(accum));
+      auto slm_cfg = tiny_run(dir, "slm" + scope + std::to_string(accum),
+                              {"train.stage=slm", "slm.rule=current", "slm.ratio=1.0", "slm.scope=" + scope});
+      clm_cfg.max_steps = slm_cfg.max_steps = 4;
+      clm_cfg.grad_accum = slm_cfg.grad_accum = accum;
+      rho::Trainer clm(clm_cfg, false), slm(slm_cfg, false);
+      for (int i = 0; i < 4; ++i) {
+        const auto a = clm.train_step(), b = slm.train_step();
+        INFO(scope << " accum " << accum << " step " << a.step);
+        CHECK(a.loss == b.loss);
+        CHECK(a.grad_norm == b.grad_norm);
+        CHECK(b.selected_fraction == 1.0);
+        CHECK(slm.config().stage == "slm");
+      }
+      INFO(scope << " accum " << accum);
+      CHECK(same_weights(weights(clm), weights(slm)));
+    }
   }
-  CHECK(same_weights(weights(clm), weights(slm)));
 }
 
 TEST_CASE("step scope over micro-batches equals micro-batch scope over the same tokens in one batch", "[train][slm]") {
