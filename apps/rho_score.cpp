@@ -4,6 +4,7 @@
 // Shards are split between processes by RANK / WORLD_SIZE (torchrun, or SLURM_PROCID / SLURM_NTASKS under srun):
 // no process group, since ranks share nothing but the output folder, where the last to finish writes the manifest.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 
@@ -20,7 +21,9 @@ int main(int argc, char** argv) {
   app.add_option("--model", model_dir, "reference model: Hugging Face, checkpoint or run directory")->required();
   app.add_option("--data", data_dir, "token dataset (rho_tokenize output)")->required();
   app.add_option("--out", out_dir, "output loss dataset folder")->required();
-  app.add_option("--seq-len", opt.seq_len, "window length (use the training seq_len for aligned contexts)");
+  app.add_option("--seq-len", opt.seq_len,
+                 "window length (use the training seq_len for aligned contexts); default: 2048 or the model's "
+                 "max_position_embeddings if smaller");
   app.add_option("--stride", opt.stride, "window stride; 0 = seq-len (aligned); smaller = more context");
   app.add_option("--batch-size", opt.batch_size, "windows per forward pass");
   app.add_option("--dtype", opt.dtype, "stored loss dtype: float32 or bfloat16");
@@ -43,6 +46,7 @@ int main(int argc, char** argv) {
     opt.rank = env.rank;
     opt.world_size = env.world_size;
     auto model = rho::load_model(model_dir);
+    if (!app.count("--seq-len")) opt.seq_len = std::min<int64_t>(opt.seq_len, model->config.max_position_embeddings);
     const auto hash = model->weights_sha256();
     const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
     opt.precision = rho::prepare_scoring_model(model, cuda ? env.cuda_device() : at::Device(at::kCPU),

@@ -108,6 +108,7 @@ LlamaConfig LlamaConfig::from_yaml_string(const std::string& text, const std::st
   if (root.IsMap() && root["model"]) root = root["model"];
   if (!root.IsMap()) throw Error(fmt::format("{}: expected a mapping of model fields", source));
   LlamaConfig c;
+  c.num_kv_heads = -1;  // defaults to num_heads below (multi-head attention), as for config.json
   auto fields = fields_of(c);
   for (const auto& kv : root) {
     const auto key = kv.first.as<std::string>();
@@ -116,6 +117,7 @@ LlamaConfig LlamaConfig::from_yaml_string(const std::string& text, const std::st
       throw Error(fmt::format("{}:{}: unknown model field '{}'", source, kv.first.Mark().line + 1, key));
     std::visit([&](auto* p) { *p = yaml_as<std::remove_pointer_t<decltype(p)>>(kv.second, source, key); }, it->ref);
   }
+  if (c.num_kv_heads < 0) c.num_kv_heads = c.num_heads;
   c.validate(source);
   return c;
 }

@@ -237,7 +237,18 @@ at::Tensor TokenScorer::score_windows(const at::Tensor& windows) {
   return loss.to(at::kCPU, at::kFloat);
 }
 
+void TokenScorer::check_can_score(const TokenDataset& data) const {
+  const auto& c = model_->config;
+  if (data.manifest().vocab_size > c.vocab_size)
+    throw Error(fmt::format("{}: tokenizer vocabulary {} exceeds the model's vocab_size {} (tokens from another "
+                            "tokenizer?)", data.dir(), data.manifest().vocab_size, c.vocab_size));
+  if (opt_.seq_len > c.max_position_embeddings)
+    throw Error(fmt::format("score seq_len {} exceeds the model's max_position_embeddings {}", opt_.seq_len,
+                            c.max_position_embeddings));
+}
+
 at::Tensor TokenScorer::score_range(const TokenDataset& data, int64_t begin, int64_t end) {
+  check_can_score(data);
   const int64_t n = data.num_tokens(), T = opt_.seq_len, S = opt_.stride;
   at::Tensor out = at::full({end - begin}, std::numeric_limits<float>::quiet_NaN(), at::kFloat);
   float* o = out.data_ptr<float>();
@@ -304,6 +315,7 @@ bool shard_done(const std::string& bin, const std::string& rec_path, const LossS
 }  // namespace
 
 ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::string& out_dir) {
+  check_can_score(data);  // before anything is created
   fs::create_directories(out_dir);
   const auto& shards = data.manifest().shards;
   ScoreSummary sum;

@@ -70,7 +70,7 @@ ScorePrecision prepare_scoring_model(Llama& model, const at::Device& device, Sco
 ScorePrecision precision_of(const LlamaImpl& model);
 
 struct ScoreOptions {
-  int64_t seq_len = 2048;
+  int64_t seq_len = 2048;      // rho_score's default: min(2048, the model's max_position_embeddings)
   int64_t stride = 0;          // 0: seq_len (aligned with training windows)
   int64_t batch_size = 8;      // windows per forward pass
   std::string dtype = "float32";  // stored losses
@@ -103,6 +103,7 @@ class TokenScorer {
 
  private:
   at::Tensor score_windows(const at::Tensor& windows);  // [n, len+1] -> losses [n, len]
+  void check_can_score(const TokenDataset& data) const;  // vocabulary and window length against the model
   Llama model_;
   std::string model_hash_;
   ScoreOptions opt_;

@@ -37,6 +37,12 @@ TEST_CASE("YAML config: unknown, mistyped and invalid fields name the file, line
   CHECK_THROWS_WITH(LlamaConfig::from_yaml_file("/nonexistent/model.yaml"), Contains("/nonexistent/model.yaml"));
 }
 
+TEST_CASE("YAML config: num_kv_heads defaults to num_heads (multi-head attention)", "[config]") {
+  const auto c = LlamaConfig::from_yaml_string("hidden_size: 64\nnum_heads: 4\nintermediate_size: 128\n", "m.yaml");
+  CHECK(c.num_kv_heads == 4);
+  CHECK(LlamaConfig::from_yaml_string("hidden_size: 64\nnum_heads: 4\nnum_kv_heads: 2\n", "m.yaml").num_kv_heads == 2);
+}
+
 TEST_CASE("YAML config round-trips through to_yaml", "[config]") {
   auto c = LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/mistral-7b.yaml"));
   auto d = LlamaConfig::from_yaml_string(c.to_yaml());

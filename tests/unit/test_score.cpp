@@ -103,3 +103,24 @@ TEST_CASE("rho_score outputs: resumable, byte-identical after an interruption, s
   CHECK(at::equal(losses.gather(pos), losses.shard_losses(0).narrow(0, 100, 40).view({2, 20})));
   CHECK(whole.to_string().find("mean loss") != std::string::npos);
 }
+
+TEST_CASE("TokenScorer refuses tokens beyond the model's vocabulary and windows beyond its positions, creating nothing",
+          "[score]") {
+  rho::test::TempDir dir;
+  rho::test::write_token_dataset(dir.str("d"), rho::test::pattern_documents(10, 64, 4), 400, 64, 0);
+  auto data = rho::TokenDataset::open(dir.str("d"));
+  rho::Llama small(rho::test::tiny_llama(32, 64));  // vocabulary 32 < the dataset's 64
+  rho::ScoreOptions o;
+  o.seq_len = 32;
+  o.progress = false;
+  CHECK_THROWS_WITH(rho::TokenScorer(small, "h", o).score_dataset(data, dir.str("out1")),
+                    Catch::Matchers::Contains(dir.str("d")) && Catch::Matchers::Contains("tokenizer vocabulary 64") &&
+                        Catch::Matchers::Contains("vocab_size 32"));
+  CHECK_FALSE(fs::exists(dir.str("out1")));
+  auto model = scorer_model();  // 64 positions
+  o.seq_len = 128;
+  CHECK_THROWS_WITH(rho::TokenScorer(model, "h", o).score_dataset(data, dir.str("out2")),
+                    Catch::Matchers::Contains("seq_len 128 exceeds the model's max_position_embeddings 64"));
+  CHECK_FALSE(fs::exists(dir.str("out2")));
+  CHECK_THROWS(rho::TokenScorer(model, "h", o).score_range(data, 0, 100));
+}
