@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <stdexcept>
@@ -83,13 +84,24 @@ class Timer {
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
 
-// "--key value" pairs; a lone "--flag" gets "1".
+// "--key value" pairs; a lone "--flag" gets "1". With `usage`: --help or -h prints it and exits 0, and a key the
+// usage does not name ("--key") is an error (so a typo never runs the whole benchmark with defaults).
 class Args {
  public:
-  Args(int argc, char** argv) {
+  Args(int argc, char** argv, const char* usage = nullptr) {
     for (int i = 1; i < argc; ++i) {
       std::string k = argv[i];
+      if (usage && (k == "--help" || k == "-h")) {
+        std::printf("%s", usage);
+        std::exit(0);
+      }
       if (k.rfind("--", 0) != 0) throw std::runtime_error("unexpected argument " + k);
+      if (usage && k != "--mode" && std::string(usage).find(k + " ") == std::string::npos &&
+          std::string(usage).find(k + "]") == std::string::npos)
+      {
+        std::fprintf(stderr, "%s: unknown option %s\n%s", argv[0], k.c_str(), usage);
+        std::exit(2);
+      }
       k = k.substr(2);
       values_[k] = i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0 ? argv[++i] : "1";
     }

@@ -78,8 +78,13 @@ nlohmann::json run_mode(const Args& a, const std::string& mode) {
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "bench_linear_ce [--tokens 16384] [--vocab 32000] [--hidden 128] [--rows 4096] [--device cpu|cuda]\n"
+    "                [--dtype fp32|bf16 (bf16 = autocast)] [--iters N]\n"
+    "The LM head's per-token loss, forward + backward: full logits, chunked autograd, linear_cross_entropy.\n";
+
 int main(int argc, char** argv) {
-  const Args a(argc, argv);
+  const Args a(argc, argv, kUsage);
   if (a.has("mode")) {
     std::printf("%s\n", run_mode(a, a.str("mode", "")).dump().c_str());
     return 0;

@@ -13,8 +13,13 @@
 #include "librho/train/checkpoint.h"
 #include "librho/util/files.h"
 
+constexpr const char* kUsage =
+    "bench_score --model HF_DIR --data TOKENS_DIR --out losses.f32 [--seq 2048] [--batch 8] [--device cpu|cuda]\n"
+    "            [--precision auto|autocast|bf16|fp32] [--profile trace.json]\n"
+    "librho's side of bench/bench_score.py (run that).\n";
+
 int main(int argc, char** argv) {
-  const rho::bench::Args a(argc, argv);
+  const rho::bench::Args a(argc, argv, kUsage);
   const at::Device dev(a.str("device", "cpu"));
   rho::ScoreOptions opt;
   opt.seq_len = a.num("seq", 2048);

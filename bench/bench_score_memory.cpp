@@ -26,21 +26,16 @@ std::pair<double, double> run_mode(const std::string& self, const std::string& m
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "bench_score_memory [--batch 8] [--seq 2048] [--vocab 32000] [--hidden 128]\n"
+    "Peak host memory of TokenScorer's chunked per-token loss against full logits then cross-entropy.\n";
+
 int main(int argc, char** argv) {
-  int64_t batch = 8, seq = 2048, vocab = 32000, hidden = 128;
-  std::string mode, args;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--mode") {
-      mode = v;
-      continue;
-    }
-    args += " " + a + " " + v;
-    if (a == "--batch") batch = std::stoll(v);
-    else if (a == "--seq") seq = std::stoll(v);
-    else if (a == "--vocab") vocab = std::stoll(v);
-    else if (a == "--hidden") hidden = std::stoll(v);
-  }
+  const rho::bench::Args a(argc, argv, kUsage);
+  const int64_t batch = a.num("batch", 8), seq = a.num("seq", 2048), vocab = a.num("vocab", 32000),
+                hidden = a.num("hidden", 128);
+  const std::string mode = a.str("mode", "");
+  const std::string args = a.pass_on("mode");
   if (mode.empty()) {
     const auto chunked = run_mode(argv[0], "chunked", args);
     const auto naive = run_mode(argv[0], "naive", args);

@@ -9,8 +9,12 @@
 #include "bench/bench_profile.h"
 #include "librho/train/trainer.h"
 
+constexpr const char* kUsage =
+    "bench_train --config run.yaml [--warmup 2] [--steps 5] [--profile trace.json]\n"
+    "librho's side of bench/bench_train.py (run that).\n";
+
 int main(int argc, char** argv) {
-  const rho::bench::Args a(argc, argv);
+  const rho::bench::Args a(argc, argv, kUsage);
   const auto cfg = rho::TrainConfig::from_yaml_file(a.str("config", ""));
   const int64_t warmup = a.num("warmup", 2), steps = a.num("steps", 5);
   const at::Device dev(cfg.device == "cuda" ? at::kCUDA : at::kCPU);
