@@ -1,9 +1,11 @@
 // rho_eval: held-out loss / perplexity, few-shot math accuracy and multiple-choice accuracy of a model.
-//   rho_eval --model HF_DIR [--data NAME=DIR]... [--fewshot ITEMS --fewshot-prompt FILE] [--choice ITEMS]
+//   rho_eval --model MODEL [--data NAME=DIR]... [--fewshot ITEMS --fewshot-prompt FILE] [--choice ITEMS]
+// MODEL: a Hugging Face directory, a librho checkpoint directory, or a rho_pretrain run directory.
 //            [--tokenizer MODEL_OR_DATASET] [--json OUT]
 // docs/eval.md describes the formats, the prompt and stop rules and answer extraction.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <filesystem>
 #include <iostream>
 
 #include <torch/cuda.h>
@@ -11,8 +13,29 @@
 #include "librho/data/token_dataset.h"
 #include "librho/eval/tasks.h"
 #include "librho/io/hf_checkpoint.h"
+#include "librho/train/checkpoint.h"
+#include "librho/train/config.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+
+namespace {
+// The training window of the rho_pretrain run a model comes from (the run folder, its hf/ export or one of its
+// checkpoints), from the run's config.yaml; 0 when there is none.
+int64_t run_seq_len(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  const fs::path m = fs::absolute(model_dir).lexically_normal();
+  for (const auto& dir : {m, m.parent_path(), m.parent_path().parent_path()}) {
+    const auto config = dir / "config.yaml";
+    if (!fs::exists(config)) continue;
+    try {
+      return rho::TrainConfig::from_yaml_file(config.string()).seq_len;
+    } catch (const std::exception&) {
+      return 0;  // a config.yaml of something else
+    }
+  }
+  return 0;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"librho evaluation: held-out loss, few-shot generation, multiple choice"};
@@ -25,9 +48,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> stop;
   int64_t limit = 0;
   bool no_bos = false, quiet = false;
-  app.add_option("--model", model_dir, "Hugging Face model directory")->required();
+  app.add_option("--model", model_dir, "Hugging Face, checkpoint or rho_pretrain run directory")->required();
   app.add_option("--data", data, "NAME=DIR: token dataset for held-out loss (repeatable)");
-  app.add_option("--seq-len", heldout.seq_len, "held-out loss window (default min(2048, max_position_embeddings))");
+  app.add_option("--seq-len", heldout.seq_len,
+                 "held-out loss window (default: the training seq_len of the run the model comes from, else "
+                 "min(2048, max_position_embeddings))");
   app.add_option("--batch-size", heldout.batch_size, "held-out loss windows per forward pass");
   app.add_option("--tokenizer", tokenizer_path,
                  "SentencePiece .model, or a token dataset folder (default: the first --data folder)");
@@ -51,7 +76,7 @@ int main(int argc, char** argv) {
   try {
     if (data.empty() && fs.items.empty() && mc.items.empty())
       throw rho::Error("nothing to evaluate: give --data, --fewshot or --choice");
-    auto model = rho::load_hf_model(model_dir);
+    auto model = rho::load_model(model_dir);
     rho::EvalReport report;
     report.model_dir = model_dir;
     report.model_sha256 = model->weights_sha256();
@@ -62,6 +87,7 @@ int main(int argc, char** argv) {
     model->eval();
     report.device = fmt::format("{} {}", cuda ? "cuda" : "cpu", dtype);
     const int64_t max_pos = model->config.max_position_embeddings;
+    if (heldout.seq_len <= 0) heldout.seq_len = run_seq_len(model_dir);
     if (heldout.seq_len <= 0) heldout.seq_len = std::min<int64_t>(2048, max_pos);
     heldout.progress = fs.progress = mc.progress = !quiet;
     fs.limit = mc.limit = limit;

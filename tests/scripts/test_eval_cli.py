@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""rho_eval on a model from a rho_pretrain run: its held-out window defaults to the run's training seq_len (the
+trainer's evaluation of the same data uses it), for the run folder, its hf/ export and a checkpoint; --seq-len
+overrides it; a bare Hugging Face folder gets min(2048, max_position_embeddings)."""
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_helpers import run, write_model_yaml, write_word_corpus  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    b = Path(ap.parse_args().bin)
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        write_word_corpus(t / "c.jsonl", 300)
+        run(b / "rho_tokenize", t / "c.jsonl", "--out", t / "tok", "--train-tokenizer", "--vocab-size", "320")
+        write_model_yaml(t / "m.yaml", 320)
+        (t / "run.yaml").write_text(f"""run: {{out_dir: {t / 'run'}, seed: 5, device: cpu}}
+model: {{config: {t / 'm.yaml'}}}
+data: {{train: {t / 'tok'}, seq_len: 24, batch_size: 4}}
+optim: {{lr: 0.003, min_lr: 0.0003, warmup_steps: 1, max_steps: 4}}
+train: {{log_every: 1, checkpoint_every: 4}}
+""")
+        run(b / "rho_pretrain", t / "run.yaml")
+        ckpt = sorted((t / "run" / "checkpoints").iterdir())[-1]
+
+        def seq_len(model, *extra):
+            out = t / "eval.json"
+            run(b / "rho_eval", "--model", model, "--data", f"c={t / 'tok'}", "--json", out, "--quiet", *extra)
+            return json.loads(out.read_text())["heldout"][0]["seq_len"]
+
+        for model in (t / "run", t / "run" / "hf", ckpt):
+            got = seq_len(model)
+            print(f"rho_eval --model {model.relative_to(t)}: held-out seq_len {got} (the run trained at 24)")
+            ok &= got == 24
+        got = seq_len(t / "run" / "hf", "--seq-len", "16")
+        print(f"with --seq-len 16: {got}")
+        ok &= got == 16
+        run(b / "rho_model", "init", t / "m.yaml", "--out", t / "bare")
+        got = seq_len(t / "bare")
+        print(f"a bare Hugging Face folder (max_position_embeddings 64): {got}")
+        ok &= got == 64
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
