@@ -1,5 +1,5 @@
 // rho_pretrain: reference training (train.stage=clm) and Selective Language Modeling (train.stage=slm).
-//   rho_pretrain CONFIG.yaml [--set section.key=value ...] [--resume]
+//   rho_pretrain CONFIG.yaml [--set section.key=value ...] [--resume [--allow-change section.key ...]]
 // Data parallel when started by torchrun (--no-python) or srun with several processes: see docs/distributed.md.
 #include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
@@ -20,10 +20,15 @@ int main(int argc, char** argv) {
   app.add_option("config", config, "YAML run config (see docs/training.md)")->required();
   app.add_option("--set", overrides, "override a config value: section.key=value (repeatable)");
   app.add_flag("--resume", resume, "continue exactly from the newest checkpoint in run.out_dir");
+  std::vector<std::string> allow;
+  app.add_option("--allow-change", allow,
+                 "with --resume: accept a changed value of this key (section.key, repeatable), e.g. optim.max_steps; "
+                 "accepted changes are logged in out_dir/config_changes.jsonl");
   CLI11_PARSE(app, argc, argv);
   std::string who;  // "rank r/n: " in a data-parallel run, so each process's error says whose it is
   try {
     auto cfg = rho::TrainConfig::from_yaml_file(config, overrides);
+    cfg.resume_allow = allow;
     {
       // torch seeds its default CPU generator differently in every process; checkpoints save its state (rng.cpu),
       // so seed it from run.seed: two runs with one config then write identical checkpoints (a resume restores it).

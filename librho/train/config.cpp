@@ -4,7 +4,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "librho/util/error.h"
@@ -330,6 +332,49 @@ std::string TrainConfig::to_yaml() const {
     << ema_decay << YAML::Key << "start_step" << YAML::Value << slm_start_step << YAML::EndMap;
   o << YAML::EndMap;
   return std::string(o.c_str()) + "\n";
+}
+
+namespace {
+// "section.key" -> the value as YAML text, for every leaf under the top-level sections.
+void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) flatten(kv.second, prefix.empty() ? kv.first.as<std::string>()
+                                                                   : prefix + "." + kv.first.as<std::string>(), out);
+    return;
+  }
+  if (node.IsScalar()) {  // numbers in their shortest form (the emitter writes 0.6 as 0.59999999999999998)
+    const auto& text = node.Scalar();
+    char* end = nullptr;
+    const double d = std::strtod(text.c_str(), &end);
+    out[prefix] = !text.empty() && end && *end == '\0' ? fmt::format("{}", d) : text;
+    return;
+  }
+  YAML::Emitter e;
+  e << YAML::Flow << node;
+  out[prefix] = e.c_str();
+}
+}  // namespace
+
+std::vector<TrainConfig::Change> TrainConfig::differences(const std::string& other_yaml) const {
+  std::map<std::string, std::string> mine, theirs;
+  flatten(YAML::Load(to_yaml()), "", mine);
+  flatten(YAML::Load(other_yaml), "", theirs);
+  std::vector<Change> out;
+  for (const auto& [k, v] : theirs) {
+    const auto it = mine.find(k);
+    if (it == mine.end() || it->second != v) out.push_back({k, v, it == mine.end() ? "" : it->second});
+  }
+  for (const auto& [k, v] : mine)
+    if (!theirs.count(k)) out.push_back({k, "", v});
+  return out;
+}
+
+bool TrainConfig::resume_safe(const std::string& key) {
+  static const std::set<std::string> safe = {
+      "run.out_dir",     "run.dist_timeout",       "data.eval_every",        "data.eval_batches",
+      "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.export_hf",
+      "train.bucket_mb"};  // gradient buckets change when sums happen, not what they are
+  return safe.count(key) > 0 || key.rfind("data.eval.", 0) == 0;
 }
 
 double TrainConfig::lr_at(int64_t step) const {

@@ -54,11 +54,23 @@ struct TrainConfig {
   double ema_decay = 0.999;             // self_reference ema: ema = decay * ema + (1 - decay) * weights, per step
   int64_t slm_start_step = 0;           // warm start: plain CLM before this step (slm.start_step / start_fraction)
 
+  // Keys a resumed run may change beyond those that never affect the steps (rho_pretrain --allow-change KEY;
+  // not read from YAML). See differences() and Trainer's resume.
+  std::vector<std::string> resume_allow;
+
   // overrides: "optim.lr=1e-3", "slm.ratio=0.7", ... applied to the YAML before it is read.
   static TrainConfig from_yaml_file(const std::string& path, const std::vector<std::string>& overrides = {});
   static TrainConfig from_yaml_string(const std::string& text, const std::string& source,
                                       const std::vector<std::string>& overrides = {});
   std::string to_yaml() const;
+  struct Change {
+    std::string key, before, after;  // "section.key", values as YAML text ("" where absent)
+  };
+  // The keys whose values differ between `other_yaml` (a resolved config, e.g. a checkpoint's) and this one.
+  std::vector<Change> differences(const std::string& other_yaml) const;
+  // Keys that never change what the steps compute (logging, checkpoint cadence, evaluation, timeouts, where the
+  // run lives): a resume may change them freely.
+  static bool resume_safe(const std::string& key);
   double lr_at(int64_t step) const;  // warmup then the schedule down to min_lr at max_steps
 };
 

@@ -7,8 +7,10 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/stack.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -48,6 +50,33 @@ void broadcast_flat(const DistContext& dist, const std::vector<at::Tensor>& tens
   for (const auto& t : tensors) {
     t.detach().copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));
     off += t.numel();
+  }
+}
+
+// A resumed run must be the run it continues: a changed key that affects the steps is refused (naming it, with
+// both values) unless train.resume_allow (rho_pretrain --allow-change) names it; keys that never affect the steps
+// may change. Accepted changes are appended to out_dir/config_changes.jsonl, so the run's history stays readable.
+void check_resume_changes(const TrainConfig& cfg, const std::string& checkpoint_yaml, const std::string& checkpoint,
+                          int64_t step, bool write_history) {
+  std::vector<std::string> refused;
+  nlohmann::json accepted = nlohmann::json::array();
+  for (const auto& c : cfg.differences(checkpoint_yaml)) {
+    const bool allowed = TrainConfig::resume_safe(c.key) ||
+                         std::find(cfg.resume_allow.begin(), cfg.resume_allow.end(), c.key) != cfg.resume_allow.end();
+    if (allowed)
+      accepted.push_back({{"key", c.key}, {"from", c.before}, {"to", c.after}});
+    else
+      refused.push_back(fmt::format("{}: {} -> {}", c.key, c.before.empty() ? "(absent)" : c.before,
+                                    c.after.empty() ? "(absent)" : c.after));
+  }
+  if (!refused.empty())
+    throw Error(fmt::format("--resume from {}: the config differs from the run's in {}; a resumed run would no longer "
+                            "be the run it continues. Restore them, or accept each deliberately with --allow-change "
+                            "KEY (e.g. --allow-change optim.max_steps to train longer)",
+                            checkpoint, fmt::join(refused, "; ")));
+  if (write_history && !accepted.empty()) {
+    std::ofstream(fs::path(cfg.out_dir) / "config_changes.jsonl", std::ios::app)
+        << nlohmann::json({{"resumed_at_step", step}, {"changes", accepted}}).dump() << "\n";
   }
 }
 
@@ -291,6 +320,7 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
       throw Error(fmt::format("{}: written by {} process(es), resumed with {}: the data order and the ZeRO-1 shards "
                               "depend on the world size, so resume with {} (or start a new run from its weights)",
                               *latest, ck.state.world_size, d.world_size(), ck.state.world_size));
+    check_resume_changes(cfg, ck.state.config_yaml, *latest, ck.state.step, d.is_main());
     load_model_weights(*s.model, ck, *latest);
     NamedTensors opt_state;
     std::map<std::string, at::Tensor> ema;

@@ -7,7 +7,7 @@ Cases (listed with what the program does in docs/trust.md):
   token datasets: shard truncated / bit-flipped / missing, manifest truncated / mistyped / unknown field / missing;
   loss datasets: shard truncated / bit-flipped, manifest not JSON, scored on another token dataset, from another
   tokenizer; safetensors (Hugging Face model): truncated, header damaged, config.json missing; checkpoints: a
-  flipped byte in model or optimizer tensors (sha256), state.json truncated, resumed with another model shape, a
+  flipped byte in model or optimizer tensors (sha256), state.json truncated, resumed with another model shape (refused as a config change), a
   checkpoint given to rho_score with a flipped byte; YAML: unknown key, wrong type, out-of-range values, syntax
   error, unknown --set key, missing config; missing inputs; a full disk (RLIMIT_FSIZE with SIGXFSZ ignored, so
   writes fail with EFBIG) for rho_tokenize, rho_score and a checkpoint write; non-finite loss (stop and skip).
@@ -215,7 +215,8 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 3}}
                 name.split()[0]]
             guard = good + [d]
             s.case(f"checkpoint {name} (--resume)",
-                   [*pretrain, "--set", f"run.out_dir={d}", "--set", "optim.max_steps=9", "--resume"],
+                   [*pretrain, "--set", f"run.out_dir={d}", "--set", "optim.max_steps=9", "--resume", "--allow-change",
+                "optim.max_steps"],
                    [str(d / "checkpoints" / latest / f), needle], guard)
         d = s.copy(t / "run", "run_flip_score")
         flip_byte(d / "checkpoints" / latest / "model.safetensors", 4000)
@@ -226,7 +227,7 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 3}}
         wide.write_text((t / "m.yaml").read_text().replace("hidden_size: 32", "hidden_size: 48"))
         s.case("resume with another model shape",
                [*pretrain, "--set", f"run.out_dir={d}", "--set", f"model.config={wide}", "--resume"],
-               [str(d / "checkpoints" / latest), "another shape"], good + [d])
+               [str(d / "checkpoints" / latest), "model.hidden_size: 32 -> 48"], good + [d])
         d = s.copy(t / "run", "run_again")
         s.case("a second run into a folder with checkpoints (no --resume)",
                [*pretrain, "--set", f"run.out_dir={d}"], [str(d), "already holds checkpoints"], good + [d])
@@ -287,7 +288,8 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 3}}
         d = s.copy(t / "run", "run_full")
         keep = {c.name: tree_hashes(c) for c in (d / "checkpoints").iterdir()}
         s.case("disk full while rho_pretrain writes a checkpoint",
-               [*pretrain, "--set", f"run.out_dir={d}", "--set", "optim.max_steps=9", "--resume"],
+               [*pretrain, "--set", f"run.out_dir={d}", "--set", "optim.max_steps=9", "--resume", "--allow-change",
+                "optim.max_steps"],
                [str(d / "checkpoints" / "step-00000009"), "File too large"], good, preexec=file_size_limit(20000),
                after=lambda: "" if all(tree_hashes(d / "checkpoints" / n) == h for n, h in keep.items()) and
                latest_checkpoint(d).name == latest else "earlier checkpoints changed or a partial one is visible")

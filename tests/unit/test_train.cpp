@@ -150,6 +150,34 @@ TEST_CASE("a resumed run ends with weights identical to an uninterrupted one", "
   }
 }
 
+TEST_CASE("resume refuses a changed config that affects the steps, names the keys, and logs accepted changes",
+          "[train]") {
+  rho::test::TempDir dir;
+  auto cfg = tiny_run(dir, "run");
+  {
+    rho::Trainer t(cfg, false);
+    for (int i = 0; i < 4; ++i) t.train_step();
+    t.save_checkpoint();
+  }
+  auto changed = cfg;
+  changed.slm.ratio = 0.7;  // not used by CLM, but part of what the run is
+  changed.max_steps = 30;
+  CHECK_THROWS_WITH(rho::Trainer(changed, true),
+                    Contains("slm.ratio: 0.6 -> 0.7") && Contains("optim.max_steps: 12 -> 30") &&
+                        Contains("--allow-change"));
+  // Safe keys (logging, checkpoint cadence, evaluation) change freely; the deliberate one when allowed.
+  auto longer = cfg;
+  longer.max_steps = 30;
+  longer.log_every = 5;
+  longer.resume_allow = {"optim.max_steps"};
+  rho::Trainer resumed(longer, true);
+  CHECK(resumed.step() == 4);
+  const auto history = rho::read_text_file(dir.str("run/config_changes.jsonl"));
+  CHECK_THAT(history, Contains("\"resumed_at_step\":4") && Contains("optim.max_steps") && Contains("train.log_every"));
+  // The same config again: nothing to record.
+  rho::Trainer(cfg, true);
+}
+
 TEST_CASE("SLM with ratio 1.0 trains exactly like CLM, in every scope and accumulation", "[train][slm]") {
   // Both divide every micro-batch's loss by the step's weight (CLM: its valid tokens; SLM: what its selections
   // keep, all valid tokens at ratio 1), so the objectives are the same function.
