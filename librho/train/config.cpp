@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -91,6 +92,22 @@ class Section {
   std::set<std::string> seen_;
 };
 
+// A copy of a parsed value built node by node: it has no position in any file, so errors about it say
+// "(--set)" rather than the line of the one-line document the value was parsed from.
+YAML::Node without_marks(const YAML::Node& n) {
+  if (n.IsSequence()) {
+    YAML::Node out(YAML::NodeType::Sequence);
+    for (const auto& item : n) out.push_back(without_marks(item));
+    return out;
+  }
+  if (n.IsMap()) {
+    YAML::Node out(YAML::NodeType::Map);
+    for (const auto& kv : n) out[kv.first.as<std::string>()] = without_marks(kv.second);
+    return out;
+  }
+  return n.IsScalar() ? YAML::Node(n.Scalar()) : YAML::Node();
+}
+
 void apply_override(YAML::Node& root, const std::string& item) {
   const auto eq = item.find('=');
   const auto dot = item.find('.');
@@ -103,7 +120,7 @@ void apply_override(YAML::Node& root, const std::string& item) {
   } catch (const YAML::Exception& e) {
     throw Error(fmt::format("override '{}': invalid value ({})", item, e.msg));
   }
-  root[section][key] = parsed;
+  root[section][key] = without_marks(parsed);
 }
 
 // `key` is "section.name"; the message points at the line that set it.
@@ -114,6 +131,22 @@ void require(bool ok, const Section& s, const char* key, const T& value, const c
   throw Error(fmt::format("{}: '{}' = {} is out of range: {}", s.where_is(dot ? dot + 1 : key), key, value, what));
 }
 
+}  // namespace
+
+namespace {
+// A file a config names: relative paths are taken beside the YAML file that names it when that file exists there
+// (configs/train/slm.yaml can say `config: ../model/tiny.yaml`), else relative to the working directory.
+std::string beside(const std::string& file, const std::string& yaml_source) {
+  namespace fs = std::filesystem;
+  const fs::path p(file);
+  if (p.is_absolute()) return file;
+  std::error_code ec;
+  if (fs::is_regular_file(yaml_source, ec)) {
+    const auto there = fs::path(yaml_source).parent_path() / p;
+    if (fs::exists(there, ec)) return there.lexically_normal().string();
+  }
+  return file;
+}
 }  // namespace
 
 TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::string& source,
@@ -156,7 +189,7 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
     const auto file = model["config"].as<std::string>();
     model.remove("config");
     if (model.size() > 0) throw Error(fmt::format("{}: model: give either 'config' or inline fields, not both", source));
-    c.model = LlamaConfig::from_yaml_file(file);
+    c.model = LlamaConfig::from_yaml_file(beside(file, source));
   } else if (model.size() > 0) {
     if (!c.init_from.empty())
       throw Error(fmt::format("{}: model: 'init_from' takes the shape from its config.json; drop the inline fields", source));

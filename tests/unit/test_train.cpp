@@ -69,6 +69,11 @@ TEST_CASE("train config: unknown keys, wrong types and out-of-range values name 
                     Contains("r.yaml:3: 'slm.ratio' = 1.5 is out of range"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base, "r.yaml", {"optim.lrr=2"}),
                     Contains("r.yaml (--set): unknown key 'optim.lrr'"));
+  // Values given by --set are named as such, not by the line of their one-line parse.
+  CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base, "r.yaml", {"slm.ratio=1.5"}),
+                    Contains("r.yaml (--set): 'slm.ratio' = 1.5 is out of range"));
+  CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base, "r.yaml", {"optim.lr=fast"}),
+                    Contains("r.yaml (--set)") && Contains("'optim.lr' has the wrong type"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "trian: {}\n", "r.yaml"), Contains("unknown section 'trian'"));
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string(base + "data: {seq_len: 3}\n", "r.yaml"),
                     Contains("r.yaml:3") && Contains("duplicate key 'data'"));
@@ -91,6 +96,20 @@ TEST_CASE("train config: unknown keys, wrong types and out-of-range values name 
   CHECK(c.lr_at(9) == Approx(0.5));
   CHECK(c.lr_at(60) == Approx(0.05 + 0.45 * 0.5));
   CHECK(c.lr_at(110) == Approx(0.05));
+}
+
+TEST_CASE("shipped training configs parse from any working directory (model.config beside the YAML)", "[train]") {
+  for (const auto* name : {"configs/train/reference.yaml", "configs/train/slm.yaml"}) {
+    INFO(name);
+    const auto c = rho::TrainConfig::from_yaml_file(rho::test::source_path(name));
+    CHECK(c.model.hidden_size == 64);  // configs/model/tiny.yaml
+    CHECK(c.seq_len == 256);
+  }
+  CHECK(rho::TrainConfig::from_yaml_file(rho::test::source_path("configs/train/slm.yaml")).stage == "slm");
+  // A relative model.config that is not beside the YAML is still looked up from the working directory, and a
+  // missing one is named.
+  CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string("model: {config: nowhere/m.yaml}\ndata: {train: x}\n", "r.yaml"),
+                    Contains("nowhere/m.yaml"));
 }
 
 TEST_CASE("CLM training: a tiny model's loss falls, with logs, evaluation and checkpoints", "[train]") {
