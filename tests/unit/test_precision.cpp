@@ -129,7 +129,7 @@ TEST_CASE("a training step reads from the device once (hard selection in every s
   }
 }
 
-TEST_CASE("scope step with one micro-batch runs no extra forward pass; with several, one per micro-batch",
+TEST_CASE("scope step with one micro-batch runs no extra forward pass, with several one per micro-batch",
           "[train][slm]") {
   rho::test::TempDir dir;
   auto forwards = [&](const std::string& name, const std::string& scope, int64_t accum) {
@@ -212,7 +212,7 @@ TEST_CASE("bf16 autocast SLM on the CPU in every scope: the ratio kept, losses n
   }
 }
 
-TEST_CASE("scoring with precision autocast gives training's forward losses bit for bit; bf16 differs", "[score]") {
+TEST_CASE("scoring with precision autocast gives training's forward losses bit for bit and bf16 differs", "[score]") {
   rho::test::TempDir dir;
   rho::test::write_token_dataset(dir.str("d"), rho::test::pattern_documents(30, 64, 4), 400, 64, 0);
   auto data = rho::TokenDataset::open(dir.str("d"));
@@ -249,7 +249,7 @@ TEST_CASE("scoring with precision autocast gives training's forward losses bit f
   CHECK_THROWS_WITH(rho::parse_score_precision("fp16"), Catch::Matchers::Contains("'fp16' is not one of"));
 }
 
-TEST_CASE("scoring: precision auto runs a model as it was prepared; a rescoring at another precision redoes shards",
+TEST_CASE("scoring: precision auto runs a model as it was prepared and a rescoring at another precision redoes shards",
           "[score]") {
   rho::test::TempDir dir;
   rho::test::write_token_dataset(dir.str("d"), rho::test::pattern_documents(30, 64, 4), 400, 64, 0);

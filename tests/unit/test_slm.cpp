@@ -64,7 +64,7 @@ TEST_CASE("topk_mask equals a brute-force sort, with ties, NaNs and infinities",
   CHECK(at::equal(m2.view(-1), at::arange(12) < 5));
 }
 
-TEST_CASE("topk_mask: -0.0 equals +0.0, so the lower index wins; k may be a tensor; nan_count is a scalar", "[topk]") {
+TEST_CASE("topk_mask: -0.0 equals +0.0 (the lower index wins), k may be a tensor, nan_count is a scalar", "[topk]") {
   // Two equal scores and k = 1: the first is kept, whichever sign its zero has.
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
     auto a = at::tensor({-0.0f, 0.0f}).to(dtype), b = at::tensor({0.0f, -0.0f}).to(dtype);
