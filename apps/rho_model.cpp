@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
 
   auto* info = app.add_subcommand("info", "print the parameter count of a model config");
   info->add_option("config", in, "YAML config, config.json or HF directory")->required();
+  std::string json_out;
+  info->add_option("--config-json", json_out, "also write the config as a Hugging Face config.json here");
   auto* init = app.add_subcommand("init", "save a randomly initialised model in Hugging Face layout");
   init->add_option("config", in)->required();
   init->add_option("--out", out)->required();
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
   try {
     if (*info) {
       const auto c = read_config(in);
+      if (!json_out.empty()) rho::write_file_atomic(json_out, c.to_hf_json());
       std::cout << fmt::format("{{\"config\": \"{}\", \"parameters\": {}}}\n", in, c.num_parameters());
     } else if (*init) {
       rho::Llama model(read_config(in));

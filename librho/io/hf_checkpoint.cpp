@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <iostream>
 #include <unistd.h>
 
 #include <filesystem>
@@ -91,7 +93,12 @@ void load_hf_weights(LlamaImpl& model, const std::string& dir) {
 }
 
 Llama load_hf_model(const std::string& dir) {
-  Llama model(LlamaConfig::from_hf_json_file((fs::path(dir) / "config.json").string()));
+  const auto path = (fs::path(dir) / "config.json").string();
+  std::vector<std::string> unknown;
+  Llama model(LlamaConfig::from_hf_json_file(path, &unknown));
+  if (!unknown.empty())
+    std::cerr << fmt::format("{}: ignored keys librho does not know (transformers ignores unknown keys too): {}\n", path,
+                             fmt::join(unknown, ", "));
   load_hf_weights(*model, dir);
   return model;
 }

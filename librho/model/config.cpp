@@ -39,17 +39,54 @@ std::vector<Field> fields_of(LlamaConfig& c) {
       {"max_position_embeddings", "max_position_embeddings", &c.max_position_embeddings},
       {"sliding_window", "sliding_window", &c.sliding_window},
       {"tie_word_embeddings", "tie_word_embeddings", &c.tie_word_embeddings},
+      {"attention_bias", nullptr, &c.attention_bias},  // config.json: read per family below
+      {"mlp_bias", nullptr, &c.mlp_bias},
+      {"rope_factor", nullptr, &c.rope_factor},        // config.json: inside rope_scaling
+      {"rope_low_freq_factor", nullptr, &c.rope_low_freq_factor},
+      {"rope_high_freq_factor", nullptr, &c.rope_high_freq_factor},
+      {"rope_original_max_position_embeddings", nullptr, &c.rope_original_max_position_embeddings},
       {"bos_token_id", "bos_token_id", &c.bos_token_id},
       {"eos_token_id", "eos_token_id", &c.eos_token_id},
       {"initializer_range", "initializer_range", &c.initializer_range},
   };
 }
 
-// config.json keys that carry nothing for librho, or that must hold the one value librho implements.
+// config.json keys that change nothing librho computes: metadata, generation settings, special-token ids it does
+// not use, framework switches. Accepted silently, as transformers does.
 const std::set<std::string> kHfIgnored = {
-    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "use_cache",
-    "pad_token_id", "output_attentions", "output_hidden_states", "return_dict", "tokenizer_class",
-    "is_decoder", "id2label", "label2id", "problem_type", "torchscript", "use_return_dict"};
+    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "use_cache", "pad_token_id",
+    "unk_token_id", "sep_token_id", "cls_token_id", "mask_token_id", "decoder_start_token_id", "output_attentions",
+    "output_hidden_states", "return_dict", "tokenizer_class", "is_decoder", "is_encoder_decoder", "id2label",
+    "label2id", "problem_type", "torchscript", "use_return_dict", "attn_implementation", "is_llama_config",
+    "transformers.js_config", "chunk_size_feed_forward", "add_cross_attention", "cross_attention_hidden_size",
+    "tie_encoder_decoder", "prefix", "task_specific_params", "finetuning_task", "pruned_heads", "tf_legacy_loss",
+    "use_bfloat16", "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
+    "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty",
+    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences",
+    "output_scores", "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id",
+    "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
+    "output_router_logits", "auto_map"};
+
+const std::pair<ModelFamily, const char*> kFamilies[] = {
+    {ModelFamily::Llama, "llama"}, {ModelFamily::Mistral, "mistral"}, {ModelFamily::Qwen2, "qwen2"}};
+const std::pair<RopeScaling, const char*> kRopeScalings[] = {
+    {RopeScaling::None, "none"}, {RopeScaling::Linear, "linear"}, {RopeScaling::Llama3, "llama3"}};
+
+template <class E, size_t N>
+E enum_of(const std::pair<E, const char*> (&table)[N], const std::string& name, const std::string& where) {
+  std::string all;
+  for (const auto& [value, n] : table) {
+    if (name == n) return value;
+    all += all.empty() ? n : std::string(", ") + n;
+  }
+  throw Error(fmt::format("{} '{}' is not supported (supported: {})", where, name, all));
+}
+template <class E, size_t N>
+const char* name_of(const std::pair<E, const char*> (&table)[N], E e) {
+  for (const auto& [value, n] : table)
+    if (value == e) return n;
+  return "?";
+}
 
 template <class T>
 T yaml_as(const YAML::Node& n, const std::string& source, const std::string& key) {
@@ -66,8 +103,9 @@ T yaml_as(const YAML::Node& n, const std::string& source, const std::string& key
 int64_t LlamaConfig::num_parameters() const {
   const int64_t h = hidden_size, d = head_size();
   const int64_t attn = h * num_heads * d + 2 * h * num_kv_heads * d + num_heads * d * h;
-  const int64_t mlp = 3 * h * intermediate_size;
-  const int64_t per_layer = attn + mlp + 2 * h;
+  const int64_t attn_bias = (qkv_bias() ? num_heads * d + 2 * num_kv_heads * d : 0) + (o_bias() ? h : 0);
+  const int64_t mlp = 3 * h * intermediate_size + (mlp_bias ? 2 * intermediate_size + h : 0);
+  const int64_t per_layer = attn + attn_bias + mlp + 2 * h;
   return vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_layers * per_layer + h;
 }
 
@@ -93,6 +131,21 @@ void LlamaConfig::validate(const std::string& source) const {
   if (!(rope_theta > 0)) throw Error(fmt::format("{}: field 'rope_theta' must be > 0", source));
   if (!(rms_norm_eps > 0)) throw Error(fmt::format("{}: field 'rms_norm_eps' must be > 0", source));
   if (sliding_window < 0) throw Error(fmt::format("{}: field 'sliding_window' must be >= 0", source));
+  if (sliding_window > 0 && family != ModelFamily::Mistral)
+    throw Error(fmt::format("{}: a sliding window (sliding_window {}) is implemented for family mistral only", source,
+                            sliding_window));
+  if ((attention_bias || mlp_bias) && family != ModelFamily::Llama)
+    throw Error(fmt::format("{}: attention_bias / mlp_bias belong to family llama (qwen2 has its own q, k, v biases)",
+                            source));
+  if (rope_scaling != RopeScaling::None && family != ModelFamily::Llama)
+    throw Error(fmt::format("{}: rope_scaling is implemented for family llama only", source));
+  if (rope_scaling != RopeScaling::None && !(rope_factor > 0))
+    throw Error(fmt::format("{}: field 'rope_factor' must be > 0", source));
+  if (rope_scaling == RopeScaling::Llama3 &&
+      !(rope_low_freq_factor > 0 && rope_high_freq_factor > rope_low_freq_factor &&
+        rope_original_max_position_embeddings > 0))
+    throw Error(fmt::format("{}: llama3 rope scaling needs 0 < rope_low_freq_factor < rope_high_freq_factor and "
+                            "rope_original_max_position_embeddings > 0", source));
   if (bos_token_id < 0 || bos_token_id >= vocab_size || eos_token_id < 0 || eos_token_id >= vocab_size)
     throw Error(fmt::format("{}: bos/eos token ids ({}, {}) must lie in [0, vocab_size={})", source, bos_token_id,
                             eos_token_id, vocab_size));
@@ -112,6 +165,13 @@ LlamaConfig LlamaConfig::from_yaml_string(const std::string& text, const std::st
   auto fields = fields_of(c);
   for (const auto& kv : root) {
     const auto key = kv.first.as<std::string>();
+    if (key == "family" || key == "rope_scaling") {
+      const auto where = fmt::format("{}:{}: {}", source, kv.second.Mark().line + 1, key);
+      const auto name = yaml_as<std::string>(kv.second, source, key);
+      if (key == "family") c.family = enum_of(kFamilies, name, where);
+      else c.rope_scaling = enum_of(kRopeScalings, name, where);
+      continue;
+    }
     auto it = std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return key == f.yaml_name; });
     if (it == fields.end())
       throw Error(fmt::format("{}:{}: unknown model field '{}'", source, kv.first.Mark().line + 1, key));
@@ -126,7 +186,8 @@ LlamaConfig LlamaConfig::from_yaml_file(const std::string& path) {
   return from_yaml_string(read_text_file(path), path);
 }
 
-LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std::string& source) {
+LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std::string& source,
+                                             std::vector<std::string>* unknown) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
@@ -134,37 +195,75 @@ LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std:
     throw Error(fmt::format("{}: invalid JSON: {}", source, e.what()));
   }
   if (!j.is_object()) throw Error(fmt::format("{}: expected a JSON object", source));
-  const std::string model_type = j.value("model_type", "");
-  if (model_type != "llama" && model_type != "mistral")
-    throw Error(fmt::format("{}: model_type '{}' is not supported (llama, mistral)", source, model_type));
+  auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+  LlamaConfig c;
+  c.family = enum_of(kFamilies, j.value("model_type", std::string("(none)")), source + ": model_type");
+  c.num_kv_heads = -1;  // defaults to num_heads below, as in transformers
+  c.tie_word_embeddings = false;
+  c.sliding_window = 0;
 
+  // Keys that would change the result: the values librho implements, else refused by name.
   auto require = [&](const char* key, const nlohmann::json& ok, const char* what) {
-    if (j.contains(key) && !j[key].is_null() && j[key] != ok)
+    if (has(key) && j[key] != ok)
       throw Error(fmt::format("{}: field '{}' = {} is not supported (librho implements {})", source, key,
                               j[key].dump(), what));
   };
   require("hidden_act", "silu", "\"silu\"");
-  require("attention_bias", false, "false");
-  require("mlp_bias", false, "false");
   require("pretraining_tp", 1, "1");
-  if (j.contains("attention_dropout") && j["attention_dropout"].is_number() && j["attention_dropout"] != 0)
+  require("rope_interleaved", false, "false (rotate-half RoPE)");
+  require("partial_rotary_factor", 1.0, "1.0 (rotary over the whole head)");
+  require("use_sliding_window", false, "false for qwen2 (full attention)");
+  if (has("attention_dropout") && j["attention_dropout"] != 0)
     throw Error(fmt::format("{}: field 'attention_dropout' must be 0", source));
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
-    throw Error(fmt::format("{}: field 'rope_scaling' = {} is not supported (plain RoPE only)", source,
-                            j["rope_scaling"].dump()));
+  if (has("quantization_config"))
+    throw Error(fmt::format("{}: quantized weights (quantization_config) are not supported: give fp32, bf16 or fp16 "
+                            "safetensors", source));
+  if (has("layer_types"))
+    for (const auto& t : j["layer_types"])
+      if (t != "full_attention")
+        throw Error(fmt::format("{}: layer_types holds {} (librho implements full_attention)", source, t.dump()));
+  if (c.family == ModelFamily::Llama) {
+    c.attention_bias = j.value("attention_bias", false);
+    c.mlp_bias = j.value("mlp_bias", false);
+  } else {
+    require("attention_bias", false, "no attention_bias for this family");
+    require("mlp_bias", false, "false");
+  }
+  // RoPE: rope_scaling (transformers 4.x) or rope_parameters (5.x, which also carries rope_theta).
+  const char* rope_key = has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  if (has(rope_key)) {
+    const auto& r = j[rope_key];
+    if (!r.is_object()) throw Error(fmt::format("{}: field '{}' must be an object", source, rope_key));
+    const std::string type = r.value("rope_type", r.value("type", std::string("default")));
+    c.rope_scaling = type == "default" ? RopeScaling::None
+                                       : enum_of(kRopeScalings, type, fmt::format("{}: {}.rope_type", source, rope_key));
+    if (r.contains("rope_theta")) c.rope_theta = r["rope_theta"].get<double>();
+    c.rope_factor = r.value("factor", 1.0);
+    c.rope_low_freq_factor = r.value("low_freq_factor", 1.0);
+    c.rope_high_freq_factor = r.value("high_freq_factor", 4.0);
+    c.rope_original_max_position_embeddings = r.value("original_max_position_embeddings", int64_t(8192));
+    for (auto& [k, v] : r.items())
+      if (k != "rope_type" && k != "type" && k != "rope_theta" && k != "factor" && k != "low_freq_factor" &&
+          k != "high_freq_factor" && k != "original_max_position_embeddings")
+        throw Error(fmt::format("{}: {}.{} is not supported", source, rope_key, k));
+  }
+  const bool qwen2_window_off = c.family == ModelFamily::Qwen2;  // use_sliding_window false (required above)
 
-  LlamaConfig c;
-  c.num_kv_heads = -1;  // defaults to num_heads below, as in transformers
-  c.tie_word_embeddings = false;
-  c.sliding_window = 0;
   auto fields = fields_of(c);
   for (auto& [key, value] : j.items()) {
-    if (key.rfind('_', 0) == 0 || kHfIgnored.count(key) || key == "hidden_act" || key == "attention_bias" ||
-        key == "mlp_bias" || key == "pretraining_tp" || key == "attention_dropout" || key == "rope_scaling")
-      continue;
+    if (key.rfind('_', 0) == 0 || kHfIgnored.count(key)) continue;
+    static const std::set<std::string> handled = {
+        "hidden_act", "pretraining_tp", "rope_interleaved", "partial_rotary_factor", "use_sliding_window",
+        "attention_dropout", "quantization_config", "layer_types", "attention_bias", "mlp_bias", "rope_scaling",
+        "rope_parameters", "max_window_layers"};
+    if (handled.count(key)) continue;
+    if (key == "sliding_window" && qwen2_window_off) continue;
     auto it = std::find_if(fields.begin(), fields.end(),
                            [&](const Field& f) { return f.hf_name && key == f.hf_name; });
-    if (it == fields.end()) throw Error(fmt::format("{}: unknown config.json field '{}'", source, key));
+    if (it == fields.end()) {
+      if (unknown) unknown->push_back(key);
+      continue;
+    }
     if (value.is_null()) continue;  // e.g. "sliding_window": null, "head_dim": null
     nlohmann::json v = value;
     if (v.is_array() && !v.empty()) v = v[0];  // eos_token_id may list several ids: the first is the document end
@@ -182,20 +281,37 @@ LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std:
   return c;
 }
 
-LlamaConfig LlamaConfig::from_hf_json_file(const std::string& path) {
-  return from_hf_json_string(read_text_file(path), path);
+LlamaConfig LlamaConfig::from_hf_json_file(const std::string& path, std::vector<std::string>* unknown) {
+  return from_hf_json_string(read_text_file(path), path, unknown);
 }
 
 std::string LlamaConfig::to_hf_json(const std::string& torch_dtype) const {
   nlohmann::ordered_json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
+  static const char* architectures[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+  j["architectures"] = {architectures[static_cast<int>(family)]};
+  j["model_type"] = name_of(kFamilies, family);
   j["hidden_act"] = "silu";
-  j["attention_bias"] = false;
-  j["mlp_bias"] = false;
   j["attention_dropout"] = 0.0;
-  j["pretraining_tp"] = 1;
-  j["rope_scaling"] = nullptr;
+  if (family == ModelFamily::Llama) {
+    j["attention_bias"] = attention_bias;
+    j["mlp_bias"] = mlp_bias;
+    j["pretraining_tp"] = 1;
+    if (rope_scaling == RopeScaling::None) {
+      j["rope_scaling"] = nullptr;
+    } else {
+      nlohmann::ordered_json r = {{"rope_type", name_of(kRopeScalings, rope_scaling)}, {"factor", rope_factor}};
+      if (rope_scaling == RopeScaling::Llama3) {
+        r["low_freq_factor"] = rope_low_freq_factor;
+        r["high_freq_factor"] = rope_high_freq_factor;
+        r["original_max_position_embeddings"] = rope_original_max_position_embeddings;
+      }
+      j["rope_scaling"] = r;
+    }
+  }
+  if (family == ModelFamily::Qwen2) {
+    j["use_sliding_window"] = false;
+    j["max_window_layers"] = num_layers;
+  }
   j["use_cache"] = true;
   j["torch_dtype"] = torch_dtype;
   LlamaConfig copy = *this;
@@ -204,13 +320,16 @@ std::string LlamaConfig::to_hf_json(const std::string& torch_dtype) const {
     std::visit([&](auto* p) { j[f.hf_name] = *p; }, f.ref);
   }
   j["head_dim"] = head_size();
-  if (sliding_window == 0) j["sliding_window"] = nullptr;
+  if (family != ModelFamily::Mistral) j.erase("sliding_window");
+  else if (sliding_window == 0) j["sliding_window"] = nullptr;
   return j.dump(2) + "\n";
 }
 
 std::string LlamaConfig::to_yaml() const {
   YAML::Emitter out;
   out << YAML::BeginMap;
+  out << YAML::Key << "family" << YAML::Value << name_of(kFamilies, family);
+  out << YAML::Key << "rope_scaling" << YAML::Value << name_of(kRopeScalings, rope_scaling);
   LlamaConfig copy = *this;
   for (const auto& f : fields_of(copy)) std::visit([&](auto* p) { out << YAML::Key << f.yaml_name << YAML::Value << *p; }, f.ref);
   out << YAML::EndMap;

@@ -10,7 +10,10 @@
 #include <ATen/ops/rms_norm.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
+#include <ATen/ops/where.h>
 #include <fmt/format.h>
+
+#include <cmath>
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -35,17 +38,21 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
 
 AttentionImpl::AttentionImpl(const LlamaConfig& c)
     : num_heads(c.num_heads), num_kv_heads(c.num_kv_heads), head_dim(c.head_size()), sliding_window(c.sliding_window) {
-  auto lin = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
-  q_proj = register_module("q_proj", lin(c.hidden_size, num_heads * head_dim));
-  k_proj = register_module("k_proj", lin(c.hidden_size, num_kv_heads * head_dim));
-  v_proj = register_module("v_proj", lin(c.hidden_size, num_kv_heads * head_dim));
-  o_proj = register_module("o_proj", lin(num_heads * head_dim, c.hidden_size));
+  auto lin = [](int64_t in, int64_t out, bool bias) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+  };
+  q_proj = register_module("q_proj", lin(c.hidden_size, num_heads * head_dim, c.qkv_bias()));
+  k_proj = register_module("k_proj", lin(c.hidden_size, num_kv_heads * head_dim, c.qkv_bias()));
+  v_proj = register_module("v_proj", lin(c.hidden_size, num_kv_heads * head_dim, c.qkv_bias()));
+  o_proj = register_module("o_proj", lin(num_heads * head_dim, c.hidden_size, c.o_bias()));
 }
 
 namespace {
 // x W^T through at::linear, as Python's F.linear: under autocast the cast of W is cached for the scope, once per
 // weight (torch::nn::Linear's C++ forward multiplies by the view W.t(), which autocast casts anew at every use).
-at::Tensor project(const torch::nn::Linear& proj, const at::Tensor& x) { return at::linear(x, proj->weight); }
+at::Tensor project(const torch::nn::Linear& proj, const at::Tensor& x) {
+  return proj->bias.defined() ? at::linear(x, proj->weight, proj->bias) : at::linear(x, proj->weight);
+}
 
 // Rotary embedding in the "rotate half" layout used by Hugging Face Llama checkpoints.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
@@ -102,7 +109,9 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
 }
 
 MLPImpl::MLPImpl(const LlamaConfig& c) {
-  auto lin = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
+  auto lin = [&](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(c.mlp_bias));
+  };
   gate_proj = register_module("gate_proj", lin(c.hidden_size, c.intermediate_size));
   up_proj = register_module("up_proj", lin(c.hidden_size, c.intermediate_size));
   down_proj = register_module("down_proj", lin(c.intermediate_size, c.hidden_size));
@@ -142,7 +151,9 @@ void LlamaImpl::reset_parameters(uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& item : named_parameters()) {
     auto& p = item.value();
-    if (p.dim() == 1) {
+    if (item.key().size() > 5 && item.key().compare(item.key().size() - 5, 5, ".bias") == 0) {
+      p.zero_();  // projection biases start at zero (transformers' _init_weights)
+    } else if (p.dim() == 1) {
       p.fill_(1.0);
     } else {  // sample on CPU so that the same seed gives the same weights on every device
       p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0.0, config.initializer_range, gen));
@@ -170,6 +181,29 @@ const at::Tensor& LlamaImpl::output_weight() const {
   return lm_head ? lm_head->weight : embed_tokens->weight;
 }
 
+namespace {
+// RoPE scaling of the inverse frequencies, as transformers' rope init functions (linear, llama3) compute them.
+at::Tensor scaled_inv_freq(const LlamaConfig& c, const at::Tensor& inv_freq) {
+  switch (c.rope_scaling) {
+    case RopeScaling::None: return inv_freq;
+    case RopeScaling::Linear: return inv_freq / c.rope_factor;
+    case RopeScaling::Llama3: {
+      const double old_len = static_cast<double>(c.rope_original_max_position_embeddings);
+      const double low_freq_wavelen = old_len / c.rope_low_freq_factor;
+      const double high_freq_wavelen = old_len / c.rope_high_freq_factor;
+      const auto wavelen = 2 * M_PI / inv_freq;
+      // wavelength above the low-frequency bound: divided by factor; below the high-frequency bound: kept
+      auto out = at::where(wavelen > low_freq_wavelen, inv_freq / c.rope_factor, inv_freq);
+      const auto smooth = (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
+      const auto smoothed = (1 - smooth) * out / c.rope_factor + smooth * out;
+      const auto medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen);
+      return at::where(medium, smoothed, out);
+    }
+  }
+  return inv_freq;
+}
+}  // namespace
+
 std::pair<at::Tensor, at::Tensor> LlamaImpl::rope(int64_t start, int64_t length, const at::Tensor& like) {
   const int64_t need = start + length;
   if (need > config.max_position_embeddings)
@@ -178,7 +212,8 @@ std::pair<at::Tensor, at::Tensor> LlamaImpl::rope(int64_t start, int64_t length,
   if (!rope_cos_.defined() || rope_cos_.device() != like.device()) {
     const int64_t d = config.head_size();
     auto f32 = at::TensorOptions().dtype(at::kFloat);
-    auto inv_freq = 1.0 / at::pow(config.rope_theta, at::arange(0, d, 2, f32.dtype(at::kLong)).to(at::kFloat) / d);
+    auto inv_freq = scaled_inv_freq(config, 1.0 / at::pow(config.rope_theta,
+                                                           at::arange(0, d, 2, f32.dtype(at::kLong)).to(at::kFloat) / d));
     auto freqs = at::outer(at::arange(config.max_position_embeddings, f32.dtype(at::kLong)).to(at::kFloat), inv_freq);
     auto emb = at::cat({freqs, freqs}, -1);
     rope_cos_ = emb.cos().to(like.device());

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Parity between librho and Hugging Face transformers, both ways, on small random Llama models.
+"""Parity between librho and Hugging Face transformers, both ways, on small random models of every family.
 
 transformers -> librho: HF builds and saves a model (fp32, bf16, sharded); librho loads it and its logits and
-per-token losses match HF's to 1e-4. librho -> transformers: librho initialises or re-saves a model; HF loads
-it and its logits match librho's. Also: the parameter counts of configs/model/*.yaml equal HF's.
+per-token losses match HF's to 1e-5. librho -> transformers: librho initialises or re-saves a model; HF loads
+it and its logits match librho's. Families: Llama (GQA/MQA/MHA, tied and untied, attention and MLP biases, RoPE
+scaling linear and llama3), Mistral, Qwen2 (q/k/v biases, tied). Also: the parameter counts of
+configs/model/*.yaml and of the published config.json files in tests/data/hf_configs equal HF's.
 Exits 77 (skipped) when transformers is not installed.
 """
 import argparse
@@ -22,12 +24,7 @@ except ImportError as e:  # pragma: no cover
     print(f"SKIPPED: {e}")
     sys.exit(77)
 
-TOL = 1e-4
-YAML_TO_HF = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
-              "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
-              "num_kv_heads": "num_key_value_heads", "rope_theta": "rope_theta", "rms_norm_eps": "rms_norm_eps",
-              "max_position_embeddings": "max_position_embeddings", "tie_word_embeddings": "tie_word_embeddings",
-              "sliding_window": "sliding_window"}
+TOL = 1e-5
 
 
 def run(*args):
@@ -38,7 +35,7 @@ def run(*args):
 
 
 def hf_logits(model_dir, tokens):
-    m = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    m = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         return m(tokens[:, :-1]).logits
 
@@ -65,24 +62,36 @@ def main():
     args = ap.parse_args()
     ok = True
     torch.manual_seed(0)
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 16}  # head size 16: wavelengths below, inside and above the band
     variants = [
         dict(name="gqa-untied", num_key_value_heads=2, tie_word_embeddings=False, rope_theta=10000.0),
         dict(name="gqa-tied", num_key_value_heads=2, tie_word_embeddings=True, rope_theta=500000.0),
         dict(name="mha-untied", num_key_value_heads=4, tie_word_embeddings=False, rope_theta=10000.0),
         dict(name="mqa-tied", num_key_value_heads=1, tie_word_embeddings=True, rope_theta=10000.0),
+        dict(name="llama-biases", num_key_value_heads=2, tie_word_embeddings=False, rope_theta=10000.0,
+             attention_bias=True, mlp_bias=True),
+        dict(name="llama3-rope", num_key_value_heads=2, tie_word_embeddings=True, rope_theta=500000.0,
+             rope_scaling=llama3),
+        dict(name="linear-rope", num_key_value_heads=2, tie_word_embeddings=False, rope_theta=10000.0,
+             rope_scaling={"rope_type": "linear", "factor": 2.0}),
+        dict(name="mistral", family=transformers.MistralConfig, num_key_value_heads=2, tie_word_embeddings=False,
+             rope_theta=10000.0, sliding_window=4096),
+        dict(name="qwen2", family=transformers.Qwen2Config, num_key_value_heads=2, tie_word_embeddings=True,
+             rope_theta=1000000.0, use_sliding_window=False),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for v in variants:
             name = v.pop("name")
             print(f"[{name}]")
-            cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                           num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5,
-                                           **v)
-            model = transformers.LlamaForCausalLM(cfg).float().eval()
-            with torch.no_grad():  # HF zero-inits nothing here, but make norms non-trivial too
+            family = v.pop("family", transformers.LlamaConfig)
+            cfg = family(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5, **v)
+            model = transformers.AutoModelForCausalLM.from_config(cfg).float().eval()
+            with torch.no_grad():  # HF initialises norms to 1 and biases to 0: make them non-trivial
                 for n, p in model.named_parameters():
-                    if n.endswith("norm.weight"):
+                    if n.endswith("norm.weight") or n.endswith(".bias"):
                         p.add_(0.1 * torch.randn_like(p))
             tokens = torch.randint(0, 128, (3, 33))
             with torch.no_grad():
@@ -110,6 +119,8 @@ def main():
             run(args.rho_model, "convert", d, "--out", dr)
             ok &= check("librho re-save -> HF logits", hf_logits(dr, tokens), ref)
 
+            if family is not transformers.LlamaConfig or name in ("llama-biases", "llama3-rope", "linear-rope"):
+                continue  # the init path below is the same for every family
             # librho -> transformers: a librho-initialised model
             yaml = work / f"{name}.yaml"
             yaml.write_text("\n".join([
@@ -121,14 +132,20 @@ def main():
             run(args.rho_model, "init", yaml, "--seed", "5", "--out", di)
             ok &= check("librho init -> HF logits", hf_logits(di, tokens), rho_logits(args.rho_model, di, tokens, work)[0])
 
-        print("[parameter counts]")
-        import yaml as _yaml  # noqa: F401  (PyYAML ships with transformers)
-        for path in sorted(Path(args.configs).glob("*.yaml")):
-            spec = _yaml.safe_load(path.read_text())["model"]
-            hf_cfg = transformers.LlamaConfig(**{YAML_TO_HF[k]: v for k, v in spec.items()})
+        print("[parameter counts: librho's YAML configs, and published config.json files read by both]")
+        published = Path(__file__).resolve().parents[1] / "data" / "hf_configs"
+        for path in sorted(Path(args.configs).glob("*.yaml")) + sorted(published.glob("*.json")):
+            d = work / f"count-{path.name}"
+            d.mkdir()
+            if path.suffix == ".json":
+                (d / "config.json").write_text(path.read_text())
+                rho_count = json.loads(run(args.rho_model, "info", path))["parameters"]
+            else:  # librho writes the YAML config as a config.json for transformers
+                rho_count = json.loads(run(args.rho_model, "info", path, "--config-json",
+                                           d / "config.json"))["parameters"]
+            hf_cfg = transformers.AutoConfig.from_pretrained(d)
             with torch.device("meta"):
-                hf_count = sum(p.numel() for p in transformers.LlamaForCausalLM(hf_cfg).parameters())
-            rho_count = json.loads(run(args.rho_model, "info", path))["parameters"]
+                hf_count = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_config(hf_cfg).parameters())
             same = hf_count == rho_count
             ok &= same
             print(f"  {'ok' if same else 'FAIL'}  {path.name}: librho {rho_count:,} / transformers {hf_count:,}")
