@@ -16,5 +16,8 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/librhoConfigVersion
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/librhoConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/librhoConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/librho)
 if(RHO_BUILD_APPS)
+  # Installed tools find the installed librho and the LibTorch it was linked against.
+  get_filename_component(_rho_torch_lib_dir "${TORCH_LIBRARY}" DIRECTORY)
+  set_target_properties(${RHO_APPS} PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR};${_rho_torch_lib_dir}")
   install(TARGETS ${RHO_APPS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endif()
