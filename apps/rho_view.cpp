@@ -1,7 +1,6 @@
 // rho_view: render a stretch of a token dataset as an HTML page coloured by reference loss, excess loss
 // (against a second model's losses) or SLM's keep/drop decision at a ratio.
 //   rho_view --data TOKENS --losses REF_LOSSES [--current-losses LOSSES] --start P --length N --out page.html
-#include <sentencepiece_processor.h>
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
@@ -10,6 +9,7 @@
 
 #include "librho/data/token_dataset.h"
 #include "librho/score/token_scorer.h"
+#include "librho/eval/text_tokenizer.h"
 #include "librho/score/token_view.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
@@ -39,8 +39,7 @@ int main(int argc, char** argv) {
       cur->check_matches(data);
     }
     if (tokenizer.empty()) tokenizer = (std::filesystem::path(data_dir) / data.manifest().tokenizer_name).string();
-    sentencepiece::SentencePieceProcessor sp;
-    if (!sp.Load(tokenizer).ok()) throw rho::Error(tokenizer + ": cannot load the SentencePiece model");
+    const auto tok = rho::TextTokenizer::load(tokenizer);
     length = std::max<int64_t>(0, std::min(length, data.num_tokens() - start));
     const auto ids = data.slice(start, length);
     const auto pos = at::arange(start, start + length);
@@ -48,8 +47,7 @@ int main(int argc, char** argv) {
     const auto c = cur ? cur->gather(pos) : at::full({length}, std::numeric_limits<float>::quiet_NaN());
     std::vector<rho::TokenViewToken> tokens;
     for (int64_t i = 0; i < length; ++i)
-      tokens.push_back({rho::piece_to_text(sp.IdToPiece(static_cast<int>(ids[i].item<int64_t>()))),
-                        r[i].item<double>(), c[i].item<double>()});
+      tokens.push_back({tok.piece_text(ids[i].item<int64_t>()), r[i].item<double>(), c[i].item<double>()});
     opt.subtitle = "tokens " + std::to_string(start) + "–" + std::to_string(start + length) + " of " + data_dir +
                    "; reference losses " + losses_dir + (cur ? "; current losses " + current_dir : "");
     rho::write_file_atomic(out, rho::render_token_view(tokens, opt));

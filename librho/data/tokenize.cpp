@@ -1,5 +1,7 @@
 #include "librho/data/tokenize.h"
 
+#include "librho/data/hf_tokenizer.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sentencepiece_processor.h>
@@ -37,6 +39,7 @@ constexpr int kMaxWarnings = 10;         // skipped records printed one by one b
 const char* kManifest = "manifest.json";
 const char* kProgress = "progress.json";
 const char* kTrainedName = "tokenizer.model";
+const char* kHfConfigName = "tokenizer_config.json";  // beside a tokenizer.json: its BOS/EOS tokens
 
 std::string shard_name(size_t index) { return fmt::format("shard_{:05d}.bin", index); }
 
@@ -208,6 +211,42 @@ struct Chunk {
   bool last = false;
 };
 
+// One worker's encoder: a SentencePiece model or a Hugging Face tokenizer.json (byte-level BPE), from the bytes
+// the dataset folder keeps. Each worker makes its own (the BPE one caches words).
+class Encoder {
+ public:
+  Encoder(const std::string& model_bytes, const std::string& config_bytes, bool hf, const std::string& source) {
+    if (hf) {
+      hf_ = std::make_unique<HfTokenizer>(HfTokenizer::parse(model_bytes, config_bytes, source));
+      return;
+    }
+    const auto status = sp_.LoadFromSerializedProto(model_bytes);
+    if (!status.ok()) throw Error(fmt::format("{}: not a SentencePiece model ({})", source, status.ToString()));
+  }
+  // false with `error` set when the text cannot be encoded.
+  bool encode(const std::string& text, std::vector<int>* ids, std::string* error) const {
+    if (hf_) {
+      try {
+        *ids = hf_->encode(text);
+        return true;
+      } catch (const std::exception& e) {
+        *error = e.what();
+        return false;
+      }
+    }
+    const auto status = sp_.Encode(text, ids);
+    if (!status.ok()) *error = "SentencePiece failed (" + status.ToString() + ")";
+    return status.ok();
+  }
+  int64_t vocab_size() const { return hf_ ? hf_->vocab_size() : sp_.GetPieceSize(); }
+  int64_t bos_id() const { return hf_ ? hf_->bos_id() : sp_.bos_id(); }
+  int64_t eos_id() const { return hf_ ? hf_->eos_id() : sp_.eos_id(); }
+
+ private:
+  sentencepiece::SentencePieceProcessor sp_;
+  std::unique_ptr<HfTokenizer> hf_;
+};
+
 class Tokenizer {
  public:
   Tokenizer(const TokenizeOptions& o, std::vector<std::string> files) : opt_(o), files_(std::move(files)) {
@@ -226,7 +265,7 @@ class Tokenizer {
   void pipeline();
   void reader_loop();
   void worker_loop();
-  void encode(Chunk& c, const sentencepiece::SentencePieceProcessor& sp) const;
+  void encode(Chunk& c, const Encoder& enc) const;
   void write_doc(Chunk::Doc& d);
   void append(const int* ids, size_t n);
   void commit_shard(const ResumePoint& next);
@@ -238,6 +277,8 @@ class Tokenizer {
   int threads_ = 1;
   json settings_;
   std::string model_bytes_, tokenizer_name_, tokenizer_sha_;
+  std::string config_bytes_;  // a tokenizer.json's tokenizer_config.json ("" when there is none)
+  bool hf_ = false;           // a Hugging Face tokenizer.json, not a SentencePiece model
   TokenManifest manifest_;
 
   // The writer's state (caller thread).
@@ -286,6 +327,12 @@ void Tokenizer::set_up_tokenizer(const json& progress) {
     tokenizer_sha_ = sha256_hex(model_bytes_);
     tokenizer_name_ = fs::path(opt_.tokenizer).filename().string();
     tokenizer_id = tokenizer_sha_;
+    hf_ = is_hf_tokenizer_file(opt_.tokenizer);
+    const auto config = fs::path(opt_.tokenizer).parent_path() / kHfConfigName;
+    if (hf_ && fs::exists(config)) {
+      config_bytes_ = read_text_file(config.string());
+      tokenizer_id += " config " + sha256_hex(config_bytes_);  // it gives the EOS
+    }
   } else {
     tokenizer_name_ = kTrainedName;
     tokenizer_id = fmt::format("train vocab_size={} model_type={} max_sentences={}", opt_.train_vocab_size,
@@ -314,13 +361,12 @@ void Tokenizer::set_up_tokenizer(const json& progress) {
   } else {
     const auto copy = out(tokenizer_name_);
     if (!fs::exists(copy) || sha256_file(copy) != tokenizer_sha_) write_file_atomic(copy, model_bytes_);
+    if (!config_bytes_.empty()) write_file_atomic(out(kHfConfigName), config_bytes_);
   }
-  sentencepiece::SentencePieceProcessor sp;
-  const auto status = sp.LoadFromSerializedProto(model_bytes_);
   const auto& model_path = opt_.tokenizer.empty() ? out(kTrainedName) : opt_.tokenizer;
-  if (!status.ok()) throw Error(fmt::format("{}: not a SentencePiece model ({})", model_path, status.ToString()));
+  const Encoder sp(model_bytes_, config_bytes_, hf_, model_path);
   if (sp.eos_id() < 0) throw Error(fmt::format("{}: the tokenizer has no EOS piece to end documents", model_path));
-  manifest_.vocab_size = sp.GetPieceSize();
+  manifest_.vocab_size = sp.vocab_size();
   manifest_.dtype = manifest_.vocab_size <= 65536 ? "uint16" : "uint32";
   manifest_.tokenizer_name = tokenizer_name_;
   manifest_.tokenizer_sha256 = tokenizer_sha_;
@@ -357,7 +403,7 @@ void Tokenizer::write_progress() const {
   write_file_atomic(out(kProgress), j.dump(1) + "\n");
 }
 
-void Tokenizer::encode(Chunk& c, const sentencepiece::SentencePieceProcessor& sp) const {
+void Tokenizer::encode(Chunk& c, const Encoder& enc) const {
   c.docs.resize(c.records.size());
   std::string text, what;
   for (size_t i = 0; i < c.records.size(); ++i) {
@@ -375,11 +421,10 @@ void Tokenizer::encode(Chunk& c, const sentencepiece::SentencePieceProcessor& sp
       d.kind = Chunk::kBadRecord;
       d.error = fmt::format("{}:{}: {}", path, r.pos.line + line, what);
     } else {
-      const auto status = sp.Encode(text, &d.ids);
-      if (!status.ok()) {
+      std::string failure;
+      if (!enc.encode(text, &d.ids, &failure)) {
         // Handed to the writer after the documents before it, like a read error: failures stay in input order.
-        c.read_error = std::make_exception_ptr(
-            Error(fmt::format("{}:{}: SentencePiece failed ({})", path, r.pos.line, status.ToString())));
+        c.read_error = std::make_exception_ptr(Error(fmt::format("{}:{}: {}", path, r.pos.line, failure)));
         c.docs.resize(i);
         break;
       }
@@ -421,9 +466,14 @@ void Tokenizer::reader_loop() {
 }
 
 void Tokenizer::worker_loop() {
-  // One processor per thread: loading is cheap and nothing is shared.
-  sentencepiece::SentencePieceProcessor sp;
-  const auto status = sp.LoadFromSerializedProto(model_bytes_);
+  // One encoder per thread: loading is cheap and nothing is shared.
+  std::unique_ptr<Encoder> enc;
+  std::string load_error;
+  try {
+    enc = std::make_unique<Encoder>(model_bytes_, config_bytes_, hf_, tokenizer_name_);
+  } catch (const std::exception& e) {
+    load_error = e.what();
+  }
   for (;;) {
     std::unique_ptr<Chunk> c;
     int64_t seq;
@@ -435,11 +485,11 @@ void Tokenizer::worker_loop() {
       c = std::move(todo_.front().second);
       todo_.pop_front();
     }
-    if (status.ok()) {
-      encode(*c, sp);
+    if (enc) {
+      encode(*c, *enc);
     } else {
       c->docs.clear();
-      c->read_error = std::make_exception_ptr(Error("loading the tokenizer failed: " + status.ToString()));
+      c->read_error = std::make_exception_ptr(Error("loading the tokenizer failed: " + load_error));
     }
     std::lock_guard<std::mutex> l(m_);
     done_.emplace(seq, std::move(c));

@@ -9,6 +9,7 @@
 
 #include "helpers.h"
 #include "librho/data/corpus.h"
+#include "librho/data/hf_tokenizer.h"
 #include "librho/data/token_dataset.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
@@ -309,4 +310,47 @@ TEST_CASE("corpus: records carry positions a reader can resume from", "[data]") 
   CHECK_THAT(error, Contains("invalid UTF-8") && Contains("column 6"));
   CHECK_THROWS_WITH(rho::expand_inputs({dir.str("*.none")}), Contains("matches no file"));
   CHECK_THROWS_WITH(rho::expand_inputs({dir.str("missing.txt")}), Contains("no such file"));
+}
+
+TEST_CASE("HfTokenizer: byte-level BPE by merge rank, added tokens first, decode inverts, unsupported parts named",
+          "[data][tokenizer]") {
+  // Byte-level characters: 'a' 'b' as themselves, space as U+0120 (Ġ).
+  const std::string json = R"({
+    "normalizer": null,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+    "post_processor": {"type": "ByteLevel"},
+    "added_tokens": [{"id": 7, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false,
+                      "normalized": false, "special": true}],
+    "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+              "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+              "vocab": {"a": 0, "b": 1, "\u0120": 2, "ab": 3, "\u0120a": 4, "\u0120ab": 5, "c": 6},
+              "merges": ["\u0120 a", "a b", "\u0120a b"]}})";  // by rank: " a" first
+  const auto t = rho::HfTokenizer::parse(json, "", "tok.json");
+  CHECK(t.encode("ab ab") == std::vector<int>{3, 5});
+  CHECK(t.encode("abc<|endoftext|> ab") == std::vector<int>{3, 6, 7, 5});
+  CHECK(t.decode(t.encode("ab ab<|endoftext|>c")) == "ab ab<|endoftext|>c");
+  CHECK(t.eos_id() == 7);
+  CHECK(t.bos_id() == -1);
+  CHECK(t.vocab_size() == 8);
+  CHECK(rho::HfTokenizer::parse(json, R"({"eos_token": {"content": "c"}})", "tok.json").eos_id() == 6);
+  auto with = [&](const std::string& from, const std::string& to) {
+    auto j = json;
+    const auto at = j.find(from);
+    REQUIRE(at != std::string::npos);
+    return j.replace(at, from.size(), to);
+  };
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(rho::HfTokenizer::parse(with(R"("type": "BPE")", R"("type": "WordPiece")"), "", "tok.json"),
+                    Contains("tok.json") && Contains("model type 'WordPiece'"));
+  CHECK_THROWS_WITH(rho::HfTokenizer::parse(with(R"("byte_fallback": false)", R"("byte_fallback": true)"), "", "tok.json"),
+                    Contains("byte_fallback"));
+  CHECK_THROWS_WITH(rho::HfTokenizer::parse(with(R"("normalizer": null)", R"("normalizer": {"type": "Lowercase"})"), "",
+                                            "tok.json"),
+                    Contains("normalizer 'Lowercase'"));
+  CHECK_THROWS_WITH(rho::HfTokenizer::parse(with(R"("type": "ByteLevel", "add_prefix_space")",
+                                                 R"("type": "Metaspace", "add_prefix_space")"), "", "tok.json"),
+                    Contains("pre_tokenizer 'Metaspace'"));
+  CHECK_THROWS_WITH(rho::HfTokenizer::parse(with(R"("lstrip": false)", R"("lstrip": true)"), "", "tok.json"),
+                    Contains("added token '<|endoftext|>' with lstrip"));
+  CHECK_THROWS_WITH(rho::HfTokenizer::parse("{not json", "", "tok.json"), Contains("tok.json: invalid JSON"));
 }
