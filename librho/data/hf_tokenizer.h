@@ -6,7 +6,8 @@
 //   the normalizer (none or NFC), then the pre-tokenizers (Split on a regex or string, Digits, ByteLevel with or
 //   without its GPT-2 regex, in sequence) cut the rest into words, mapped byte by byte to printable characters;
 //   each word is merged by BPE rank (or taken whole with ignore_merges when it is in the vocabulary).
-// Anything else in the file that would change the ids (another model type, byte fallback, other normalizers or
+// byte_fallback (pieces missing from the vocabulary as <0xXX> tokens) is honoured; with a byte-level vocabulary it
+// never triggers. Anything else in the file that would change the ids (another model type, other normalizers or
 // pre-tokenizers, an added token with lstrip/rstrip/single_word) is refused by name. Regexes run on PCRE2 with
 // Unicode properties; NFC comes from utf8proc.
 //
