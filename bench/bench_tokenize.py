@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Tokenising throughput: rho_tokenize vs Python sentencepiece (multiprocessing), same file, same cores.
+"""Tokenising throughput: rho_tokenize vs the Python libraries, same file, same cores, for both tokenizer kinds.
+
+SentencePiece: rho_tokenize vs Python sentencepiece (multiprocessing). Hugging Face tokenizer.json: a byte-level BPE
+in Llama 3's style (Split regex, ByteLevel, ignore_merges), trained here with `tokenizers` on the corpus (16k
+vocabulary), rho_tokenize vs `tokenizers` encode_batch (Rust threads: TOKENIZERS_PARALLELISM, one worker per core)
+on the same texts, ids checked equal. One JSON object per kind.
 
 Corpus: GSM8K train (question + answer joined by "\\n") repeated to about --megabytes MB with the Llama-2 32k
 tokenizer when $RHO_SHARED_DATA (default <source>/../shared/data) has them; otherwise a generated corpus and a
@@ -115,13 +120,14 @@ def main():
             manifest = json.loads((out / "manifest.json").read_text())
             rho_ids = np.concatenate([np.fromfile(out / s["file"], dtype="<u2") for s in manifest["shards"]])
             identical = bool(np.array_equal(rho_ids, np.fromfile(tmp / "py.bin", dtype=np.uint16)))
+        hf = hf_figures(args, corpus, fields, size)
 
     def figures(seconds, tokens):
         return {"seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2),
                 "tokens_per_s": round(tokens / seconds)}
 
     print(json.dumps({
-        "corpus": source, "megabytes": round(size / 1e6, 1), "tokenizer": Path(model).name,
+        "kind": "sentencepiece", "corpus": source, "megabytes": round(size / 1e6, 1), "tokenizer": Path(model).name,
         "cpu_cores": os.cpu_count(), "workers": args.workers, "tokens": rho_tokens,
         "rho_tokenize": figures(rho_s, rho_tokens),
         f"python_sentencepiece_{spm.__version__}_pool": figures(py_s, py_tokens),
@@ -130,6 +136,57 @@ def main():
         "scaling": {"rho_tokenize": round(rho1_s / rho_s, 2), "python": round(py1_s / py_s, 2)},
         "identical_ids": identical,
     }, indent=2))
+    print(json.dumps(hf, indent=2))
+
+
+LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+          r"\s+(?!\S)|\s+")
+
+
+def hf_figures(args, corpus, fields, size):
+    """rho_tokenize with a tokenizer.json against the tokenizers library, with W threads and with one."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    with open(corpus, encoding="utf-8") as f:
+        texts = ["\n".join(json.loads(line)[k] for k in fields) for line in f if line.strip()]
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.train_from_iterator(texts[:20000], trainers.BpeTrainer(vocab_size=16000, special_tokens=["<|endoftext|>"],
+                                                               show_progress=False,
+                                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    eos = tok.token_to_id("<|endoftext|>")
+    field_args = [a for k in fields for a in ("--field", k)]
+    with tempfile.TemporaryDirectory(prefix="rho_bench_hf_") as tmp:
+        tmp = Path(tmp)
+        tok.save(str(tmp / "tokenizer.json"))
+
+        def rho(threads):
+            out = tmp / f"out{threads}"
+            shutil.rmtree(out, ignore_errors=True)
+            subprocess.run([args.rho_tokenize, corpus, *field_args, "--tokenizer", tmp / "tokenizer.json", "--out",
+                            out, "--threads", str(threads), "--quiet"], check=True, capture_output=True)
+            m = json.loads((out / "manifest.json").read_text())
+            return np.concatenate([np.fromfile(out / s["file"], dtype="<u2") for s in m["shards"]])
+
+        def python():  # tokenizers' own thread pool: every core (RAYON_NUM_THREADS caps it)
+            return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+        rho1_s, _ = best_of(args.repeats, lambda: rho(1))
+        rho_s, rho_ids = best_of(args.repeats, lambda: rho(args.workers))
+        py_s, py_ids = best_of(args.repeats, python)
+    want = np.concatenate([np.array(x + [eos], dtype=np.uint16) for x in py_ids])
+    n = len(want)
+
+    def figures(seconds):
+        return {"seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2),
+                "tokens_per_s": round(n / seconds)}
+
+    import tokenizers
+    return {"kind": "tokenizer.json (byte-level BPE, Llama 3 style, 16k)", "megabytes": round(size / 1e6, 1),
+            "cpu_cores": os.cpu_count(), "workers": args.workers, "tokens": n,
+            "rho_tokenize": figures(rho_s), f"python_tokenizers_{tokenizers.__version__}_encode_batch": figures(py_s),
+            "speedup": round(py_s / rho_s, 2), "one_thread": {"rho_tokenize": figures(rho1_s)},
+            "identical_ids": bool(np.array_equal(rho_ids, want))}
 
 
 if __name__ == "__main__":
