@@ -134,6 +134,7 @@ struct HfTokenizer::Impl {
   bool byte_fallback = false;
   int unk_id = -1;
   std::vector<std::pair<std::string, int>> added;  // content, id (longest first)
+  bool added_first_byte[256] = {};                  // bytes an added token starts with: the only places to look
   int64_t bos = -1, eos = -1;
   mutable std::unordered_map<std::string, std::vector<int>> cache;
 
@@ -371,6 +372,7 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
           unsupported(source, fmt::format("added token '{}' with {}", a.value("content", std::string()), k));
       const int id = a.at("id").get<int>();
       m.added.emplace_back(a.at("content").get<std::string>(), id);
+      if (!m.added.back().first.empty()) m.added_first_byte[static_cast<unsigned char>(m.added.back().first[0])] = true;
       max_id = std::max<int64_t>(max_id, id);
     }
     std::stable_sort(m.added.begin(), m.added.end(),
@@ -424,6 +426,10 @@ std::vector<int> HfTokenizer::encode(const std::string& text) const {
   size_t start = 0, pos = 0;
   while (pos < text.size()) {
     bool hit = false;
+    if (!m.added_first_byte[static_cast<unsigned char>(text[pos])]) {
+      ++pos;
+      continue;
+    }
     for (const auto& [content, id] : m.added) {  // longest first: the leftmost-longest added token
       if (!content.empty() && text.compare(pos, content.size(), content) == 0) {
         m.encode_plain(text.substr(start, pos - start), out);

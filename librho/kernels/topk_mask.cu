@@ -174,8 +174,7 @@ std::tuple<at::Tensor, at::Tensor> topk_mask_k_tensor_cuda(const at::Tensor& sco
               "topk_mask: k must be one int64 on the scores' device, got ", k.sizes(), " ", k.scalar_type(), " on ",
               k.device());
   const auto kc = k.contiguous();
-  auto out = topk_mask_launch(scores, 0, kc.data_ptr<int64_t>());
-  return out;
+  return topk_mask_launch(scores, 0, kc.data_ptr<int64_t>());
 }
 
 }  // namespace

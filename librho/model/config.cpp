@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 
@@ -74,18 +75,8 @@ const std::pair<RopeScaling, const char*> kRopeScalings[] = {
 
 template <class E, size_t N>
 E enum_of(const std::pair<E, const char*> (&table)[N], const std::string& name, const std::string& where) {
-  std::string all;
-  for (const auto& [value, n] : table) {
-    if (name == n) return value;
-    all += all.empty() ? n : std::string(", ") + n;
-  }
-  throw Error(fmt::format("{} '{}' is not supported (supported: {})", where, name, all));
-}
-template <class E, size_t N>
-const char* name_of(const std::pair<E, const char*> (&table)[N], E e) {
-  for (const auto& [value, n] : table)
-    if (value == e) return n;
-  return "?";
+  if (const auto e = enum_from_name(table, name)) return *e;
+  throw Error(fmt::format("{} '{}' is not supported (supported: {})", where, name, enum_names(table)));
 }
 
 template <class T>
@@ -289,7 +280,7 @@ std::string LlamaConfig::to_hf_json(const std::string& torch_dtype) const {
   nlohmann::ordered_json j;
   static const char* architectures[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
   j["architectures"] = {architectures[static_cast<int>(family)]};
-  j["model_type"] = name_of(kFamilies, family);
+  j["model_type"] = enum_name(kFamilies, family);
   j["hidden_act"] = "silu";
   j["attention_dropout"] = 0.0;
   if (family == ModelFamily::Llama) {
@@ -299,7 +290,7 @@ std::string LlamaConfig::to_hf_json(const std::string& torch_dtype) const {
     if (rope_scaling == RopeScaling::None) {
       j["rope_scaling"] = nullptr;
     } else {
-      nlohmann::ordered_json r = {{"rope_type", name_of(kRopeScalings, rope_scaling)}, {"factor", rope_factor}};
+      nlohmann::ordered_json r = {{"rope_type", enum_name(kRopeScalings, rope_scaling)}, {"factor", rope_factor}};
       if (rope_scaling == RopeScaling::Llama3) {
         r["low_freq_factor"] = rope_low_freq_factor;
         r["high_freq_factor"] = rope_high_freq_factor;
@@ -328,8 +319,8 @@ std::string LlamaConfig::to_hf_json(const std::string& torch_dtype) const {
 std::string LlamaConfig::to_yaml() const {
   YAML::Emitter out;
   out << YAML::BeginMap;
-  out << YAML::Key << "family" << YAML::Value << name_of(kFamilies, family);
-  out << YAML::Key << "rope_scaling" << YAML::Value << name_of(kRopeScalings, rope_scaling);
+  out << YAML::Key << "family" << YAML::Value << enum_name(kFamilies, family);
+  out << YAML::Key << "rope_scaling" << YAML::Value << enum_name(kRopeScalings, rope_scaling);
   LlamaConfig copy = *this;
   for (const auto& f : fields_of(copy)) std::visit([&](auto* p) { out << YAML::Key << f.yaml_name << YAML::Value << *p; }, f.ref);
   out << YAML::EndMap;

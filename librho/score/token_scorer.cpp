@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "librho/model/autocast.h"
+#include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 #include "librho/util/progress.h"
@@ -190,23 +191,19 @@ ScorePrecision precision_of(const LlamaImpl& model) {
   return embed == at::kBFloat16 ? ScorePrecision::BF16 : ScorePrecision::FP32;
 }
 
+namespace {
+const std::pair<ScorePrecision, const char*> kPrecisions[] = {{ScorePrecision::Auto, "auto"},
+                                                               {ScorePrecision::Autocast, "autocast"},
+                                                               {ScorePrecision::BF16, "bf16"},
+                                                               {ScorePrecision::FP32, "fp32"}};
+}  // namespace
+
 ScorePrecision parse_score_precision(const std::string& s) {
-  if (s == "auto") return ScorePrecision::Auto;
-  if (s == "autocast") return ScorePrecision::Autocast;
-  if (s == "bf16") return ScorePrecision::BF16;
-  if (s == "fp32") return ScorePrecision::FP32;
-  throw Error(fmt::format("score precision '{}' is not one of auto, autocast, bf16, fp32", s));
+  if (const auto p = enum_from_name(kPrecisions, s)) return *p;
+  throw Error(fmt::format("score precision '{}' is not one of {}", s, enum_names(kPrecisions)));
 }
 
-std::string to_string(ScorePrecision p) {
-  switch (p) {
-    case ScorePrecision::Auto: return "auto";
-    case ScorePrecision::Autocast: return "autocast";
-    case ScorePrecision::BF16: return "bf16";
-    case ScorePrecision::FP32: return "fp32";
-  }
-  return "?";
-}
+std::string to_string(ScorePrecision p) { return enum_name(kPrecisions, p); }
 
 ScorePrecision prepare_scoring_model(Llama& model, const at::Device& device, ScorePrecision precision) {
   if (precision == ScorePrecision::Auto)

@@ -21,6 +21,7 @@
 
 #include "librho/dist/context.h"
 #include "librho/kernels/topk_mask.h"
+#include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 
 namespace rho {
@@ -62,19 +63,13 @@ struct Names<ReferenceCombine> {
 
 template <class E>
 E parse_name(const std::string& s) {
-  std::string all;
-  for (const auto& [value, name] : Names<E>::table) {
-    if (s == name) return value;
-    all += all.empty() ? name : std::string(", ") + name;
-  }
-  throw Error(fmt::format("{}: '{}' is not one of {}", Names<E>::key, s, all));
+  if (const auto e = enum_from_name(Names<E>::table, s)) return *e;
+  throw Error(fmt::format("{}: '{}' is not one of {}", Names<E>::key, s, enum_names(Names<E>::table)));
 }
 
 template <class E>
 std::string name_of(E e) {
-  for (const auto& [value, name] : Names<E>::table)
-    if (value == e) return name;
-  return "?";
+  return enum_name(Names<E>::table, e);
 }
 
 // A CPU generator for (seed, draw, stream): every device and every resume sees the same random numbers.
@@ -312,7 +307,7 @@ std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>
                                                    const std::vector<at::Tensor>& valid, double ratio, uint64_t draw,
                                                    SelectionStats* stats) const {
   SelectionTally tally;
-  auto weights = select(scores, valid, ratio, draw, tally);
+  auto weights = select_into(scores, valid, ratio, draw, stats ? &tally : nullptr);
   if (stats) stats->add(tally.read());
   return weights;
 }
@@ -320,6 +315,12 @@ std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>
 std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>& scores,
                                                    const std::vector<at::Tensor>& valid, double ratio, uint64_t draw,
                                                    SelectionTally& tally) const {
+  return select_into(scores, valid, ratio, draw, &tally);
+}
+
+std::vector<at::Tensor> ExcessLossSelector::select_into(const std::vector<at::Tensor>& scores,
+                                                        const std::vector<at::Tensor>& valid, double ratio,
+                                                        uint64_t draw, SelectionTally* tally) const {
   const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
   const auto keys = selection_keys(pool, draw);
   at::Tensor weights;
@@ -337,7 +338,7 @@ std::vector<at::Tensor> ExcessLossSelector::select(const std::vector<at::Tensor>
   } else {
     weights = weigh_pool(pool, keys, num_valid, ratio, nullptr);
   }
-  tally.add(pool, weights, num_valid);
+  if (tally) tally->add(pool, weights, num_valid);
   return split_like(scores, weights);
 }
 
@@ -346,7 +347,7 @@ std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::
                                                           uint64_t draw, const DistContext& dist,
                                                           SelectionStats* stats) const {
   SelectionTally tally;
-  auto weights = select_global(scores, valid, ratio, draw, dist, tally);
+  auto weights = select_global_into(scores, valid, ratio, draw, dist, stats ? &tally : nullptr);
   if (stats) stats->add(tally.read());
   return weights;
 }
@@ -355,9 +356,16 @@ std::vector<at::Tensor> ExcessLossSelector::select_global(const std::vector<at::
                                                           const std::vector<at::Tensor>& valid, double ratio,
                                                           uint64_t draw, const DistContext& dist,
                                                           SelectionTally& tally) const {
+  return select_global_into(scores, valid, ratio, draw, dist, &tally);
+}
+
+std::vector<at::Tensor> ExcessLossSelector::select_global_into(const std::vector<at::Tensor>& scores,
+                                                               const std::vector<at::Tensor>& valid, double ratio,
+                                                               uint64_t draw, const DistContext& dist,
+                                                               SelectionTally* tally) const {
   const auto [pool, num_valid] = flat_pool(scores, valid, ratio);
   const auto weights = weigh_pool(pool, selection_keys(pool, draw), num_valid, ratio, &dist);
-  tally.add(pool, weights, num_valid);
+  if (tally) tally->add(pool, weights, num_valid);
   return split_like(scores, weights);
 }
 

@@ -133,6 +133,12 @@ class ExcessLossSelector {
   const SLMOptions& options() const { return opt_; }
 
  private:
+  // What select and select_global do; `tally` null: no statistics are gathered.
+  std::vector<at::Tensor> select_into(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& valid,
+                                      double ratio, uint64_t draw, SelectionTally* tally) const;
+  std::vector<at::Tensor> select_global_into(const std::vector<at::Tensor>& scores,
+                                             const std::vector<at::Tensor>& valid, double ratio, uint64_t draw,
+                                             const DistContext& dist, SelectionTally* tally) const;
   // Selection keys for a flat pool: the scores themselves (hard) or Gumbel-perturbed log-weights (stochastic).
   at::Tensor selection_keys(const at::Tensor& pool, uint64_t draw) const;
   // The weights of one pool (flat scores, NaN = never weighed); across ranks when `dist` is given.

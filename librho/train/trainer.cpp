@@ -422,16 +422,16 @@ StepMetrics Trainer::train_step() {
   auto loss_sum = at::zeros({}, on_device), loss_all_sum = at::zeros({}, on_device);
   SelectionTally tally;
 
-  // Valid tokens per micro-batch, summed over ranks.
-  std::vector<at::Tensor> counts, masks(accum);
-  for (const auto& b : batches) counts.push_back(b.valid.sum());
-  auto global_valid = at::stack(counts);
+  // The step's valid tokens, summed over ranks.
+  std::vector<at::Tensor> masks(accum);
+  at::Tensor global_valid;
+  for (const auto& b : batches) global_valid = global_valid.defined() ? global_valid + b.valid.sum() : b.valid.sum();
   dist.allreduce_sum(global_valid);
   const double ratio = cfg.slm.ratio_at(s.step);
   // Every micro-batch's loss is divided by the step's global weight, known before any forward (torchtitan's
   // convention): CLM's is the step's valid tokens over all ranks, SLM's the weight its selections will have (see
   // ExcessLossSelector::expected_weight), so that with ratio 1 SLM is CLM in every scope and accumulation.
-  const auto denom = (slm ? s.expected_weight(batches, scope, ratio) : global_valid.sum()).clamp_min(1);
+  const auto denom = (slm ? s.expected_weight(batches, scope, ratio) : global_valid).clamp_min(1);
   // Random draws differ per step, micro-batch and rank (one process: step * accum + i).
   const uint64_t draw_base =
       (static_cast<uint64_t>(s.step) * dist.world_size() + dist.rank()) * static_cast<uint64_t>(accum);
@@ -485,7 +485,7 @@ StepMetrics Trainer::train_step() {
   s.zero_grads();
 
   // The step's one read from the device.
-  const auto host = at::cat({sums, at::stack({global_valid.sum().to(at::kDouble), norm.to(at::kDouble),
+  const auto host = at::cat({sums, at::stack({global_valid.to(at::kDouble), norm.to(at::kDouble),
                                               found_inf.to(at::kDouble)})})
                         .to(at::kCPU);
   const double* g = host.data_ptr<double>();
