@@ -10,6 +10,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"librho token categories: classify tokens by how their loss moved over a run's checkpoints"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::string run_dir, data_dir, json_out;
   rho::TokenCategoryOptions opt;
   bool quiet = false;
@@ -17,7 +18,8 @@ int main(int argc, char** argv) {
   app.add_option("--data", data_dir, "token dataset to sample (e.g. held-out target-domain text)")->required();
   app.add_option("--seq-len", opt.seq_len, "window length");
   app.add_option("--windows", opt.windows, "number of windows from the start of the dataset");
-  app.add_option("--threshold", opt.threshold, "loss (nats) above which a token is high (default: the median fitted start loss)");
+  app.add_option("--threshold", opt.threshold, "loss (nats) above which a token is high (default: the median fitted start loss)")
+      ->default_str("");
   app.add_option("--device", opt.device, "auto, cpu or cuda");
   app.add_option("--json", json_out, "write the report here");
   app.add_flag("--quiet", quiet, "no progress line");

@@ -39,6 +39,7 @@ int64_t run_seq_len(const std::string& model_dir) {
 
 int main(int argc, char** argv) {
   CLI::App app{"librho evaluation: held-out loss, few-shot generation, multiple choice"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::string model_dir, tokenizer_path, json_out, device = "auto", dtype = "auto";
   std::vector<std::string> data;
   rho::HeldoutOptions heldout;
@@ -52,21 +53,24 @@ int main(int argc, char** argv) {
   app.add_option("--data", data, "NAME=DIR: token dataset for held-out loss (repeatable)");
   app.add_option("--seq-len", heldout.seq_len,
                  "held-out loss window (default: the training seq_len of the run the model comes from, else "
-                 "min(2048, max_position_embeddings))");
+                 "min(2048, max_position_embeddings))")
+      ->default_str("");
   app.add_option("--batch-size", heldout.batch_size, "held-out loss windows per forward pass");
   app.add_option("--tokenizer", tokenizer_path,
-                 "SentencePiece .model, or a token dataset folder (default: the first --data folder)");
+                 "SentencePiece .model, Hugging Face tokenizer.json, or a token dataset folder (default: the first --data folder)");
   app.add_option("--fewshot", fs.items, "JSON Lines of generation items (question, answer)");
   app.add_option("--fewshot-prompt", fs.prompt_file, "few-shot examples put before every item");
-  app.add_option("--template", fs.template_text, "item prompt; {field} is the item's field (\\n = newline)");
-  app.add_option("--separator", fs.separator, "between the few-shot text and the item prompt");
+  app.add_option("--template", fs.template_text, "item prompt; {field} is the item's field (\\n = newline)")
+      ->default_str("Question: {question}\\nAnswer:");
+  app.add_option("--separator", fs.separator, "between the few-shot text and the item prompt")->default_str("\\n\\n\\n");
   app.add_option("--stop", stop, "stop string (repeatable; default \"\\n\\nQuestion:\")");
   app.add_option("--max-new-tokens", fs.max_new_tokens, "generation length limit");
   app.add_option("--answer-field", fs.answer_field, "item field holding the reference answer");
   app.add_option("--choice", mc.items, "JSON Lines of multiple-choice items (question, choices, answer)");
   app.add_option("--choice-prompt", mc.prompt_file, "few-shot text put before every multiple-choice item");
-  app.add_option("--choice-template", mc.template_text, "multiple-choice prompt template");
-  app.add_option("--limit", limit, "evaluate only the first N items of each task");
+  app.add_option("--choice-template", mc.template_text, "multiple-choice prompt template")
+      ->default_str("Question: {question}\\nAnswer:");
+  app.add_option("--limit", limit, "evaluate only the first N items of each task (0: all)");
   app.add_flag("--no-bos", no_bos, "do not start prompts with BOS");
   app.add_option("--json", json_out, "write every figure and per-item predictions here");
   app.add_option("--device", device, "auto, cpu or cuda");

@@ -19,6 +19,7 @@ static rho::LlamaConfig read_config(const std::string& path) {
 
 int main(int argc, char** argv) {
   CLI::App app{"librho model tool"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   app.require_subcommand(1);
   std::string in, out, tokens_path, dtype = "float32";
   uint64_t seed = 0;
@@ -29,20 +30,20 @@ int main(int argc, char** argv) {
   std::string json_out;
   info->add_option("--config-json", json_out, "also write the config as a Hugging Face config.json here");
   auto* init = app.add_subcommand("init", "save a randomly initialised model in Hugging Face layout");
-  init->add_option("config", in)->required();
-  init->add_option("--out", out)->required();
-  init->add_option("--seed", seed);
+  init->add_option("config", in, "YAML config, config.json or HF directory")->required();
+  init->add_option("--out", out, "Hugging Face directory to write")->required();
+  init->add_option("--seed", seed, "initialisation seed (the trainer's run.seed gives the same weights)");
   auto* convert = app.add_subcommand("convert", "load a Hugging Face checkpoint and save it again");
-  convert->add_option("input", in)->required();
-  convert->add_option("--out", out)->required();
+  convert->add_option("input", in, "Hugging Face directory to read")->required();
+  convert->add_option("--out", out, "Hugging Face directory to write")->required();
   for (auto* sub : {init, convert}) {
     sub->add_option("--dtype", dtype, "float32, bfloat16 or float16");
-    sub->add_option("--max-shard-bytes", shard_bytes);
+    sub->add_option("--max-shard-bytes", shard_bytes, "largest safetensors file; bigger models are split into an index and shards");
   }
   auto* logits = app.add_subcommand("logits", "write logits and per-token losses for given tokens");
   logits->add_option("input", in, "HF directory")->required();
   logits->add_option("--tokens", tokens_path, "safetensors file with an int64 'tokens' [batch, seq+1]")->required();
-  logits->add_option("--out", out)->required();
+  logits->add_option("--out", out, "safetensors file to write: 'logits' [batch, seq, vocab] and 'token_loss' [batch, seq]")->required();
   CLI11_PARSE(app, argc, argv);
 
   try {

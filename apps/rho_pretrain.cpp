@@ -14,6 +14,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"librho pretraining: CLM (reference) or SLM (selective) from one YAML config"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::string config;
   std::vector<std::string> overrides;
   bool resume = false;

@@ -16,6 +16,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"librho token scoring: per-token reference losses"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::string model_dir, data_dir, out_dir, device = "auto";
   rho::ScoreOptions opt;
   app.add_option("--model", model_dir, "reference model: Hugging Face, checkpoint or run directory")->required();

@@ -14,6 +14,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"rho_tokenize: tokenise JSON Lines or text files into a token dataset"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   rho::TokenizeOptions o;
   std::vector<std::string> fields;
   std::string format = "auto", unit = "file", on_error = "stop";
@@ -21,7 +22,7 @@ int main(int argc, char** argv) {
   int64_t kill_after = 0;
   app.add_option("inputs", o.inputs, "files, folders or glob patterns (.gz and .zst are decompressed)")->required();
   app.add_option("--out", o.out_dir, "dataset folder to write (or to resume)")->required();
-  auto* tok = app.add_option("--tokenizer", o.tokenizer, "SentencePiece .model to encode with");
+  auto* tok = app.add_option("--tokenizer", o.tokenizer, "SentencePiece .model or Hugging Face tokenizer.json to encode with");
   auto* tr = app.add_flag("--train-tokenizer", train, "train a SentencePiece model on the corpus first");
   tok->excludes(tr);
   app.add_option("--vocab-size", o.train_vocab_size, "vocabulary size of a trained tokenizer")->default_val(32000);
