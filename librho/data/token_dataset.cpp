@@ -410,4 +410,9 @@ void BatchLoader::seek(int64_t step) {
   prefetcher_->cv.notify_all();
 }
 
+at::Tensor valid_targets(const at::Tensor& inputs, int64_t eos_id, bool exclude_boundary) {
+  if (exclude_boundary && eos_id >= 0) return inputs != eos_id;
+  return at::ones_like(inputs, inputs.options().dtype(at::kBool));
+}
+
 }  // namespace rho

@@ -90,6 +90,11 @@ struct Batch {
   at::Tensor target_positions() const { return positions.narrow(1, 1, positions.size(1) - 1); }
 };
 
+// The targets that count in a loss, [batch, seq] bool, from the inputs (on any device): with exclude_boundary,
+// not a target right after an EOS (a document's first token, predicted across the boundary from the previous
+// document); otherwise every target. eos_id < 0: no EOS, every target.
+at::Tensor valid_targets(const at::Tensor& inputs, int64_t eos_id, bool exclude_boundary = true);
+
 class BatchLoader {
  public:
   BatchLoader(std::shared_ptr<const TokenDataset> data, LoaderOptions options);

@@ -412,13 +412,114 @@ SelectionStats SelectionTally::read() const {
   return stats_of(host.data_ptr<double>());
 }
 
-at::Tensor SLMLossImpl::forward(const at::Tensor& token_loss, const at::Tensor& reference_loss,
-                                const at::Tensor& valid, int64_t step) {
-  last_stats = SelectionStats{};
-  const auto draw = static_cast<uint64_t>(step);
-  const auto scores = selector.score(token_loss, reference_loss, valid, draw);
-  const auto weights = selector.select({scores}, {valid}, selector.options().ratio_at(step), draw, &last_stats)[0];
-  return masked_loss_sum(token_loss, weights, std::max(last_stats.weight_sum, 1.0));
+namespace {
+// The scope a selection really needs: one micro-batch per step makes the step the micro-batch, and one process
+// makes the global batch the step (the same pool, the same top-k), so no extra forward pass is run for them. The
+// scores then come from the training forward instead of a no-grad one: equal but for the last bit of the
+// log-softmax, which can flip a choice between tokens tied at the threshold.
+SelectionScope effective_scope(SelectionScope scope, int64_t accum, int64_t world) {
+  if (scope == SelectionScope::Global && world == 1) scope = SelectionScope::Step;
+  if (scope == SelectionScope::Step && accum == 1) scope = SelectionScope::MicroBatch;
+  return scope;
+}
+
+bool per_micro_batch(SelectionScope scope) {
+  return scope == SelectionScope::MicroBatch || scope == SelectionScope::Sequence;
+}
+
+// The step's valid targets over all ranks (int64 scalar on the device).
+at::Tensor count_valid(const std::vector<at::Tensor>& valid, const DistContext* dist) {
+  TORCH_CHECK(!valid.empty(), "an SLM step needs at least one micro-batch");
+  at::Tensor n;
+  for (const auto& v : valid) n = n.defined() ? n + v.sum() : v.sum();
+  if (dist) dist->allreduce_sum(n);
+  return n;
+}
+}  // namespace
+
+SLMStep SLMStep::causal(std::vector<at::Tensor> valid, const DistContext* dist) {
+  SLMStep s;
+  s.dist_ = dist;
+  s.global_valid_ = count_valid(valid, dist);
+  s.denominator_ = s.global_valid_.clamp_min(1);
+  for (auto& v : valid) s.batches_.push_back({std::move(v), at::Tensor()});
+  return s;
+}
+
+SLMStep::SLMStep(const ExcessLossSelector& selector, int64_t step, std::vector<MicroBatchTargets> batches,
+                 const DistContext* dist)
+    : selector_(&selector), dist_(dist), batches_(std::move(batches)) {
+  const int64_t accum = static_cast<int64_t>(batches_.size());
+  const int64_t world = dist ? dist->world_size() : 1, rank = dist ? dist->rank() : 0;
+  scope_ = effective_scope(selector.options().scope, accum, world);
+  ratio_ = selector.options().ratio_at(step);
+  // Random draws differ per step, micro-batch and rank (one process: step * accum + i).
+  draw_base_ = (static_cast<uint64_t>(step) * world + rank) * static_cast<uint64_t>(accum);
+  std::vector<at::Tensor> valid, ref;
+  for (auto& b : batches_) {
+    if (!b.reference.defined()) b.reference = at::zeros(b.valid.sizes(), b.valid.options().dtype(at::kFloat));
+    valid.push_back(b.valid);
+    ref.push_back(b.reference);
+  }
+  global_valid_ = count_valid(valid, dist);
+  // The weight the step's selections will have over all ranks, before they are made: per micro-batch (scopes
+  // micro_batch and sequence), over this rank's micro-batches (step), or over every rank's (global).
+  at::Tensor w;
+  if (scope_ == SelectionScope::Global) {
+    w = selector.expected_weight(valid, ref, ratio_, dist);
+  } else {
+    if (scope_ == SelectionScope::Step) {
+      w = selector.expected_weight(valid, ref, ratio_);
+    } else {
+      for (int64_t i = 0; i < accum; ++i) {
+        const auto wi = selector.expected_weight({valid[i]}, {ref[i]}, ratio_);
+        w = w.defined() ? w + wi : wi;
+      }
+    }
+    if (dist) dist->allreduce_sum(w);
+  }
+  denominator_ = w.clamp_min(1);
+  scores_.resize(batches_.size());
+}
+
+bool SLMStep::needs_scores() const { return selector_ && !per_micro_batch(scope_); }
+
+void SLMStep::score(int64_t i, const at::Tensor& current_loss) {
+  TORCH_CHECK(needs_scores(), "SLMStep::score: scope ", to_string(scope_), " selects inside each micro-batch's loss()");
+  TORCH_CHECK(weights_.empty(), "SLMStep::score: the step's selection is already made");
+  auto& b = batches_.at(i);
+  scores_[i] = selector_->score(current_loss, b.reference, b.valid, draw_base_ + i);
+  for (const auto& sc : scores_)
+    if (!sc.defined()) return;
+  std::vector<at::Tensor> valid;
+  for (const auto& mb : batches_) valid.push_back(mb.valid);
+  weights_ = scope_ == SelectionScope::Global
+                 ? selector_->select_global(scores_, valid, ratio_, draw_base_, *dist_, tally_)
+                 : selector_->select(scores_, valid, ratio_, draw_base_, tally_);
+}
+
+SLMLossOutput SLMStep::loss(int64_t i, const at::Tensor& token_loss) {
+  const auto& b = batches_.at(i);
+  at::Tensor w;
+  if (!selector_) {
+    w = b.valid;
+  } else if (per_micro_batch(scope_)) {
+    const uint64_t draw = draw_base_ + i;
+    w = selector_->select({selector_->score(token_loss, b.reference, b.valid, draw)}, {b.valid}, ratio_, draw,
+                          tally_)[0];
+  } else {
+    TORCH_CHECK(!weights_.empty(), "SLMStep::loss: scope ", to_string(scope_),
+                " selects over the whole step: score() every micro-batch first");
+    w = weights_[i];
+  }
+  return {masked_loss_sum(token_loss, w, denominator_), w};
+}
+
+SLMLossImpl::Output SLMLossImpl::forward(const at::Tensor& token_loss, const at::Tensor& reference_loss,
+                                         const at::Tensor& valid, int64_t step) {
+  auto s = begin(step, {{valid, reference_loss}});
+  auto out = s.loss(0, token_loss);
+  return {out.loss, out.weights, s.tally().read()};
 }
 
 }  // namespace rho

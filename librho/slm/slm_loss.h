@@ -3,9 +3,14 @@
 //   score   = current loss (detached) - reference loss        (rule "excess", the paper's)
 //   weights = 1 for the ceil(ratio * valid) highest scores     (weighting "hard", the paper's; rho::topk_mask)
 //             or sampled / soft weights (weighting stochastic | softmax | linear)
-//   loss    = sum(weight * token loss) / sum(weight)
-// Scores are pooled per sequence, micro-batch, optimizer step or global batch (scope). ExcessLossSelector does
-// the scoring and weighting over any pool; SLMLoss is the module for the common micro-batch case.
+//   loss    = sum(weight * token loss) / the step's total weight (over its micro-batches and ranks)
+// Scores are pooled per sequence, micro-batch, optimizer step or global batch (scope).
+//
+// The API, from the top (rho_pretrain's trainer uses exactly this; so can any training loop):
+//   SLMLoss        the module: options, and begin(step, micro-batches) -> SLMStep; forward() for one micro-batch
+//   SLMStep        one optimizer step of any scope (or plain CLM): its denominator, the scoring pass that step
+//                  and global scope need, and each micro-batch's {loss, weights}
+//   ExcessLossSelector   scoring and weighting over any pool of scores (what SLMStep calls)
 #include <torch/nn/module.h>
 
 #include <string>
@@ -154,13 +159,79 @@ at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weigh
 // of a host scalar, and divides by a tensor).
 at::Tensor masked_loss_sum(const at::Tensor& token_loss, const at::Tensor& weights, const at::Tensor& denominator);
 
+// What is known of one micro-batch before its forward pass.
+struct MicroBatchTargets {
+  at::Tensor valid;      // [batch, seq] bool: the targets that may count
+  at::Tensor reference;  // [batch, seq] fp32 reference losses (NaN: never kept); undefined when the rule needs none
+};
+
+// One micro-batch's part of a step's objective.
+struct SLMLossOutput {
+  at::Tensor loss;     // sum(weight * token loss) / the step's denominator: a differentiable scalar; the sum over
+                       // the step's micro-batches (and ranks) is the step's objective
+  at::Tensor weights;  // [batch, seq]: a bool mask (hard, stochastic, CLM) or fp32 weights (softmax, linear)
+};
+
+// One optimizer step of selective (or plain causal) language modeling over `batches` micro-batches, every scope:
+//
+//   auto step = slm->begin(step_index, {{valid0, ref0}, {valid1, ref1}}, &dist);  // before any forward
+//   if (step.needs_scores())                      // scopes step and global: select over every micro-batch first
+//     for (i...) { at::NoGradGuard g; step.score(i, model->token_loss(x[i], y[i])); }
+//   for (i...) step.loss(i, model->token_loss(x[i], y[i])).loss.backward();
+//   SelectionStats stats = step.tally().read();   // the step's statistics (one host read)
+//
+// Every micro-batch's loss is divided by one denominator known before any forward (torchtitan's convention): the
+// step's valid targets over all ranks for CLM, the total weight its selections will have for SLM
+// (ExcessLossSelector::expected_weight), so micro-batches count by their tokens and ratio 1 is CLM in every scope.
+// Nothing is read back by the host. With a DistContext of several ranks the constructor, and for global scope
+// the last score(), are collective.
+class SLMStep {
+ public:
+  SLMStep(const ExcessLossSelector& selector, int64_t step, std::vector<MicroBatchTargets> batches,
+          const DistContext* dist = nullptr);
+  // Plain causal LM through the same calls: every valid target weighs 1.
+  static SLMStep causal(std::vector<at::Tensor> valid, const DistContext* dist = nullptr);
+
+  const at::Tensor& denominator() const { return denominator_; }    // scalar on the device (>= 1)
+  const at::Tensor& global_valid() const { return global_valid_; }  // int64 scalar: valid targets, all ranks
+  SelectionScope scope() const { return scope_; }  // in effect: step over one micro-batch is micro_batch, etc.
+  double ratio() const { return ratio_; }
+  bool needs_scores() const;  // call score() for every micro-batch before the first loss()
+  // Micro-batch i's current token loss from a no-grad forward; the selection is made when every micro-batch has
+  // been scored (collective for global scope).
+  void score(int64_t i, const at::Tensor& current_loss);
+  // Micro-batch i's loss from its training forward's token loss [batch, seq] fp32.
+  SLMLossOutput loss(int64_t i, const at::Tensor& token_loss);
+  const SelectionTally& tally() const { return tally_; }  // every selection's statistics so far (empty for CLM)
+
+ private:
+  SLMStep() = default;
+  const ExcessLossSelector* selector_ = nullptr;  // null: causal
+  const DistContext* dist_ = nullptr;
+  std::vector<MicroBatchTargets> batches_;
+  std::vector<at::Tensor> scores_, weights_;
+  SelectionScope scope_ = SelectionScope::MicroBatch;
+  double ratio_ = 1;
+  uint64_t draw_base_ = 0;
+  at::Tensor denominator_, global_valid_;
+  SelectionTally tally_;
+};
+
+// The module: SLM options and selector, for training loops. begin() is the whole API; forward() is the
+// one-micro-batch, one-process shorthand.
 struct SLMLossImpl : torch::nn::Module {
   explicit SLMLossImpl(SLMOptions options) : selector(std::move(options)) {}
-  // Micro-batch (or sequence) scope: token_loss, reference_loss [batch, seq] fp32, valid [batch, seq] bool.
-  at::Tensor forward(const at::Tensor& token_loss, const at::Tensor& reference_loss, const at::Tensor& valid,
-                     int64_t step);
+  SLMStep begin(int64_t step, std::vector<MicroBatchTargets> batches, const DistContext* dist = nullptr) const {
+    return SLMStep(selector, step, std::move(batches), dist);
+  }
+  struct Output {
+    at::Tensor loss, weights;
+    SelectionStats stats;  // read from the device (one host synchronisation)
+  };
+  // One micro-batch that is the whole step: token_loss, reference_loss [batch, seq] fp32, valid [batch, seq] bool.
+  Output forward(const at::Tensor& token_loss, const at::Tensor& reference_loss, const at::Tensor& valid,
+                 int64_t step);
   ExcessLossSelector selector;
-  SelectionStats last_stats;
 };
 TORCH_MODULE(SLMLoss);
 

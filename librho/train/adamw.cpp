@@ -1,6 +1,11 @@
 #include "librho/train/adamw.h"
 
 #include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
+#include <cmath>
 #include <optional>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/zeros_like.h>
@@ -83,6 +88,30 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& st
       take("exp_avg_sq." + groups_[g].names[i], exp_avg_sq_[g][i]);
       take("step." + groups_[g].names[i], step_tensors_[g][i]);
     }
+}
+
+std::vector<AdamW::Group> adamw_groups(const std::vector<std::pair<std::string, at::Tensor>>& named_params,
+                                       double weight_decay, bool decay_norms_and_embeddings) {
+  AdamW::Group decay, no_decay;
+  decay.weight_decay = weight_decay;
+  for (const auto& [name, p] : named_params) {
+    const bool exempt = !decay_norms_and_embeddings && (p.dim() < 2 || name.find("embed_tokens") != std::string::npos);
+    auto& g = exempt ? no_decay : decay;
+    g.names.push_back(name);
+    g.params.push_back(p);
+  }
+  return {decay, no_decay};
+}
+
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return at::zeros({}, params.at(0).options().dtype(at::kFloat));
+  at::NoGradGuard no_grad;
+  const auto total = at::stack(at::_foreach_norm(grads, 2)).norm(2);
+  if (std::isfinite(max_norm)) at::_foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_max(1.0));
+  return total;
 }
 
 }  // namespace rho

@@ -32,4 +32,15 @@ class AdamW {
   double beta1_, beta2_, eps_;
 };
 
+// rho_pretrain's groups over (name, parameter) pairs in registration order: weight decay on matrices, none on
+// norms (parameters of dimension < 2) and embeddings (names containing "embed_tokens") unless
+// decay_norms_and_embeddings. Two groups, decayed first.
+std::vector<AdamW::Group> adamw_groups(const std::vector<std::pair<std::string, at::Tensor>>& named_params,
+                                       double weight_decay, bool decay_norms_and_embeddings);
+
+// Gradient-norm clipping as torch.nn.utils.clip_grad_norm_, kept on the device: returns the total 2-norm (a
+// scalar tensor) and scales the gradients by min(1, max_norm / (norm + 1e-6)) without reading the norm
+// (max_norm infinite: no scaling).
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
 }  // namespace rho

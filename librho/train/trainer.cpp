@@ -2,8 +2,6 @@
 
 #include <ATen/autocast_mode.h>
 #include <ATen/ops/cat.h>
-#include <ATen/ops/_foreach_mul.h>
-#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/stack.h>
 #include <fmt/format.h>
@@ -25,6 +23,7 @@
 #include "librho/io/hf_checkpoint.h"
 #include "librho/model/autocast.h"
 #include "librho/score/token_scorer.h"
+#include "librho/slm/reference.h"
 #include "librho/slm/slm_loss.h"
 #include "librho/train/adamw.h"
 #include "librho/train/checkpoint.h"
@@ -92,8 +91,7 @@ struct Trainer::State {
   at::Device device{at::kCPU};
   bool autocast = false;
   Llama model{nullptr};
-  std::vector<Llama> references;                        // online reference models (HF dirs, or self_reference)
-  std::vector<std::unique_ptr<LossDataset>> ref_losses;  // offline reference losses
+  std::unique_ptr<ReferenceSource> reference;  // SLM's reference losses (librho/slm/reference.h)
   std::shared_ptr<TokenDataset> train;
   std::unique_ptr<BatchLoader> loader;
   std::vector<std::pair<std::string, std::shared_ptr<TokenDataset>>> evals;
@@ -108,10 +106,7 @@ struct Trainer::State {
 
   // A host tensor on the training device: from pinned memory without blocking the host (pageable memory would
   // make the copy wait for the device's queue to drain).
-  at::Tensor to_device(const at::Tensor& t) const {
-    if (!device.is_cuda()) return t;
-    return (t.is_pinned() ? t : t.pin_memory()).to(device, /*non_blocking=*/true);
-  }
+  at::Tensor to_device(const at::Tensor& t) const { return to_device_async(t, device); }
 
   // One micro-batch on the device: its tokens copied once; inputs and targets are views of them.
   struct DeviceBatch {
@@ -125,33 +120,9 @@ struct Trainer::State {
     d.tokens = to_device(b.tokens);
     const auto inputs = d.inputs();
     // A target right after EOS is the next document's first token, predicted across the boundary.
-    d.valid = cfg.exclude_boundary && eos_id >= 0 ? inputs != eos_id
-                                                   : at::ones_like(inputs, inputs.options().dtype(at::kBool));
-    if (with_reference) d.ref = reference_loss(b, d);
+    d.valid = valid_targets(inputs, eos_id, cfg.exclude_boundary);
+    if (with_reference) d.ref = reference->losses(b, d.tokens);
     return d;
-  }
-
-  at::Tensor reference_loss(const Batch& b, const DeviceBatch& d) {
-    std::vector<at::Tensor> losses;
-    for (const auto& r : ref_losses) losses.push_back(to_device(r->gather(b.target_positions())));
-    for (auto& r : references) {
-      at::NoGradGuard no_grad;
-      AutocastScope ac(device.type(), at::kBFloat16, autocast);
-      losses.push_back(r->token_loss(d.inputs(), d.targets()).to(at::kFloat));
-    }
-    if (losses.empty()) return at::zeros(d.targets().sizes(), at::TensorOptions().dtype(at::kFloat).device(device));
-    return combine_reference_losses(losses, cfg.reference_combine);
-  }
-
-  // self_reference ema: after each optimizer step, ema <- ema + (1 - decay) * (weights - ema); not after a
-  // skipped step (found_inf 1, a float scalar on the device).
-  void update_ema(const at::Tensor& found_inf) {
-    if (cfg.stage != "slm" || cfg.self_reference != "ema") return;
-    at::NoGradGuard no_grad;
-    auto ema = references.at(0)->parameters();
-    auto params = model->parameters();
-    const auto weight = (1.0 - found_inf) * (1.0 - cfg.ema_decay);
-    for (size_t i = 0; i < params.size(); ++i) ema[i].lerp_(params[i], weight);
   }
 
   at::Tensor forward_loss(const DeviceBatch& b) {
@@ -189,28 +160,6 @@ struct Trainer::State {
       for (const auto& g : groups_of(r)) mine.insert(mine.end(), g.params.begin(), g.params.end());
       broadcast_flat(*dist, mine, r);
     }
-  }
-
-  // The weight a step's selections will have over all ranks, before they are made: per micro-batch (scopes
-  // micro_batch and sequence), over this rank's micro-batches (step), or over every rank's (global).
-  at::Tensor expected_weight(const std::vector<DeviceBatch>& batches, SelectionScope scope, double ratio) const {
-    std::vector<at::Tensor> valid, ref;
-    for (const auto& b : batches) {
-      valid.push_back(b.valid);
-      ref.push_back(b.ref);
-    }
-    if (scope == SelectionScope::Global) return selector.expected_weight(valid, ref, ratio, dist.get());
-    at::Tensor w;
-    if (scope == SelectionScope::Step) {
-      w = selector.expected_weight(valid, ref, ratio);
-    } else {
-      for (size_t i = 0; i < batches.size(); ++i) {
-        const auto wi = selector.expected_weight({valid[i]}, {ref[i]}, ratio);
-        w = w.defined() ? w + wi : wi;
-      }
-    }
-    dist->allreduce_sum(w);
-    return w;
   }
 
   // Gradients are dropped, not zeroed: the next backward then writes them instead of adding to zeros.
@@ -265,44 +214,26 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
 
   if (cfg.stage == "slm") {
     s.selector = ExcessLossSelector(cfg.slm);
-    for (const auto& path : cfg.reference_losses) {
-      s.ref_losses.push_back(std::make_unique<LossDataset>(LossDataset::open(path)));
-      s.ref_losses.back()->check_matches(*s.train);
-    }
-    for (const auto& dir : cfg.reference_model) s.references.push_back(load_hf_model(dir));
-    // Self-reference: a copy of the starting weights (kept frozen, or moved towards the model by update_ema; a
-    // resumed run reloads the average from the checkpoint).
-    if (cfg.self_reference != "none") {
-      Llama copy(s.model->config);
-      at::NoGradGuard no_grad;
-      auto src = s.model->parameters();
-      auto dst = copy->parameters();
-      for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
-      for (auto& p : dst) p.requires_grad_(false);
-      s.references.push_back(copy);
-    }
-    for (auto& r : s.references) {
-      r->to(s.device);
-      r->eval();
-    }
+    ReferenceOptions ro;
+    ro.loss_dirs = cfg.reference_losses;
+    ro.model_dirs = cfg.reference_model;
+    ro.self = parse_self_reference(cfg.self_reference);
+    ro.ema_decay = cfg.ema_decay;
+    ro.combine = cfg.reference_combine;
+    s.reference = std::make_unique<ReferenceSource>(ro, *s.train, s.model, s.device, s.autocast);
   }
 
   // AdamW groups: no weight decay on norms and embeddings unless asked (they are not "weights" to shrink).
   // ZeRO-1 owners: contiguous runs of parameters (registration order) of about equal size per rank.
-  AdamW::Group decay, no_decay;
-  decay.weight_decay = cfg.weight_decay;
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (auto& item : s.model->named_parameters()) named.emplace_back(item.key(), item.value());
+  s.groups = adamw_groups(named, cfg.weight_decay, cfg.decay_norms_and_embeddings);
   int64_t total = 0, before = 0;
-  for (const auto& p : s.model->parameters()) total += p.numel();
-  for (auto& item : s.model->named_parameters()) {
-    const bool exempt = !cfg.decay_norms_and_embeddings &&
-                        (item.value().dim() < 2 || item.key().find("embed_tokens") != std::string::npos);
-    auto& g = exempt ? no_decay : decay;
-    g.names.push_back(item.key());
-    g.params.push_back(item.value());
-    s.owner[item.key()] = cfg.zero1 ? std::min(d.world_size() - 1, before * d.world_size() / total) : 0;
-    before += item.value().numel();
+  for (const auto& [name, p] : named) total += p.numel();
+  for (const auto& [name, p] : named) {
+    s.owner[name] = cfg.zero1 ? std::min(d.world_size() - 1, before * d.world_size() / total) : 0;
+    before += p.numel();
   }
-  s.groups = {decay, no_decay};
   s.optim = std::make_unique<AdamW>(cfg.zero1 ? s.groups_of(d.rank()) : s.groups, cfg.beta1, cfg.beta2, cfg.eps);
   s.reducer = std::make_unique<GradBucketReducer>(s.model->parameters(), *s.dist, cfg.bucket_mb);
 
@@ -329,22 +260,13 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
         auto gen = at::detail::getDefaultCPUGenerator();
         gen.set_state(t);
       } else if (name.rfind("ema.", 0) == 0) {
-        ema[name.substr(4)] = t;
+        ema[name] = t;
       } else {
         opt_state.emplace_back(name, t);
       }
     }
     s.optim->load_state(opt_state, *latest);
-    if (cfg.stage == "slm" && cfg.self_reference == "ema") {
-      at::NoGradGuard no_grad;
-      for (auto& item : s.references.at(0)->named_parameters()) {
-        const auto it = ema.find(item.key());
-        if (it == ema.end())
-          throw Error(fmt::format("{}: no moving-average weights 'ema.{}' (slm.self_reference ema)", *latest,
-                                  item.key()));
-        item.value().copy_(it->second);
-      }
-    }
+    if (s.reference) s.reference->load_state(ema, *latest);
     s.step = ck.state.step;
     s.tokens_seen = ck.state.tokens_seen;
     s.loader->seek(ck.state.loader_step);
@@ -378,39 +300,12 @@ Llama& Trainer::model() { return s_->model; }
 int64_t Trainer::step() const { return s_->step; }
 const TrainConfig& Trainer::config() const { return s_->cfg; }
 
-namespace {
-// The scope a selection really needs: one micro-batch per step makes the step the micro-batch, and one process
-// makes the global batch the step (the same pool, the same top-k), so no extra forward pass is run for them. The
-// scores then come from the training forward instead of a no-grad one: equal but for the last bit of the
-// log-softmax, which can flip a choice between tokens tied at the threshold.
-SelectionScope effective_scope(SelectionScope scope, int64_t accum, int64_t world) {
-  if (scope == SelectionScope::Global && world == 1) scope = SelectionScope::Step;
-  if (scope == SelectionScope::Step && accum == 1) scope = SelectionScope::MicroBatch;
-  return scope;
-}
-
-// Gradient-norm clipping as torch.nn.utils.clip_grad_norm_, kept on the device: returns the total 2-norm (a
-// scalar tensor) and scales the gradients by min(1, max_norm / (norm + 1e-6)) without reading the norm.
-at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return at::zeros({}, params.at(0).options().dtype(at::kFloat));
-  at::NoGradGuard no_grad;
-  const auto total = at::stack(at::_foreach_norm(grads, 2)).norm(2);
-  if (std::isfinite(max_norm)) at::_foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_max(1.0));
-  return total;
-}
-}  // namespace
-
 StepMetrics Trainer::train_step() {
   auto& s = *s_;
   const auto& cfg = s.cfg;
   const auto& dist = *s.dist;
   const bool slm = cfg.stage == "slm" && s.step >= cfg.slm_start_step;  // before start_step: plain CLM
   const int64_t accum = cfg.grad_accum;
-  const auto scope = effective_scope(cfg.slm.scope, accum, dist.world_size());
-  const bool per_micro_batch = scope == SelectionScope::MicroBatch || scope == SelectionScope::Sequence;
   // Every micro-batch of the step goes to the device first (its copies are queued, the host does not wait).
   std::vector<State::DeviceBatch> batches;
   for (int64_t i = 0; i < accum; ++i) batches.push_back(s.load(s.loader->next(), slm));
@@ -420,57 +315,35 @@ StepMetrics Trainer::train_step() {
   m.lr = cfg.lr_at(s.step);
   const auto on_device = at::TensorOptions().dtype(at::kDouble).device(s.device);
   auto loss_sum = at::zeros({}, on_device), loss_all_sum = at::zeros({}, on_device);
-  SelectionTally tally;
 
-  // The step's valid tokens, summed over ranks.
-  std::vector<at::Tensor> masks(accum);
-  at::Tensor global_valid;
-  for (const auto& b : batches) global_valid = global_valid.defined() ? global_valid + b.valid.sum() : b.valid.sum();
-  dist.allreduce_sum(global_valid);
-  const double ratio = cfg.slm.ratio_at(s.step);
-  // Every micro-batch's loss is divided by the step's global weight, known before any forward (torchtitan's
-  // convention): CLM's is the step's valid tokens over all ranks, SLM's the weight its selections will have (see
-  // ExcessLossSelector::expected_weight), so that with ratio 1 SLM is CLM in every scope and accumulation.
-  const auto denom = (slm ? s.expected_weight(batches, scope, ratio) : global_valid).clamp_min(1);
-  // Random draws differ per step, micro-batch and rank (one process: step * accum + i).
-  const uint64_t draw_base =
-      (static_cast<uint64_t>(s.step) * dist.world_size() + dist.rank()) * static_cast<uint64_t>(accum);
-  // Selections over several micro-batches (scopes step and global) come before any backward: a no-grad forward
-  // of each micro-batch scores it first.
-  if (slm && !per_micro_batch) {
-    std::vector<at::Tensor> scores, valid;
+  // The step's selection and loss denominator (librho/slm/slm_loss.h: the same API research code uses).
+  std::vector<MicroBatchTargets> targets;
+  for (const auto& b : batches) targets.push_back({b.valid, b.ref});
+  SLMStep plan = slm ? SLMStep(s.selector, s.step, std::move(targets), &dist) : [&] {
+    std::vector<at::Tensor> valid;
+    for (const auto& b : batches) valid.push_back(b.valid);
+    return SLMStep::causal(std::move(valid), &dist);
+  }();
+  // Scopes step and global select over every micro-batch before any backward: a no-grad forward scores each.
+  if (plan.needs_scores())
     for (int64_t i = 0; i < accum; ++i) {
-      at::Tensor current;
-      {
-        at::NoGradGuard no_grad;
-        current = s.forward_loss(batches[i]);
-      }
-      scores.push_back(s.selector.score(current, batches[i].ref, batches[i].valid, draw_base + i));
-      valid.push_back(batches[i].valid);
+      at::NoGradGuard no_grad;
+      plan.score(i, s.forward_loss(batches[i]));
     }
-    masks = scope == SelectionScope::Global ? s.selector.select_global(scores, valid, ratio, draw_base, dist, tally)
-                                            : s.selector.select(scores, valid, ratio, draw_base, tally);
-  }
-
   for (int64_t i = 0; i < accum; ++i) {
-    const auto& b = batches[i];
-    auto token_loss = s.forward_loss(b);
-    if (!slm)
-      masks[i] = b.valid;
-    else if (per_micro_batch)
-      masks[i] = s.selector.select({s.selector.score(token_loss, b.ref, b.valid, draw_base + i)}, {b.valid}, ratio,
-                                   draw_base + i, tally)[0];
-    auto loss = masked_loss_sum(token_loss, masks[i], denom);
+    auto token_loss = s.forward_loss(batches[i]);
+    auto loss = plan.loss(i, token_loss).loss;
     if (i == accum - 1) s.reducer->arm();  // the last backward all-reduces gradients as they become ready
     loss.backward();
     loss_sum += loss.detach().to(at::kDouble);
-    loss_all_sum += (token_loss.detach() * b.valid.to(at::kFloat)).sum().to(at::kDouble);
+    loss_all_sum += (token_loss.detach() * batches[i].valid.to(at::kFloat)).sum().to(at::kDouble);
   }
   s.reducer->finish();
 
   // Metrics over the global batch: the loss and the selection statistics of every rank.
   auto sums = at::cat({at::stack({loss_sum, loss_all_sum}),
-                       tally.sums().defined() ? tally.sums() : at::zeros({SelectionTally::kFields}, on_device)});
+                       plan.tally().sums().defined() ? plan.tally().sums()
+                                                     : at::zeros({SelectionTally::kFields}, on_device)});
   dist.allreduce_sum(sums);
 
   // Gradient norm (and clipping). A non-finite loss or norm leaves the weights as they were (the optimizer reads
@@ -481,11 +354,11 @@ StepMetrics Trainer::train_step() {
   const auto found_inf = (~at::isfinite(sums[0]) | ~at::isfinite(norm)).to(at::kFloat);
   s.optim->step(m.lr, found_inf);
   s.share_updated_params();
-  s.update_ema(found_inf);
+  if (s.reference) s.reference->after_step(s.model, found_inf);
   s.zero_grads();
 
   // The step's one read from the device.
-  const auto host = at::cat({sums, at::stack({global_valid.to(at::kDouble), norm.to(at::kDouble),
+  const auto host = at::cat({sums, at::stack({plan.global_valid().to(at::kDouble), norm.to(at::kDouble),
                                               found_inf.to(at::kDouble)})})
                         .to(at::kCPU);
   const double* g = host.data_ptr<double>();
@@ -585,9 +458,8 @@ void Trainer::save_checkpoint() {
     for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
     ck.optimizer = std::move(optimizer);
     ck.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-    if (s.cfg.stage == "slm" && s.cfg.self_reference == "ema")
-      for (const auto& item : s.references.at(0)->named_parameters())
-        ck.optimizer.emplace_back("ema." + item.key(), item.value());
+    if (s.reference)
+      for (auto& entry : s.reference->state()) ck.optimizer.push_back(std::move(entry));
     rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
   }
   // No rank runs ahead of a checkpoint that is not yet on disk (a kill then resumes where all ranks agree).

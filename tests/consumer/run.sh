@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the built librho into a scratch prefix, builds tests/consumer against it with only that prefix on
-# CMAKE_PREFIX_PATH (the package finds the Torch it was built against), runs it, and runs an installed tool.
+# CMAKE_PREFIX_PATH (the package finds the Torch it was built against), runs it, and runs installed tools. Then
+# the custom training loop of docs/training.md (slm_loop.cpp) against the installed rho_pretrain on the same
+# configs: the weights must be the same bytes, for micro-batch scope (frozen self-reference) and step scope
+# (offline reference losses from rho_score).
 set -euo pipefail
 build=$1 work=$2  # (a third argument, once Torch_DIR, is no longer needed)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,3 +19,28 @@ env -u LD_LIBRARY_PATH "$work/prefix/bin/rho_model" init "$(dirname "$here")/../
     --out "$work/tiny" >/dev/null
 env -u LD_LIBRARY_PATH "$work/prefix/bin/rho_model" info "$work/tiny" | grep -q '"parameters": 158016'
 echo "installed tools run"
+
+# A custom training loop with librho's SLM API equals rho_pretrain bit for bit.
+bin="$work/prefix/bin" src=$(cd "$here/../.." && pwd)
+env -u LD_LIBRARY_PATH "$bin/rho_tokenize" "$src"/docs/*.md --format text --train-tokenizer --vocab-size 400 \
+    --out "$work/tok" --quiet >/dev/null
+env -u LD_LIBRARY_PATH "$bin/rho_model" init "$src/configs/model/tiny.yaml" --seed 5 --out "$work/ref" >/dev/null
+env -u LD_LIBRARY_PATH "$bin/rho_score" --model "$work/ref" --data "$work/tok" --out "$work/losses" --seq-len 64 \
+    --device cpu >/dev/null 2>&1
+for scope in micro_batch step; do
+  ref="self_reference: frozen"
+  [[ $scope == step ]] && ref="reference_losses: $work/losses"
+  cat > "$work/$scope.yaml" <<YAML
+run: {out_dir: $work/runs/$scope, seed: 3, device: cpu}
+model: {config: $src/configs/model/tiny.yaml}
+data: {train: $work/tok, seq_len: 64, batch_size: 4, grad_accum: 2}
+optim: {lr: 0.003, min_lr: 0.0003, warmup_steps: 2, max_steps: 6}
+train: {stage: slm, log_every: 3}
+slm: {ratio: 0.6, scope: $scope, $ref}
+YAML
+  env -u LD_LIBRARY_PATH "$bin/rho_pretrain" "$work/$scope.yaml" >/dev/null 2>&1
+  "$work/build/slm_loop" "$work/$scope.yaml" "$work/loop-$scope"
+  cmp "$work/runs/$scope/hf/model.safetensors" "$work/loop-$scope/model.safetensors"
+  echo "slm_loop ($scope scope): weights equal rho_pretrain's bit for bit"
+done
+

@@ -15,7 +15,8 @@ printed, when
   - it names ../shared/data and that folder (or $RHO_SHARED_DATA) is absent (a user's clone does not have it);
   - it runs torchrun and the Python running this test has none beside it.
 A YAML block whose first line is `# PATH — ...` is the shipped file PATH: its lines must equal the file's, comments
-aside. Any other YAML block must be marked skip. Blocks in other languages (output samples, JSON, C++, CMake)
+aside. Any other YAML block must be marked skip. A block of any language marked `<!-- docs-test: excerpt PATH -->`
+must appear in PATH, line for line (indentation aside). Blocks in other languages (output samples, JSON, C++, CMake)
 are illustrations and are not run.
 
 options: each `<!-- docs-test: options TOOL [SUBCOMMAND] -->` marker is followed by a table whose first column names
@@ -151,6 +152,20 @@ def check_yaml_block(b):
     return None
 
 
+def check_excerpt(b, path):
+    """A block marked `excerpt PATH` must appear in that file: its lines, in order and adjacent (indentation and
+    blank lines aside), so a code excerpt in the docs cannot drift from the built and tested file."""
+    src = ROOT / path
+    if not src.is_file():
+        return f"the excerpt's file {path} does not exist"
+    want = [ln.strip() for ln in b.text.splitlines() if ln.strip()]
+    have = [ln.strip() for ln in src.read_text().splitlines() if ln.strip()]
+    for i in range(len(have) - len(want) + 1):
+        if have[i:i + len(want)] == want:
+            return None
+    return f"these lines are not in {path} as shown:\n" + "\n".join(want)
+
+
 def run_examples(args):
     bin_dir = Path(args.bin).resolve()
     work = Path(args.work).resolve() if args.work else bin_dir.parent / "docs-test"
@@ -182,6 +197,12 @@ def run_examples(args):
                     continue
                 err = check_yaml_block(b)
                 print(f"{b.where}: yaml {'FAILED: ' + err if err else 'matches its file'}")
+                if err:
+                    failures.append(f"{b.where}: {err}")
+                continue
+            if b.marker and b.marker.startswith("excerpt "):
+                err = check_excerpt(b, b.marker.split()[1])
+                print(f"{b.where}: {b.lang} excerpt {'FAILED: ' + err if err else 'found in ' + b.marker.split()[1]}")
                 if err:
                     failures.append(f"{b.where}: {err}")
                 continue

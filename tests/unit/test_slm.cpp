@@ -119,8 +119,9 @@ TEST_CASE("SLM with ratio 1.0 gives CLM's loss and gradients bit for bit", "[slm
       rho::SLMOptions o;
       o.ratio = 1.0;
       rho::SLMLoss crit(o);
-      loss = crit->forward(tl, ref, valid, 0);
-      CHECK(crit->last_stats.weight_sum == valid.sum().item<int64_t>());
+      const auto out = crit->forward(tl, ref, valid, 0);
+      loss = out.loss;
+      CHECK(out.stats.weight_sum == valid.sum().item<int64_t>());
     } else {
       loss = rho::masked_loss_sum(tl, valid, valid.sum().item<double>());
     }
@@ -142,12 +143,13 @@ TEST_CASE("SLM selection: exact semantics of rules, ratio, scope and stats", "[s
   rho::SLMOptions o;
   o.ratio = 0.6;
   rho::SLMLoss crit(o);
-  auto loss = crit->forward(cur, ref, valid, 0);
-  CHECK(crit->last_stats.valid == 5);
-  CHECK(crit->last_stats.weight_sum == 3);
-  CHECK(loss.item<float>() == Approx((3.0 + 1.0 + 2.0) / 3));
-  CHECK(crit->last_stats.kept_score_mean() == Approx((2.0 + 0.5 + 2.0) / 3));
-  CHECK(crit->last_stats.dropped_score_mean() == Approx((0.1 + 0.4) / 2));
+  const auto out = crit->forward(cur, ref, valid, 0);
+  CHECK(out.stats.valid == 5);
+  CHECK(out.stats.weight_sum == 3);
+  CHECK(out.loss.item<float>() == Approx((3.0 + 1.0 + 2.0) / 3));
+  CHECK(at::equal(out.weights, (at::tensor({1, 1, 1, 0, 0, 0}) == 1).view({2, 3})));
+  CHECK(out.stats.kept_score_mean() == Approx((2.0 + 0.5 + 2.0) / 3));
+  CHECK(out.stats.dropped_score_mean() == Approx((0.1 + 0.4) / 2));
 
   auto kept = [&](rho::SelectionRule rule, double ratio) {
     rho::SLMOptions r;
