@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <iostream>
 
-#include <torch/cuda.h>
 
 #include "librho/data/token_dataset.h"
 #include "librho/eval/tasks.h"
@@ -17,6 +16,7 @@
 #include "librho/train/config.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/device.h"
 
 namespace {
 // The training window of the rho_pretrain run a model comes from (the run folder, its hf/ export or one of its
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     rho::EvalReport report;
     report.model_dir = model_dir;
     report.model_sha256 = model->weights_sha256();
-    const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
+    const bool cuda = rho::resolve_device(device).is_cuda();
     if (dtype == "auto") dtype = cuda ? "bfloat16" : "float32";
     if (dtype != "float32" && dtype != "bfloat16") throw rho::Error("--dtype must be auto, float32 or bfloat16");
     model->to(cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU), dtype == "float32" ? at::kFloat : at::kBFloat16);

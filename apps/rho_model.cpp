@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "librho/librho.h"
+#include "librho/util/files.h"
 
 namespace fs = std::filesystem;
 

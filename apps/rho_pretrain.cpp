@@ -4,13 +4,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <torch/cuda.h>
 
 #include <chrono>
 #include <iostream>
 
 #include "librho/dist/context.h"
 #include "librho/train/trainer.h"
+#include "librho/util/device.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"librho pretraining: CLM (reference) or SLM (selective) from one YAML config"};
@@ -18,7 +18,9 @@ int main(int argc, char** argv) {
   std::string config;
   std::vector<std::string> overrides;
   bool resume = false;
-  app.add_option("config", config, "YAML run config (see docs/training.md)")->required();
+  bool keys = false;
+  app.add_option("config", config, "YAML run config (see docs/training.md)");
+  app.add_flag("--keys", keys, "print every config key with its default and meaning (Markdown) and exit");
   app.add_option("--set", overrides, "override a config value: section.key=value (repeatable)");
   app.add_flag("--resume", resume, "continue exactly from the newest checkpoint in run.out_dir");
   std::vector<std::string> allow;
@@ -26,6 +28,14 @@ int main(int argc, char** argv) {
                  "with --resume: accept a changed value of this key (section.key, repeatable), e.g. optim.max_steps; "
                  "accepted changes are logged in out_dir/config_changes.jsonl");
   CLI11_PARSE(app, argc, argv);
+  if (keys) {
+    std::cout << rho::TrainConfig::key_table();
+    return 0;
+  }
+  if (config.empty()) {
+    std::cerr << "rho_pretrain: a config file is required (rho_pretrain CONFIG.yaml; --help)\n";
+    return 2;
+  }
   std::string who;  // "rank r/n: " in a data-parallel run, so each process's error says whose it is
   try {
     auto cfg = rho::TrainConfig::from_yaml_file(config, overrides);
@@ -39,7 +49,7 @@ int main(int argc, char** argv) {
     }
     const auto env = rho::DistEnv::from_env();
     if (env.world_size > 1) who = fmt::format("rank {}/{}: ", env.rank, env.world_size);
-    const bool cuda = cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available());
+    const bool cuda = rho::resolve_device(cfg.device, "run.device").is_cuda();
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist_timeout * 1000));
     rho::Trainer trainer(std::move(cfg), resume, rho::DistContext::connect(env, cuda, timeout));
     trainer.run();

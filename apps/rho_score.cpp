@@ -8,11 +8,11 @@
 #include <csignal>
 #include <iostream>
 
-#include <torch/cuda.h>
 
 #include "librho/dist/context.h"
 #include "librho/train/checkpoint.h"
 #include "librho/score/token_scorer.h"
+#include "librho/util/device.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"librho token scoring: per-token reference losses"};
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
     auto model = rho::load_model(model_dir);
     if (!app.count("--seq-len")) opt.seq_len = std::min<int64_t>(opt.seq_len, model->config.max_position_embeddings);
     const auto hash = model->weights_sha256();
-    const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
+    const bool cuda = rho::resolve_device(device).is_cuda();
     opt.precision = rho::prepare_scoring_model(model, cuda ? env.cuda_device() : at::Device(at::kCPU),
                                                rho::parse_score_precision(precision));
     auto data = rho::TokenDataset::open(data_dir);

@@ -17,10 +17,10 @@ int main(int argc, char** argv) {
   const rho::bench::Args a(argc, argv, kUsage);
   const auto cfg = rho::TrainConfig::from_yaml_file(a.str("config", ""));
   const int64_t warmup = a.num("warmup", 2), steps = a.num("steps", 5);
-  const at::Device dev(cfg.device == "cuda" ? at::kCUDA : at::kCPU);
+  const at::Device dev = rho::resolve_device(cfg.device, "run.device");
   const rho::bench::PeakMemory peak(dev);
   rho::Trainer trainer(cfg, /*resume=*/false);
-  nlohmann::json out = {{"stage", cfg.stage}, {"parameters", trainer.model()->num_parameters()}};
+  nlohmann::json out = {{"stage", rho::to_string(cfg.stage)}, {"parameters", trainer.model()->num_parameters()}};
   for (int64_t i = 0; i < warmup; ++i) {
     const auto m = trainer.train_step();
     if (i == 0) out.update({{"first_loss", m.loss}, {"first_loss_all", m.loss_all}});

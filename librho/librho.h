@@ -1,5 +1,7 @@
 #pragma once
-// librho: Rho-1's Selective Language Modeling in C++/LibTorch. One include for everything public.
+// librho: Rho-1's Selective Language Modeling in C++/LibTorch. One include for everything research code uses:
+// model, data, slm, score, train, eval, io, dist, and rho::Error. Utilities (util/) and kernel internals are
+// included by the files that need them, not here.
 #include "librho/data/corpus.h"
 #include "librho/data/token_dataset.h"
 #include "librho/data/tokenize.h"
@@ -25,6 +27,3 @@
 #include "librho/train/config.h"
 #include "librho/train/trainer.h"
 #include "librho/util/error.h"
-#include "librho/util/files.h"
-#include "librho/util/progress.h"
-#include "librho/util/sha256.h"

@@ -1,5 +1,7 @@
 #include "librho/data/token_dataset.h"
 
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/ones_like.h>
 #include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 #include <fmt/format.h>
@@ -16,6 +18,7 @@
 #include <thread>
 
 #include "librho/util/error.h"
+#include "librho/util/json_fields.h"
 #include "librho/util/files.h"
 #include "librho/util/sha256.h"
 
@@ -26,45 +29,6 @@ using json = nlohmann::json;
 namespace {
 
 constexpr int kFormatVersion = 1;
-
-bool is_sha256(const std::string& s) {
-  return s.size() == 64 &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-// Field access that names the manifest and the field on every failure.
-struct ManifestReader {
-  const std::string& source;
-  Error error(const std::string& field, const std::string& what) const {
-    return Error(fmt::format("{}: field '{}': {}", source, field, what));
-  }
-  const json& at(const json& obj, const std::string& key, const std::string& field) const {
-    auto it = obj.find(key);
-    if (it == obj.end()) throw error(field, "missing");
-    return *it;
-  }
-  int64_t integer(const json& obj, const std::string& key, const std::string& field, int64_t lo, int64_t hi) const {
-    const json& v = at(obj, key, field);
-    if (!v.is_number_integer()) throw error(field, fmt::format("expected an integer, got {}", v.dump()));
-    const int64_t x = v.get<int64_t>();
-    if (x < lo || x > hi) throw error(field, fmt::format("{} is outside [{}, {}]", x, lo, hi));
-    return x;
-  }
-  std::string string(const json& obj, const std::string& key, const std::string& field) const {
-    const json& v = at(obj, key, field);
-    if (!v.is_string()) throw error(field, fmt::format("expected a string, got {}", v.dump()));
-    return v.get<std::string>();
-  }
-  std::string sha(const json& obj, const std::string& key, const std::string& field) const {
-    auto s = string(obj, key, field);
-    if (!is_sha256(s)) throw error(field, fmt::format("'{}' is not a lowercase hex sha256", s));
-    return s;
-  }
-  void only(const json& obj, const std::set<std::string>& keys, const std::string& where) const {
-    for (const auto& [k, v] : obj.items())
-      if (!keys.count(k)) throw error(where.empty() ? k : where + "." + k, "unknown field");
-  }
-};
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -124,14 +88,8 @@ std::string TokenManifest::to_json() const {
 }
 
 TokenManifest TokenManifest::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: invalid JSON ({})", source, e.what()));
-  }
-  if (!j.is_object()) throw Error(fmt::format("{}: not a JSON object", source));
-  const ManifestReader r{source};
+  const JsonFields r{source};
+  const json j = r.parse_object(text);
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   r.only(j, {"format_version", "dtype", "vocab_size", "tokenizer_name", "tokenizer_sha256", "bos_id", "eos_id",
              "num_tokens", "num_documents", "skipped_documents", "skipped_files", "shards"},

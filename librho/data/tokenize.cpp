@@ -1,5 +1,7 @@
 #include "librho/data/tokenize.h"
 
+#include "librho/data/shard_writer.h"
+
 #include "librho/data/hf_tokenizer.h"
 
 #include <fcntl.h>
@@ -41,7 +43,6 @@ const char* kProgress = "progress.json";
 const char* kTrainedName = "tokenizer.model";
 const char* kHfConfigName = "tokenizer_config.json";  // beside a tokenizer.json: its BOS/EOS tokens
 
-std::string shard_name(size_t index) { return fmt::format("shard_{:05d}.bin", index); }
 
 // Where the output continues after a shard: the next record to read, how many tokens of it are already
 // written (a document may straddle shards), and the skip counts so far.
@@ -247,9 +248,9 @@ class Encoder {
   std::unique_ptr<HfTokenizer> hf_;
 };
 
-class Tokenizer {
+class TokenizeJob {
  public:
-  Tokenizer(const TokenizeOptions& o, std::vector<std::string> files) : opt_(o), files_(std::move(files)) {
+  TokenizeJob(const TokenizeOptions& o, std::vector<std::string> files) : opt_(o), files_(std::move(files)) {
     threads_ = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (const auto& f : files_) json_.push_back(is_json_lines(f, o.corpus.format));
   }
@@ -285,10 +286,8 @@ class Tokenizer {
   std::vector<ShardRecord> shards_;
   ResumePoint resume_;  // where this run starts reading
   ResumePoint counts_;  // running skip counts
-  std::unique_ptr<AtomicFileWriter> shard_;
-  std::unique_ptr<Sha256> shard_hash_;
-  int64_t shard_fill_ = 0, shard_docs_ = 0, tokens_written_ = 0, docs_written_ = 0, warnings_ = 0;
-  std::vector<uint8_t> pack_;
+  std::unique_ptr<ShardWriter> writer_;  // made at the first token, numbering on from the shards kept
+  int64_t tokens_written_ = 0, docs_written_ = 0, warnings_ = 0;
 
   // The pipeline: reader -> todo -> workers -> done (by sequence number) -> writer.
   std::mutex m_;
@@ -301,7 +300,7 @@ class Tokenizer {
   uint64_t start_bytes_ = 0;            // input bytes an interrupted run consumed
 };
 
-void Tokenizer::prepare_folder() {
+void TokenizeJob::prepare_folder() {
   const bool complete = fs::exists(out(kManifest));
   if (complete && !opt_.overwrite)
     throw Error(fmt::format("{}: already holds a complete dataset ({}); pass --overwrite to replace it",
@@ -320,7 +319,7 @@ void Tokenizer::prepare_folder() {
   }
 }
 
-void Tokenizer::set_up_tokenizer(const json& progress) {
+void TokenizeJob::set_up_tokenizer(const json& progress) {
   std::string tokenizer_id;
   if (!opt_.tokenizer.empty()) {
     model_bytes_ = read_text_file(opt_.tokenizer);
@@ -374,7 +373,7 @@ void Tokenizer::set_up_tokenizer(const json& progress) {
   manifest_.eos_id = sp.eos_id();
 }
 
-std::vector<ShardRecord> Tokenizer::verified_shards(const json& progress) {
+std::vector<ShardRecord> TokenizeJob::verified_shards(const json& progress) {
   std::vector<ShardRecord> kept;
   if (progress.is_null()) return kept;
   const int elem = manifest_.dtype == "uint16" ? 2 : 4;
@@ -393,7 +392,7 @@ std::vector<ShardRecord> Tokenizer::verified_shards(const json& progress) {
   return kept;
 }
 
-void Tokenizer::write_progress() const {
+void TokenizeJob::write_progress() const {
   json shards = json::array();
   for (const auto& s : shards_) shards.push_back(shard_record_json(s));
   const json j = {{"format_version", kProgressVersion},
@@ -403,7 +402,7 @@ void Tokenizer::write_progress() const {
   write_file_atomic(out(kProgress), j.dump(1) + "\n");
 }
 
-void Tokenizer::encode(Chunk& c, const Encoder& enc) const {
+void TokenizeJob::encode(Chunk& c, const Encoder& enc) const {
   c.docs.resize(c.records.size());
   std::string text, what;
   for (size_t i = 0; i < c.records.size(); ++i) {
@@ -433,7 +432,7 @@ void Tokenizer::encode(Chunk& c, const Encoder& enc) const {
   }
 }
 
-void Tokenizer::reader_loop() {
+void TokenizeJob::reader_loop() {
   int64_t seq = 0;
   std::unique_ptr<CorpusReader> reader;
   bool more = true;
@@ -465,7 +464,7 @@ void Tokenizer::reader_loop() {
   cv_todo_.notify_all();
 }
 
-void Tokenizer::worker_loop() {
+void TokenizeJob::worker_loop() {
   // One encoder per thread: loading is cheap and nothing is shared.
   std::unique_ptr<Encoder> enc;
   std::string load_error;
@@ -497,45 +496,24 @@ void Tokenizer::worker_loop() {
   }
 }
 
-void Tokenizer::append(const int* ids, size_t n) {
-  if (!shard_) {
-    shard_ = std::make_unique<AtomicFileWriter>(out(shard_name(shards_.size())));
-    shard_hash_ = std::make_unique<Sha256>();
-  }
-  const bool u16 = manifest_.dtype == "uint16";
-  pack_.resize(n * (u16 ? 2 : 4));
-  for (size_t i = 0; i < n; ++i) {  // little-endian on every platform we build for
-    if (u16) {
-      const uint16_t v = static_cast<uint16_t>(ids[i]);
-      std::memcpy(pack_.data() + 2 * i, &v, 2);
-    } else {
-      const uint32_t v = static_cast<uint32_t>(ids[i]);
-      std::memcpy(pack_.data() + 4 * i, &v, 4);
-    }
-  }
-  shard_->write(pack_.data(), pack_.size());
-  shard_hash_->update(pack_.data(), pack_.size());
-  shard_fill_ += static_cast<int64_t>(n);
+void TokenizeJob::append(const int* ids, size_t n) {
+  if (!writer_) writer_ = std::make_unique<ShardWriter>(opt_.out_dir, manifest_.dtype == "uint16", shards_.size());
+  writer_->append(ids, n);
   tokens_written_ += static_cast<int64_t>(n);
 }
 
-void Tokenizer::commit_shard(const ResumePoint& next) {
-  shard_->commit();
-  ShardRecord r{{shard_name(shards_.size()), shard_fill_, shard_docs_, shard_hash_->hex_digest()}, next};
-  shards_.push_back(std::move(r));
-  shard_.reset();
-  shard_hash_.reset();
-  shard_fill_ = shard_docs_ = 0;
+void TokenizeJob::commit_shard(const ResumePoint& next) {
+  shards_.push_back(ShardRecord{writer_->commit(), next});
   write_progress();
   if (opt_.on_shard_committed) opt_.on_shard_committed(static_cast<int64_t>(shards_.size()));
 }
 
-std::string Tokenizer::rates() const {
+std::string TokenizeJob::rates() const {
   const double s = std::max(progress_->elapsed_seconds(), 1e-9);
   return fmt::format("{} tok/s  {} docs", human_count(tokens_written_ / s), human_count(docs_written_));
 }
 
-void Tokenizer::write_doc(Chunk::Doc& d) {
+void TokenizeJob::write_doc(Chunk::Doc& d) {
   size_t i = 0;
   if (resume_.doc_tokens_done > 0) {  // the first record is the document an earlier run cut at a shard end
     const size_t len = d.ids.size() + (manifest_.bos_id >= 0) + 1;
@@ -557,14 +535,15 @@ void Tokenizer::write_doc(Chunk::Doc& d) {
   if (manifest_.bos_id >= 0) d.ids.insert(d.ids.begin(), static_cast<int>(manifest_.bos_id));
   d.ids.push_back(static_cast<int>(manifest_.eos_id));
   while (i < d.ids.size()) {
-    const size_t n = std::min(d.ids.size() - i, static_cast<size_t>(opt_.shard_tokens - shard_fill_));
+    const int64_t fill = writer_ ? writer_->tokens() : 0;
+    const size_t n = std::min(d.ids.size() - i, static_cast<size_t>(opt_.shard_tokens - fill));
     append(d.ids.data() + i, n);
     i += n;
     if (i == d.ids.size()) {  // a document belongs to the shard holding its EOS
-      ++shard_docs_;
+      writer_->end_document();
       ++docs_written_;
     }
-    if (shard_fill_ == opt_.shard_tokens) {
+    if (writer_->tokens() == opt_.shard_tokens) {
       ResumePoint next = counts_;
       if (i == d.ids.size()) {
         next.pos = d.end;
@@ -578,7 +557,7 @@ void Tokenizer::write_doc(Chunk::Doc& d) {
   }
 }
 
-void Tokenizer::pipeline() {
+void TokenizeJob::pipeline() {
   std::vector<std::thread> threads;
   auto shutdown = [&] {
     {
@@ -615,7 +594,7 @@ void Tokenizer::pipeline() {
   shutdown();
 }
 
-TokenizeSummary Tokenizer::run() {
+TokenizeSummary TokenizeJob::run() {
   const auto t0 = Clock::now();
   if (opt_.shard_tokens <= 0) throw Error("the shard size in tokens must be positive");
   if (opt_.corpus.fields.empty()) throw Error("no JSON field given for the document text");
@@ -651,7 +630,7 @@ TokenizeSummary Tokenizer::run() {
   if (opt_.progress)
     progress_ = std::make_unique<Progress>("rho_tokenize", static_cast<int64_t>(total_bytes - start_bytes_), "B");
   pipeline();
-  if (shard_fill_ > 0) {
+  if (writer_ && writer_->tokens() > 0) {
     ResumePoint end = counts_;
     end.pos = CorpusPosition{static_cast<int64_t>(files_.size()), 0, 1};
     commit_shard(end);
@@ -688,7 +667,7 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
   for (auto& f : expand_inputs(options.inputs))
     if (fs::weakly_canonical(f).string().rfind(out, 0) != 0) files.push_back(std::move(f));
   if (files.empty()) throw Error("no input files outside the output folder");
-  Tokenizer t(options, std::move(files));
+  TokenizeJob t(options, std::move(files));
   return t.run();
 }
 

@@ -4,7 +4,6 @@
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
 #include <fmt/format.h>
-#include <torch/cuda.h>
 
 #include <cmath>
 #include <limits>
@@ -13,6 +12,7 @@
 #include "librho/train/checkpoint.h"
 #include "librho/util/error.h"
 #include "librho/util/progress.h"
+#include "librho/util/device.h"
 
 namespace rho {
 
@@ -89,7 +89,7 @@ TokenCategoryReport token_categories(const std::string& run_dir, const TokenData
   const auto inputs = tokens.narrow(1, 0, T), targets = tokens.narrow(1, 1, T);
   const int64_t eos = data.manifest().eos_id;
   const auto keep = (eos >= 0 ? inputs != eos : at::ones_like(inputs, at::kBool)).reshape(-1);
-  const bool cuda = options.device == "cuda" || (options.device == "auto" && torch::cuda::is_available());
+  const bool cuda = resolve_device(options.device, "--device").is_cuda();
   const at::Device device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
 
   std::vector<at::Tensor> losses;

@@ -1,6 +1,7 @@
 // rho::topk_mask: operator schema, dispatch wrapper and the CPU kernel (a 4-pass 8-bit radix select that
 // mirrors the CUDA kernel step by step, so the two select the same elements).
 #include "librho/kernels/topk_mask.h"
+#include "librho/kernels/topk_key.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>

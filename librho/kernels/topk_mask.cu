@@ -13,6 +13,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include "librho/kernels/topk_mask.h"
+#include "librho/kernels/topk_key.h"
 
 namespace rho {
 namespace {

@@ -11,12 +11,15 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "librho/model/autocast.h"
 #include "librho/util/enum_names.h"
 #include "librho/util/error.h"
+#include "librho/util/json_fields.h"
 #include "librho/util/files.h"
 #include "librho/util/progress.h"
 #include "librho/util/sha256.h"
@@ -53,43 +56,40 @@ std::string LossManifest::to_json() const {
 }
 
 LossManifest LossManifest::from_json(const std::string& text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: invalid JSON ({})", source, e.what()));
+  const JsonFields r{source};
+  const auto j = r.parse_object(text);
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  r.only(j, {"format", "format_version", "dtype", "token_dataset_hash", "tokenizer_sha256", "model_hash", "precision",
+             "seq_len", "stride", "shards"},
+         "");
+  if (r.string(j, "format", "format") != kFormat) throw r.error("format", fmt::format("is not \"{}\"", kFormat));
+  LossManifest m;
+  const int64_t version = r.integer(j, "format_version", "format_version", 0, kMax);
+  if (version != 1) throw r.error("format_version", fmt::format("version {} is not supported (1)", version));
+  m.dtype = r.string(j, "dtype", "dtype");
+  dtype_bytes(m.dtype, source);
+  m.token_dataset_hash = r.sha(j, "token_dataset_hash", "token_dataset_hash");
+  m.tokenizer_sha256 = r.sha(j, "tokenizer_sha256", "tokenizer_sha256");
+  m.model_hash = r.string(j, "model_hash", "model_hash");  // the scorer's identifier of the model (rho_score: its sha256)
+  if (j.contains("precision")) m.precision = r.string(j, "precision", "precision");  // absent: older manifests
+  m.seq_len = r.integer(j, "seq_len", "seq_len", 1, kMax);
+  m.stride = r.integer(j, "stride", "stride", 1, kMax);
+  const auto& shards = r.at(j, "shards", "shards");
+  if (!shards.is_array()) throw r.error("shards", "expected an array");
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string where = fmt::format("shards[{}]", i);
+    const auto& s = shards[i];
+    if (!s.is_object()) throw r.error(where, "expected an object");
+    r.only(s, {"file", "num_tokens", "sha256"}, where);
+    ShardInfo info;
+    info.file = r.string(s, "file", where + ".file");
+    if (info.file.empty() || info.file.find('/') != std::string::npos)
+      throw r.error(where + ".file", fmt::format("'{}' is not a file name inside the folder", info.file));
+    info.num_tokens = r.integer(s, "num_tokens", where + ".num_tokens", 0, kMax);
+    info.sha256 = r.sha(s, "sha256", where + ".sha256");
+    m.shards.push_back(info);
   }
-  auto field = [&](const char* key) -> const nlohmann::json& {
-    if (!j.is_object() || !j.contains(key)) throw Error(fmt::format("{}: missing field '{}'", source, key));
-    return j[key];
-  };
-  try {
-    if (field("format") != kFormat) throw Error(fmt::format("{}: field 'format' is not \"{}\"", source, kFormat));
-    LossManifest m;
-    m.format_version = field("format_version").get<int>();
-    if (m.format_version != 1)
-      throw Error(fmt::format("{}: format_version {} is not supported (1)", source, m.format_version));
-    m.dtype = field("dtype").get<std::string>();
-    dtype_bytes(m.dtype, source);
-    m.token_dataset_hash = field("token_dataset_hash").get<std::string>();
-    m.tokenizer_sha256 = field("tokenizer_sha256").get<std::string>();
-    m.model_hash = field("model_hash").get<std::string>();
-    m.precision = j.value("precision", std::string("unknown"));
-    m.seq_len = field("seq_len").get<int64_t>();
-    m.stride = field("stride").get<int64_t>();
-    for (const auto& s : field("shards")) {
-      ShardInfo info;
-      info.file = s.at("file").get<std::string>();
-      info.num_tokens = s.at("num_tokens").get<int64_t>();
-      info.sha256 = s.at("sha256").get<std::string>();
-      if (info.num_tokens < 0 || info.file.find('/') != std::string::npos)
-        throw Error(fmt::format("{}: bad shard entry {}", source, s.dump()));
-      m.shards.push_back(info);
-    }
-    return m;
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: wrong type or missing key ({})", source, e.what()));
-  }
+  return m;
 }
 
 LossDataset LossDataset::open(const std::string& dir) {
@@ -284,7 +284,6 @@ at::Tensor TokenScorer::score_range(const TokenDataset& data, int64_t begin, int
   return out;
 }
 
-namespace {
 struct LossShardRecord {
   std::string token_shard_sha256, model_hash, dtype, precision, sha256;
   int64_t seq_len = 0, stride = 0, num_tokens = 0;
@@ -295,6 +294,8 @@ struct LossShardRecord {
             {"sha256", sha256}};
   }
 };
+
+namespace {
 
 // A finished shard: its record matches what we would write and its bytes hash to the recorded value.
 bool shard_done(const std::string& bin, const std::string& rec_path, const LossShardRecord& want) {
@@ -311,6 +312,67 @@ bool shard_done(const std::string& bin, const std::string& rec_path, const LossS
 }
 }  // namespace
 
+namespace {
+// The losses of a finished shard, read back as float32.
+at::Tensor read_loss_shard(const std::string& bin, const LossShardRecord& rec) {
+  auto map = MappedFile::open(bin);
+  auto* bytes = const_cast<uint8_t*>(map->data());
+  return rec.dtype == "float32" ? at::from_blob(bytes, {rec.num_tokens}, at::kFloat).clone()
+                                : at::from_blob(bytes, {rec.num_tokens}, at::kBFloat16).to(at::kFloat);
+}
+
+// A manifest from an earlier scoring (another model, say) would list old bytes of the shards being replaced: it
+// goes before the first shard is replaced, so a reader never sees a manifest over a mix of old and new shards.
+void drop_old_manifest(const std::string& out_dir) {
+  const auto old_manifest = fs::path(out_dir) / "manifest.json";
+  if (!fs::exists(old_manifest)) return;
+  fs::remove(old_manifest);
+  fsync_dir(out_dir);
+}
+
+// Tokens, loss sum and histogram (1-nat bins, the last one 12 and above) of the finite losses.
+void add_to_summary(const at::Tensor& losses, ScoreSummary& sum) {
+  auto finite = losses.masked_select(losses == losses);
+  sum.tokens += finite.numel();
+  sum.loss_sum += finite.sum().item<double>();
+  auto bins = finite.clamp(0, 12).floor().to(at::kLong).bincount({}, 13);
+  for (int b = 0; b < 13; ++b) sum.histogram[b] += bins[b].item<int64_t>();
+}
+}  // namespace
+
+LossShardRecord TokenScorer::record_for(const ShardInfo& shard) const {
+  LossShardRecord r;
+  r.token_shard_sha256 = shard.sha256;
+  r.model_hash = model_hash_;
+  r.dtype = opt_.dtype;
+  r.precision = to_string(opt_.precision);
+  r.seq_len = opt_.seq_len;
+  r.stride = opt_.stride;
+  r.num_tokens = shard.num_tokens;
+  return r;
+}
+
+// Scores token shard s into `bin` (and its record), in pieces so the progress line moves and memory stays
+// bounded on huge shards; returns its losses as float32 (rounded as stored).
+at::Tensor TokenScorer::score_shard(const TokenDataset& data, size_t s, const std::string& bin, LossShardRecord& rec,
+                                    const std::function<void(int64_t)>& progress) {
+  const int64_t start = data.shard_start(s);
+  const int64_t piece = std::max<int64_t>(opt_.seq_len * opt_.batch_size * 8, 1);
+  std::vector<at::Tensor> parts;
+  for (int64_t b = start; b < start + rec.num_tokens; b += piece) {
+    const int64_t e = std::min(b + piece, start + rec.num_tokens);
+    parts.push_back(score_range(data, b, e));
+    progress(e - start);
+  }
+  const auto losses = parts.empty() ? at::empty({0}, at::kFloat) : at::cat(parts);
+  const at::Tensor stored = opt_.dtype == "float32" ? losses.contiguous() : losses.to(at::kBFloat16).contiguous();
+  const size_t nbytes = stored.numel() * stored.element_size();
+  rec.sha256 = sha256_hex(stored.data_ptr(), nbytes);
+  write_file_atomic(bin, stored.data_ptr(), nbytes);
+  write_file_atomic(bin + ".json", rec.to_json().dump(2) + "\n");
+  return opt_.dtype == "float32" ? losses : stored.to(at::kFloat);
+}
+
 ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::string& out_dir) {
   check_can_score(data);  // before anything is created
   fs::create_directories(out_dir);
@@ -320,70 +382,33 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
   int64_t my_tokens = 0, done_tokens = 0;
   for (size_t s = opt_.rank; s < shards.size(); s += opt_.world_size) my_tokens += shards[s].num_tokens;
   Progress progress(fmt::format("score[rank {}]", opt_.rank), my_tokens, "tok");
-
-  auto record_for = [&](size_t s) {
-    LossShardRecord r;
-    r.token_shard_sha256 = shards[s].sha256;
-    r.model_hash = model_hash_;
-    r.dtype = opt_.dtype;
-    r.precision = to_string(opt_.precision);
-    r.seq_len = opt_.seq_len;
-    r.stride = opt_.stride;
-    r.num_tokens = shards[s].num_tokens;
-    return r;
-  };
   bool manifest_dropped = false;
   for (size_t s = opt_.rank; s < shards.size(); s += opt_.world_size) {
     const auto bin = (fs::path(out_dir) / loss_shard_name(s)).string();
-    const auto rec_path = bin + ".json";
-    auto rec = record_for(s);
+    auto rec = record_for(shards[s]);
     at::Tensor losses;
-    if (shard_done(bin, rec_path, rec)) {
+    if (shard_done(bin, bin + ".json", rec)) {
       ++sum.shards_skipped;
-      auto map = MappedFile::open(bin);
-      losses = rec.dtype == "float32"
-                   ? at::from_blob(const_cast<uint8_t*>(map->data()), {rec.num_tokens}, at::kFloat).clone()
-                   : at::from_blob(const_cast<uint8_t*>(map->data()), {rec.num_tokens}, at::kBFloat16).to(at::kFloat);
+      losses = read_loss_shard(bin, rec);
     } else {
-      const int64_t start = data.shard_start(s);
-      // Score in pieces so the progress line moves and memory stays bounded on huge shards.
-      const int64_t piece = std::max<int64_t>(opt_.seq_len * opt_.batch_size * 8, 1);
-      std::vector<at::Tensor> parts;
-      for (int64_t b = start; b < start + rec.num_tokens; b += piece) {
-        const int64_t e = std::min(b + piece, start + rec.num_tokens);
-        parts.push_back(score_range(data, b, e));
-        progress.update(done_tokens + (e - start), fmt::format("shard {}/{}", s + 1, shards.size()));
-      }
-      losses = parts.empty() ? at::empty({0}, at::kFloat) : at::cat(parts);
-      const at::Tensor stored = opt_.dtype == "float32" ? losses.contiguous() : losses.to(at::kBFloat16).contiguous();
-      const size_t nbytes = stored.numel() * stored.element_size();
-      rec.sha256 = sha256_hex(stored.data_ptr(), nbytes);
-      if (!manifest_dropped) {
-        // A manifest from an earlier scoring (another model, say) would list this shard's old bytes: it goes
-        // before the first shard is replaced, so a reader never sees a manifest over a mix of old and new shards.
-        const auto old_manifest = fs::path(out_dir) / "manifest.json";
-        if (fs::exists(old_manifest)) {
-          fs::remove(old_manifest);
-          fsync_dir(out_dir);
-        }
-        manifest_dropped = true;
-      }
-      write_file_atomic(bin, stored.data_ptr(), nbytes);
-      write_file_atomic(rec_path, rec.to_json().dump(2) + "\n");
+      if (!std::exchange(manifest_dropped, true)) drop_old_manifest(out_dir);
+      losses = score_shard(data, s, bin, rec, [&](int64_t done_in_shard) {
+        progress.update(done_tokens + done_in_shard, fmt::format("shard {}/{}", s + 1, shards.size()));
+      });
       ++sum.shards_scored;
       if (opt_.on_shard_committed) opt_.on_shard_committed(sum.shards_scored);
-      if (opt_.dtype != "float32") losses = stored.to(at::kFloat);
     }
     done_tokens += rec.num_tokens;
-    auto finite = losses.masked_select(losses == losses);
-    sum.tokens += finite.numel();
-    sum.loss_sum += finite.sum().item<double>();
-    auto bins = finite.clamp(0, 12).floor().to(at::kLong).bincount({}, 13);
-    for (int b = 0; b < 13; ++b) sum.histogram[b] += bins[b].item<int64_t>();
+    add_to_summary(losses, sum);
   }
   if (opt_.progress) progress.finish();
+  sum.manifest_written = write_manifest_if_complete(data, out_dir);
+  return sum;
+}
 
-  // Whoever finds every shard finished writes the manifest (its content does not depend on who writes it).
+// Whoever finds every shard finished writes the manifest (its content does not depend on who writes it).
+bool TokenScorer::write_manifest_if_complete(const TokenDataset& data, const std::string& out_dir) const {
+  const auto& shards = data.manifest().shards;
   LossManifest m;
   m.dtype = opt_.dtype;
   m.precision = to_string(opt_.precision);
@@ -394,15 +419,14 @@ ScoreSummary TokenScorer::score_dataset(const TokenDataset& data, const std::str
   m.stride = opt_.stride;
   for (size_t s = 0; s < shards.size(); ++s) {
     const auto rec_path = (fs::path(out_dir) / loss_shard_name(s)).string() + ".json";
-    if (!fs::exists(rec_path)) return sum;  // another rank is still at work
+    if (!fs::exists(rec_path)) return false;  // another rank is still at work
     const auto rec = nlohmann::json::parse(read_text_file(rec_path));
     if (rec.value("model_hash", "") != model_hash_ || rec.value("token_shard_sha256", "") != shards[s].sha256)
-      return sum;
+      return false;
     m.shards.push_back({loss_shard_name(s), shards[s].num_tokens, 0, rec["sha256"].get<std::string>()});
   }
   write_file_atomic((fs::path(out_dir) / "manifest.json").string(), m.to_json());
-  sum.manifest_written = true;
-  return sum;
+  return true;
 }
 
 }  // namespace rho

@@ -91,6 +91,8 @@ struct ScoreSummary {
   std::string to_string() const;
 };
 
+struct LossShardRecord;  // losses-NNNNN.bin.json: what a finished loss shard was scored from and with
+
 class TokenScorer {
  public:
   // `model` is used as it is (device, dtype); `model_hash` identifies it in the output manifest.
@@ -104,6 +106,10 @@ class TokenScorer {
  private:
   at::Tensor score_windows(const at::Tensor& windows);  // [n, len+1] -> losses [n, len]
   void check_can_score(const TokenDataset& data) const;  // vocabulary and window length against the model
+  LossShardRecord record_for(const ShardInfo& shard) const;  // what a finished loss shard records
+  at::Tensor score_shard(const TokenDataset& data, size_t s, const std::string& bin, LossShardRecord& rec,
+                         const std::function<void(int64_t)>& progress);
+  bool write_manifest_if_complete(const TokenDataset& data, const std::string& out_dir) const;
   Llama model_;
   std::string model_hash_;
   ScoreOptions opt_;

@@ -20,6 +20,7 @@
 #include <limits>
 
 #include "librho/dist/context.h"
+#include "librho/kernels/topk_key.h"
 #include "librho/kernels/topk_mask.h"
 #include "librho/util/enum_names.h"
 #include "librho/util/error.h"

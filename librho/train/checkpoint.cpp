@@ -32,7 +32,10 @@ void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t
     }
   fs::create_directories(tmp);
   save_safetensors((tmp / "model.safetensors").string(), ckpt.model);
-  save_safetensors((tmp / "optimizer.safetensors").string(), ckpt.optimizer);
+  NamedTensors optimizer = ckpt.optimizer;
+  if (ckpt.rng_cpu.defined()) optimizer.emplace_back("rng.cpu", ckpt.rng_cpu);
+  optimizer.insert(optimizer.end(), ckpt.reference.begin(), ckpt.reference.end());
+  save_safetensors((tmp / "optimizer.safetensors").string(), optimizer);
   nlohmann::ordered_json j;
   j["step"] = ckpt.state.step;
   j["loader_step"] = ckpt.state.loader_step;
@@ -109,7 +112,14 @@ Checkpoint load_checkpoint(const std::string& dir) {
     return out;
   };
   c.model = read_all((fs::path(dir) / "model.safetensors").string());
-  c.optimizer = read_all((fs::path(dir) / "optimizer.safetensors").string());
+  for (auto& [name, t] : read_all((fs::path(dir) / "optimizer.safetensors").string())) {
+    if (name == "rng.cpu")
+      c.rng_cpu = t;
+    else if (name.rfind("ema.", 0) == 0)
+      c.reference.emplace_back(name, t);
+    else
+      c.optimizer.emplace_back(name, t);
+  }
   return c;
 }
 

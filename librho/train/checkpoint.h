@@ -27,7 +27,11 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct Checkpoint {
   CheckpointState state;
-  NamedTensors model, optimizer;  // optimizer also holds "rng.cpu"
+  NamedTensors model;      // the parameters, by name
+  NamedTensors optimizer;  // AdamW's state (AdamW::state())
+  at::Tensor rng_cpu;      // the default CPU generator's state (undefined: none)
+  NamedTensors reference;  // SLM's reference state (ReferenceSource::state(): "ema.<parameter>")
+  // On disk all but the model share optimizer.safetensors, under "rng.cpu" and their own names.
 };
 
 std::string checkpoint_dir(const std::string& out_dir, int64_t step);

@@ -1,15 +1,19 @@
 #include "librho/train/config.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
+#include <type_traits>
 
+#include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 
@@ -123,14 +127,6 @@ void apply_override(YAML::Node& root, const std::string& item) {
   root[section][key] = without_marks(parsed);
 }
 
-// `key` is "section.name"; the message points at the line that set it.
-template <class T>
-void require(bool ok, const Section& s, const char* key, const T& value, const char* what) {
-  if (ok) return;
-  const char* dot = std::strchr(key, '.');
-  throw Error(fmt::format("{}: '{}' = {} is out of range: {}", s.where_is(dot ? dot + 1 : key), key, value, what));
-}
-
 }  // namespace
 
 namespace {
@@ -149,36 +145,232 @@ std::string beside(const std::string& file, const std::string& yaml_source) {
 }
 }  // namespace
 
-TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::string& source,
-                                          const std::vector<std::string>& overrides) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw Error(fmt::format("{}:{}: invalid YAML: {}", source, e.mark.line + 1, e.msg));
-  }
-  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
-  if (!root.IsMap()) throw Error(fmt::format("{}: expected a mapping of sections", source));
-  reject_duplicates(root, source, "");
-  reject_duplicates(root["model"], source, "model.");
-  for (const auto& o : overrides) apply_override(root, o);
-  TrainConfig c;
-  const std::set<std::string> sections = {"run", "model", "data", "optim", "train", "slm"};
-  for (const auto& kv : root)
-    if (!sections.count(kv.first.as<std::string>()))
-      throw Error(fmt::format("{}: unknown section '{}' (run, model, data, optim, train, slm)", where(source, kv.first),
-                              kv.first.as<std::string>()));
+namespace {
+constexpr std::pair<Stage, const char*> kStageNames[] = {{Stage::Clm, "clm"}, {Stage::Slm, "slm"}};
+constexpr std::pair<Precision, const char*> kPrecisionNames[] = {
+    {Precision::Auto, "auto"}, {Precision::Fp32, "fp32"}, {Precision::Bf16, "bf16"}};
+constexpr std::pair<Schedule, const char*> kScheduleNames[] = {
+    {Schedule::Cosine, "cosine"}, {Schedule::Linear, "linear"}, {Schedule::Constant, "constant"}};
+constexpr std::pair<NanPolicy, const char*> kNanPolicyNames[] = {{NanPolicy::Stop, "stop"}, {NanPolicy::Skip, "skip"}};
+constexpr std::pair<DeviceChoice, const char*> kDeviceNames[] = {
+    {DeviceChoice::Auto, "auto"}, {DeviceChoice::Cpu, "cpu"}, {DeviceChoice::Cuda, "cuda"}};
+constexpr std::pair<SelfReference, const char*> kSelfRefNames[] = {
+    {SelfReference::None, "none"}, {SelfReference::Frozen, "frozen"}, {SelfReference::Ema, "ema"}};
+constexpr std::pair<SelectionRule, const char*> kRuleNames[] = {{SelectionRule::Excess, "excess"},
+                                                                {SelectionRule::Reference, "reference"},
+                                                                {SelectionRule::Current, "current"},
+                                                                {SelectionRule::Random, "random"}};
+constexpr std::pair<SelectionScope, const char*> kScopeNames[] = {{SelectionScope::Sequence, "sequence"},
+                                                                  {SelectionScope::MicroBatch, "micro_batch"},
+                                                                  {SelectionScope::Step, "step"},
+                                                                  {SelectionScope::Global, "global"}};
+constexpr std::pair<Weighting, const char*> kWeightingNames[] = {{Weighting::Hard, "hard"},
+                                                                 {Weighting::Stochastic, "stochastic"},
+                                                                 {Weighting::Softmax, "softmax"},
+                                                                 {Weighting::Linear, "linear"}};
+constexpr std::pair<ReferenceCombine, const char*> kCombineNames[] = {{ReferenceCombine::Mean, "mean"},
+                                                                      {ReferenceCombine::Min, "min"}};
 
-  Section run(root["run"], source, "run");
-  run.read("out_dir", c.out_dir);
-  run.read("seed", c.seed);
-  run.read("device", c.device);
-  run.read("dist_timeout", c.dist_timeout);
-  run.finish();
-  require(c.device == "auto" || c.device == "cpu" || c.device == "cuda", run, "run.device", c.device, "auto|cpu|cuda");
-  require(c.dist_timeout > 0, run, "run.dist_timeout", c.dist_timeout, "must be > 0 (seconds)");
+// A number as the docs and messages show it: the shortest form that reads back the same.
+template <class T>
+std::string show(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+  else if constexpr (std::is_same_v<T, std::string>) return v;
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return v.empty() ? "" : fmt::format("{}", fmt::join(v, ", "));
+  else return fmt::format("{}", v);
+}
 
-  // model: either `config: file.yaml` or inline model fields, plus an optional `init_from` HF directory.
+// One key of the config: how it is read, checked and written, and its line in the docs.
+struct Key {
+  std::string section, name;  // "optim", "lr"
+  std::string doc;            // one line for docs/training.md
+  bool resume_safe = false;   // never changes what the steps compute: a resumed run may change it
+  std::function<void(Section&, TrainConfig&)> read;
+  std::function<void(YAML::Emitter&, const TrainConfig&)> write;  // key and value
+  std::function<std::string(const TrainConfig&)> check;           // what is wrong ("" when nothing)
+  std::function<std::string(const TrainConfig&)> value;           // shown in messages and the docs
+  std::string full() const { return section + "." + name; }
+};
+
+// A plain value field: `get` returns the field of a TrainConfig (const or not). `ok` (optional) and `what`:
+// the range check and its wording.
+template <class Get>
+Key field(const char* section, const char* name, Get get, std::string doc, bool (*ok)(double) = nullptr,
+          const char* what = "") {
+  Key k;
+  k.section = section;
+  k.name = name;
+  k.doc = std::move(doc);
+  k.read = [get, n = std::string(name)](Section& s, TrainConfig& c) { s.read(n.c_str(), get(c)); };
+  k.write = [get, n = std::string(name)](YAML::Emitter& e, const TrainConfig& c) {
+    e << YAML::Key << n << YAML::Value;
+    if constexpr (std::is_same_v<std::decay_t<decltype(get(c))>, std::vector<std::string>>) e << YAML::Flow;
+    e << get(c);
+  };
+  k.value = [get](const TrainConfig& c) { return show(get(c)); };
+  if (ok)
+    k.check = [get, ok, w = std::string(what)](const TrainConfig& c) -> std::string {
+      if constexpr (std::is_arithmetic_v<std::decay_t<decltype(get(c))>>)
+        return ok(static_cast<double>(get(c))) ? "" : w;
+      return "";
+    };
+  return k;
+}
+
+// A list field: one string or a list of strings.
+template <class Get>
+Key list_field(const char* section, const char* name, Get get, std::string doc) {
+  Key k = field(section, name, get, std::move(doc));
+  k.read = [get, n = std::string(name)](Section& s, TrainConfig& c) { s.read_list(n.c_str(), get(c)); };
+  return k;
+}
+
+// An enum field named by its table.
+template <class Get, class E, size_t N>
+Key enum_field(const char* section, const char* name, Get get, const std::pair<E, const char*> (&table)[N],
+               std::string doc) {
+  Key k;
+  k.section = section;
+  k.name = name;
+  k.doc = enum_names(table) + ": " + std::move(doc);
+  k.read = [get, &table, n = std::string(name), full = std::string(section) + "." + name](Section& s, TrainConfig& c) {
+    std::string text = enum_name(table, get(c));
+    s.read(n.c_str(), text);
+    const auto e = enum_from_name(table, text);
+    if (!e)
+      throw Error(fmt::format("{}: '{}' = {} is not one of {}", s.where_is(n.c_str()), full, text, enum_names(table)));
+    get(c) = *e;
+  };
+  k.write = [get, &table, n = std::string(name)](YAML::Emitter& e, const TrainConfig& c) {
+    e << YAML::Key << n << YAML::Value << enum_name(table, get(c));
+  };
+  k.value = [get, &table](const TrainConfig& c) { return std::string(enum_name(table, get(c))); };
+  return k;
+}
+
+Key with_check(Key k, std::function<std::string(const TrainConfig&)> check) {
+  k.check = std::move(check);
+  return k;
+}
+
+bool positive(double v) { return v > 0; }
+bool non_negative(double v) { return v >= 0; }
+bool unit_open(double v) { return v >= 0 && v < 1; }  // [0, 1)
+bool ratio_range(double v) { return v > 0 && v <= 1; }
+bool ratio_end_range(double v) { return v < 0 || v <= 1; }
+
+#define RHO_GET(expr) [](auto& c) -> auto& { return c.expr; }
+
+// Every key but the model section's (a file, inline fields or init_from) and data.eval (a name -> folder map),
+// which from_yaml_string reads by hand. Order: the order of config.yaml and of the docs table.
+const std::vector<Key>& keys() {
+  static const std::vector<Key> table = [] {
+    std::vector<Key> t = {
+        field("run", "out_dir", RHO_GET(out_dir), "checkpoints, `log.jsonl`, `config.yaml`, `hf/`"),
+        field("run", "seed", RHO_GET(seed), "model initialisation and data order"),
+        enum_field("run", "device", RHO_GET(device), kDeviceNames, "auto is CUDA when present"),
+        field("run", "dist_timeout", RHO_GET(dist_timeout),
+              "seconds a collective may wait for a peer before the run fails (data parallel)", positive,
+              "must be > 0 (seconds)"),
+        field("data", "train", RHO_GET(train_data), "token dataset folder (rho_tokenize output)"),
+        field("data", "seq_len", RHO_GET(seq_len), "tokens per window (inputs); windows hold seq_len + 1", positive,
+              "must be > 0"),
+        field("data", "batch_size", RHO_GET(batch_size), "windows per micro-batch (per process)", positive,
+              "must be > 0"),
+        field("data", "grad_accum", RHO_GET(grad_accum), "micro-batches per optimizer step", positive, "must be > 0"),
+        field("data", "exclude_boundary", RHO_GET(exclude_boundary), "no loss on a document's first token"),
+        field("data", "eval_every", RHO_GET(eval_every), "steps between evaluations of `data.eval`"),
+        field("data", "eval_batches", RHO_GET(eval_batches),
+              "batches of the first windows of each eval set (the same tokens every time)", positive, "must be > 0"),
+        field("optim", "lr", RHO_GET(lr), "peak learning rate", positive, "must be > 0"),
+        with_check(field("optim", "min_lr", RHO_GET(min_lr), "final learning rate, in [0, lr]"),
+                   [](const TrainConfig& c) -> std::string {
+                     return c.min_lr >= 0 && c.min_lr <= c.lr ? "" : "must lie in [0, lr]";
+                   }),
+        field("optim", "weight_decay", RHO_GET(weight_decay), "AdamW decoupled weight decay", non_negative,
+              "must be >= 0"),
+        field("optim", "beta1", RHO_GET(beta1), "AdamW", unit_open, "must lie in [0, 1)"),
+        field("optim", "beta2", RHO_GET(beta2), "AdamW", unit_open, "must lie in [0, 1)"),
+        field("optim", "eps", RHO_GET(eps), "AdamW", positive, "must be > 0"),
+        field("optim", "grad_clip", RHO_GET(grad_clip), "global gradient-norm clip (0: off)", non_negative,
+              "must be >= 0 (0 disables)"),
+        field("optim", "warmup_steps", RHO_GET(warmup_steps), "linear warmup", non_negative, "must be >= 0"),
+        field("optim", "max_steps", RHO_GET(max_steps), "optimizer steps", positive, "must be > 0"),
+        enum_field("optim", "schedule", RHO_GET(schedule), kScheduleNames, "after warmup, down to min_lr"),
+        field("optim", "decay_norms_and_embeddings", RHO_GET(decay_norms_and_embeddings),
+              "by default norms and embeddings get no weight decay"),
+        enum_field("train", "stage", RHO_GET(stage), kStageNames, "reference training (plain CLM) or selective"),
+        enum_field("train", "precision", RHO_GET(precision), kPrecisionNames,
+                   "auto is bf16 autocast on CUDA, fp32 on the CPU; bf16 is autocast on the CPU too (slow: the "
+                   "GPU's arithmetic, for tests)"),
+        field("train", "activation_checkpointing", RHO_GET(activation_checkpointing),
+              "recompute each layer in backward (less memory)"),
+        field("train", "log_every", RHO_GET(log_every), "steps between log lines", positive, "must be > 0"),
+        field("train", "checkpoint_every", RHO_GET(checkpoint_every), "steps between checkpoints (and at the end)",
+              positive, "must be > 0"),
+        field("train", "keep_checkpoints", RHO_GET(keep_checkpoints), "newest checkpoints kept", positive,
+              "must be > 0"),
+        enum_field("train", "nan_policy", RHO_GET(nan_policy), kNanPolicyNames,
+                   "on a non-finite loss or gradient norm: stop, or skip the step and count it"),
+        field("train", "export_hf", RHO_GET(export_hf), "write `out_dir/hf` (Hugging Face layout) at the end"),
+        field("train", "zero1", RHO_GET(zero1), "data parallel: shard AdamW's state over the ranks (ZeRO stage 1)"),
+        field("train", "bucket_mb", RHO_GET(bucket_mb), "data parallel: gradient all-reduce bucket size, MB",
+              positive, "must be > 0"),
+        field("slm", "ratio", RHO_GET(slm.ratio), "fraction of valid tokens kept", ratio_range, "must lie in (0, 1]"),
+        field("slm", "ratio_end", RHO_GET(slm.ratio_end),
+              "< 0: constant ratio; else linear from ratio to ratio_end over ratio_steps", ratio_end_range,
+              "must be <= 1"),
+        field("slm", "ratio_steps", RHO_GET(slm.ratio_steps), "steps of the ratio schedule"),
+        enum_field("slm", "rule", RHO_GET(slm.rule), kRuleNames, "the score; excess is current − reference (the paper's)"),
+        enum_field("slm", "scope", RHO_GET(slm.scope), kScopeNames, "the pool whose top ratio is kept"),
+        enum_field("slm", "weighting", RHO_GET(slm.weighting), kWeightingNames, "how much a token counts"),
+        field("slm", "temperature", RHO_GET(slm.temperature),
+              "softmax weighting: weights ∝ exp(score / temperature)", positive, "must be > 0"),
+        field("slm", "weight_clip", RHO_GET(slm.weight_clip),
+              "linear weighting: weights ∝ clamp(score, 0, weight_clip) (nats)", positive, "must be > 0"),
+        field("slm", "seed", RHO_GET(slm.seed), "seed of the random rule and of stochastic sampling"),
+        list_field("slm", "reference_losses", RHO_GET(reference_losses),
+                   "rho_score output for `data.train`, or a list of them"),
+        list_field("slm", "reference_model", RHO_GET(reference_model),
+                   "Hugging Face directory of a reference model run online, or a list of them"),
+        enum_field("slm", "reference_combine", RHO_GET(reference_combine), kCombineNames,
+                   "several references: per token, the mean or min of their losses"),
+        enum_field("slm", "self_reference", RHO_GET(self_reference), kSelfRefNames,
+                   "frozen: the starting weights; ema: a moving average of the model"),
+        field("slm", "ema_decay", RHO_GET(ema_decay), "self_reference ema: ema ← decay·ema + (1−decay)·weights",
+              unit_open, "must lie in [0, 1)"),
+        field("slm", "start_step", RHO_GET(slm_start_step), "warm start: plain CLM before this step",
+              non_negative, "must be >= 0"),
+    };
+    static const std::set<std::string> safe = {
+        "run.out_dir",     "run.dist_timeout",       "data.eval_every",        "data.eval_batches",
+        "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.export_hf",
+        "train.bucket_mb"};  // gradient buckets change when sums happen, not what they are
+    for (auto& k : t) k.resume_safe = safe.count(k.full()) > 0;
+    return t;
+  }();
+  return table;
+}
+#undef RHO_GET
+
+void read_section(const YAML::Node& root, const std::string& source, const std::string& name, TrainConfig& c,
+                  const std::function<void(Section&)>& extra = {}) {
+  Section s(root[name], source, name);
+  for (const auto& k : keys())
+    if (k.section == name) k.read(s, c);
+  if (extra) extra(s);
+  s.finish();
+  for (const auto& k : keys())
+    if (k.section == name && k.check) {
+      const auto what = k.check(c);
+      if (!what.empty())
+        throw Error(fmt::format("{}: '{}' = {} is out of range: {}", s.where_is(k.name.c_str()), k.full(),
+                                k.value(c), what));
+    }
+}
+
+// model: either `config: file.yaml` or inline model fields, plus an optional `init_from` HF directory.
+void read_model(const YAML::Node& root, const std::string& source, TrainConfig& c) {
   YAML::Node model = root["model"] ? YAML::Clone(root["model"]) : YAML::Node(YAML::NodeType::Map);
   if (!model.IsMap()) throw Error(fmt::format("{}: 'model' must be a mapping", source));
   if (model["init_from"]) {
@@ -199,115 +391,64 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   } else if (c.init_from.empty()) {
     throw Error(fmt::format("{}: the 'model' section needs 'config', inline fields or 'init_from'", source));
   }
+}
+}  // namespace
 
-  Section data(root["data"], source, "data");
-  data.read("train", c.train_data);
-  data.read("seq_len", c.seq_len);
-  data.read("batch_size", c.batch_size);
-  data.read("grad_accum", c.grad_accum);
-  data.read("exclude_boundary", c.exclude_boundary);
-  data.read("eval_every", c.eval_every);
-  data.read("eval_batches", c.eval_batches);
-  if (YAML::Node ev = data.child("eval")) {
-    if (!ev.IsMap()) throw Error(fmt::format("{}: 'data.eval' must map names to token datasets", where(source, ev)));
-    for (const auto& kv : ev) c.eval_sets.push_back({kv.first.as<std::string>(), kv.second.as<std::string>()});
+std::string to_string(Stage v) { return enum_name(kStageNames, v); }
+std::string to_string(Precision v) { return enum_name(kPrecisionNames, v); }
+std::string to_string(Schedule v) { return enum_name(kScheduleNames, v); }
+std::string to_string(NanPolicy v) { return enum_name(kNanPolicyNames, v); }
+TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::string& source,
+                                          const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw Error(fmt::format("{}:{}: invalid YAML: {}", source, e.mark.line + 1, e.msg));
   }
-  data.finish();
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw Error(fmt::format("{}: expected a mapping of sections", source));
+  reject_duplicates(root, source, "");
+  reject_duplicates(root["model"], source, "model.");
+  for (const auto& o : overrides) apply_override(root, o);
+  TrainConfig c;
+  const std::set<std::string> sections = {"run", "model", "data", "optim", "train", "slm"};
+  for (const auto& kv : root)
+    if (!sections.count(kv.first.as<std::string>()))
+      throw Error(fmt::format("{}: unknown section '{}' (run, model, data, optim, train, slm)", where(source, kv.first),
+                              kv.first.as<std::string>()));
+
+  read_section(root, source, "run", c);
+  read_model(root, source, c);
+  read_section(root, source, "data", c, [&](Section& data) {
+    if (YAML::Node ev = data.child("eval")) {
+      if (!ev.IsMap()) throw Error(fmt::format("{}: 'data.eval' must map names to token datasets", where(source, ev)));
+      for (const auto& kv : ev) c.eval_sets.push_back({kv.first.as<std::string>(), kv.second.as<std::string>()});
+    }
+  });
   if (c.train_data.empty()) throw Error(fmt::format("{}: 'data.train' is required", source));
-  require(c.seq_len > 0, data, "data.seq_len", c.seq_len, "must be > 0");
-  require(c.batch_size > 0, data, "data.batch_size", c.batch_size, "must be > 0");
-  require(c.grad_accum > 0, data, "data.grad_accum", c.grad_accum, "must be > 0");
-  require(c.eval_batches > 0, data, "data.eval_batches", c.eval_batches, "must be > 0");
-
-  Section optim(root["optim"], source, "optim");
-  optim.read("lr", c.lr);
-  optim.read("min_lr", c.min_lr);
-  optim.read("weight_decay", c.weight_decay);
-  optim.read("beta1", c.beta1);
-  optim.read("beta2", c.beta2);
-  optim.read("eps", c.eps);
-  optim.read("grad_clip", c.grad_clip);
-  optim.read("warmup_steps", c.warmup_steps);
-  optim.read("max_steps", c.max_steps);
-  optim.read("schedule", c.schedule);
-  optim.read("decay_norms_and_embeddings", c.decay_norms_and_embeddings);
-  optim.finish();
-  require(c.lr > 0, optim, "optim.lr", c.lr, "must be > 0");
-  require(c.min_lr >= 0 && c.min_lr <= c.lr, optim, "optim.min_lr", c.min_lr, "must lie in [0, lr]");
-  require(c.weight_decay >= 0, optim, "optim.weight_decay", c.weight_decay, "must be >= 0");
-  require(c.beta1 >= 0 && c.beta1 < 1, optim, "optim.beta1", c.beta1, "must lie in [0, 1)");
-  require(c.beta2 >= 0 && c.beta2 < 1, optim, "optim.beta2", c.beta2, "must lie in [0, 1)");
-  require(c.eps > 0, optim, "optim.eps", c.eps, "must be > 0");
-  require(c.grad_clip >= 0, optim, "optim.grad_clip", c.grad_clip, "must be >= 0 (0 disables)");
-  require(c.max_steps > 0, optim, "optim.max_steps", c.max_steps, "must be > 0");
-  require(c.warmup_steps >= 0, optim, "optim.warmup_steps", c.warmup_steps, "must be >= 0");
-  require(c.schedule == "cosine" || c.schedule == "linear" || c.schedule == "constant", optim, "optim.schedule",
-          c.schedule, "cosine|linear|constant");
-
-  Section train(root["train"], source, "train");
-  train.read("stage", c.stage);
-  train.read("precision", c.precision);
-  train.read("activation_checkpointing", c.activation_checkpointing);
-  train.read("log_every", c.log_every);
-  train.read("checkpoint_every", c.checkpoint_every);
-  train.read("keep_checkpoints", c.keep_checkpoints);
-  train.read("nan_policy", c.nan_policy);
-  train.read("export_hf", c.export_hf);
-  train.read("zero1", c.zero1);
-  train.read("bucket_mb", c.bucket_mb);
-  train.finish();
-  require(c.stage == "clm" || c.stage == "slm", train, "train.stage", c.stage, "clm|slm");
-  require(c.precision == "auto" || c.precision == "fp32" || c.precision == "bf16", train, "train.precision",
-          c.precision, "auto|fp32|bf16");
-  require(c.nan_policy == "stop" || c.nan_policy == "skip", train, "train.nan_policy", c.nan_policy, "stop|skip");
-  require(c.log_every > 0, train, "train.log_every", c.log_every, "must be > 0");
-  require(c.checkpoint_every > 0, train, "train.checkpoint_every", c.checkpoint_every, "must be > 0");
-  require(c.keep_checkpoints > 0, train, "train.keep_checkpoints", c.keep_checkpoints, "must be > 0");
-  require(c.bucket_mb > 0, train, "train.bucket_mb", c.bucket_mb, "must be > 0");
-
-  Section slm(root["slm"], source, "slm");
-  std::string rule = to_string(c.slm.rule), scope = to_string(c.slm.scope), weighting = to_string(c.slm.weighting);
-  std::string combine = to_string(c.reference_combine);
+  read_section(root, source, "optim", c);
+  read_section(root, source, "train", c);
   double start_fraction = 0;
-  slm.read("ratio", c.slm.ratio);
-  slm.read("ratio_end", c.slm.ratio_end);
-  slm.read("ratio_steps", c.slm.ratio_steps);
-  slm.read("rule", rule);
-  slm.read("scope", scope);
-  slm.read("weighting", weighting);
-  slm.read("temperature", c.slm.temperature);
-  slm.read("weight_clip", c.slm.weight_clip);
-  slm.read("seed", c.slm.seed);
-  slm.read_list("reference_losses", c.reference_losses);
-  slm.read_list("reference_model", c.reference_model);
-  slm.read("reference_combine", combine);
-  slm.read("self_reference", c.self_reference);
-  slm.read("ema_decay", c.ema_decay);
-  slm.read("start_step", c.slm_start_step);
-  slm.read("start_fraction", start_fraction);
-  slm.finish();
-  c.slm.rule = parse_selection_rule(rule);
-  c.slm.scope = parse_selection_scope(scope);
-  c.slm.weighting = parse_weighting(weighting);
-  c.reference_combine = parse_reference_combine(combine);
-  require(c.slm.ratio > 0 && c.slm.ratio <= 1, slm, "slm.ratio", c.slm.ratio, "must lie in (0, 1]");
-  require(c.slm.ratio_end < 0 || c.slm.ratio_end <= 1, slm, "slm.ratio_end", c.slm.ratio_end, "must be <= 1");
-  require(c.slm.temperature > 0, slm, "slm.temperature", c.slm.temperature, "must be > 0");
-  require(c.slm.weight_clip > 0, slm, "slm.weight_clip", c.slm.weight_clip, "must be > 0");
-  require(c.self_reference == "none" || c.self_reference == "frozen" || c.self_reference == "ema", slm,
-          "slm.self_reference", c.self_reference, "none|frozen|ema");
-  require(c.ema_decay >= 0 && c.ema_decay < 1, slm, "slm.ema_decay", c.ema_decay, "must lie in [0, 1)");
-  require(c.slm_start_step >= 0, slm, "slm.start_step", c.slm_start_step, "must be >= 0");
-  require(start_fraction >= 0 && start_fraction < 1, slm, "slm.start_fraction", start_fraction, "must lie in [0, 1)");
+  bool both_starts = false;
+  std::string start_where;
+  read_section(root, source, "slm", c, [&](Section& slm) {
+    slm.read("start_fraction", start_fraction);
+    both_starts = slm.has("start_step") && slm.has("start_fraction");
+    start_where = slm.where_is("start_fraction");
+  });
+  if (!(start_fraction >= 0 && start_fraction < 1))
+    throw Error(fmt::format("{}: 'slm.start_fraction' = {} is out of range: must lie in [0, 1)", start_where,
+                            start_fraction));
   if (start_fraction > 0) {
-    if (slm.has("start_step"))
-      throw Error(fmt::format("{}: give slm.start_step or slm.start_fraction, not both", slm.where_is("start_step")));
+    if (both_starts)
+      throw Error(fmt::format("{}: give slm.start_step or slm.start_fraction, not both", start_where));
     c.slm_start_step = static_cast<int64_t>(std::llround(start_fraction * static_cast<double>(c.max_steps)));
   }
-  const int kinds = !c.reference_losses.empty() + !c.reference_model.empty() + (c.self_reference != "none");
-  if (c.stage == "slm" && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random && kinds != 1)
+  const int kinds = !c.reference_losses.empty() + !c.reference_model.empty() + (c.self_reference != SelfReference::None);
+  if (c.stage == Stage::Slm && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random && kinds != 1)
     throw Error(fmt::format("{}: stage slm with rule '{}' needs exactly one of slm.reference_losses, "
-                            "slm.reference_model and slm.self_reference", source, rule));
+                            "slm.reference_model and slm.self_reference", source, to_string(c.slm.rule)));
   return c;
 }
 
@@ -318,53 +459,49 @@ TrainConfig TrainConfig::from_yaml_file(const std::string& path, const std::vect
 std::string TrainConfig::to_yaml() const {
   YAML::Emitter o;
   o << YAML::BeginMap;
-  o << YAML::Key << "run" << YAML::Value << YAML::BeginMap << YAML::Key << "out_dir" << YAML::Value << out_dir
-    << YAML::Key << "seed" << YAML::Value << seed << YAML::Key << "device" << YAML::Value << device << YAML::Key
-    << "dist_timeout" << YAML::Value << dist_timeout << YAML::EndMap;
-  // A run started from a Hugging Face directory takes its shape from there: only init_from is written.
-  if (init_from.empty()) {
-    o << YAML::Key << "model" << YAML::Value << YAML::Load(model.to_yaml());
-  } else {
-    o << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "init_from" << YAML::Value << init_from
-      << YAML::EndMap;
-  }
-  o << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "train" << YAML::Value << train_data
-    << YAML::Key << "seq_len" << YAML::Value << seq_len << YAML::Key << "batch_size" << YAML::Value << batch_size
-    << YAML::Key << "grad_accum" << YAML::Value << grad_accum << YAML::Key << "exclude_boundary" << YAML::Value
-    << exclude_boundary << YAML::Key << "eval_every" << YAML::Value << eval_every << YAML::Key << "eval_batches"
-    << YAML::Value << eval_batches;
-  if (!eval_sets.empty()) {
-    o << YAML::Key << "eval" << YAML::Value << YAML::BeginMap;
-    for (const auto& e : eval_sets) o << YAML::Key << e.name << YAML::Value << e.path;
+  for (const char* section : {"run", "model", "data", "optim", "train", "slm"}) {
+    o << YAML::Key << section << YAML::Value;
+    if (std::string(section) == "model") {
+      // A run started from a Hugging Face directory takes its shape from there: only init_from is written.
+      if (init_from.empty())
+        o << YAML::Load(model.to_yaml());
+      else
+        o << YAML::BeginMap << YAML::Key << "init_from" << YAML::Value << init_from << YAML::EndMap;
+      continue;
+    }
+    o << YAML::BeginMap;
+    for (const auto& k : keys())
+      if (k.section == section) k.write(o, *this);
+    if (std::string(section) == "data" && !eval_sets.empty()) {
+      o << YAML::Key << "eval" << YAML::Value << YAML::BeginMap;
+      for (const auto& e : eval_sets) o << YAML::Key << e.name << YAML::Value << e.path;
+      o << YAML::EndMap;
+    }
     o << YAML::EndMap;
   }
   o << YAML::EndMap;
-  o << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << lr << YAML::Key
-    << "min_lr" << YAML::Value << min_lr << YAML::Key << "weight_decay" << YAML::Value << weight_decay << YAML::Key
-    << "beta1" << YAML::Value << beta1 << YAML::Key << "beta2" << YAML::Value << beta2 << YAML::Key << "eps"
-    << YAML::Value << eps << YAML::Key << "grad_clip" << YAML::Value << grad_clip << YAML::Key << "warmup_steps"
-    << YAML::Value << warmup_steps << YAML::Key << "max_steps" << YAML::Value << max_steps << YAML::Key << "schedule"
-    << YAML::Value << schedule << YAML::Key << "decay_norms_and_embeddings" << YAML::Value
-    << decay_norms_and_embeddings << YAML::EndMap;
-  o << YAML::Key << "train" << YAML::Value << YAML::BeginMap << YAML::Key << "stage" << YAML::Value << stage
-    << YAML::Key << "precision" << YAML::Value << precision << YAML::Key << "activation_checkpointing" << YAML::Value
-    << activation_checkpointing << YAML::Key << "log_every" << YAML::Value << log_every << YAML::Key
-    << "checkpoint_every" << YAML::Value << checkpoint_every << YAML::Key << "keep_checkpoints" << YAML::Value
-    << keep_checkpoints << YAML::Key << "nan_policy" << YAML::Value << nan_policy << YAML::Key << "export_hf"
-    << YAML::Value << export_hf << YAML::Key << "zero1" << YAML::Value << zero1 << YAML::Key << "bucket_mb"
-    << YAML::Value << bucket_mb << YAML::EndMap;
-  o << YAML::Key << "slm" << YAML::Value << YAML::BeginMap << YAML::Key << "ratio" << YAML::Value << slm.ratio
-    << YAML::Key << "ratio_end" << YAML::Value << slm.ratio_end << YAML::Key << "ratio_steps" << YAML::Value
-    << slm.ratio_steps << YAML::Key << "rule" << YAML::Value << to_string(slm.rule) << YAML::Key << "scope"
-    << YAML::Value << to_string(slm.scope) << YAML::Key << "weighting" << YAML::Value << to_string(slm.weighting)
-    << YAML::Key << "temperature" << YAML::Value << slm.temperature << YAML::Key << "weight_clip" << YAML::Value
-    << slm.weight_clip << YAML::Key << "seed" << YAML::Value << slm.seed << YAML::Key << "reference_losses"
-    << YAML::Value << YAML::Flow << reference_losses << YAML::Key << "reference_model" << YAML::Value << YAML::Flow
-    << reference_model << YAML::Key << "reference_combine" << YAML::Value << to_string(reference_combine)
-    << YAML::Key << "self_reference" << YAML::Value << self_reference << YAML::Key << "ema_decay" << YAML::Value
-    << ema_decay << YAML::Key << "start_step" << YAML::Value << slm_start_step << YAML::EndMap;
-  o << YAML::EndMap;
   return std::string(o.c_str()) + "\n";
+}
+
+std::string TrainConfig::key_table() {
+  const TrainConfig defaults;
+  std::string out = "| key | default | meaning |\n| --- | --- | --- |\n";
+  auto row = [&](const std::string& key, const std::string& def, const std::string& doc) {
+    out += fmt::format("| `{}` | {} | {} |\n", key, def, doc);
+  };
+  for (const auto& k : keys()) {
+    if (k.section == "data" && k.name == "train") {  // the model section and data.eval go where they are read
+      row("model.config", "", "a model YAML file (configs/model/) or, instead, its fields inline (docs/model.md)");
+      row("model.init_from", "", "start from a Hugging Face directory (its config.json gives the shape)");
+    }
+    const auto def = k.full() == "data.train" ? std::string("required") : k.value(defaults);
+    row(k.full(), def, k.doc + (k.resume_safe ? "; a resume may change it" : ""));
+    if (k.full() == "data.exclude_boundary")
+      row("data.eval", "", "`name: token dataset` pairs evaluated periodically (loss and perplexity); a resume may change it");
+    if (k.full() == "slm.start_step")
+      row("slm.start_fraction", "0", "warm start given as a fraction of `optim.max_steps` (instead of start_step)");
+  }
+  return out;
 }
 
 namespace {
@@ -403,20 +540,13 @@ std::vector<TrainConfig::Change> TrainConfig::differences(const std::string& oth
 }
 
 bool TrainConfig::resume_safe(const std::string& key) {
-  static const std::set<std::string> safe = {
-      "run.out_dir",     "run.dist_timeout",       "data.eval_every",        "data.eval_batches",
-      "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.export_hf",
-      "train.bucket_mb"};  // gradient buckets change when sums happen, not what they are
-  return safe.count(key) > 0 || key.rfind("data.eval.", 0) == 0;
+  for (const auto& k : keys())
+    if (k.full() == key) return k.resume_safe;
+  return key.rfind("data.eval.", 0) == 0;
 }
 
 double TrainConfig::lr_at(int64_t step) const {
-  if (step < warmup_steps) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
-  if (schedule == "constant") return lr;
-  const double span = std::max<int64_t>(max_steps - warmup_steps, 1);
-  const double t = std::min(1.0, static_cast<double>(step - warmup_steps) / span);
-  const double f = schedule == "cosine" ? 0.5 * (1.0 + std::cos(M_PI * t)) : 1.0 - t;
-  return min_lr + (lr - min_lr) * f;
+  return LrSchedule{lr, min_lr, warmup_steps, max_steps, schedule}.at(step);
 }
 
 }  // namespace rho

@@ -2,13 +2,27 @@
 // TrainConfig: everything one rho_pretrain run needs, read from one YAML file (strict: unknown keys, wrong
 // types and out-of-range values are errors naming the file, line and key), with `section.key=value`
 // overrides from the command line. The resolved config is saved beside the checkpoints.
+//
+// Every key is one row of a table in config.cpp (key, field, check, one-line doc, whether a resume may change
+// it): the table reads, checks and writes the config, and prints the key table of docs/training.md
+// (rho_pretrain --keys; ctest docs_options fails when the docs differ).
 #include <string>
 #include <vector>
 
 #include "librho/model/config.h"
+#include "librho/slm/reference.h"
 #include "librho/slm/slm_loss.h"
+#include "librho/train/schedule.h"
+#include "librho/util/device.h"
 
 namespace rho {
+
+enum class Stage { Clm, Slm };                    // train.stage: the reference (plain CLM) or selective training
+enum class Precision { Auto, Fp32, Bf16 };        // train.precision: auto = bf16 autocast on CUDA, fp32 on the CPU
+enum class NanPolicy { Stop, Skip };              // train.nan_policy on a non-finite loss or gradient norm
+std::string to_string(Stage v);
+std::string to_string(Precision v);
+std::string to_string(NanPolicy v);
 
 struct EvalSet {
   std::string name, path;  // a token dataset folder
@@ -18,7 +32,7 @@ struct TrainConfig {
   // run
   std::string out_dir = "runs/default";
   uint64_t seed = 0;
-  std::string device = "auto";  // auto | cpu | cuda
+  DeviceChoice device = DeviceChoice::Auto;
   double dist_timeout = 600;    // seconds a collective may wait for a peer before the run fails (data parallel)
   // model: a model config (inline or a file), or a Hugging Face directory to start from
   LlamaConfig model;
@@ -32,14 +46,14 @@ struct TrainConfig {
   // optim
   double lr = 3e-4, min_lr = 3e-5, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, grad_clip = 1.0;
   int64_t warmup_steps = 100, max_steps = 1000;
-  std::string schedule = "cosine";  // cosine | linear | constant
+  Schedule schedule = Schedule::Cosine;
   bool decay_norms_and_embeddings = false;
   // train
-  std::string stage = "clm";       // clm | slm
-  std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+  Stage stage = Stage::Clm;
+  Precision precision = Precision::Auto;
   bool activation_checkpointing = false;
   int64_t log_every = 10, checkpoint_every = 500, keep_checkpoints = 3;
-  std::string nan_policy = "stop";  // stop | skip
+  NanPolicy nan_policy = NanPolicy::Stop;
   bool export_hf = true;
   bool zero1 = false;     // data parallel: shard AdamW's state over the ranks (ZeRO stage 1)
   double bucket_mb = 25;  // data parallel: gradient all-reduce bucket size
@@ -50,7 +64,7 @@ struct TrainConfig {
   std::vector<std::string> reference_losses;
   std::vector<std::string> reference_model;
   ReferenceCombine reference_combine = ReferenceCombine::Mean;
-  std::string self_reference = "none";  // none | frozen (the starting weights) | ema (a moving average of the model)
+  SelfReference self_reference = SelfReference::None;
   double ema_decay = 0.999;             // self_reference ema: ema = decay * ema + (1 - decay) * weights, per step
   int64_t slm_start_step = 0;           // warm start: plain CLM before this step (slm.start_step / start_fraction)
 
@@ -71,7 +85,9 @@ struct TrainConfig {
   // Keys that never change what the steps compute (logging, checkpoint cadence, evaluation, timeouts, where the
   // run lives): a resume may change them freely.
   static bool resume_safe(const std::string& key);
-  double lr_at(int64_t step) const;  // warmup then the schedule down to min_lr at max_steps
+  // The key table of docs/training.md, as Markdown: key, default, meaning (rho_pretrain --keys).
+  static std::string key_table();
+  double lr_at(int64_t step) const;  // LrSchedule (train/schedule.h) of the optim section
 };
 
 }  // namespace rho

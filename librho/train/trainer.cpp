@@ -20,6 +20,7 @@
 #include "librho/data/token_dataset.h"
 #include "librho/dist/context.h"
 #include "librho/dist/grad_reducer.h"
+#include "librho/dist/zero1.h"
 #include "librho/io/hf_checkpoint.h"
 #include "librho/model/autocast.h"
 #include "librho/score/token_scorer.h"
@@ -35,22 +36,6 @@ namespace rho {
 namespace fs = std::filesystem;
 
 namespace {
-
-// A flat copy of `tensors` made on `root` is sent to every rank and copied back into their `tensors`.
-void broadcast_flat(const DistContext& dist, const std::vector<at::Tensor>& tensors, int64_t root) {
-  if (tensors.empty()) return;
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> flat;
-  for (const auto& t : tensors) flat.push_back(t.detach().reshape(-1));
-  auto buf = at::cat(flat);
-  dist.broadcast(buf, root);
-  if (dist.rank() == root) return;
-  int64_t off = 0;
-  for (const auto& t : tensors) {
-    t.detach().copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));
-    off += t.numel();
-  }
-}
 
 // A resumed run must be the run it continues: a changed key that affects the steps is refused (naming it, with
 // both values) unless train.resume_allow (rho_pretrain --allow-change) names it; keys that never affect the steps
@@ -83,6 +68,37 @@ int64_t step_of_checkpoint(const std::string& dir) {
   return std::stoll(fs::path(dir).filename().string().substr(std::string("step-").size()));
 }
 
+// A step's figures over the global batch. What each rank adds up travels as one tensor through one all-reduce
+// (pack_sums); then the reduced sums and the step's global figures come to the host in one copy (read).
+struct StepTotals {
+  double loss = 0;      // the objective: sum over micro-batches of (kept losses / the step's denominator)
+  double loss_all = 0;  // the loss summed over every valid token
+  SelectionStats selection;
+  double valid = 0, grad_norm = 0;
+  bool found_inf = false;  // a non-finite loss or gradient norm: the step changed nothing
+
+  static at::Tensor pack_sums(const at::Tensor& loss, const at::Tensor& loss_all, const SelectionTally& tally) {
+    const auto zeros = at::zeros({SelectionTally::kFields}, loss.options());
+    return at::cat({at::stack({loss, loss_all}), tally.sums().defined() ? tally.sums() : zeros});
+  }
+  static StepTotals read(const at::Tensor& sums, const at::Tensor& valid, const at::Tensor& grad_norm,
+                         const at::Tensor& found_inf) {
+    const auto host = at::cat({sums, at::stack({valid.to(at::kDouble), grad_norm.to(at::kDouble),
+                                                found_inf.to(at::kDouble)})})
+                          .to(at::kCPU);
+    const double* h = host.data_ptr<double>();
+    const double* rest = h + 2 + SelectionTally::kFields;
+    StepTotals t;
+    t.loss = h[0];
+    t.loss_all = h[1];
+    t.selection = SelectionTally::stats_of(h + 2);
+    t.valid = rest[0];
+    t.grad_norm = rest[1];
+    t.found_inf = rest[2] != 0;
+    return t;
+  }
+};
+
 }  // namespace
 
 struct Trainer::State {
@@ -97,7 +113,7 @@ struct Trainer::State {
   std::vector<std::pair<std::string, std::shared_ptr<TokenDataset>>> evals;
   std::unique_ptr<AdamW> optim;               // under ZeRO-1: this rank's parameters only
   std::vector<AdamW::Group> groups;            // every parameter, grouped for AdamW
-  std::map<std::string, int64_t> owner;        // ZeRO-1: the rank stepping each parameter (all 0 otherwise)
+  std::unique_ptr<Zero1> zero1;                // train.zero1 with several ranks: who steps which parameter
   std::unique_ptr<GradBucketReducer> reducer;
   ExcessLossSelector selector{SLMOptions{}};
   int64_t step = 0, tokens_seen = 0, skipped_steps = 0;
@@ -125,6 +141,18 @@ struct Trainer::State {
     return d;
   }
 
+  // Set-up, in the constructor's order, and the parts of a step (defined below).
+  SLMStep plan_step(const std::vector<DeviceBatch>& batches, bool slm) const;
+  at::Tensor forward_backward(const std::vector<DeviceBatch>& batches, SLMStep& plan);
+  std::pair<at::Tensor, at::Tensor> update(const at::Tensor& loss_sum, double lr);
+  void init_device(std::shared_ptr<DistContext> group);
+  void init_model();
+  void init_data();
+  void init_slm();
+  void init_optimizer();
+  void resume_from_checkpoint();
+  void truncate_log_after(int64_t last) const;
+
   at::Tensor forward_loss(const DeviceBatch& b) {
     AutocastScope ac(device.type(), at::kBFloat16, autocast);
     return model->token_loss(b.inputs(), b.targets()).to(at::kFloat);
@@ -136,14 +164,15 @@ struct Trainer::State {
     log.flush();
   }
 
-  // The AdamW groups restricted to the parameters `rank` steps.
+  // The AdamW groups restricted to the parameters `rank` steps (all of them without ZeRO-1).
   std::vector<AdamW::Group> groups_of(int64_t rank) const {
+    if (!zero1) return groups;
     auto out = groups;
     for (auto& g : out) {
       AdamW::Group kept;
       kept.weight_decay = g.weight_decay;
       for (size_t i = 0; i < g.names.size(); ++i)
-        if (owner.at(g.names[i]) == rank) {
+        if (zero1->owner(g.names[i]) == rank) {
           kept.names.push_back(g.names[i]);
           kept.params.push_back(g.params[i]);
         }
@@ -152,144 +181,143 @@ struct Trainer::State {
     return out;
   }
 
-  // ZeRO-1: after each rank stepped its parameters, every rank gets every updated parameter.
-  void share_updated_params() {
-    if (!cfg.zero1 || !dist->distributed()) return;
-    for (int64_t r = 0; r < dist->world_size(); ++r) {
-      std::vector<at::Tensor> mine;
-      for (const auto& g : groups_of(r)) mine.insert(mine.end(), g.params.begin(), g.params.end());
-      broadcast_flat(*dist, mine, r);
-    }
-  }
-
   // Gradients are dropped, not zeroed: the next backward then writes them instead of adding to zeros.
   void zero_grads() {
     for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
   }
 };
 
-Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> dist) : s_(std::make_unique<State>()) {
-  auto& s = *s_;
-  s.cfg = std::move(config);
-  auto& cfg = s.cfg;
-  if (cfg.device == "cuda" && !torch::cuda::is_available()) throw Error("run.device is cuda but no CUDA device is present");
-  s.device = (cfg.device == "cuda" || (cfg.device == "auto" && torch::cuda::is_available())) ? at::Device(at::kCUDA)
-                                                                                              : at::Device(at::kCPU);
-  s.dist = dist ? std::move(dist) : std::make_shared<DistContext>(s.device);
-  const auto& d = *s.dist;
-  if (d.distributed()) {
-    if (d.device().is_cuda() != s.device.is_cuda())
-      throw Error(fmt::format("run.device resolves to {} but the process group runs on {} ({})", s.device.str(),
-                              d.device().str(), d.backend()));
-    s.device = d.device();
+// The trainer's parts, set up in order by the constructor.
+void Trainer::State::init_device(std::shared_ptr<DistContext> group) {
+  device = resolve_device(cfg.device, "run.device");
+  dist = group ? std::move(group) : std::make_shared<DistContext>(device);
+  if (dist->distributed()) {
+    if (dist->device().is_cuda() != device.is_cuda())
+      throw Error(fmt::format("run.device resolves to {} but the process group runs on {} ({})", device.str(),
+                              dist->device().str(), dist->backend()));
+    device = dist->device();
   }
   // bf16 autocast: by default on CUDA; on the CPU when asked (slow, but the same recipe as on the GPU).
-  s.autocast = cfg.precision == "bf16" || (cfg.precision == "auto" && s.device.is_cuda());
+  autocast = cfg.precision == Precision::Bf16 || (cfg.precision == Precision::Auto && device.is_cuda());
+}
 
-  // Model: from a Hugging Face directory, or freshly initialised from the seed.
+// Model: from a Hugging Face directory, or freshly initialised from the seed.
+void Trainer::State::init_model() {
   if (!cfg.init_from.empty()) {
-    s.model = load_hf_model(cfg.init_from);
-    cfg.model = s.model->config;
+    model = load_hf_model(cfg.init_from);
+    cfg.model = model->config;
   } else {
-    s.model = Llama(cfg.model);
-    s.model->reset_parameters(cfg.seed);
+    model = Llama(cfg.model);
+    model->reset_parameters(cfg.seed);
   }
-  s.model->activation_checkpointing = cfg.activation_checkpointing;
-  s.model->to(s.device);
+  model->activation_checkpointing = cfg.activation_checkpointing;
+  model->to(device);
+}
 
-  s.train = std::make_shared<TokenDataset>(TokenDataset::open(cfg.train_data));
-  s.eos_id = s.train->manifest().eos_id;
-  if (s.train->manifest().vocab_size > cfg.model.vocab_size)
+void Trainer::State::init_data() {
+  train = std::make_shared<TokenDataset>(TokenDataset::open(cfg.train_data));
+  eos_id = train->manifest().eos_id;
+  if (train->manifest().vocab_size > cfg.model.vocab_size)
     throw Error(fmt::format("{}: tokenizer vocabulary {} exceeds the model's vocab_size {}", cfg.train_data,
-                            s.train->manifest().vocab_size, cfg.model.vocab_size));
+                            train->manifest().vocab_size, cfg.model.vocab_size));
   LoaderOptions lo;
   lo.seq_len = cfg.seq_len;
   lo.batch_size = cfg.batch_size;
   lo.seed = cfg.seed;
-  lo.rank = d.rank();
-  lo.world_size = d.world_size();
-  lo.pin_memory = s.device.is_cuda();
-  s.loader = std::make_unique<BatchLoader>(s.train, lo);
-  for (const auto& e : cfg.eval_sets) s.evals.emplace_back(e.name, std::make_shared<TokenDataset>(TokenDataset::open(e.path)));
+  lo.rank = dist->rank();
+  lo.world_size = dist->world_size();
+  lo.pin_memory = device.is_cuda();
+  loader = std::make_unique<BatchLoader>(train, lo);
+  for (const auto& e : cfg.eval_sets) evals.emplace_back(e.name, std::make_shared<TokenDataset>(TokenDataset::open(e.path)));
+}
 
-  if (cfg.stage == "slm") {
-    s.selector = ExcessLossSelector(cfg.slm);
-    ReferenceOptions ro;
-    ro.loss_dirs = cfg.reference_losses;
-    ro.model_dirs = cfg.reference_model;
-    ro.self = parse_self_reference(cfg.self_reference);
-    ro.ema_decay = cfg.ema_decay;
-    ro.combine = cfg.reference_combine;
-    s.reference = std::make_unique<ReferenceSource>(ro, *s.train, s.model, s.device, s.autocast);
-  }
+void Trainer::State::init_slm() {
+  if (cfg.stage != Stage::Slm) return;
+  selector = ExcessLossSelector(cfg.slm);
+  ReferenceOptions ro;
+  ro.loss_dirs = cfg.reference_losses;
+  ro.model_dirs = cfg.reference_model;
+  ro.self = cfg.self_reference;
+  ro.ema_decay = cfg.ema_decay;
+  ro.combine = cfg.reference_combine;
+  reference = std::make_unique<ReferenceSource>(ro, *train, model, device, autocast);
+}
 
-  // AdamW groups: no weight decay on norms and embeddings unless asked (they are not "weights" to shrink).
-  // ZeRO-1 owners: contiguous runs of parameters (registration order) of about equal size per rank.
+// AdamW (no weight decay on norms and embeddings unless asked), ZeRO-1 shards, gradient buckets.
+void Trainer::State::init_optimizer() {
   std::vector<std::pair<std::string, at::Tensor>> named;
-  for (auto& item : s.model->named_parameters()) named.emplace_back(item.key(), item.value());
-  s.groups = adamw_groups(named, cfg.weight_decay, cfg.decay_norms_and_embeddings);
-  int64_t total = 0, before = 0;
-  for (const auto& [name, p] : named) total += p.numel();
-  for (const auto& [name, p] : named) {
-    s.owner[name] = cfg.zero1 ? std::min(d.world_size() - 1, before * d.world_size() / total) : 0;
-    before += p.numel();
-  }
-  s.optim = std::make_unique<AdamW>(cfg.zero1 ? s.groups_of(d.rank()) : s.groups, cfg.beta1, cfg.beta2, cfg.eps);
-  s.reducer = std::make_unique<GradBucketReducer>(s.model->parameters(), *s.dist, cfg.bucket_mb);
+  for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
+  groups = adamw_groups(named, cfg.weight_decay, cfg.decay_norms_and_embeddings);
+  if (cfg.zero1 && dist->distributed()) zero1 = std::make_unique<Zero1>(named, *dist);
+  optim = std::make_unique<AdamW>(groups_of(dist->rank()), cfg.beta1, cfg.beta2, cfg.eps);
+  reducer = std::make_unique<GradBucketReducer>(model->parameters(), *dist, cfg.bucket_mb);
+}
 
-  if (d.is_main()) fs::create_directories(cfg.out_dir);
+// Every rank resumes from rank 0's newest checkpoint (out_dir is on a shared file system): weights, optimizer,
+// RNG, reference state and loader position, so the run continues exactly.
+void Trainer::State::resume_from_checkpoint() {
+  auto latest = latest_checkpoint(cfg.out_dir);
+  auto latest_step = at::full({1}, latest ? step_of_checkpoint(*latest) : int64_t(-1), at::kLong);
+  dist->broadcast(latest_step, 0);
+  if (latest_step.item<int64_t>() < 0) throw Error(fmt::format("{}: --resume but no checkpoint was found", cfg.out_dir));
+  latest = checkpoint_dir(cfg.out_dir, latest_step.item<int64_t>());
+  auto ck = load_checkpoint(*latest);
+  if (ck.state.world_size != dist->world_size())
+    throw Error(fmt::format("{}: written by {} process(es), resumed with {}: the data order and the ZeRO-1 shards "
+                            "depend on the world size, so resume with {} (or start a new run from its weights)",
+                            *latest, ck.state.world_size, dist->world_size(), ck.state.world_size));
+  check_resume_changes(cfg, ck.state.config_yaml, *latest, ck.state.step, dist->is_main());
+  load_model_weights(*model, ck, *latest);
+  if (ck.rng_cpu.defined()) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(ck.rng_cpu);
+  }
+  optim->load_state(ck.optimizer, *latest);
+  if (reference) reference->load_state({ck.reference.begin(), ck.reference.end()}, *latest);
+  step = ck.state.step;
+  tokens_seen = ck.state.tokens_seen;
+  loader->seek(ck.state.loader_step);
+  if (dist->is_main()) {
+    truncate_log_after(step);
+    std::cerr << fmt::format("resumed from {} (step {})\n", *latest, step);
+  }
+}
+
+// Drops log lines of steps after `last` (an interrupted run's), so the log reads as one run.
+void Trainer::State::truncate_log_after(int64_t last) const {
+  const auto path = (fs::path(cfg.out_dir) / "log.jsonl").string();
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t(0)) <= last) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {  // a torn last line from the kill
+    }
+  }
+  write_file_atomic(path, kept);
+}
+
+Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> dist) : s_(std::make_unique<State>()) {
+  auto& s = *s_;
+  s.cfg = std::move(config);
+  s.init_device(std::move(dist));
+  s.init_model();
+  s.init_data();
+  s.init_slm();
+  s.init_optimizer();
+  const auto& cfg = s.cfg;
+  const bool main = s.dist->is_main();
+  if (main) fs::create_directories(cfg.out_dir);
   const auto log_path = (fs::path(cfg.out_dir) / "log.jsonl").string();
-  if (resume) {
-    // Every rank resumes from rank 0's newest checkpoint (out_dir is on a shared file system).
-    auto latest = latest_checkpoint(cfg.out_dir);
-    auto latest_step = at::full({1}, latest ? step_of_checkpoint(*latest) : int64_t(-1), at::kLong);
-    d.broadcast(latest_step, 0);
-    if (latest_step.item<int64_t>() < 0) throw Error(fmt::format("{}: --resume but no checkpoint was found", cfg.out_dir));
-    latest = checkpoint_dir(cfg.out_dir, latest_step.item<int64_t>());
-    auto ck = load_checkpoint(*latest);
-    if (ck.state.world_size != d.world_size())
-      throw Error(fmt::format("{}: written by {} process(es), resumed with {}: the data order and the ZeRO-1 shards "
-                              "depend on the world size, so resume with {} (or start a new run from its weights)",
-                              *latest, ck.state.world_size, d.world_size(), ck.state.world_size));
-    check_resume_changes(cfg, ck.state.config_yaml, *latest, ck.state.step, d.is_main());
-    load_model_weights(*s.model, ck, *latest);
-    NamedTensors opt_state;
-    std::map<std::string, at::Tensor> ema;
-    for (auto& [name, t] : ck.optimizer) {
-      if (name == "rng.cpu") {
-        auto gen = at::detail::getDefaultCPUGenerator();
-        gen.set_state(t);
-      } else if (name.rfind("ema.", 0) == 0) {
-        ema[name] = t;
-      } else {
-        opt_state.emplace_back(name, t);
-      }
-    }
-    s.optim->load_state(opt_state, *latest);
-    if (s.reference) s.reference->load_state(ema, *latest);
-    s.step = ck.state.step;
-    s.tokens_seen = ck.state.tokens_seen;
-    s.loader->seek(ck.state.loader_step);
-    // Drop log lines of steps after the checkpoint (the interrupted run's), so the log reads as one run.
-    if (d.is_main() && fs::exists(log_path)) {
-      std::ifstream in(log_path);
-      std::string line, kept;
-      while (std::getline(in, line)) {
-        try {
-          if (nlohmann::json::parse(line).value("step", int64_t(0)) <= s.step) kept += line + "\n";
-        } catch (const nlohmann::json::exception&) {  // a torn last line from the kill
-        }
-      }
-      write_file_atomic(log_path, kept);
-    }
-    if (d.is_main()) std::cerr << fmt::format("resumed from {} (step {})\n", *latest, s.step);
-  } else if (latest_checkpoint(cfg.out_dir)) {
+  if (resume)
+    s.resume_from_checkpoint();
+  else if (latest_checkpoint(cfg.out_dir))
     throw Error(fmt::format("{}: already holds checkpoints; pass --resume to continue or choose another out_dir",
                             cfg.out_dir));
-  } else if (d.is_main()) {
+  else if (main)
     write_file_atomic(log_path, std::string());
-  }
-  if (d.is_main()) {
+  if (main) {
     write_file_atomic((fs::path(cfg.out_dir) / "config.yaml").string(), cfg.to_yaml());
     s.log.open(log_path, std::ios::app);
   }
@@ -300,81 +328,87 @@ Llama& Trainer::model() { return s_->model; }
 int64_t Trainer::step() const { return s_->step; }
 const TrainConfig& Trainer::config() const { return s_->cfg; }
 
-StepMetrics Trainer::train_step() {
-  auto& s = *s_;
-  const auto& cfg = s.cfg;
-  const auto& dist = *s.dist;
-  const bool slm = cfg.stage == "slm" && s.step >= cfg.slm_start_step;  // before start_step: plain CLM
-  const int64_t accum = cfg.grad_accum;
-  // Every micro-batch of the step goes to the device first (its copies are queued, the host does not wait).
-  std::vector<State::DeviceBatch> batches;
-  for (int64_t i = 0; i < accum; ++i) batches.push_back(s.load(s.loader->next(), slm));
-
-  // From here on nothing is read back by the host until the step's metrics, once, at the end.
-  StepMetrics m;
-  m.lr = cfg.lr_at(s.step);
-  const auto on_device = at::TensorOptions().dtype(at::kDouble).device(s.device);
-  auto loss_sum = at::zeros({}, on_device), loss_all_sum = at::zeros({}, on_device);
-
-  // The step's selection and loss denominator (librho/slm/slm_loss.h: the same API research code uses).
-  std::vector<MicroBatchTargets> targets;
-  for (const auto& b : batches) targets.push_back({b.valid, b.ref});
-  SLMStep plan = slm ? SLMStep(s.selector, s.step, std::move(targets), &dist) : [&] {
+// The step's selection and loss denominator (librho/slm/slm_loss.h: the same API research code uses).
+SLMStep Trainer::State::plan_step(const std::vector<DeviceBatch>& batches, bool slm) const {
+  if (!slm) {
     std::vector<at::Tensor> valid;
     for (const auto& b : batches) valid.push_back(b.valid);
-    return SLMStep::causal(std::move(valid), &dist);
-  }();
+    return SLMStep::causal(std::move(valid), dist.get());
+  }
+  std::vector<MicroBatchTargets> targets;
+  for (const auto& b : batches) targets.push_back({b.valid, b.ref});
+  return SLMStep(selector, step, std::move(targets), dist.get());
+}
+
+// Forward and backward of every micro-batch; returns the step's sums over every rank, on the device
+// (StepTotals::pack_sums).
+at::Tensor Trainer::State::forward_backward(const std::vector<DeviceBatch>& batches, SLMStep& plan) {
+  const auto n = static_cast<int64_t>(batches.size());
   // Scopes step and global select over every micro-batch before any backward: a no-grad forward scores each.
   if (plan.needs_scores())
-    for (int64_t i = 0; i < accum; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
       at::NoGradGuard no_grad;
-      plan.score(i, s.forward_loss(batches[i]));
+      plan.score(i, forward_loss(batches[i]));
     }
-  for (int64_t i = 0; i < accum; ++i) {
-    auto token_loss = s.forward_loss(batches[i]);
+  const auto on_device = at::TensorOptions().dtype(at::kDouble).device(device);
+  auto loss_sum = at::zeros({}, on_device), loss_all_sum = at::zeros({}, on_device);
+  for (int64_t i = 0; i < n; ++i) {
+    auto token_loss = forward_loss(batches[i]);
     auto loss = plan.loss(i, token_loss).loss;
-    if (i == accum - 1) s.reducer->arm();  // the last backward all-reduces gradients as they become ready
+    if (i == n - 1) reducer->arm();  // the last backward all-reduces gradients as they become ready
     loss.backward();
     loss_sum += loss.detach().to(at::kDouble);
     loss_all_sum += (token_loss.detach() * batches[i].valid.to(at::kFloat)).sum().to(at::kDouble);
   }
-  s.reducer->finish();
+  reducer->finish();
+  auto sums = StepTotals::pack_sums(loss_sum, loss_all_sum, plan.tally());
+  dist->allreduce_sum(sums);
+  return sums;
+}
 
-  // Metrics over the global batch: the loss and the selection statistics of every rank.
-  auto sums = at::cat({at::stack({loss_sum, loss_all_sum}),
-                       plan.tally().sums().defined() ? plan.tally().sums()
-                                                     : at::zeros({SelectionTally::kFields}, on_device)});
-  dist.allreduce_sum(sums);
-
-  // Gradient norm (and clipping). A non-finite loss or norm leaves the weights as they were (the optimizer reads
-  // found_inf on the device); the host learns of it from the metrics below. Gradients and the loss are global
-  // here, so every rank takes the same decision.
+// Gradient norm (and clipping), AdamW, ZeRO-1 exchange, EMA. A non-finite loss or norm leaves the weights as they
+// were (the optimizer reads found_inf on the device). Gradients and the loss are global here, so every rank takes
+// the same decision. Returns {gradient norm, found_inf}, on the device.
+std::pair<at::Tensor, at::Tensor> Trainer::State::update(const at::Tensor& loss_sum, double lr) {
   const double max_norm = cfg.grad_clip > 0 ? cfg.grad_clip : std::numeric_limits<double>::infinity();
-  const auto norm = clip_grad_norm(s.model->parameters(), max_norm);
-  const auto found_inf = (~at::isfinite(sums[0]) | ~at::isfinite(norm)).to(at::kFloat);
-  s.optim->step(m.lr, found_inf);
-  s.share_updated_params();
-  if (s.reference) s.reference->after_step(s.model, found_inf);
-  s.zero_grads();
+  const auto norm = clip_grad_norm(model->parameters(), max_norm);
+  const auto found_inf = (~at::isfinite(loss_sum) | ~at::isfinite(norm)).to(at::kFloat);
+  optim->step(lr, found_inf);
+  if (zero1) zero1->share_updated_params();
+  if (reference) reference->after_step(model, found_inf);
+  zero_grads();
+  return {norm, found_inf};
+}
+
+StepMetrics Trainer::train_step() {
+  auto& s = *s_;
+  const auto& cfg = s.cfg;
+  const auto& dist = *s.dist;
+  const bool slm = cfg.stage == Stage::Slm && s.step >= cfg.slm_start_step;  // before start_step: plain CLM
+  // Every micro-batch of the step goes to the device first (its copies are queued, the host does not wait).
+  std::vector<State::DeviceBatch> batches;
+  for (int64_t i = 0; i < cfg.grad_accum; ++i) batches.push_back(s.load(s.loader->next(), slm));
+
+  // From here on nothing is read back by the host until the step's metrics, once, at the end.
+  StepMetrics m;
+  m.lr = cfg.lr_at(s.step);
+  SLMStep plan = s.plan_step(batches, slm);
+  const auto sums = s.forward_backward(batches, plan);
+  const auto [norm, found_inf] = s.update(sums[0], m.lr);
 
   // The step's one read from the device.
-  const auto host = at::cat({sums, at::stack({plan.global_valid().to(at::kDouble), norm.to(at::kDouble),
-                                              found_inf.to(at::kDouble)})})
-                        .to(at::kCPU);
-  const double* g = host.data_ptr<double>();
-  const double* rest = g + 2 + SelectionTally::kFields;
-  m.loss = g[0];
-  m.loss_all = g[1] / std::max(rest[0], 1.0);
-  m.grad_norm = rest[1];
+  const auto t = StepTotals::read(sums, plan.global_valid(), norm, found_inf);
+  m.loss = t.loss;
+  m.loss_all = t.loss_all / std::max(t.valid, 1.0);
+  m.grad_norm = t.grad_norm;
   for (const auto& b : batches) m.tokens += b.valid.numel() * dist.world_size();
   if (slm) {
-    const auto sel = SelectionTally::stats_of(g + 2);
-    m.selected_fraction = sel.effective_fraction();
-    m.kept_score = sel.kept_score_mean();
-    m.dropped_score = sel.dropped_score_mean();
+    m.selected_fraction = t.selection.effective_fraction();
+    m.kept_score = t.selection.kept_score_mean();
+    m.dropped_score = t.selection.dropped_score_mean();
   }
-  if (rest[2] != 0) {
-    if (cfg.nan_policy == "stop") {
+  if (t.found_inf) {
+    if (cfg.nan_policy == NanPolicy::Stop) {
       const auto last = latest_checkpoint(cfg.out_dir);
       throw Error(fmt::format("step {}: non-finite {} ({}); stopping. The last good checkpoint is {}", s.step + 1,
                               std::isfinite(m.loss) ? "gradient norm" : "loss",
@@ -426,27 +460,10 @@ void Trainer::save_checkpoint() {
   const auto& dist = *s.dist;
   // ZeRO-1: rank 0 collects every rank's optimizer shard, so the checkpoint is the same as without sharding.
   NamedTensors optimizer = s.optim->state();
-  if (s.cfg.zero1 && dist.distributed()) {
-    for (int64_t r = 1; r < dist.world_size(); ++r) {
-      if (dist.rank() != r && !dist.is_main()) continue;
-      auto shard = dist.rank() == r ? optimizer : AdamW(s.groups_of(r), s.cfg.beta1, s.cfg.beta2, s.cfg.eps).state();
-      if (shard.empty()) continue;
-      std::vector<at::Tensor> flat;
-      for (const auto& [name, t] : shard) flat.push_back(t.reshape(-1).to(at::kFloat));
-      auto buf = at::cat(flat);
-      if (dist.rank() == r) {
-        dist.send(buf, 0);
-        continue;
-      }
-      dist.recv(buf, r);
-      int64_t off = 0;
-      for (auto& [name, t] : shard) {
-        t.copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));
-        off += t.numel();
-      }
-      optimizer.insert(optimizer.end(), shard.begin(), shard.end());
-    }
-  }
+  if (s.zero1)
+    optimizer = s.zero1->gather_to_root(std::move(optimizer), [&](int64_t r) {
+      return AdamW(s.groups_of(r), s.cfg.beta1, s.cfg.beta2, s.cfg.eps).state();
+    });
   if (dist.is_main()) {
     Checkpoint ck;
     ck.state.step = s.step;
@@ -457,9 +474,8 @@ void Trainer::save_checkpoint() {
     ck.state.model_config_json = s.model->config.to_hf_json();
     for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
     ck.optimizer = std::move(optimizer);
-    ck.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-    if (s.reference)
-      for (auto& entry : s.reference->state()) ck.optimizer.push_back(std::move(entry));
+    ck.rng_cpu = at::detail::getDefaultCPUGenerator().get_state();
+    if (s.reference) ck.reference = s.reference->state();
     rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
   }
   // No rank runs ahead of a checkpoint that is not yet on disk (a kill then resumes where all ranks agree).
@@ -475,7 +491,7 @@ void Trainer::run() {
   const auto& cfg = s.cfg;
   std::optional<Progress> progress;  // rank 0 reports
   if (s.dist->is_main())
-    progress.emplace(fmt::format("{}[{}]", cfg.stage, fs::path(cfg.out_dir).filename().string()), cfg.max_steps, "step");
+    progress.emplace(fmt::format("{}[{}]", to_string(cfg.stage), fs::path(cfg.out_dir).filename().string()), cfg.max_steps, "step");
   auto t0 = std::chrono::steady_clock::now();
   int64_t tokens_since = 0;
   auto log_eval = [&] {
@@ -498,7 +514,7 @@ void Trainer::run() {
       nlohmann::json j = {{"type", "train"}, {"step", m.step}, {"tokens", s.tokens_seen}, {"loss", m.loss},
                           {"loss_all", m.loss_all}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
                           {"tokens_per_s", tps}, {"selected_fraction", m.selected_fraction}};
-      if (cfg.stage == "slm") {
+      if (cfg.stage == Stage::Slm) {
         j["kept_score"] = std::isfinite(m.kept_score) ? nlohmann::json(m.kept_score) : nlohmann::json();
         j["dropped_score"] = std::isfinite(m.dropped_score) ? nlohmann::json(m.dropped_score) : nlohmann::json();
       }

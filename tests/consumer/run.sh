@@ -27,20 +27,25 @@ env -u LD_LIBRARY_PATH "$bin/rho_tokenize" "$src"/docs/*.md --format text --trai
 env -u LD_LIBRARY_PATH "$bin/rho_model" init "$src/configs/model/tiny.yaml" --seed 5 --out "$work/ref" >/dev/null
 env -u LD_LIBRARY_PATH "$bin/rho_score" --model "$work/ref" --data "$work/tok" --out "$work/losses" --seq-len 64 \
     --device cpu >/dev/null 2>&1
-for scope in micro_batch step; do
-  ref="self_reference: frozen"
-  [[ $scope == step ]] && ref="reference_losses: $work/losses"
-  cat > "$work/$scope.yaml" <<YAML
-run: {out_dir: $work/runs/$scope, seed: 3, device: cpu}
+# micro-batch scope with a frozen self-reference; step scope with rho_score's losses; step scope with a moving-
+# average self-reference after a 2-step CLM warm start.
+for run in micro_batch step ema; do
+  case $run in
+    micro_batch) slm="scope: micro_batch, self_reference: frozen" ;;
+    step) slm="scope: step, reference_losses: $work/losses" ;;
+    ema) slm="scope: step, self_reference: ema, ema_decay: 0.9, start_step: 2" ;;
+  esac
+  cat > "$work/$run.yaml" <<YAML
+run: {out_dir: $work/runs/$run, seed: 3, device: cpu}
 model: {config: $src/configs/model/tiny.yaml}
 data: {train: $work/tok, seq_len: 64, batch_size: 4, grad_accum: 2}
 optim: {lr: 0.003, min_lr: 0.0003, warmup_steps: 2, max_steps: 6}
 train: {stage: slm, log_every: 3}
-slm: {ratio: 0.6, scope: $scope, $ref}
+slm: {ratio: 0.6, $slm}
 YAML
-  env -u LD_LIBRARY_PATH "$bin/rho_pretrain" "$work/$scope.yaml" >/dev/null 2>&1
-  "$work/build/slm_loop" "$work/$scope.yaml" "$work/loop-$scope"
-  cmp "$work/runs/$scope/hf/model.safetensors" "$work/loop-$scope/model.safetensors"
-  echo "slm_loop ($scope scope): weights equal rho_pretrain's bit for bit"
+  env -u LD_LIBRARY_PATH "$bin/rho_pretrain" "$work/$run.yaml" >/dev/null 2>&1
+  "$work/build/slm_loop" "$work/$run.yaml" "$work/loop-$run"
+  cmp "$work/runs/$run/hf/model.safetensors" "$work/loop-$run/model.safetensors"
+  echo "slm_loop ($slm): weights equal rho_pretrain's bit for bit"
 done
 

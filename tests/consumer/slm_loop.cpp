@@ -1,11 +1,12 @@
 // A training loop of your own around librho's SLM API (docs/training.md, "Your own training loop").
 //   slm_loop CONFIG.yaml OUT_DIR
-// Reads a rho_pretrain config (stage slm; one process, CPU or CUDA), trains it with the library's pieces and
+// Reads a rho_pretrain config (stage slm, one process, CPU or CUDA; every slm, optim and precision key as
+// rho_pretrain reads it; no evaluation or checkpoints), trains it with the library's pieces and
 // saves the weights in Hugging Face layout in OUT_DIR. On the CPU the weights equal rho_pretrain's for the same
 // config bit for bit (ctest install_consumer checks it for micro-batch and step scope): change any line below to
 // try your own idea, and the rest stays the paper's method.
 #include <librho/librho.h>
-#include <torch/cuda.h>
+#include <librho/model/autocast.h>
 
 #include <iostream>
 #include <limits>
@@ -17,11 +18,12 @@ int main(int argc, char** argv) {
   }
   try {
     const auto cfg = rho::TrainConfig::from_yaml_file(argv[1]);
-    const at::Device device = torch::cuda::is_available() && cfg.device != "cpu" ? at::kCUDA : at::kCPU;
+    const at::Device device = rho::resolve_device(cfg.device);
 
     // The model, from the run's seed (as rho_pretrain initialises it).
     rho::Llama model(cfg.model);
     model->reset_parameters(cfg.seed);
+    model->activation_checkpointing = cfg.activation_checkpointing;
     model->to(device);
 
     // Data: the loader's windows, deterministic from the seed.
@@ -37,9 +39,12 @@ int main(int argc, char** argv) {
     rho::ReferenceOptions ro;
     ro.loss_dirs = cfg.reference_losses;
     ro.model_dirs = cfg.reference_model;
-    ro.self = rho::parse_self_reference(cfg.self_reference);
+    ro.self = cfg.self_reference;
     ro.combine = cfg.reference_combine;
-    rho::ReferenceSource reference(ro, *data, model, device, /*autocast=*/false);
+    ro.ema_decay = cfg.ema_decay;
+    // train.precision: bf16 autocast on CUDA by default, on the CPU when asked (as rho_pretrain).
+    const bool autocast = cfg.precision == rho::Precision::Bf16 || (cfg.precision == rho::Precision::Auto && device.is_cuda());
+    rho::ReferenceSource reference(ro, *data, model, device, autocast);
     rho::SLMLoss slm(cfg.slm);
 
     // AdamW with rho_pretrain's parameter groups.
@@ -58,21 +63,29 @@ int main(int argc, char** argv) {
         targets.push_back({rho::valid_targets(b.inputs().to(device), eos, cfg.exclude_boundary),
                            reference.losses(b, tokens.back())});
       }
-      auto inputs = [&](int64_t i) { return tokens[i].narrow(1, 0, cfg.seq_len); };
-      auto labels = [&](int64_t i) { return tokens[i].narrow(1, 1, cfg.seq_len); };
+      auto token_loss = [&](int64_t i) {
+        rho::AutocastScope ac(device.type(), at::kBFloat16, autocast);
+        return model->token_loss(tokens[i].narrow(1, 0, cfg.seq_len), tokens[i].narrow(1, 1, cfg.seq_len))
+            .to(at::kFloat);
+      };
 
-      // 2. The selection: scopes step and global choose over every micro-batch first (a no-grad forward each).
-      rho::SLMStep plan = slm->begin(step, std::move(targets));
+      // 2. The selection (plain CLM before slm.start_step): scopes step and global choose over every micro-batch
+      //    first (a no-grad forward each).
+      rho::SLMStep plan = step >= cfg.slm_start_step ? slm->begin(step, std::move(targets)) : [&] {
+        std::vector<at::Tensor> valid;
+        for (auto& t : targets) valid.push_back(t.valid);
+        return rho::SLMStep::causal(std::move(valid));
+      }();
       if (plan.needs_scores())
         for (int64_t i = 0; i < cfg.grad_accum; ++i) {
           at::NoGradGuard no_grad;
-          plan.score(i, model->token_loss(inputs(i), labels(i)));
+          plan.score(i, token_loss(i));
         }
 
       // 3. Each micro-batch's loss (already divided by the step's total weight), backward.
       at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
       for (int64_t i = 0; i < cfg.grad_accum; ++i) {
-        auto out = plan.loss(i, model->token_loss(inputs(i), labels(i)));
+        auto out = plan.loss(i, token_loss(i));
         out.loss.backward();
         loss_sum += out.loss.detach().to(at::kDouble);
       }

@@ -19,7 +19,8 @@ aside. Any other YAML block must be marked skip. A block of any language marked 
 must appear in PATH, line for line (indentation aside). Blocks in other languages (output samples, JSON, C++, CMake)
 are illustrations and are not run.
 
-options: each `<!-- docs-test: options TOOL [SUBCOMMAND] -->` marker is followed by a table whose first column names
+options: the table after `<!-- docs-test: keys rho_pretrain -->` must be `rho_pretrain --keys` exactly (the config
+keys as the code's table has them). Each `<!-- docs-test: options TOOL [SUBCOMMAND] -->` marker is followed by a table whose first column names
 options (`--out DIR`, several per cell allowed). The options named must be exactly those of `TOOL [SUB] --help`
 (hidden ones aside), every option must have a description in --help, and when --help shows a default (`=VALUE`)
 the table's row must state it. Every tool (and rho_model subcommand) must have a table.
@@ -38,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Reading order: what a later page uses, an earlier page makes (tok/ in training.md, runs/ref before scoring.md).
-PAGES = ["README.md", "docs/building.md", "docs/model.md", "docs/data.md", "docs/training.md", "docs/scoring.md",
+PAGES = ["README.md", "docs/architecture.md", "docs/building.md", "docs/model.md", "docs/data.md", "docs/training.md", "docs/scoring.md",
          "docs/eval.md", "docs/distributed.md", "docs/trust.md", "docs/demo.md", "docs/performance.md"]
 TOOLS = [["rho_tokenize"], ["rho_score"], ["rho_pretrain"], ["rho_eval"], ["rho_view"], ["rho_categories"],
          ["rho_model", "info"], ["rho_model", "init"], ["rho_model", "convert"], ["rho_model", "logits"]]
@@ -303,6 +304,35 @@ def default_stated(default, row):
     return re.search(r"(?<![\w.])" + re.escape(d) + r"(?![\w.])", norm) is not None
 
 
+def check_key_tables(bin_dir):
+    """Each `<!-- docs-test: keys TOOL -->` table must be exactly `TOOL --keys` (the config key table the code
+    reads, checks and writes with)."""
+    failures, found = [], 0
+    for page in PAGES:
+        lines = (ROOT / page).read_text().split("\n")
+        for i, line in enumerate(lines):
+            m = MARKER.match(line)
+            if not m or not m.group(1).startswith("keys "):
+                continue
+            found += 1
+            tool = m.group(1).split()[1]
+            table = []
+            j = i + 1
+            while j < len(lines) and lines[j].startswith("|"):
+                table.append(lines[j])
+                j += 1
+            want = subprocess.run([bin_dir / tool, "--keys"], capture_output=True, text=True, check=True).stdout
+            if table != want.rstrip("\n").split("\n"):
+                diff = [f"  docs: {a}\n  code: {b}" for a, b in zip(table, want.split("\n")) if a != b][:3]
+                failures.append(f"{page}:{i + 1}: the key table differs from `{tool} --keys` (paste its output):\n"
+                                + "\n".join(diff or [f"  {len(table)} rows in the docs"]))
+            else:
+                print(f"{page}:{i + 1}: key table equals `{tool} --keys` ({len(table) - 2} keys)")
+    if not found:
+        failures.append("no `<!-- docs-test: keys rho_pretrain -->` table in the docs")
+    return failures
+
+
 def run_options(args):
     bin_dir = Path(args.bin).resolve()
     tables = doc_tables()
@@ -328,6 +358,7 @@ def run_options(args):
             if default is not None and opt in rows and not default_stated(default, rows[opt]):
                 failures.append(f"{where}: {name} {opt}: --help's default {default!r} is not in the row: {rows[opt]}")
         print(f"{name}: {len(helped)} options, table at {where}")
+    failures += check_key_tables(bin_dir)
     for f in failures:
         print("FAILED " + f)
     print(f"{len(TOOLS)} tools, {len(failures)} failure(s)")

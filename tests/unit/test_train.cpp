@@ -105,7 +105,7 @@ TEST_CASE("shipped training configs parse from any working directory (model.conf
     CHECK(c.model.hidden_size == 64);  // configs/model/tiny.yaml
     CHECK(c.seq_len == 256);
   }
-  CHECK(rho::TrainConfig::from_yaml_file(rho::test::source_path("configs/train/slm.yaml")).stage == "slm");
+  CHECK(rho::TrainConfig::from_yaml_file(rho::test::source_path("configs/train/slm.yaml")).stage == rho::Stage::Slm);
   // A relative model.config that is not beside the YAML is still looked up from the working directory, and a
   // missing one is named.
   CHECK_THROWS_WITH(rho::TrainConfig::from_yaml_string("model: {config: nowhere/m.yaml}\ndata: {train: x}\n", "r.yaml"),
@@ -215,7 +215,7 @@ TEST_CASE("SLM with ratio 1.0 trains exactly like CLM, in every scope and accumu
         CHECK(a.loss == b.loss);
         CHECK(a.grad_norm == b.grad_norm);
         CHECK(b.selected_fraction == 1.0);
-        CHECK(slm.config().stage == "slm");
+        CHECK(slm.config().stage == rho::Stage::Slm);
       }
       INFO(scope << " accum " << accum);
       CHECK(same_weights(weights(clm), weights(slm)));
@@ -296,7 +296,7 @@ TEST_CASE("a non-finite loss stops the run naming the last good checkpoint, or s
   rho::Trainer t(cfg, false);
   CHECK_THROWS_WITH(t.train_step(), Contains("step 1: non-finite loss") && Contains("last good checkpoint is none"));
   cfg.out_dir = dir.str("nan-skip");
-  cfg.nan_policy = "skip";
+  cfg.nan_policy = rho::NanPolicy::Skip;
   rho::Trainer s(cfg, false);
   CHECK(s.train_step().skipped);
 }
@@ -361,8 +361,8 @@ TEST_CASE("SLM self-reference ema: the reference is a moving average of the weig
   const auto ck = rho::load_checkpoint(rho::checkpoint_dir(cfg.out_dir, 3));
   size_t found = 0;
   const auto names = t.model()->named_parameters();
-  for (const auto& [name, tensor] : ck.optimizer) {
-    if (name.rfind("ema.", 0) != 0) continue;
+  for (const auto& [name, tensor] : ck.reference) {
+    REQUIRE(name.rfind("ema.", 0) == 0);
     for (size_t i = 0; i < names.size(); ++i)
       if (names[i].key() == name.substr(4)) {
         CHECK(at::allclose(tensor, ema[i], 1e-6, 1e-7));
