@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
     if (!app.count("--seq-len")) opt.seq_len = std::min<int64_t>(opt.seq_len, model->config.max_position_embeddings);
     const auto hash = model->weights_sha256();
     const bool cuda = rho::resolve_device(device).is_cuda();
-    opt.precision = rho::prepare_scoring_model(model, cuda ? env.cuda_device() : at::Device(at::kCPU),
+    opt.precision = rho::prepare_scoring_model(*model, cuda ? env.cuda_device() : at::Device(at::kCPU),
                                                rho::parse_score_precision(precision));
     auto data = rho::TokenDataset::open(data_dir);
     rho::TokenScorer scorer(model, hash, opt);

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   opt.progress = false;
   const rho::bench::PeakMemory peak(dev);
   auto model = rho::load_model(a.str("model", ""));
-  opt.precision = rho::prepare_scoring_model(model, dev, rho::parse_score_precision(a.str("precision", "auto")));
+  opt.precision = rho::prepare_scoring_model(*model, dev, rho::parse_score_precision(a.str("precision", "auto")));
   const auto data = rho::TokenDataset::open(a.str("data", ""));
   rho::TokenScorer scorer(model, "bench", opt);
   scorer.score_range(data, 0, opt.batch_size * opt.seq_len + 1);  // warm-up: one batch of windows

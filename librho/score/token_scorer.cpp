@@ -205,19 +205,19 @@ ScorePrecision parse_score_precision(const std::string& s) {
 
 std::string to_string(ScorePrecision p) { return enum_name(kPrecisions, p); }
 
-ScorePrecision prepare_scoring_model(Llama& model, const at::Device& device, ScorePrecision precision) {
+ScorePrecision prepare_scoring_model(LlamaImpl& model, const at::Device& device, ScorePrecision precision) {
   if (precision == ScorePrecision::Auto)
     precision = device.is_cuda() ? ScorePrecision::Autocast : ScorePrecision::FP32;
   if (precision == ScorePrecision::BF16) {
-    model->to(device, at::kBFloat16);
+    model.to(device, at::kBFloat16);
     return precision;
   }
-  model->to(device, at::kFloat);
+  model.to(device, at::kFloat);
   if (precision == ScorePrecision::Autocast) {
     // The matmul weights as autocast casts them (round to nearest even); embeddings (a tied LM head too) and
     // norm weights stay fp32, as in training.
     at::NoGradGuard no_grad;
-    for (auto& item : model->named_parameters())
+    for (auto& item : model.named_parameters())
       if (item.value().dim() == 2 && item.key().find("embed_tokens") == std::string::npos)
         item.value().set_data(item.value().to(at::kBFloat16));
   }

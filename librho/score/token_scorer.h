@@ -64,7 +64,7 @@ ScorePrecision parse_score_precision(const std::string& s);  // auto | autocast 
 std::string to_string(ScorePrecision p);
 // Moves `model` to `device` in the form `precision` runs it; returns the precision resolved (never Auto), for
 // ScoreOptions::precision.
-ScorePrecision prepare_scoring_model(Llama& model, const at::Device& device, ScorePrecision precision);
+ScorePrecision prepare_scoring_model(LlamaImpl& model, const at::Device& device, ScorePrecision precision);
 // How a model as it is loaded runs: Autocast for prepare_scoring_model's autocast form (fp32 embeddings, bf16
 // projections), BF16 for bf16 weights, FP32 otherwise.
 ScorePrecision precision_of(const LlamaImpl& model);

@@ -28,7 +28,7 @@ at::Tensor to_device_async(const at::Tensor& host, at::Device device) {
   return (host.is_pinned() ? host : host.pin_memory()).to(device, /*non_blocking=*/true);
 }
 
-ReferenceSource::ReferenceSource(ReferenceOptions options, const TokenDataset& train, const Llama& model,
+ReferenceSource::ReferenceSource(ReferenceOptions options, const TokenDataset& train, const LlamaImpl& model,
                                  at::Device device, bool autocast)
     : opt_(std::move(options)), device_(device), autocast_(autocast) {
   for (const auto& path : opt_.loss_dirs) {
@@ -37,9 +37,9 @@ ReferenceSource::ReferenceSource(ReferenceOptions options, const TokenDataset& t
   }
   for (const auto& dir : opt_.model_dirs) models_.push_back(load_hf_model(dir));
   if (opt_.self != SelfReference::None) {
-    Llama copy(model->config);
+    Llama copy(model.config);
     at::NoGradGuard no_grad;
-    auto src = model->parameters();
+    auto src = model.parameters();
     auto dst = copy->parameters();
     for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
     for (auto& p : dst) p.requires_grad_(false);
@@ -68,11 +68,11 @@ at::Tensor ReferenceSource::losses(const Batch& b, const at::Tensor& tokens) con
   return combine_reference_losses(losses, opt_.combine);
 }
 
-void ReferenceSource::after_step(const Llama& model, const at::Tensor& found_inf) {
+void ReferenceSource::after_step(const LlamaImpl& model, const at::Tensor& found_inf) {
   if (opt_.self != SelfReference::Ema) return;
   at::NoGradGuard no_grad;
   auto ema = models_.back()->parameters();
-  auto params = model->parameters();
+  auto params = model.parameters();
   const auto weight = (1.0 - found_inf) * (1.0 - opt_.ema_decay);
   for (size_t i = 0; i < params.size(); ++i) ema[i].lerp_(params[i], weight);
 }

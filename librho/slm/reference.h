@@ -46,7 +46,7 @@ class ReferenceSource {
   // train: the dataset being trained on (offline losses must belong to it). model: the training model, already
   // initialised (self-reference copies its weights now). Online references run on `device`, under bf16
   // autocast when `autocast`.
-  ReferenceSource(ReferenceOptions options, const TokenDataset& train, const Llama& model, at::Device device,
+  ReferenceSource(ReferenceOptions options, const TokenDataset& train, const LlamaImpl& model, at::Device device,
                   bool autocast);
   ~ReferenceSource();
   bool empty() const;
@@ -54,7 +54,7 @@ class ReferenceSource {
   // tokens: b.tokens already on the device.
   at::Tensor losses(const Batch& b, const at::Tensor& tokens) const;
   // After each optimizer step (ema; found_inf: a float scalar on the device, 1 for a skipped step).
-  void after_step(const Llama& model, const at::Tensor& found_inf);
+  void after_step(const LlamaImpl& model, const at::Tensor& found_inf);
   // Checkpoint state: the moving average as "ema.<parameter>" (empty unless ema), and its restore.
   std::vector<std::pair<std::string, at::Tensor>> state() const;
   void load_state(const std::map<std::string, at::Tensor>& state, const std::string& source);

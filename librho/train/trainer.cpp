@@ -240,7 +240,7 @@ void Trainer::State::init_slm() {
   ro.self = cfg.self_reference;
   ro.ema_decay = cfg.ema_decay;
   ro.combine = cfg.reference_combine;
-  reference = std::make_unique<ReferenceSource>(ro, *train, model, device, autocast);
+  reference = std::make_unique<ReferenceSource>(ro, *train, *model, device, autocast);
 }
 
 // AdamW (no weight decay on norms and embeddings unless asked), ZeRO-1 shards, gradient buckets.
@@ -375,7 +375,7 @@ std::pair<at::Tensor, at::Tensor> Trainer::State::update(const at::Tensor& loss_
   const auto found_inf = (~at::isfinite(loss_sum) | ~at::isfinite(norm)).to(at::kFloat);
   optim->step(lr, found_inf);
   if (zero1) zero1->share_updated_params();
-  if (reference) reference->after_step(model, found_inf);
+  if (reference) reference->after_step(*model, found_inf);
   zero_grads();
   return {norm, found_inf};
 }

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     ro.ema_decay = cfg.ema_decay;
     // train.precision: bf16 autocast on CUDA by default, on the CPU when asked (as rho_pretrain).
     const bool autocast = cfg.precision == rho::Precision::Bf16 || (cfg.precision == rho::Precision::Auto && device.is_cuda());
-    rho::ReferenceSource reference(ro, *data, model, device, autocast);
+    rho::ReferenceSource reference(ro, *data, *model, device, autocast);
     rho::SLMLoss slm(cfg.slm);
 
     // AdamW with rho_pretrain's parameter groups.
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       const auto norm = rho::clip_grad_norm(model->parameters(), cfg.grad_clip > 0 ? cfg.grad_clip : std::numeric_limits<double>::infinity());
       const auto found_inf = (~at::isfinite(loss_sum) | ~at::isfinite(norm)).to(at::kFloat);
       optim.step(cfg.lr_at(step), found_inf);
-      reference.after_step(model, found_inf);
+      reference.after_step(*model, found_inf);
       for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
 
       if ((step + 1) % cfg.log_every == 0) {

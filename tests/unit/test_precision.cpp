@@ -226,7 +226,7 @@ TEST_CASE("scoring with precision autocast gives training's forward losses bit f
     o.seq_len = T;
     o.batch_size = windows;  // one forward over every window, as below (same matmul shapes, same rounding)
     o.progress = false;
-    o.precision = rho::prepare_scoring_model(m, at::Device(at::kCPU), p);
+    o.precision = rho::prepare_scoring_model(*m, at::Device(at::kCPU), p);
     CHECK(o.precision == p);
     return rho::TokenScorer(m, "h", o).score_range(data, 0, windows * T + 1).narrow(0, 1, windows * T);
   };
@@ -261,7 +261,7 @@ TEST_CASE("scoring: precision auto runs a model as it was prepared and a rescori
   };
   for (auto p : {rho::ScorePrecision::FP32, rho::ScorePrecision::BF16, rho::ScorePrecision::Autocast}) {
     auto m = model();
-    rho::prepare_scoring_model(m, at::Device(at::kCPU), p);
+    rho::prepare_scoring_model(*m, at::Device(at::kCPU), p);
     CHECK(rho::precision_of(*m) == p);
   }
   auto score = [&](rho::ScorePrecision p) {
@@ -269,7 +269,7 @@ TEST_CASE("scoring: precision auto runs a model as it was prepared and a rescori
     rho::ScoreOptions o;
     o.seq_len = 32;
     o.progress = false;
-    o.precision = rho::prepare_scoring_model(m, at::Device(at::kCPU), p);
+    o.precision = rho::prepare_scoring_model(*m, at::Device(at::kCPU), p);
     // One model hash for both precisions: only the recorded precision tells the shards apart.
     return rho::TokenScorer(m, "same-model", o).score_dataset(data, dir.str("losses"));
   };
