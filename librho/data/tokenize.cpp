@@ -17,12 +17,14 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "librho/util/error.h"
+#include "librho/util/json_fields.h"
 #include "librho/util/files.h"
 #include "librho/util/progress.h"
 #include "librho/util/sha256.h"
@@ -70,23 +72,28 @@ json shard_record_json(const ShardRecord& r) {
           {"skipped_files", r.next.skipped_files}};
 }
 
-ShardRecord shard_record_from_json(const json& j, const std::string& source) {
-  try {
-    ShardRecord r;
-    r.info.file = j.at("file").get<std::string>();
-    r.info.num_tokens = j.at("num_tokens").get<int64_t>();
-    r.info.num_documents = j.at("num_documents").get<int64_t>();
-    r.info.sha256 = j.at("sha256").get<std::string>();
-    r.next.pos = {j.at("next_file").get<int64_t>(), j.at("next_offset").get<uint64_t>(),
-                  j.at("next_line").get<int64_t>()};
-    r.next.doc_tokens_done = j.at("next_doc_tokens").get<int64_t>();
-    r.next.skipped_documents = j.at("skipped_documents").get<int64_t>();
-    r.next.skipped_files = j.at("skipped_files").get<int64_t>();
-    return r;
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: bad shard record ({}); pass --overwrite to start over", source, e.what()));
-  }
+// One shard's record in progress.json, read strictly (every field named on failure).
+ShardRecord shard_record_from_json(const json& j, const std::string& source, const std::string& where) {
+  const JsonFields f{source};
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  if (!j.is_object()) throw f.error(where, "expected an object");
+  f.only(j, {"file", "num_tokens", "num_documents", "sha256", "next_file", "next_offset", "next_line",
+             "next_doc_tokens", "skipped_documents", "skipped_files"},
+         where);
+  ShardRecord r;
+  r.info.file = f.string(j, "file", where + ".file");
+  r.info.num_tokens = f.integer(j, "num_tokens", where + ".num_tokens", 0, kMax);
+  r.info.num_documents = f.integer(j, "num_documents", where + ".num_documents", 0, kMax);
+  r.info.sha256 = f.sha(j, "sha256", where + ".sha256");
+  r.next.pos = {f.integer(j, "next_file", where + ".next_file", 0, kMax),
+                static_cast<uint64_t>(f.integer(j, "next_offset", where + ".next_offset", 0, kMax)),
+                f.integer(j, "next_line", where + ".next_line", 0, kMax)};
+  r.next.doc_tokens_done = f.integer(j, "next_doc_tokens", where + ".next_doc_tokens", 0, kMax);
+  r.next.skipped_documents = f.integer(j, "skipped_documents", where + ".skipped_documents", 0, kMax);
+  r.next.skipped_files = f.integer(j, "skipped_files", where + ".skipped_files", 0, kMax);
+  return r;
 }
+
 
 // Everything that determines the output; a resumed run must have the same.
 json settings_json(const TokenizeOptions& o, const std::vector<std::string>& files, const std::string& tokenizer_id) {
@@ -377,8 +384,14 @@ std::vector<ShardRecord> TokenizeJob::verified_shards(const json& progress) {
   std::vector<ShardRecord> kept;
   if (progress.is_null()) return kept;
   const int elem = manifest_.dtype == "uint16" ? 2 : 4;
-  for (const auto& j : progress.value("shards", json::array())) {
-    auto r = shard_record_from_json(j, out(kProgress));
+  const auto records = progress.value("shards", json::array());
+  for (size_t i = 0; i < records.size(); ++i) {
+    ShardRecord r;
+    try {
+      r = shard_record_from_json(records[i], out(kProgress), fmt::format("shards[{}]", i));
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + "; pass --overwrite to start over");
+    }
     const auto path = out(r.info.file);
     std::error_code ec;
     const auto size = fs::file_size(path, ec);

@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <map>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "librho/io/hf_checkpoint.h"
 #include "librho/io/safetensors.h"
 #include "librho/util/error.h"
+#include "librho/util/json_fields.h"
 #include "librho/util/files.h"
 #include "librho/util/sha256.h"
 
@@ -82,28 +84,25 @@ std::optional<std::string> latest_checkpoint(const std::string& out_dir) {
 
 Checkpoint load_checkpoint(const std::string& dir) {
   const auto state_path = (fs::path(dir) / "state.json").string();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(state_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: invalid JSON ({})", state_path, e.what()));
-  }
+  const JsonFields r{state_path};
+  const auto j = r.parse_object(read_text_file(state_path));
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  r.only(j, {"step", "loader_step", "tokens_seen", "world_size", "config", "model_config", "sha256"}, "");
   Checkpoint c;
-  try {
-    c.state.step = j.at("step").get<int64_t>();
-    c.state.loader_step = j.at("loader_step").get<int64_t>();
-    c.state.tokens_seen = j.at("tokens_seen").get<int64_t>();
-    c.state.world_size = j.at("world_size").get<int64_t>();
-    c.state.config_yaml = j.at("config").get<std::string>();
-    c.state.model_config_json = j.value("model_config", "");
-    for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
-      const auto path = (fs::path(dir) / file).string();
-      const auto want = j.at("sha256").at(file).get<std::string>();
-      if (sha256_file(path) != want)
-        throw Error(fmt::format("{}: checksum mismatch (corrupted checkpoint; expected sha256 {})", path, want));
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: missing or mistyped field ({})", state_path, e.what()));
+  c.state.step = r.integer(j, "step", "step", 0, kMax);
+  c.state.loader_step = r.integer(j, "loader_step", "loader_step", 0, kMax);
+  c.state.tokens_seen = r.integer(j, "tokens_seen", "tokens_seen", 0, kMax);
+  c.state.world_size = r.integer(j, "world_size", "world_size", 1, kMax);
+  c.state.config_yaml = r.string(j, "config", "config");
+  if (j.contains("model_config")) c.state.model_config_json = r.string(j, "model_config", "model_config");
+  const auto& sums = r.at(j, "sha256", "sha256");
+  if (!sums.is_object()) throw r.error("sha256", "expected an object of file -> sha256");
+  r.only(sums, {"model.safetensors", "optimizer.safetensors"}, "sha256");
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    const auto path = (fs::path(dir) / file).string();
+    const auto want = r.sha(sums, file, std::string("sha256.") + file);
+    if (sha256_file(path) != want)
+      throw Error(fmt::format("{}: checksum mismatch (corrupted checkpoint; expected sha256 {})", path, want));
   }
   auto read_all = [](const std::string& path) {
     auto f = SafetensorsFile::open(path);
