@@ -12,11 +12,6 @@
 
 namespace rho {
 
-namespace {
-constexpr std::pair<SelfReference, const char*> kSelfReferenceNames[] = {
-    {SelfReference::None, "none"}, {SelfReference::Frozen, "frozen"}, {SelfReference::Ema, "ema"}};
-}  // namespace
-
 SelfReference parse_self_reference(const std::string& s) {
   if (const auto e = enum_from_name(kSelfReferenceNames, s)) return *e;
   throw Error(fmt::format("slm.self_reference: '{}' is not one of {}", s, enum_names(kSelfReferenceNames)));

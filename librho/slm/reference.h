@@ -26,6 +26,8 @@ enum class SelfReference {
   Frozen,  // the weights the model starts from
   Ema,     // ema <- decay * ema + (1 - decay) * weights after every optimizer step
 };
+inline constexpr std::pair<SelfReference, const char*> kSelfReferenceNames[] = {
+    {SelfReference::None, "none"}, {SelfReference::Frozen, "frozen"}, {SelfReference::Ema, "ema"}};
 SelfReference parse_self_reference(const std::string& s);  // none | frozen | ema
 std::string to_string(SelfReference s);
 

@@ -28,49 +28,11 @@
 namespace rho {
 namespace {
 
-// One table per enum: the name used in configs and logs.
-template <class E>
-struct Names;
-template <>
-struct Names<SelectionRule> {
-  static constexpr const char* key = "slm.rule";
-  static constexpr std::pair<SelectionRule, const char*> table[] = {{SelectionRule::Excess, "excess"},
-                                                                    {SelectionRule::Reference, "reference"},
-                                                                    {SelectionRule::Current, "current"},
-                                                                    {SelectionRule::Random, "random"}};
-};
-template <>
-struct Names<SelectionScope> {
-  static constexpr const char* key = "slm.scope";
-  static constexpr std::pair<SelectionScope, const char*> table[] = {{SelectionScope::Sequence, "sequence"},
-                                                                     {SelectionScope::MicroBatch, "micro_batch"},
-                                                                     {SelectionScope::Step, "step"},
-                                                                     {SelectionScope::Global, "global"}};
-};
-template <>
-struct Names<Weighting> {
-  static constexpr const char* key = "slm.weighting";
-  static constexpr std::pair<Weighting, const char*> table[] = {{Weighting::Hard, "hard"},
-                                                                {Weighting::Stochastic, "stochastic"},
-                                                                {Weighting::Softmax, "softmax"},
-                                                                {Weighting::Linear, "linear"}};
-};
-template <>
-struct Names<ReferenceCombine> {
-  static constexpr const char* key = "slm.reference_combine";
-  static constexpr std::pair<ReferenceCombine, const char*> table[] = {{ReferenceCombine::Mean, "mean"},
-                                                                       {ReferenceCombine::Min, "min"}};
-};
-
-template <class E>
-E parse_name(const std::string& s) {
-  if (const auto e = enum_from_name(Names<E>::table, s)) return *e;
-  throw Error(fmt::format("{}: '{}' is not one of {}", Names<E>::key, s, enum_names(Names<E>::table)));
-}
-
-template <class E>
-std::string name_of(E e) {
-  return enum_name(Names<E>::table, e);
+// A name from one of the tables in slm_loss.h, or an error naming the config key and the names it takes.
+template <class E, size_t N>
+E parse_name(const std::pair<E, const char*> (&table)[N], const char* key, const std::string& s) {
+  if (const auto e = enum_from_name(table, s)) return *e;
+  throw Error(fmt::format("{}: '{}' is not one of {}", key, s, enum_names(table)));
 }
 
 // A CPU generator for (seed, draw, stream): every device and every resume sees the same random numbers.
@@ -195,14 +157,18 @@ at::Tensor soft_weights(const at::Tensor& pool, const SLMOptions& opt, const Dis
 
 }  // namespace
 
-SelectionRule parse_selection_rule(const std::string& s) { return parse_name<SelectionRule>(s); }
-SelectionScope parse_selection_scope(const std::string& s) { return parse_name<SelectionScope>(s); }
-Weighting parse_weighting(const std::string& s) { return parse_name<Weighting>(s); }
-ReferenceCombine parse_reference_combine(const std::string& s) { return parse_name<ReferenceCombine>(s); }
-std::string to_string(SelectionRule r) { return name_of(r); }
-std::string to_string(SelectionScope s) { return name_of(s); }
-std::string to_string(Weighting w) { return name_of(w); }
-std::string to_string(ReferenceCombine c) { return name_of(c); }
+SelectionRule parse_selection_rule(const std::string& s) { return parse_name(kSelectionRuleNames, "slm.rule", s); }
+SelectionScope parse_selection_scope(const std::string& s) {
+  return parse_name(kSelectionScopeNames, "slm.scope", s);
+}
+Weighting parse_weighting(const std::string& s) { return parse_name(kWeightingNames, "slm.weighting", s); }
+ReferenceCombine parse_reference_combine(const std::string& s) {
+  return parse_name(kReferenceCombineNames, "slm.reference_combine", s);
+}
+std::string to_string(SelectionRule r) { return enum_name(kSelectionRuleNames, r); }
+std::string to_string(SelectionScope s) { return enum_name(kSelectionScopeNames, s); }
+std::string to_string(Weighting w) { return enum_name(kWeightingNames, w); }
+std::string to_string(ReferenceCombine c) { return enum_name(kReferenceCombineNames, c); }
 
 double SLMOptions::ratio_at(int64_t step) const {
   if (ratio_end < 0 || ratio_steps <= 0) return ratio;

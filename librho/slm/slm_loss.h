@@ -14,6 +14,7 @@
 #include <torch/nn/module.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rho {
@@ -42,6 +43,22 @@ enum class ReferenceCombine {
   Mean,  // several reference models: the mean of their losses
   Min,   // ... or the lowest (a token is "learnable" if any reference learned it)
 };
+// The names configs and logs use, one table per enum (the config reader and the parsers below share them).
+inline constexpr std::pair<SelectionRule, const char*> kSelectionRuleNames[] = {{SelectionRule::Excess, "excess"},
+                                                                                {SelectionRule::Reference, "reference"},
+                                                                                {SelectionRule::Current, "current"},
+                                                                                {SelectionRule::Random, "random"}};
+inline constexpr std::pair<SelectionScope, const char*> kSelectionScopeNames[] = {
+    {SelectionScope::Sequence, "sequence"},
+    {SelectionScope::MicroBatch, "micro_batch"},
+    {SelectionScope::Step, "step"},
+    {SelectionScope::Global, "global"}};
+inline constexpr std::pair<Weighting, const char*> kWeightingNames[] = {{Weighting::Hard, "hard"},
+                                                                        {Weighting::Stochastic, "stochastic"},
+                                                                        {Weighting::Softmax, "softmax"},
+                                                                        {Weighting::Linear, "linear"}};
+inline constexpr std::pair<ReferenceCombine, const char*> kReferenceCombineNames[] = {{ReferenceCombine::Mean, "mean"},
+                                                                                      {ReferenceCombine::Min, "min"}};
 SelectionRule parse_selection_rule(const std::string& s);      // excess | reference | current | random
 SelectionScope parse_selection_scope(const std::string& s);    // sequence | micro_batch | step | global
 Weighting parse_weighting(const std::string& s);               // hard | stochastic | softmax | linear

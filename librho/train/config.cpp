@@ -149,27 +149,7 @@ namespace {
 constexpr std::pair<Stage, const char*> kStageNames[] = {{Stage::Clm, "clm"}, {Stage::Slm, "slm"}};
 constexpr std::pair<Precision, const char*> kPrecisionNames[] = {
     {Precision::Auto, "auto"}, {Precision::Fp32, "fp32"}, {Precision::Bf16, "bf16"}};
-constexpr std::pair<Schedule, const char*> kScheduleNames[] = {
-    {Schedule::Cosine, "cosine"}, {Schedule::Linear, "linear"}, {Schedule::Constant, "constant"}};
 constexpr std::pair<NanPolicy, const char*> kNanPolicyNames[] = {{NanPolicy::Stop, "stop"}, {NanPolicy::Skip, "skip"}};
-constexpr std::pair<DeviceChoice, const char*> kDeviceNames[] = {
-    {DeviceChoice::Auto, "auto"}, {DeviceChoice::Cpu, "cpu"}, {DeviceChoice::Cuda, "cuda"}};
-constexpr std::pair<SelfReference, const char*> kSelfRefNames[] = {
-    {SelfReference::None, "none"}, {SelfReference::Frozen, "frozen"}, {SelfReference::Ema, "ema"}};
-constexpr std::pair<SelectionRule, const char*> kRuleNames[] = {{SelectionRule::Excess, "excess"},
-                                                                {SelectionRule::Reference, "reference"},
-                                                                {SelectionRule::Current, "current"},
-                                                                {SelectionRule::Random, "random"}};
-constexpr std::pair<SelectionScope, const char*> kScopeNames[] = {{SelectionScope::Sequence, "sequence"},
-                                                                  {SelectionScope::MicroBatch, "micro_batch"},
-                                                                  {SelectionScope::Step, "step"},
-                                                                  {SelectionScope::Global, "global"}};
-constexpr std::pair<Weighting, const char*> kWeightingNames[] = {{Weighting::Hard, "hard"},
-                                                                 {Weighting::Stochastic, "stochastic"},
-                                                                 {Weighting::Softmax, "softmax"},
-                                                                 {Weighting::Linear, "linear"}};
-constexpr std::pair<ReferenceCombine, const char*> kCombineNames[] = {{ReferenceCombine::Mean, "mean"},
-                                                                      {ReferenceCombine::Min, "min"}};
 
 // A number as the docs and messages show it: the shortest form that reads back the same.
 template <class T>
@@ -268,7 +248,7 @@ const std::vector<Key>& keys() {
     std::vector<Key> t = {
         field("run", "out_dir", RHO_GET(out_dir), "checkpoints, `log.jsonl`, `config.yaml`, `hf/`"),
         field("run", "seed", RHO_GET(seed), "model initialisation and data order"),
-        enum_field("run", "device", RHO_GET(device), kDeviceNames, "auto is CUDA when present"),
+        enum_field("run", "device", RHO_GET(device), kDeviceChoiceNames, "auto is CUDA when present"),
         field("run", "dist_timeout", RHO_GET(dist_timeout),
               "seconds a collective may wait for a peer before the run fails (data parallel)", positive,
               "must be > 0 (seconds)"),
@@ -321,8 +301,8 @@ const std::vector<Key>& keys() {
               "< 0: constant ratio; else linear from ratio to ratio_end over ratio_steps", ratio_end_range,
               "must be <= 1"),
         field("slm", "ratio_steps", RHO_GET(slm.ratio_steps), "steps of the ratio schedule"),
-        enum_field("slm", "rule", RHO_GET(slm.rule), kRuleNames, "the score; excess is current − reference (the paper's)"),
-        enum_field("slm", "scope", RHO_GET(slm.scope), kScopeNames, "the pool whose top ratio is kept"),
+        enum_field("slm", "rule", RHO_GET(slm.rule), kSelectionRuleNames, "the score; excess is current − reference (the paper's)"),
+        enum_field("slm", "scope", RHO_GET(slm.scope), kSelectionScopeNames, "the pool whose top ratio is kept"),
         enum_field("slm", "weighting", RHO_GET(slm.weighting), kWeightingNames, "how much a token counts"),
         field("slm", "temperature", RHO_GET(slm.temperature),
               "softmax weighting: weights ∝ exp(score / temperature)", positive, "must be > 0"),
@@ -333,9 +313,9 @@ const std::vector<Key>& keys() {
                    "rho_score output for `data.train`, or a list of them"),
         list_field("slm", "reference_model", RHO_GET(reference_model),
                    "Hugging Face directory of a reference model run online, or a list of them"),
-        enum_field("slm", "reference_combine", RHO_GET(reference_combine), kCombineNames,
+        enum_field("slm", "reference_combine", RHO_GET(reference_combine), kReferenceCombineNames,
                    "several references: per token, the mean or min of their losses"),
-        enum_field("slm", "self_reference", RHO_GET(self_reference), kSelfRefNames,
+        enum_field("slm", "self_reference", RHO_GET(self_reference), kSelfReferenceNames,
                    "frozen: the starting weights; ema: a moving average of the model"),
         field("slm", "ema_decay", RHO_GET(ema_decay), "self_reference ema: ema ← decay·ema + (1−decay)·weights",
               unit_open, "must lie in [0, 1)"),
@@ -396,7 +376,6 @@ void read_model(const YAML::Node& root, const std::string& source, TrainConfig& 
 
 std::string to_string(Stage v) { return enum_name(kStageNames, v); }
 std::string to_string(Precision v) { return enum_name(kPrecisionNames, v); }
-std::string to_string(Schedule v) { return enum_name(kScheduleNames, v); }
 std::string to_string(NanPolicy v) { return enum_name(kNanPolicyNames, v); }
 TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::string& source,
                                           const std::vector<std::string>& overrides) {

@@ -3,7 +3,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "librho/util/enum_names.h"
+
 namespace rho {
+
+std::string to_string(Schedule v) { return enum_name(kScheduleNames, v); }
 
 double LrSchedule::at(int64_t step) const {
   if (step < warmup_steps) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);

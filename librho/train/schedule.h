@@ -3,10 +3,13 @@
 // max_steps (optim.* in the run config).
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace rho {
 
 enum class Schedule { Cosine, Linear, Constant };  // after warmup
+inline constexpr std::pair<Schedule, const char*> kScheduleNames[] = {
+    {Schedule::Cosine, "cosine"}, {Schedule::Linear, "linear"}, {Schedule::Constant, "constant"}};
 std::string to_string(Schedule v);
 
 struct LrSchedule {

@@ -9,11 +9,6 @@
 #include "librho/util/error.h"
 
 namespace rho {
-namespace {
-constexpr std::pair<DeviceChoice, const char*> kDeviceChoiceNames[] = {
-    {DeviceChoice::Auto, "auto"}, {DeviceChoice::Cpu, "cpu"}, {DeviceChoice::Cuda, "cuda"}};
-}  // namespace
-
 std::string to_string(DeviceChoice v) { return enum_name(kDeviceChoiceNames, v); }
 
 DeviceChoice parse_device_choice(const std::string& s) {

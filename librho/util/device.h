@@ -3,10 +3,13 @@
 #include <c10/core/Device.h>
 
 #include <string>
+#include <utility>
 
 namespace rho {
 
 enum class DeviceChoice { Auto, Cpu, Cuda };
+inline constexpr std::pair<DeviceChoice, const char*> kDeviceChoiceNames[] = {
+    {DeviceChoice::Auto, "auto"}, {DeviceChoice::Cpu, "cpu"}, {DeviceChoice::Cuda, "cuda"}};
 std::string to_string(DeviceChoice v);
 DeviceChoice parse_device_choice(const std::string& s);  // auto | cpu | cuda, else an error naming them
 // The device a choice means here: auto is CUDA (device 0) when one is present; cuda without one is an error

@@ -273,27 +273,36 @@ def parse_help(text):
     return opts
 
 
-def doc_tables():
-    """{(tool, sub...): (where, {option: row text})} from every options marker in the docs."""
-    tables = {}
+def marked_tables(kind):
+    """(where, marker arguments, table lines) for every `<!-- docs-test: KIND ARGS -->` marker in the docs: the
+    Markdown table that follows it."""
     for page in PAGES:
         lines = (ROOT / page).read_text().split("\n")
         for i, line in enumerate(lines):
             m = MARKER.match(line)
-            if not m or not m.group(1).startswith("options "):
+            if not m or m.group(1).split()[0] != kind:
                 continue
-            key = tuple(m.group(1).split()[1:])
             j = i + 1
             while j < len(lines) and not lines[j].startswith("|"):
                 j += 1
-            rows = {}
+            table = []
             while j < len(lines) and lines[j].startswith("|"):
-                cells = [c.strip() for c in re.split(r"(?<!\\)\|", lines[j])[1:-1]]
-                if cells and not set(cells[0]) <= set("-: "):
-                    for opt in re.findall(r"`(--[a-z0-9-]+)", cells[0]):
-                        rows[opt] = lines[j]
+                table.append(lines[j])
                 j += 1
-            tables[key] = (f"{page}:{i + 1}", rows)
+            yield f"{page}:{i + 1}", m.group(1).split()[1:], table
+
+
+def doc_tables():
+    """{(tool, sub...): (where, {option: row text})} from every options marker in the docs."""
+    tables = {}
+    for where, args, table in marked_tables("options"):
+        rows = {}
+        for line in table:
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            if cells and not set(cells[0]) <= set("-: "):
+                for opt in re.findall(r"`(--[a-z0-9-]+)", cells[0]):
+                    rows[opt] = line
+        tables[tuple(args)] = (where, rows)
     return tables
 
 
@@ -308,26 +317,16 @@ def check_key_tables(bin_dir):
     """Each `<!-- docs-test: keys TOOL -->` table must be exactly `TOOL --keys` (the config key table the code
     reads, checks and writes with)."""
     failures, found = [], 0
-    for page in PAGES:
-        lines = (ROOT / page).read_text().split("\n")
-        for i, line in enumerate(lines):
-            m = MARKER.match(line)
-            if not m or not m.group(1).startswith("keys "):
-                continue
-            found += 1
-            tool = m.group(1).split()[1]
-            table = []
-            j = i + 1
-            while j < len(lines) and lines[j].startswith("|"):
-                table.append(lines[j])
-                j += 1
-            want = subprocess.run([bin_dir / tool, "--keys"], capture_output=True, text=True, check=True).stdout
-            if table != want.rstrip("\n").split("\n"):
-                diff = [f"  docs: {a}\n  code: {b}" for a, b in zip(table, want.split("\n")) if a != b][:3]
-                failures.append(f"{page}:{i + 1}: the key table differs from `{tool} --keys` (paste its output):\n"
-                                + "\n".join(diff or [f"  {len(table)} rows in the docs"]))
-            else:
-                print(f"{page}:{i + 1}: key table equals `{tool} --keys` ({len(table) - 2} keys)")
+    for where, args, table in marked_tables("keys"):
+        found += 1
+        tool = args[0]
+        want = subprocess.run([bin_dir / tool, "--keys"], capture_output=True, text=True, check=True).stdout
+        if table != want.rstrip("\n").split("\n"):
+            diff = [f"  docs: {a}\n  code: {b}" for a, b in zip(table, want.split("\n")) if a != b][:3]
+            failures.append(f"{where}: the key table differs from `{tool} --keys` (paste its output):\n"
+                            + "\n".join(diff or [f"  {len(table)} rows in the docs"]))
+        else:
+            print(f"{where}: key table equals `{tool} --keys` ({len(table) - 2} keys)")
     if not found:
         failures.append("no `<!-- docs-test: keys rho_pretrain -->` table in the docs")
     return failures
