@@ -14,7 +14,7 @@ VENV=${RHO_VENV:-.venv}
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache lld pkg-config git
   libsentencepiece-dev libyaml-cpp-dev libfmt-dev catch2 nlohmann-json3-dev
-  libcli11-dev libzstd-dev zstd zlib1g-dev libssl-dev libgloo-dev libpcre2-dev libutf8proc-dev python3-venv chromium
+  libcli11-dev libzstd-dev zstd zlib1g-dev libssl-dev libgloo-dev libpcre2-dev libutf8proc-dev libginac-dev libseccomp-dev python3-venv chromium
   fonts-dejavu-core
   clang libclang-rt-dev)  # clang + libFuzzer: the fuzz targets (tests/scripts/run_fuzz.sh)
 

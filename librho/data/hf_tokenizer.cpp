@@ -1,8 +1,6 @@
 #include "librho/data/hf_tokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
-#include <pcre2.h>
 #include <utf8proc.h>
 
 #include <algorithm>
@@ -15,6 +13,7 @@
 
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/regex.h"
 
 namespace rho {
 namespace {
@@ -23,56 +22,6 @@ using json = nlohmann::json;
 // GPT-2's pre-tokenizer pattern, used by the ByteLevel pre-tokenizer with use_regex.
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-// A compiled PCRE2 pattern (UTF-8, Unicode properties), JIT-compiled where the platform allows.
-class Regex {
- public:
-  Regex(const std::string& pattern, const std::string& where) {
-    int err = 0;
-    PCRE2_SIZE off = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
-                          &off, nullptr);
-    if (!code_) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(err, msg, sizeof msg);
-      throw Error(fmt::format("{}: regex {} does not compile at offset {}: {}", where, pattern, off,
-                              reinterpret_cast<const char*>(msg)));
-    }
-    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // falls back to the interpreter when unavailable
-  }
-  ~Regex() { pcre2_code_free(code_); }
-  Regex(const Regex&) = delete;
-  Regex& operator=(const Regex&) = delete;
-  // [begin, end) byte ranges of the successive non-empty matches in `s`.
-  std::vector<std::pair<size_t, size_t>> matches(const std::string& s) const {
-    std::vector<std::pair<size_t, size_t>> out;
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
-    size_t pos = 0;
-    while (pos <= s.size()) {
-      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos, 0, md, nullptr);
-      if (rc == PCRE2_ERROR_NOMATCH) break;
-      if (rc < 0) {
-        pcre2_match_data_free(md);
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(rc, msg, sizeof msg);
-        throw Error(fmt::format("text that cannot be pre-tokenized ({}): invalid UTF-8?", reinterpret_cast<const char*>(msg)));
-      }
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-      if (ov[1] == ov[0]) {  // an empty match: step one UTF-8 character on
-        ++pos;
-        while (pos < s.size() && (static_cast<unsigned char>(s[pos]) & 0xC0) == 0x80) ++pos;
-        continue;
-      }
-      out.emplace_back(ov[0], ov[1]);
-      pos = ov[1];
-    }
-    pcre2_match_data_free(md);
-    return out;
-  }
-
- private:
-  pcre2_code* code_ = nullptr;
-};
 
 enum class SplitBehavior { Isolated, Removed, MergedWithPrevious, MergedWithNext };
 

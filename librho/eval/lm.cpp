@@ -59,6 +59,43 @@ Generation greedy_generate(LlamaImpl& model, const std::vector<int64_t>& prompt,
   return g;
 }
 
+TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const std::string& prompt,
+                             const std::vector<std::string>& stops, int64_t max_new_tokens, bool add_bos) {
+  const int64_t max_pos = model.config.max_position_embeddings;
+  if (max_new_tokens < 1 || max_new_tokens >= max_pos)
+    throw Error(fmt::format("max_new_tokens {} must be in [1, max_position_embeddings={})", max_new_tokens, max_pos));
+  TextGeneration r;
+  std::vector<int64_t> ids;
+  if (add_bos && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  const auto body = tok.encode(prompt);
+  ids.insert(ids.end(), body.begin(), body.end());
+  const auto budget = static_cast<size_t>(max_pos - max_new_tokens);
+  if (ids.size() > budget) {  // keep BOS and the end of the prompt, which holds the question
+    const size_t front = add_bos && tok.bos_id() >= 0 ? 1 : 0;
+    ids.erase(ids.begin() + front, ids.end() - (budget - front));
+    r.truncated = true;
+  }
+  r.prompt_tokens = static_cast<int64_t>(ids.size());
+  auto stop_at = [&](const std::string& text) {  // the earliest stop string in the text
+    size_t at = std::string::npos;
+    for (const auto& s : stops)
+      if (!s.empty()) at = std::min(at, text.find(s));
+    return at;
+  };
+  GenerateOptions gen;
+  gen.max_new_tokens = max_new_tokens;
+  gen.eos_id = tok.eos_id();
+  gen.vocab_limit = tok.vocab_size();
+  const auto g = greedy_generate(model, ids, gen, [&](const std::vector<int64_t>& new_ids) {
+    return stop_at(tok.decode(new_ids)) != std::string::npos;
+  });
+  r.new_tokens = static_cast<int64_t>(g.ids.size());
+  r.stop_reason = g.stop_reason;
+  r.text = tok.decode(g.ids);
+  if (const auto at = stop_at(r.text); at != std::string::npos) r.text.erase(at);
+  return r;
+}
+
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,
                                                        const std::vector<std::vector<int64_t>>& continuations) {
   const int64_t max_pos = model.config.max_position_embeddings;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "librho/data/token_dataset.h"
+#include "librho/eval/text_tokenizer.h"
 #include "librho/model/llama.h"
 
 namespace rho {
@@ -28,6 +29,20 @@ struct Generation {
 // The prompt must be non-empty and shorter than max_position_embeddings.
 Generation greedy_generate(LlamaImpl& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                            const std::function<bool(const std::vector<int64_t>&)>& stop = {});
+
+struct TextGeneration {
+  std::string text;          // decoded, cut at the first stop string
+  std::string stop_reason;   // as Generation's
+  int64_t prompt_tokens = 0, new_tokens = 0;
+  bool truncated = false;    // the prompt was cut from the left to fit
+};
+
+// Greedy continuation of a text prompt: [BOS when add_bos and the tokenizer has one] + the prompt's tokens, cut
+// from the left (BOS kept) when they leave fewer than max_new_tokens positions under max_position_embeddings; it
+// stops at EOS, at the first of `stops` in the decoded text (the text is cut there), after max_new_tokens, or
+// when the context is full. Only ids below the tokenizer's vocabulary are chosen.
+TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tokenizer, const std::string& prompt,
+                             const std::vector<std::string>& stops, int64_t max_new_tokens, bool add_bos);
 
 // For each continuation, log p(c[i] | prompt, c[<i]) for every token i (natural log). The prompt is prefilled
 // once; each continuation extends its own copy of the cache.

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "librho/eval/answer.h"
+#include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 #include "librho/util/progress.h"
@@ -145,18 +146,6 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
   const auto prefix = prompt_prefix(options.prompt_file, options.separator);
   FewShotResult r;
   r.options = options;
-  GenerateOptions gen;
-  gen.max_new_tokens = options.max_new_tokens;
-  gen.eos_id = tok.eos_id();
-  gen.vocab_limit = tok.vocab_size();
-  // The earliest stop string in the text, if any: generation ends there and the text is cut there.
-  auto stop_at = [&](const std::string& text) {
-    size_t at = std::string::npos;
-    for (const auto& s : options.stop)
-      if (!s.empty()) at = std::min(at, text.find(s));
-    return at;
-  };
-  auto stop = [&](const std::vector<int64_t>& ids) { return stop_at(tok.decode(ids)) != std::string::npos; };
   Progress progress("few-shot " + stem(options.items), static_cast<int64_t>(items.size()), "item");
   for (const auto& item : items) {
     FewShotPrediction p;
@@ -165,19 +154,12 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
     p.gold = normalize_answer(extract_answer(field_text(item.value, options.answer_field, item.source)));
     if (p.gold.empty())
       throw Error(fmt::format("{}: field '{}' holds no answer (no number found)", item.source, options.answer_field));
-    auto ids = prompt_ids(tok, prefix + p.question, options.add_bos);
-    const auto budget = static_cast<size_t>(max_pos - options.max_new_tokens);
-    if (ids.size() > budget) {  // keep BOS and the end of the prompt, which holds the question
-      const size_t keep_front = options.add_bos && tok.bos_id() >= 0 ? 1 : 0;
-      ids.erase(ids.begin() + keep_front, ids.end() - (budget - keep_front));
-      ++r.truncated_prompts;
-    }
-    p.prompt_tokens = static_cast<int64_t>(ids.size());
-    const auto g = greedy_generate(model, ids, gen, stop);
-    p.new_tokens = static_cast<int64_t>(g.ids.size());
+    const auto g = generate_text(model, tok, prefix + p.question, options.stop, options.max_new_tokens, options.add_bos);
+    p.prompt_tokens = g.prompt_tokens;
+    p.new_tokens = g.new_tokens;
     p.stop_reason = g.stop_reason;
-    p.generation = tok.decode(g.ids);
-    if (const auto at = stop_at(p.generation); at != std::string::npos) p.generation.erase(at);
+    p.generation = g.text;
+    r.truncated_prompts += g.truncated;
     p.predicted = normalize_answer(extract_answer(p.generation));
     p.correct = answers_match(p.predicted, p.gold);
     r.correct += p.correct;
@@ -258,9 +240,10 @@ ChoiceResult run_choice(LlamaImpl& model, const TextTokenizer& tok, const Choice
 }
 
 std::string EvalReport::table() const {
-  std::string s = fmt::format("model     {} (weights sha256 {})\n", model_dir, model_sha256.substr(0, 16));
+  std::string s;
+  if (!model_dir.empty()) s += fmt::format("model     {} (weights sha256 {})\n", model_dir, model_sha256.substr(0, 16));
   if (!tokenizer.empty()) s += fmt::format("tokenizer {}\n", tokenizer);
-  s += fmt::format("device    {}\n", device);
+  if (!device.empty()) s += fmt::format("device    {}\n", device);
   if (!losses.empty()) {
     s += fmt::format("\n{:<24} {:>12} {:>8} {:>10} {:>10}\n", "held-out data", "tokens", "seq_len", "loss", "ppl");
     for (const auto& l : losses)
@@ -280,6 +263,22 @@ std::string EvalReport::table() const {
     for (const auto& c : choice)
       s += fmt::format("{:<24} {:>8} {:>10.4f} {:>10.4f} {:>9.1f}\n", stem(c.options.items), c.predictions.size(),
                        c.accuracy(), c.accuracy_norm(), c.seconds);
+  }
+  if (!suite.empty()) {
+    s += fmt::format("\n{:<24} {:<16} {:>8} {:>8} {:>10} {:>10} {:>9}\n", "benchmark", "style", "items", "correct",
+                     "accuracy", "truncated", "seconds");
+    double sum = 0;
+    for (const auto& r : suite) {
+      s += fmt::format("{:<24} {:<16} {:>8} {:>8} {:>10.4f} {:>10} {:>9.1f}\n", enum_name(kBenchmarkNames, r.which),
+                       enum_name(kPromptStyleNames, r.style), r.records.size(), r.correct, r.accuracy(),
+                       r.truncated_prompts, r.seconds);
+      sum += r.accuracy();
+    }
+    if (suite.size() > 1) s += fmt::format("{:<24} {:<16} {:>8} {:>8} {:>10.4f}\n", "average", "", "", "", sum / suite.size());
+    for (const auto& r : suite)
+      if (r.missing_module)
+        s += fmt::format("{}: {} items had a program fail for a Python module the interpreter lacks (sympy? numpy?)\n",
+                         enum_name(kBenchmarkNames, r.which), r.missing_module);
   }
   return s;
 }
@@ -348,6 +347,22 @@ std::string EvalReport::to_json() const {
                                     {"seconds", c.seconds},
                                     {"predictions", preds}});
   }
+  j["benchmarks"] = json::array();
+  double sum = 0;
+  for (const auto& r : suite) {
+    j["benchmarks"].push_back({{"name", enum_name(kBenchmarkNames, r.which)},
+                               {"style", enum_name(kPromptStyleNames, r.style)},
+                               {"data_file", r.data_file},
+                               {"prompt_file", r.prompt_file},
+                               {"items", r.records.size()},
+                               {"correct", r.correct},
+                               {"accuracy", r.accuracy()},
+                               {"truncated_prompts", r.truncated_prompts},
+                               {"missing_module", r.missing_module},
+                               {"seconds", r.seconds}});
+    sum += r.accuracy();
+  }
+  if (!suite.empty()) j["benchmark_average"] = sum / static_cast<double>(suite.size());
   // Generations may end inside a multi-byte character: write U+FFFD rather than fail.
   return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }

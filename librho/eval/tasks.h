@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "librho/eval/benchmarks.h"
 #include "librho/eval/lm.h"
 #include "librho/eval/text_tokenizer.h"
 #include "librho/model/llama.h"
@@ -99,6 +100,7 @@ struct EvalReport {
   std::vector<LossResult> losses;
   std::vector<FewShotResult> fewshot;
   std::vector<ChoiceResult> choice;
+  std::vector<BenchmarkResult> suite;  // the math benchmark suite (benchmarks.h), run or graded
   std::string table() const;    // for the terminal
   std::string to_json() const;  // every figure, settings and per-item predictions
 };

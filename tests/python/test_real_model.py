@@ -5,7 +5,9 @@ fp32, with its tokenizer.json).
 
 - rho_tokenize with its tokenizer.json gives the ids transformers' tokenizer gives, on real text;
 - rho_score's per-token losses equal transformers' on the same windows (fp32, 1e-4);
-- rho_eval runs few-shot GSM8K with it (generation, answer extraction);
+- rho_eval runs few-shot GSM8K with it (generation, answer extraction), and, with the suite's data, one item of
+  every math benchmark (chain of thought) and two with tool-integrated reasoning; --grade of the same
+  completions gives the same verdicts;
 - rho_pretrain starts from it (model.init_from), runs SLM steps, and its export loads in transformers with the
   logits librho computes (1e-4).
 Text: GSM8K test problems when $RHO_SHARED_DATA (default ../shared/data) has them, this repository's Python code,
@@ -138,6 +140,36 @@ def main():
         check(ev["items"] >= 1 and all(p["prompt_tokens"] > 10 and "generation" in p for p in ev["predictions"]),
               f"rho_eval few-shot: {ev['items']} problems, accuracy {ev['accuracy']:.2f}, first generation "
               f"{ev['predictions'][0]['generation'][:60]!r}")
+
+        # The math benchmark suite end to end: every benchmark's prompt, generation and grading, and the same
+        # completions graded again by --grade; tool-integrated reasoning with the sandbox on two benchmarks.
+        ev_dir = shared / "eval"
+        if (ev_dir / "prompts").is_dir() and test.exists():
+            common = ["--model", hf, "--tokenizer", hf / "tokenizer.json", "--eval-dir", ev_dir,
+                      "--bench-file", f"gsm8k={test}", "--limit", "1", "--max-new-tokens", "40", "--quiet"]
+            run(b / "rho_eval", *common, "--bench", "all", "--json", t / "suite.json", "--records", t / "suite.jsonl")
+            rep = json.loads((t / "suite.json").read_text())["benchmarks"]
+            recs = [json.loads(x) for x in (t / "suite.jsonl").read_text().splitlines()]
+            check(len(rep) == 10 and all(x["items"] == 1 for x in rep) and
+                  all(r["prompt_tokens"] > 100 and r["new_tokens"] >= 1 for r in recs),
+                  f"rho_eval --bench all: {len(rep)} benchmarks, one item each, answers "
+                  f"{[r['predicted'] for r in recs]}")
+            (t / "again.jsonl").write_text("".join(json.dumps({"benchmark": r["benchmark"], "idx": r["idx"],
+                                                               "completion": r["completion"]}) + "\n" for r in recs))
+            run(b / "rho_eval", "--grade", t / "again.jsonl", "--bench", "all", "--eval-dir", ev_dir,
+                "--bench-file", f"gsm8k={test}", "--records", t / "again_records.jsonl")
+            again = [json.loads(x) for x in (t / "again_records.jsonl").read_text().splitlines()]
+            same = [(r["benchmark"], r["idx"], r["predicted"], r["correct"]) for r in recs] == \
+                   [(r["benchmark"], r["idx"], r["predicted"], r["correct"]) for r in again]
+            check(same, "--grade of the run's completions gives the run's answers and verdicts")
+            run(b / "rho_eval", *common, "--bench", "gsm8k,minerva_math", "--style", "tool-integrated",
+                "--records", t / "tora.jsonl")
+            tora = [json.loads(x) for x in (t / "tora.jsonl").read_text().splitlines()]
+            check(len(tora) == 2 and all(r["style"] == "tool-integrated" for r in tora),
+                  f"rho_eval tool-integrated: program runs {[r['tool_runs'] for r in tora]}, first completion "
+                  f"{tora[0]['completion'][:80]!r}")
+        else:
+            print(f"skipped: the benchmark suite section (no suite data under {ev_dir})")
 
         # rho_pretrain from the checkpoint: SLM steps, then the export back in transformers
         run_dir = t / "run"

