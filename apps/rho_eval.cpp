@@ -159,6 +159,7 @@ int main(int argc, char** argv) {
   app.add_option("--eval-dir", suite.eval_dir, "the suite's folder: NAME/test.jsonl and prompts/STYLE/NAME.md");
   app.add_option("--bench-file", bench_files, "NAME=FILE: a benchmark's test set from FILE (repeatable)");
   app.add_option("--style", style, "cot or tool-integrated");
+  app.add_option("--bench-batch", suite.batch_size, "chain of thought: prompts generated together (left-padded batch)");
   app.add_option("--max-tool-calls", suite.max_tool_calls, "tool-integrated: program runs per item");
   app.add_option("--python", suite.sandbox.python, "tool-integrated: the interpreter that runs model-written code");
   app.add_option("--grade", grade_file, "JSON Lines of {benchmark, idx, completion}: grade them, no model");

@@ -487,30 +487,41 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchm
   const auto stops = benchmark_stop_strings(o.style);
   Progress progress(fmt::format("{} ({})", name_of(b), enum_name(kPromptStyleNames, o.style)),
                     static_cast<int64_t>(set.items.size()), "item");
-  for (const auto& item : set.items) {
-    const std::string prompt = benchmark_prompt(set, item, o.style);
-    std::string stop_reason;
-    int64_t prompt_tokens = 0, new_tokens = 0;
-    bool truncated = false;
-    auto generate = [&](const std::string& text) {
-      const auto g = generate_text(model, tok, text, stops, o.max_new_tokens, o.add_bos);
-      if (prompt_tokens == 0) prompt_tokens = g.prompt_tokens;
-      new_tokens += g.new_tokens;
-      truncated = truncated || g.truncated;
-      stop_reason = g.stop_reason;
-      return g.text;
-    };
-    auto solution = solve_item(prompt, generate, o);
-    auto rec = record_of(item, b, solution.completion);
-    rec.stop_reason = stop_reason;
-    rec.prompt_tokens = prompt_tokens;
-    rec.new_tokens = new_tokens;
-    rec.tool_status = std::move(solution.tool_status);
-    rec.missing_module = solution.missing_module;
-    r.correct += rec.correct;
-    r.truncated_prompts += truncated;
-    r.missing_module += rec.missing_module;
-    r.records.push_back(std::move(rec));
+  // Chain of thought generates batch_size items at once; tool-integrated items go one by one (their rounds
+  // depend on their programs).
+  const size_t n = set.items.size();
+  const size_t batch = o.style == PromptStyle::Cot ? static_cast<size_t>(std::max<int64_t>(1, o.batch_size)) : 1;
+  for (size_t first = 0; first < n; first += batch) {
+    const size_t count = std::min(batch, n - first);
+    std::vector<std::string> prompts;
+    for (size_t k = 0; k < count; ++k) prompts.push_back(benchmark_prompt(set, set.items[first + k], o.style));
+    std::vector<TextGeneration> generated;
+    if (o.style == PromptStyle::Cot) generated = generate_texts(model, tok, prompts, stops, o.max_new_tokens, o.add_bos);
+    for (size_t k = 0; k < count; ++k) {
+      std::string stop_reason;
+      int64_t prompt_tokens = 0, new_tokens = 0;
+      bool truncated = false;
+      auto generate = [&](const std::string& text) {
+        const auto g = generated.empty() ? generate_text(model, tok, text, stops, o.max_new_tokens, o.add_bos)
+                                         : generated[k];  // chain of thought: the batch's generation of this prompt
+        if (prompt_tokens == 0) prompt_tokens = g.prompt_tokens;
+        new_tokens += g.new_tokens;
+        truncated = truncated || g.truncated;
+        stop_reason = g.stop_reason;
+        return g.text;
+      };
+      auto solution = solve_item(prompts[k], generate, o);
+      auto rec = record_of(set.items[first + k], b, solution.completion);
+      rec.stop_reason = stop_reason;
+      rec.prompt_tokens = prompt_tokens;
+      rec.new_tokens = new_tokens;
+      rec.tool_status = std::move(solution.tool_status);
+      rec.missing_module = solution.missing_module;
+      r.correct += rec.correct;
+      r.truncated_prompts += truncated;
+      r.missing_module += rec.missing_module;
+      r.records.push_back(std::move(rec));
+    }
     if (o.progress)
       progress.update(static_cast<int64_t>(r.records.size()), fmt::format("accuracy {:.3f}", r.accuracy()));
   }

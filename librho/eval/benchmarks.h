@@ -80,6 +80,7 @@ struct SuiteOptions {
   PromptStyle style = PromptStyle::Cot;
   int64_t max_new_tokens = 1024;  // per generation call (the harness's max_tokens_per_call)
   int64_t max_tool_calls = 4;     // tool-integrated rounds (the harness's max_func_call)
+  int64_t batch_size = 8;         // chain of thought: prompts generated together (greedy_generate_batch)
   int64_t limit = 0;              // > 0: the first `limit` items of each benchmark
   bool add_bos = true;
   bool progress = true;

@@ -19,63 +19,111 @@ at::Tensor ids_tensor(const std::vector<int64_t>& ids, const at::Device& device)
 
 Generation greedy_generate(LlamaImpl& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                            const std::function<bool(const std::vector<int64_t>&)>& stop) {
-  const int64_t max_pos = model.config.max_position_embeddings;
   if (prompt.empty()) throw Error("greedy_generate: the prompt is empty");
-  if (static_cast<int64_t>(prompt.size()) >= max_pos)
-    throw Error(fmt::format("greedy_generate: a prompt of {} tokens leaves no room under max_position_embeddings={}",
-                            prompt.size(), max_pos));
-  if (options.max_new_tokens < 1) throw Error("greedy_generate: max_new_tokens must be at least 1");
-  c10::InferenceMode guard;
-  const auto device = model.output_weight().device();
-  KVCache cache;
-  auto next_token = [&](const at::Tensor& input) {
-    auto h = model.hidden_states(input, &cache);
-    auto logits = model.logits(h.select(1, h.size(1) - 1));  // only the last position predicts
-    if (options.vocab_limit > 0 && options.vocab_limit < logits.size(-1)) logits = logits.narrow(-1, 0, options.vocab_limit);
-    return logits.argmax(-1).item<int64_t>();
-  };
-  Generation g;
-  int64_t next = next_token(ids_tensor(prompt, device));
-  for (;;) {
-    if (next == options.eos_id) {
-      g.stop_reason = "eos";
-      break;
-    }
-    g.ids.push_back(next);
-    if (stop && stop(g.ids)) {
-      g.stop_reason = "stop";
-      break;
-    }
-    if (static_cast<int64_t>(g.ids.size()) >= options.max_new_tokens) {
-      g.stop_reason = "max_new_tokens";
-      break;
-    }
-    if (cache.length() >= max_pos) {  // the next token would have no position left
-      g.stop_reason = "context";
-      break;
-    }
-    next = next_token(ids_tensor({next}, device));
-  }
-  return g;
+  std::function<bool(size_t, const std::vector<int64_t>&)> row_stop;
+  if (stop) row_stop = [&](size_t, const std::vector<int64_t>& ids) { return stop(ids); };
+  return greedy_generate_batch(model, {prompt}, options, row_stop)[0];
 }
 
-TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const std::string& prompt,
-                             const std::vector<std::string>& stops, int64_t max_new_tokens, bool add_bos) {
+std::vector<Generation> greedy_generate_batch(
+    LlamaImpl& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options,
+    const std::function<bool(size_t row, const std::vector<int64_t>&)>& stop) {
+  const int64_t max_pos = model.config.max_position_embeddings;
+  if (options.max_new_tokens < 1) throw Error("greedy_generate: max_new_tokens must be at least 1");
+  size_t longest = 0;
+  for (const auto& p : prompts) {
+    if (p.empty()) throw Error("greedy_generate: a prompt is empty");
+    if (static_cast<int64_t>(p.size()) >= max_pos)
+      throw Error(fmt::format("greedy_generate: a prompt of {} tokens leaves no room under max_position_embeddings={}",
+                              p.size(), max_pos));
+    longest = std::max(longest, p.size());
+  }
+  std::vector<Generation> out(prompts.size());
+  if (prompts.empty()) return out;
+  c10::InferenceMode guard;
+  const auto device = model.output_weight().device();
+  const int64_t n = static_cast<int64_t>(prompts.size()), width = static_cast<int64_t>(longest);
+  auto tokens = at::zeros({n, width}, at::kLong);  // left padding: id 0, masked out
+  auto valid = at::zeros({n, width}, at::kBool);
+  for (int64_t r = 0; r < n; ++r) {
+    const auto& p = prompts[r];
+    const int64_t pad = width - static_cast<int64_t>(p.size());
+    tokens[r].narrow(0, pad, static_cast<int64_t>(p.size())).copy_(at::tensor(at::ArrayRef<int64_t>(p), at::kLong));
+    valid[r].narrow(0, pad, static_cast<int64_t>(p.size())).fill_(true);
+  }
+  // Prompts of one length need no padding: the plain causal path (flash attention where there is one).
+  bool padded = false;
+  for (const auto& p : prompts) padded = padded || static_cast<int64_t>(p.size()) != width;
+  KVCache cache;
+  auto next_tokens = [&](const at::Tensor& input, const at::Tensor& input_valid) {
+    auto h = padded ? model.hidden_states(input.to(device), &cache, input_valid.to(device))
+                    : model.hidden_states(input.to(device), &cache);
+    auto logits = model.logits(h.select(1, h.size(1) - 1));  // the last position is real in every row
+    if (options.vocab_limit > 0 && options.vocab_limit < logits.size(-1)) logits = logits.narrow(-1, 0, options.vocab_limit);
+    return logits.argmax(-1).cpu();
+  };
+  std::vector<int64_t> rows(n);  // batch row -> prompt index, for the rows still generating
+  for (int64_t r = 0; r < n; ++r) rows[r] = r;
+  auto next = next_tokens(tokens, valid);
+  for (;;) {
+    std::vector<int64_t> keep, fed;
+    for (size_t k = 0; k < rows.size(); ++k) {
+      const int64_t r = rows[k], id = next[static_cast<int64_t>(k)].item<int64_t>();
+      auto& g = out[r];
+      // the same order of checks as greedy_generate
+      if (id == options.eos_id) {
+        g.stop_reason = "eos";
+        continue;
+      }
+      g.ids.push_back(id);
+      if (stop && stop(static_cast<size_t>(r), g.ids)) {
+        g.stop_reason = "stop";
+        continue;
+      }
+      if (static_cast<int64_t>(g.ids.size()) >= options.max_new_tokens) {
+        g.stop_reason = "max_new_tokens";
+        continue;
+      }
+      if (static_cast<int64_t>(prompts[r].size() + g.ids.size()) - 1 >= max_pos) {  // no position left for it
+        g.stop_reason = "context";
+        continue;
+      }
+      keep.push_back(static_cast<int64_t>(k));
+      fed.push_back(id);
+    }
+    if (keep.empty()) break;
+    if (keep.size() < rows.size()) {
+      cache.keep_rows(at::tensor(at::ArrayRef<int64_t>(keep), at::kLong).to(device));
+      std::vector<int64_t> still;
+      for (int64_t k : keep) still.push_back(rows[k]);
+      rows = std::move(still);
+    }
+    const auto input = at::tensor(at::ArrayRef<int64_t>(fed), at::kLong).view({-1, 1});
+    next = next_tokens(input, at::ones_like(input, at::kBool));
+  }
+  return out;
+}
+
+std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer& tok,
+                                           const std::vector<std::string>& prompts, const std::vector<std::string>& stops,
+                                           int64_t max_new_tokens, bool add_bos) {
   const int64_t max_pos = model.config.max_position_embeddings;
   if (max_new_tokens < 1 || max_new_tokens >= max_pos)
     throw Error(fmt::format("max_new_tokens {} must be in [1, max_position_embeddings={})", max_new_tokens, max_pos));
-  TextGeneration r;
-  std::vector<int64_t> ids;
-  if (add_bos && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  const auto body = tok.encode(prompt);
-  ids.insert(ids.end(), body.begin(), body.end());
-  const auto budget = static_cast<size_t>(max_pos - max_new_tokens);
-  if (ids.size() > budget) {  // keep BOS and the end of the prompt, which holds the question
-    const size_t front = add_bos && tok.bos_id() >= 0 ? 1 : 0;
-    ids.erase(ids.begin() + front, ids.end() - (budget - front));
-    r.truncated = true;
+  std::vector<TextGeneration> out(prompts.size());
+  std::vector<std::vector<int64_t>> ids(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (add_bos && tok.bos_id() >= 0) ids[i].push_back(tok.bos_id());
+    const auto body = tok.encode(prompts[i]);
+    ids[i].insert(ids[i].end(), body.begin(), body.end());
+    const auto budget = static_cast<size_t>(max_pos - max_new_tokens);
+    if (ids[i].size() > budget) {  // keep BOS and the end of the prompt, which holds the question
+      const size_t front = add_bos && tok.bos_id() >= 0 ? 1 : 0;
+      ids[i].erase(ids[i].begin() + front, ids[i].end() - (budget - front));
+      out[i].truncated = true;
+    }
+    out[i].prompt_tokens = static_cast<int64_t>(ids[i].size());
   }
-  r.prompt_tokens = static_cast<int64_t>(ids.size());
   auto stop_at = [&](const std::string& text) {  // the earliest stop string in the text
     size_t at = std::string::npos;
     for (const auto& s : stops)
@@ -86,14 +134,21 @@ TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const s
   gen.max_new_tokens = max_new_tokens;
   gen.eos_id = tok.eos_id();
   gen.vocab_limit = tok.vocab_size();
-  const auto g = greedy_generate(model, ids, gen, [&](const std::vector<int64_t>& new_ids) {
+  const auto gens = greedy_generate_batch(model, ids, gen, [&](size_t, const std::vector<int64_t>& new_ids) {
     return stop_at(tok.decode(new_ids)) != std::string::npos;
   });
-  r.new_tokens = static_cast<int64_t>(g.ids.size());
-  r.stop_reason = g.stop_reason;
-  r.text = tok.decode(g.ids);
-  if (const auto at = stop_at(r.text); at != std::string::npos) r.text.erase(at);
-  return r;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    out[i].new_tokens = static_cast<int64_t>(gens[i].ids.size());
+    out[i].stop_reason = gens[i].stop_reason;
+    out[i].text = tok.decode(gens[i].ids);
+    if (const auto at = stop_at(out[i].text); at != std::string::npos) out[i].text.erase(at);
+  }
+  return out;
+}
+
+TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const std::string& prompt,
+                             const std::vector<std::string>& stops, int64_t max_new_tokens, bool add_bos) {
+  return generate_texts(model, tok, {prompt}, stops, max_new_tokens, add_bos)[0];
 }
 
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,

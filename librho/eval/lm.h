@@ -44,6 +44,18 @@ struct TextGeneration {
 TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tokenizer, const std::string& prompt,
                              const std::vector<std::string>& stops, int64_t max_new_tokens, bool add_bos);
 
+// Greedy decoding of several prompts at once: left-padded into one batch (each row computes what it would alone,
+// up to floating-point summation order), prefilled together, then one position per row per step; a row that
+// stops leaves the batch. `stop(row, ids)` is asked as for greedy_generate. Results in the prompts' order.
+std::vector<Generation> greedy_generate_batch(
+    LlamaImpl& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options,
+    const std::function<bool(size_t row, const std::vector<int64_t>&)>& stop = {});
+
+// generate_text for several prompts at once (greedy_generate_batch).
+std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer& tokenizer,
+                                           const std::vector<std::string>& prompts, const std::vector<std::string>& stops,
+                                           int64_t max_new_tokens, bool add_bos);
+
 // For each continuation, log p(c[i] | prompt, c[<i]) for every token i (natural log). The prompt is prefilled
 // once; each continuation extends its own copy of the cache.
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,

@@ -95,7 +95,10 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
                             total, sliding_window));
   std::optional<at::Tensor> mask;
   bool causal = true;
-  if (past > 0) {
+  if (cache && cache->step_mask.defined()) {  // batched, left-padded rows (hidden_states made the mask)
+    causal = false;
+    mask = cache->step_mask;
+  } else if (past > 0) {
     causal = false;
     if (t > 1) {  // new queries see every past key and the causal part of the new ones
       auto qi = at::arange(past, total, x.options().dtype(at::kLong)).unsqueeze(1);
@@ -271,11 +274,38 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 };
 }  // namespace
 
-at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache) {
+void KVCache::keep_rows(const at::Tensor& rows) {
+  for (auto* list : {&keys, &values})
+    for (auto& t : *list)
+      if (t.defined()) t = t.index_select(0, rows);
+  if (valid.defined()) valid = valid.index_select(0, rows);
+  step_mask = at::Tensor();
+}
+
+at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache, const at::Tensor& valid) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [batch, seq], got ", tokens.sizes());
   const int64_t start = cache ? cache->length() : 0;
   auto x = embed_tokens(tokens);
-  auto [cos, sin] = rope(start, tokens.size(1), x);
+  at::Tensor cos, sin;
+  if (valid.defined() || (cache && cache->valid.defined())) {
+    TORCH_CHECK(cache && valid.defined(), "hidden_states: padded batches need a cache and a valid mask on every call");
+    TORCH_CHECK(valid.sizes() == tokens.sizes() && valid.scalar_type() == at::kBool,
+                "hidden_states: valid must be a bool tensor shaped like tokens");
+    const int64_t b = tokens.size(0), t = tokens.size(1), total = start + t;
+    const auto all = start > 0 ? at::cat({cache->valid, valid.to(x.device())}, 1) : valid.to(x.device());
+    const auto positions = (all.to(at::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, start, t);  // real tokens only
+    const int64_t last = positions.max().item<int64_t>();
+    rope(last, 1, x);  // checks the position and makes the tables
+    cos = rope_cos_.index_select(0, positions.reshape(-1)).view({b, 1, t, -1});
+    sin = rope_sin_.index_select(0, positions.reshape(-1)).view({b, 1, t, -1});
+    // A query sees the real keys up to itself, and itself (a padding query would otherwise see nothing).
+    const auto qi = at::arange(start, total, all.options().dtype(at::kLong)).view({1, 1, t, 1});
+    const auto ki = at::arange(0, total, all.options().dtype(at::kLong)).view({1, 1, 1, total});
+    cache->step_mask = ((ki <= qi) & all.view({b, 1, 1, total})) | (ki == qi);
+    cache->valid = all;
+  } else {
+    std::tie(cos, sin) = rope(start, tokens.size(1), x);
+  }
   const bool checkpoint = activation_checkpointing && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = layers->at<DecoderLayerImpl>(i);

@@ -24,7 +24,13 @@ TORCH_MODULE(RMSNorm);
 // Keys and values of the positions seen so far, one pair per layer, for incremental decoding.
 struct KVCache {
   std::vector<at::Tensor> keys, values;  // [batch, kv_heads, past, head_dim]
+  // Batched decoding of prompts of different lengths (left padding), set by LlamaImpl::hidden_states when it is
+  // given a `valid` mask: which cached positions hold real tokens ([batch, past] bool), and the attention mask of
+  // the current call ([batch, 1, new, past + new] bool). Undefined for one unpadded sequence.
+  at::Tensor valid, step_mask;
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  // Keeps only batch rows `rows` ([k] int64, on the cache's device): finished sequences leave the batch.
+  void keep_rows(const at::Tensor& rows);
 };
 
 struct AttentionImpl : torch::nn::Module {
@@ -57,7 +63,10 @@ struct LlamaImpl : torch::nn::Module {
 
   // tokens: [batch, seq] int64 -> final hidden states [batch, seq, hidden] (after the last RMSNorm).
   // With a cache, positions continue after the cached ones and the cache is extended.
-  at::Tensor hidden_states(const at::Tensor& tokens, KVCache* cache = nullptr);
+  // `valid` ([batch, seq] bool, with a cache only): batched decoding of left-padded sequences; false marks
+  // padding, which no real token attends to, and each row's positions count its real tokens only, so every row
+  // computes what it would alone. Once a cache has been used with `valid`, every call on it must give one.
+  at::Tensor hidden_states(const at::Tensor& tokens, KVCache* cache = nullptr, const at::Tensor& valid = {});
   at::Tensor logits(const at::Tensor& hidden);  // [..., hidden] -> [..., vocab]
   at::Tensor forward(const at::Tensor& tokens) { return logits(hidden_states(tokens)); }
   // Next-token loss per position, no reduction: [batch, seq] fp32, where targets[b, t] is the token after

@@ -21,7 +21,7 @@ KIT=${KIT_DIR:-gpu-kit}
 LIMIT_MIB=${KIT_LIMIT_MIB:-56}
 SHARED=${RHO_SHARED_DATA:-../shared/data}
 TARGETS=(rho_model rho_tokenize rho_pretrain rho_score rho_eval rho_view rho_categories
-         bench_score bench_train bench_linear_ce bench_score_memory rho_tests)
+         bench_score bench_train bench_linear_ce bench_score_memory bench_generate rho_tests)
 if [[ -n "${KIT_FROM_BUILD:-}" ]]; then
   BUILD=$KIT_FROM_BUILD
 else

@@ -13,7 +13,8 @@ SUBSTITUTIONS below rewrite it (shown in the output with their reasons). A block
 printed, when
   - the line before its fence is `<!-- docs-test: skip: REASON -->`;
   - it names ../shared/data and that folder (or $RHO_SHARED_DATA) is absent (a user's clone does not have it);
-  - it runs torchrun and the Python running this test has none beside it.
+  - it runs torchrun and the Python running this test has none beside it;
+  - it runs tool-integrated evaluation and the kernel has no Landlock (the sandbox's requirement).
 A YAML block whose first line is `# PATH — ...` is the shipped file PATH: its lines must equal the file's, comments
 aside. Any other YAML block must be marked skip. A block of any language marked `<!-- docs-test: excerpt PATH -->`
 must appear in PATH, line for line (indentation aside). Blocks in other languages (output samples, JSON, C++, CMake)
@@ -61,6 +62,13 @@ FIXTURES_WHY = {
     "web/*.jsonl.zst, notes/": "data.md's 'folder of compressed web text': the demo generator's corpus, zstd-compressed",
     "fixtures/tinyllama-shaped": "eval.md and model.md's /path/to/TinyLlama-1.1B",
 }
+
+
+def landlock():
+    """Whether the kernel offers Landlock (the tool-integrated sandbox needs it: docs/eval.md)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)) >= 1  # landlock_create_ruleset(VERSION)
 
 
 def shared_data():
@@ -220,6 +228,10 @@ def run_examples(args):
                 continue
             if re.search(r"\btorchrun\b", b.text) and not shutil.which("torchrun", path=env["PATH"]):
                 print(f"{b.where}: skipped: torchrun (the torch wheel's launcher) is not beside {sys.executable}")
+                skipped += 1
+                continue
+            if "tool-integrated" in b.text and not landlock():
+                print(f"{b.where}: skipped: the code sandbox needs Landlock, which this kernel does not offer")
                 skipped += 1
                 continue
             if "../shared/data" in b.text and not shared:

@@ -1,4 +1,5 @@
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
@@ -182,6 +184,61 @@ TEST_CASE("KV-cached greedy generation equals argmax of uncached full passes", "
   }
   auto m = tiny_model(1);
   CHECK_THROWS_WITH(rho::greedy_generate(*m, std::vector<int64_t>(64, 1), {}), Contains("max_position_embeddings=64"));
+}
+
+TEST_CASE("left-padded batches compute what each sequence computes alone", "[eval]") {
+  auto m = tiny_model(11);
+  at::manual_seed(5);
+  const std::vector<int64_t> lengths = {3, 9, 1, 14};
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : lengths) {
+    auto t = at::randint(1, 64, {len}, at::kLong);
+    prompts.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + len);
+  }
+  // Hidden states: every real position of every padded row equals the row run alone.
+  {
+    c10::InferenceMode guard;
+    const int64_t width = 14;
+    auto tokens = at::zeros({4, width}, at::kLong);
+    auto valid = at::zeros({4, width}, at::kBool);
+    for (int64_t r = 0; r < 4; ++r) {
+      tokens[r].narrow(0, width - lengths[r], lengths[r]).copy_(at::tensor(at::ArrayRef<int64_t>(prompts[r])));
+      valid[r].narrow(0, width - lengths[r], lengths[r]).fill_(true);
+    }
+    rho::KVCache cache;
+    const auto batched = m->hidden_states(tokens, &cache, valid);
+    // and one more step for every row, as decoding does
+    const auto step = m->hidden_states(at::full({4, 1}, 7, at::kLong), &cache, at::ones({4, 1}, at::kBool));
+    for (int64_t r = 0; r < 4; ++r) {
+      auto alone = m->hidden_states(at::tensor(at::ArrayRef<int64_t>(prompts[r])).unsqueeze(0));
+      CHECK(at::allclose(batched[r].narrow(0, width - lengths[r], lengths[r]), alone[0], 1e-5, 1e-5));
+      auto seq = prompts[r];
+      seq.push_back(7);
+      auto alone_next = m->hidden_states(at::tensor(at::ArrayRef<int64_t>(seq)).unsqueeze(0));
+      CHECK(at::allclose(step[r][0], alone_next[0][lengths[r]], 1e-5, 1e-5));
+    }
+  }
+  // Generation: the same tokens and stop reasons as one by one, rows leaving the batch at different steps
+  // (a stop rule for row 1, EOS, max_new_tokens, and the context limit for the longest).
+  rho::GenerateOptions o;
+  o.max_new_tokens = 20;
+  o.eos_id = 5;
+  prompts.push_back(std::vector<int64_t>(62, 3));  // ends at EOS here
+  prompts.push_back(std::vector<int64_t>(63, 9));  // 63 + 20 > max_position_embeddings 64: "context"
+  auto stop = [](size_t row, const std::vector<int64_t>& ids) { return row == 1 && ids.size() == 4; };
+  const auto batch = rho::greedy_generate_batch(*m, prompts, o, stop);
+  REQUIRE(batch.size() == prompts.size());
+  std::set<std::string> reasons;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    const auto alone = rho::greedy_generate(*m, prompts[r], o, [&](const std::vector<int64_t>& ids) { return stop(r, ids); });
+    INFO("row " << r);
+    CHECK(batch[r].ids == alone.ids);
+    CHECK(batch[r].stop_reason == alone.stop_reason);
+    reasons.insert(batch[r].stop_reason);
+  }
+  CHECK(reasons.count("stop"));
+  CHECK(reasons.count("context"));
+  CHECK(reasons.count("eos"));
 }
 
 TEST_CASE("continuation log-probabilities equal an uncached forward pass", "[eval]") {
