@@ -269,7 +269,11 @@ BenchmarkRecord record_of(const BenchmarkItem& item, Benchmark b, const std::str
   rec.completion = completion;
   rec.gold = item.gold;
   rec.predicted = predicted_answer(b, completion);
-  rec.correct = !rec.predicted.empty() && math_equal(rec.predicted, rec.gold);
+  try {
+    rec.correct = !rec.predicted.empty() && math_equal(rec.predicted, rec.gold);
+  } catch (const std::exception&) {  // a judge rule that cannot read the text: not equal, the run goes on
+    rec.correct = false;
+  }
   return rec;
 }
 }  // namespace

@@ -1,6 +1,7 @@
 #include "librho/eval/judge.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -19,15 +20,24 @@ std::string without(std::string s, const std::string& chars) {
   return out;
 }
 
-// Python's float(): optional spaces, sign, digits with '.', an exponent, inf/nan; '_' between digits.
+// Python's float(): optional spaces, sign, digits with '.', an exponent, inf/nan; '_' only between digits; values
+// past the double range are infinite (or 0), as Python's are.
 std::optional<double> python_float(std::string s) {
   s = trim(s);
   if (s.empty() || s.find_first_of("xXpP") != std::string::npos) return std::nullopt;  // no hex floats
-  s = without(s, "_");
-  errno = 0;
+  std::string digits;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '_') {
+      digits += s[i];
+      continue;
+    }
+    if (i == 0 || i + 1 == s.size() || !std::isdigit(static_cast<unsigned char>(s[i - 1])) ||
+        !std::isdigit(static_cast<unsigned char>(s[i + 1])))
+      return std::nullopt;
+  }
   char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size() || errno == ERANGE) return std::nullopt;
+  const double v = std::strtod(digits.c_str(), &end);
+  if (end != digits.c_str() + digits.size()) return std::nullopt;
   return v;
 }
 
@@ -64,6 +74,16 @@ std::string set_to_pmatrix(const std::string& s) {
   return joined;
 }
 
+// Python's s[1:-1]: without the first character (an ASCII bracket here) and the last one, however many bytes it has.
+std::string inner(const std::string& s) {
+  size_t end = s.size();
+  if (end > 1) {
+    --end;
+    while (end > 1 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  }
+  return end > 1 ? s.substr(1, end - 1) : std::string();
+}
+
 size_t count_char(const std::string& s, char c) { return static_cast<size_t>(std::count(s.begin(), s.end(), c)); }
 
 }  // namespace
@@ -80,6 +100,7 @@ std::optional<double> parse_digits(const std::string& text) {
 }
 
 bool math_equal(const std::string& prediction_in, const std::string& reference_in) {
+  if (prediction_in.empty()) return false;
   if (prediction_in == reference_in) return true;
   {
     const auto p = parse_digits(prediction_in), r = parse_digits(reference_in);
@@ -110,8 +131,7 @@ bool math_equal(const std::string& prediction_in, const std::string& reference_i
   // Tuples and intervals, part by part (the harness's pattern: an opening bracket, then a closing one later).
   static const Regex bracketed(R"(^(\(|\[).+(\)|\]))");
   if (bracketed.search(prediction) && bracketed.search(reference)) {
-    const auto p = split(prediction.substr(1, prediction.size() - 2), ",");
-    const auto r = split(reference.substr(1, reference.size() - 2), ",");
+    const auto p = split(inner(prediction), ","), r = split(inner(reference), ",");
     if (p.size() == r.size()) {
       bool all = true;
       for (size_t i = 0; i < p.size() && all; ++i) all = math_equal(p[i], r[i]);

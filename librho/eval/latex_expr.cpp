@@ -158,14 +158,27 @@ class Reader {
     return primary();
   }
 
-  // Integer exponents past 1000 (or past 64 over a non-number, whose expansion grows fast) do not read.
+  // Integer exponents past 1000 (or past 64 over a non-number) do not read, nor a power of a number whose exact
+  // value would pass kMaxBits (GiNaC folds nested powers: {2^{1000}}^{1000} is one number of 10^6 bits).
+  static constexpr double kMaxBits = 20000;
   ex raise(const ex& base, const ex& exp) {
     if (GiNaC::is_a<GiNaC::numeric>(exp)) {
       const auto& n = GiNaC::ex_to<GiNaC::numeric>(exp);
-      const int limit = GiNaC::is_a<GiNaC::numeric>(base) ? 1000 : 64;
-      if (!n.is_rational() || GiNaC::abs(n) > limit) throw Unreadable("exponent too large");
+      const bool numeric_base = GiNaC::is_a<GiNaC::numeric>(base);
+      if (!n.is_rational() || GiNaC::abs(n) > (numeric_base ? 1000 : 64)) throw Unreadable("exponent too large");
+      if (numeric_base) {
+        const auto& b = GiNaC::ex_to<GiNaC::numeric>(base);
+        const double bits = bits_of(b) * std::abs(n.to_double());
+        if (bits > kMaxBits) throw Unreadable("power too large");
+      }
     }
     return GiNaC::pow(base, exp);
+  }
+
+  // Bits of a rational's numerator and denominator together.
+  static double bits_of(const GiNaC::numeric& q) {
+    if (!q.is_rational()) return 64;
+    return static_cast<double>(GiNaC::numer(q).int_length() + GiNaC::denom(q).int_length());
   }
 
   ex postfix() {
@@ -352,10 +365,38 @@ std::optional<ex> read(const std::string& text, std::map<std::string, GiNaC::sym
   }
 }
 
-// The complex value of a closed expression, or nullopt.
-std::optional<std::complex<double>> value_of(const ex& e) {
+// The number of terms expand() could make of e, roughly (a power of a sum of t terms to n: C(n + t - 1, t - 1)),
+// capped: expand and normal are not tried past kMaxTerms.
+constexpr double kMaxTerms = 1e5;
+double expansion_terms(const ex& e) {
+  if (GiNaC::is_a<GiNaC::add>(e)) {
+    double t = 0;
+    for (size_t i = 0; i < e.nops(); ++i) t += expansion_terms(e.op(i));
+    return std::min(t, 1e300);
+  }
+  if (GiNaC::is_a<GiNaC::mul>(e)) {
+    double t = 1;
+    for (size_t i = 0; i < e.nops(); ++i) t = std::min(t * expansion_terms(e.op(i)), 1e300);
+    return t;
+  }
+  if (GiNaC::is_a<GiNaC::power>(e)) {
+    const double t = expansion_terms(e.op(0));
+    const ex n = e.op(1);
+    if (t <= 1 || !GiNaC::is_a<GiNaC::numeric>(n)) return t;
+    const double k = std::abs(GiNaC::ex_to<GiNaC::numeric>(n).to_double());
+    double c = 1;  // C(k + t - 1, t - 1), stopped once past the cap
+    for (double i = 1; i < t && c <= kMaxTerms; ++i) c = c * (k + i) / i;
+    return c;
+  }
+  double t = 1;  // a symbol, a number, or a function of its arguments
+  for (size_t i = 0; i < e.nops(); ++i) t = std::max(t, expansion_terms(e.op(i)));
+  return t;
+}
+
+// The complex value of e with `at` substituted (empty: e is closed), or nullopt.
+std::optional<std::complex<double>> value_of(const ex& e, const GiNaC::exmap& at = {}) {
   try {
-    const ex v = GiNaC::evalf(e);
+    const ex v = GiNaC::evalf(at.empty() ? e : e.subs(at));
     if (!GiNaC::is_a<GiNaC::numeric>(v)) return std::nullopt;
     const auto& n = GiNaC::ex_to<GiNaC::numeric>(v);
     const std::complex<double> z(GiNaC::real(n).to_double(), GiNaC::imag(n).to_double());
@@ -385,7 +426,8 @@ bool symbolic_equal(const std::string& a_text, const std::string& b_text) {
   const auto a = read(a_text, symbols), b = read(b_text, symbols);
   if (!a || !b) return false;
   try {
-    if ((*a - *b).expand().is_zero() || GiNaC::normal(*a - *b).is_zero()) return true;
+    const ex d = *a - *b;
+    if (expansion_terms(d) <= kMaxTerms && (d.expand().is_zero() || GiNaC::normal(d).is_zero())) return true;
   } catch (const std::exception&) {
   }
   if (symbols.empty()) {
@@ -398,7 +440,7 @@ bool symbolic_equal(const std::string& a_text, const std::string& b_text) {
     GiNaC::exmap at;
     int j = 0;
     for (const auto& [name, sym] : symbols) at[sym] = GiNaC::numeric(1 + 7 * k + 3 * j++, 13);  // 1/13, 4/13, ...
-    const auto va = value_of(a->subs(at)), vb = value_of(b->subs(at));
+    const auto va = value_of(*a, at), vb = value_of(*b, at);
     if (!va || !vb) continue;
     if (!close(*va, *vb, 1e-9) && std::abs(*va - *vb) > 1e-12) return false;
     ++defined;

@@ -134,11 +134,24 @@ SeccompFilter build_seccomp() {
   deny("vfork", EPERM);
   deny("clone", EPERM, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
   deny("clone3", ENOSYS);
-  deny("socket", EPERM, 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX));
-  deny("kill", EPERM, 1, SCMP_A0(SCMP_CMP_NE, 0));  // only its own process group (it leads one)
-  for (const char* name : {"ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "unshare", "setns",
-                           "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
-                           "io_uring_setup", "pidfd_open", "pidfd_getfd", "personality", "chroot", "pivot_root"})
+  // No sockets at all: Landlock does not guard connecting to a Unix socket path (a session bus, a container
+  // daemon) on the kernels this runs on. socketpair stays.
+  deny("socket", EPERM);
+  // Signals and scheduling only for its own process group (it leads one: pid 0 means itself).
+  deny("kill", EPERM, 1, SCMP_A0(SCMP_CMP_NE, 0));
+  for (const char* name : {"prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam"})
+    deny(name, EPERM, 1, SCMP_A0(SCMP_CMP_NE, 0));
+  for (const char* name : {"setpriority", "ioprio_set"}) deny(name, EPERM, 1, SCMP_A1(SCMP_CMP_NE, 0));
+  for (const char* name : {// other processes and the kernel
+                           "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "ptrace", "process_vm_readv",
+                           "process_vm_writev", "mount", "umount2", "unshare", "setns", "keyctl", "add_key",
+                           "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "pidfd_open",
+                           "pidfd_getfd", "pidfd_send_signal", "personality", "chroot", "pivot_root",
+                           // memory outside RLIMIT_AS
+                           "memfd_create",
+                           // file metadata by path, which Landlock does not guard (and truncate below ABI 3)
+                           "truncate", "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "setxattr",
+                           "lsetxattr", "removexattr", "lremovexattr", "utime", "utimes", "utimensat", "futimesat"})
     deny(name, EPERM);
   int fd = memfd_create("rho-seccomp", 0);
   if (fd < 0 || seccomp_export_bpf(ctx, fd) < 0) {
@@ -176,16 +189,21 @@ int build_landlock(int abi, const Interpreter& python, const std::string& workdi
     close(fd);
     if (rc < 0) throw Error(fmt::format("sandbox: landlock rule for {}: {}", path, std::strerror(err)));
   };
-  const uint64_t read = kFsExecute | kFsReadFile | kFsReadDir;
-  for (const char* p : {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime",
-                        "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/dev/urandom", "/dev/random", "/dev/zero",
-                        "/sys/devices/system/cpu", "/proc/cpuinfo", "/proc/meminfo"})
-    allow(p, read);
-  for (const auto& d : python.dirs) allow(d, read);
-  allow(fs::path(python.executable).parent_path().string(), read);
-  allow(fs::canonical(python.executable).parent_path().string(), read);
-  allow("/dev/null", kFsReadFile | kFsWriteFile);
-  allow(workdir, fs_rights(abi));
+  try {
+    const uint64_t read = kFsExecute | kFsReadFile | kFsReadDir;
+    for (const char* p : {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime",
+                          "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/dev/urandom", "/dev/random", "/dev/zero",
+                          "/sys/devices/system/cpu", "/proc/cpuinfo", "/proc/meminfo"})
+      allow(p, read);
+    for (const auto& d : python.dirs) allow(d, read);
+    allow(fs::path(python.executable).parent_path().string(), read);
+    allow(fs::canonical(python.executable).parent_path().string(), read);
+    allow("/dev/null", kFsReadFile | kFsWriteFile);
+    allow(workdir, fs_rights(abi));
+  } catch (...) {
+    close(ruleset);
+    throw;
+  }
   return ruleset;
 }
 
@@ -197,6 +215,18 @@ void make_removable(const fs::path& dir) {
     if (ec) break;
     if (it->is_directory(ec) && !it->is_symlink(ec)) fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
   }
+}
+
+// Bytes of the regular files under dir (what a program wrote in its folder).
+int64_t folder_bytes(const fs::path& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code e2;
+    if (it->is_regular_file(e2) && !it->is_symlink(e2)) total += static_cast<int64_t>(it->file_size(e2));
+  }
+  return total;
 }
 
 std::string last_line(const std::string& text) {
@@ -214,7 +244,7 @@ const char* status_name(SandboxResult::Status s) {
     case SandboxResult::Status::CpuLimit: return "cpu_limit";
     case SandboxResult::Status::WallLimit: return "wall_limit";
     case SandboxResult::Status::OutputLimit: return "output_limit";
-    case SandboxResult::Status::FileLimit: return "file_limit";
+    case SandboxResult::Status::FolderLimit: return "folder_limit";
     case SandboxResult::Status::Killed: return "killed";
     case SandboxResult::Status::Unavailable: return "unavailable";
   }
@@ -260,7 +290,14 @@ SandboxResult run_python(const std::string& code, const SandboxOptions& o) {
   write_file_atomic((dir / "main.py").string(), code);
 
   const SeccompFilter filter = build_seccomp();
-  const int ruleset = build_landlock(landlock_abi(), python, dir.string());
+  struct Fd {  // closed however this ends
+    int fd = -1;
+    void reset() {
+      if (fd >= 0) close(fd);
+      fd = -1;
+    }
+    ~Fd() { reset(); }
+  } ruleset{build_landlock(landlock_abi(), python, dir.string())};
   // Everything the child needs is made before fork: after it, a threaded parent's child may only make
   // async-signal-safe calls.
   std::vector<std::string> env_s = {"PATH=/usr/bin:/bin", "HOME=" + dir.string(), "TMPDIR=" + dir.string(),
@@ -300,29 +337,53 @@ SandboxResult run_python(const std::string& code, const SandboxOptions& o) {
         setrlimit(RLIMIT_CORE, &lim_core) || setrlimit(RLIMIT_NOFILE, &lim_nofile))
       fail("setrlimit");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("no_new_privs");
-    if (syscall(kSysRestrictSelf, ruleset, 0U) != 0) fail("landlock_restrict_self");
-    close(ruleset);
+    if (syscall(kSysRestrictSelf, ruleset.fd, 0U) != 0) fail("landlock_restrict_self");
+    // Nothing the parent holds open reaches the program (Landlock does not check descriptors already open).
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+      for (int fd = 3; fd < 4096; ++fd) close(fd);
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) fail("seccomp");
     execve(argv[0], argv.data(), env.data());
     fail("execve");
   }
-  close(ruleset);
+  ruleset.reset();
   close(out_pipe[1]);
   close(err_pipe[1]);
+  struct Child {  // killed and reaped however this ends
+    pid_t pid;
+    bool reaped = false;
+    int status = 0;
+    rusage usage{};
+    void reap() {
+      while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+      }
+      reaped = true;
+    }
+    ~Child() {
+      if (reaped) return;
+      kill(-pid, SIGKILL);
+      reap();
+    }
+  } child{pid};
 
-  bool over_output = false, over_wall = false;
+  bool over_output = false, over_wall = false, over_folder = false;
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   std::string* sinks[2] = {&r.out, &r.err};
   int open_pipes = 2;
   const auto deadline = t0 + std::chrono::duration<double>(o.wall_seconds);
+  auto folder_full = [&] { return folder_bytes(dir) > o.folder_bytes; };
   char buf[65536];
-  while (open_pipes > 0) {
+  // Output until both pipes close, checking the clock and the folder's size at least every 250 ms.
+  while (open_pipes > 0 && !over_output) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       over_wall = true;
       break;
     }
-    if (poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000))) < 0 && errno != EINTR) break;
+    if (folder_full()) {
+      over_folder = true;
+      break;
+    }
+    if (poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 250))) < 0 && errno != EINTR) break;
     for (int k = 0; k < 2; ++k) {
       if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       const ssize_t n = read(fds[k].fd, buf, sizeof buf);
@@ -336,14 +397,28 @@ SandboxResult run_python(const std::string& code, const SandboxOptions& o) {
       sinks[k]->append(buf, std::min<size_t>(room, static_cast<size_t>(n)));
       if (static_cast<size_t>(n) > room) over_output = true;
     }
-    if (over_output) break;
   }
-  if (over_output || over_wall) kill(-pid, SIGKILL);
   for (auto& f : fds)
     if (f.fd >= 0) close(f.fd);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  // Then its exit, under the same clock and folder limit (a program may close its output and sleep).
+  while (!over_output && !over_wall && !over_folder) {
+    const pid_t done = wait4(pid, &child.status, WNOHANG, &child.usage);
+    if (done == pid) {
+      child.reaped = true;
+      break;
+    }
+    if (done < 0 && errno != EINTR) break;
+    if (std::chrono::steady_clock::now() >= deadline) over_wall = true;
+    else if (folder_full()) over_folder = true;
+    else usleep(10000);
   }
+  if (!child.reaped) {
+    kill(-pid, SIGKILL);
+    child.reap();
+  }
+  const int status = child.status;
+  const double cpu_used = static_cast<double>(child.usage.ru_utime.tv_sec + child.usage.ru_stime.tv_sec) +
+                     1e-6 * static_cast<double>(child.usage.ru_utime.tv_usec + child.usage.ru_stime.tv_usec);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   using S = SandboxResult::Status;
@@ -353,15 +428,15 @@ SandboxResult run_python(const std::string& code, const SandboxOptions& o) {
   } else if (over_wall) {
     r.status = S::WallLimit;
     r.message = fmt::format("Timeout Error: over {} s", o.wall_seconds);
+  } else if (over_folder) {
+    r.status = S::FolderLimit;
+    r.message = fmt::format("File Error: more than {} bytes written", o.folder_bytes);
   } else if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
     r.exit_code = 128 + sig;
-    if (sig == SIGXCPU || sig == SIGKILL) {
+    if (sig == SIGXCPU || (sig == SIGKILL && cpu_used >= o.cpu_seconds)) {  // RLIMIT_CPU: SIGXCPU, then SIGKILL
       r.status = S::CpuLimit;
       r.message = fmt::format("Timeout Error: over {} s of CPU time", o.cpu_seconds);
-    } else if (sig == SIGXFSZ) {
-      r.status = S::FileLimit;
-      r.message = fmt::format("File Error: a file over {} bytes", o.file_bytes);
     } else {
       r.status = S::Killed;
       r.message = fmt::format("killed by signal {} ({})", sig, strsignal(sig));

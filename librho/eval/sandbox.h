@@ -6,9 +6,13 @@
 //     prefixes and site-packages, /usr, /lib*, /bin, a few /etc, /dev and /sys/devices/system/cpu files);
 //     writable only inside the working directory; TCP bind/connect denied (Landlock ABI >= 4), abstract Unix
 //     sockets and signals outside the sandbox denied (ABI >= 6);
-//   - seccomp: no new processes (fork, vfork, clone without CLONE_THREAD), no sockets but AF_UNIX;
+//   - seccomp: no new processes (fork, vfork, clone without CLONE_THREAD), no sockets, no signals, priorities
+//     or limits of other processes, no memfd, no file metadata changes by path (chmod, chown, xattrs, times,
+//     truncate), no ptrace, mount, namespaces, keyrings, bpf or io_uring;
+//   - no descriptor of the parent's but stdin, stdout and stderr;
 //   - rlimits: CPU seconds, address space, size of any file written, open files, no core dumps;
-//   - a wall-clock limit and a cap on captured output, past which the process group is killed;
+//   - a wall-clock limit, a cap on captured output and on the bytes in its folder, past which its process
+//     group is killed (also when it has closed its output);
 //   - stdin from /dev/null and a minimal environment.
 // Without Landlock, run_python refuses (SandboxResult::Status::Unavailable) instead of running unconfined.
 #include <cstdint>
@@ -25,10 +29,11 @@ struct SandboxOptions {
   int64_t memory_bytes = int64_t(4) << 30;     // RLIMIT_AS
   int64_t file_bytes = int64_t(16) << 20;      // RLIMIT_FSIZE: the largest file it may write
   int64_t output_bytes = int64_t(1) << 20;     // stdout + stderr kept; more kills it
+  int64_t folder_bytes = int64_t(64) << 20;    // all files in its folder together; more kills it
 };
 
 struct SandboxResult {
-  enum class Status { Ok, Error, CpuLimit, WallLimit, OutputLimit, FileLimit, Killed, Unavailable };
+  enum class Status { Ok, Error, CpuLimit, WallLimit, OutputLimit, FolderLimit, Killed, Unavailable };
   Status status = Status::Ok;
   int exit_code = 0;
   std::string out, err;         // captured stdout and stderr (at most output_bytes in all)

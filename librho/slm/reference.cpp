@@ -51,15 +51,27 @@ ReferenceSource::~ReferenceSource() = default;
 bool ReferenceSource::empty() const { return offline_.empty() && models_.empty(); }
 
 at::Tensor ReferenceSource::losses(const Batch& b, const at::Tensor& tokens) const {
-  const auto inputs = tokens.narrow(1, 0, tokens.size(1) - 1), targets = tokens.narrow(1, 1, tokens.size(1) - 1);
+  const auto targets = tokens.narrow(1, 1, tokens.size(1) - 1);
   std::vector<at::Tensor> losses;
   for (const auto& r : offline_) losses.push_back(to_device_async(r->gather(b.target_positions()), device_));
+  append_model_losses(tokens, losses);
+  if (losses.empty()) return at::zeros(targets.sizes(), at::TensorOptions().dtype(at::kFloat).device(device_));
+  return combine_reference_losses(losses, opt_.combine);
+}
+
+void ReferenceSource::append_model_losses(const at::Tensor& tokens, std::vector<at::Tensor>& losses) const {
+  const auto inputs = tokens.narrow(1, 0, tokens.size(1) - 1), targets = tokens.narrow(1, 1, tokens.size(1) - 1);
   for (Llama r : models_) {  // a copy of the holder: token_loss is not const
     at::NoGradGuard no_grad;
     AutocastScope ac(device_.type(), at::kBFloat16, autocast_);
     losses.push_back(r->token_loss(inputs, targets).to(at::kFloat));
   }
-  if (losses.empty()) return at::zeros(targets.sizes(), at::TensorOptions().dtype(at::kFloat).device(device_));
+}
+
+at::Tensor ReferenceSource::model_losses(const at::Tensor& tokens) const {
+  if (!has_model_losses()) return {};
+  std::vector<at::Tensor> losses;
+  append_model_losses(tokens, losses);
   return combine_reference_losses(losses, opt_.combine);
 }
 

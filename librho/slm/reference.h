@@ -55,6 +55,13 @@ class ReferenceSource {
   // Reference losses of batch b's targets, [batch, seq] fp32 on the device (zeros when there is no source).
   // tokens: b.tokens already on the device.
   at::Tensor losses(const Batch& b, const at::Tensor& tokens) const;
+  // Reference losses of other text (evaluation windows, [batch, seq + 1] tokens on the device) from the model
+  // sources alone, combined as losses() combines them; undefined when there are no model sources, or when there
+  // are offline ones too (their losses exist for the training data only, so the combination cannot be formed).
+  at::Tensor model_losses(const at::Tensor& tokens) const;
+  bool has_model_losses() const { return !models_.empty() && offline_.empty(); }
+  // Whether the reference moves as the model trains (self_reference ema): then its losses on fixed text change.
+  bool moves() const { return opt_.self == SelfReference::Ema; }
   // After each optimizer step (ema; found_inf: a float scalar on the device, 1 for a skipped step).
   void after_step(const LlamaImpl& model, const at::Tensor& found_inf);
   // Checkpoint state: the moving average as "ema.<parameter>" (empty unless ema), and its restore.
@@ -68,6 +75,7 @@ class ReferenceSource {
   bool autocast_;
   std::vector<std::unique_ptr<LossDataset>> offline_;
   std::vector<Llama> models_;  // online references; the self-reference last
+  void append_model_losses(const at::Tensor& tokens, std::vector<at::Tensor>& losses) const;
 };
 
 }  // namespace rho

@@ -414,12 +414,12 @@ SLMStep SLMStep::causal(std::vector<at::Tensor> valid, const DistContext* dist) 
 }
 
 SLMStep::SLMStep(const ExcessLossSelector& selector, int64_t step, std::vector<MicroBatchTargets> batches,
-                 const DistContext* dist)
+                 const DistContext* dist, double ratio)
     : selector_(&selector), dist_(dist), batches_(std::move(batches)) {
   const int64_t accum = static_cast<int64_t>(batches_.size());
   const int64_t world = dist ? dist->world_size() : 1, rank = dist ? dist->rank() : 0;
   scope_ = effective_scope(selector.options().scope, accum, world);
-  ratio_ = selector.options().ratio_at(step);
+  ratio_ = ratio >= 0 ? ratio : selector.options().ratio_at(step);
   // Random draws differ per step, micro-batch and rank (one process: step * accum + i).
   draw_base_ = (static_cast<uint64_t>(step) * world + rank) * static_cast<uint64_t>(accum);
   std::vector<at::Tensor> valid, ref;

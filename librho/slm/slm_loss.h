@@ -204,8 +204,9 @@ struct SLMLossOutput {
 // the last score(), are collective.
 class SLMStep {
  public:
+  // ratio (>= 0): the step's ratio instead of the selector's schedule at `step` (a trainer's own schedule).
   SLMStep(const ExcessLossSelector& selector, int64_t step, std::vector<MicroBatchTargets> batches,
-          const DistContext* dist = nullptr);
+          const DistContext* dist = nullptr, double ratio = -1);
   // Plain causal LM through the same calls: every valid target weighs 1.
   static SLMStep causal(std::vector<at::Tensor> valid, const DistContext* dist = nullptr);
 

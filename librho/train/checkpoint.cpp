@@ -43,6 +43,7 @@ void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t
   j["loader_step"] = ckpt.state.loader_step;
   j["tokens_seen"] = ckpt.state.tokens_seen;
   j["world_size"] = ckpt.state.world_size;
+  if (ckpt.state.handoff_step >= 0) j["handoff_step"] = ckpt.state.handoff_step;
   j["config"] = ckpt.state.config_yaml;
   j["model_config"] = ckpt.state.model_config_json;
   j["sha256"] = {{"model.safetensors", sha256_file((tmp / "model.safetensors").string())},
@@ -87,12 +88,13 @@ Checkpoint load_checkpoint(const std::string& dir) {
   const JsonFields r{state_path};
   const auto j = r.parse_object(read_text_file(state_path));
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  r.only(j, {"step", "loader_step", "tokens_seen", "world_size", "config", "model_config", "sha256"}, "");
+  r.only(j, {"step", "loader_step", "tokens_seen", "world_size", "handoff_step", "config", "model_config", "sha256"}, "");
   Checkpoint c;
   c.state.step = r.integer(j, "step", "step", 0, kMax);
   c.state.loader_step = r.integer(j, "loader_step", "loader_step", 0, kMax);
   c.state.tokens_seen = r.integer(j, "tokens_seen", "tokens_seen", 0, kMax);
   c.state.world_size = r.integer(j, "world_size", "world_size", 1, kMax);
+  if (j.contains("handoff_step")) c.state.handoff_step = r.integer(j, "handoff_step", "handoff_step", 0, kMax);
   c.state.config_yaml = r.string(j, "config", "config");
   if (j.contains("model_config")) c.state.model_config_json = r.string(j, "model_config", "model_config");
   const auto& sums = r.at(j, "sha256", "sha256");
@@ -114,7 +116,7 @@ Checkpoint load_checkpoint(const std::string& dir) {
   for (auto& [name, t] : read_all((fs::path(dir) / "optimizer.safetensors").string())) {
     if (name == "rng.cpu")
       c.rng_cpu = t;
-    else if (name.rfind("ema.", 0) == 0)
+    else if (name.rfind("ema.", 0) == 0 || name.rfind("handoff.ema.", 0) == 0)
       c.reference.emplace_back(name, t);
     else
       c.optimizer.emplace_back(name, t);

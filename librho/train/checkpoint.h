@@ -19,6 +19,7 @@ struct CheckpointState {
   int64_t loader_step = 0;  // batches the loader had handed out
   int64_t tokens_seen = 0;
   int64_t world_size = 1;
+  int64_t handoff_step = -1;  // the step after which slm.handoff took over (-1: it has not)
   std::string config_yaml;  // the resolved config of the run that wrote it
   std::string model_config_json;  // the model's shape (config.json form), so the checkpoint loads on its own
 };
@@ -30,7 +31,8 @@ struct Checkpoint {
   NamedTensors model;      // the parameters, by name
   NamedTensors optimizer;  // AdamW's state (AdamW::state())
   at::Tensor rng_cpu;      // the default CPU generator's state (undefined: none)
-  NamedTensors reference;  // SLM's reference state (ReferenceSource::state(): "ema.<parameter>")
+  NamedTensors reference;  // SLM's reference state (ReferenceSource::state(): "ema.<parameter>"; after a handoff
+                           // to a self-reference, its moving average as "handoff.ema.<parameter>")
   // On disk all but the model share optimizer.safetensors, under "rng.cpu" and their own names.
 };
 

@@ -321,6 +321,15 @@ const std::vector<Key>& keys() {
               unit_open, "must lie in [0, 1)"),
         field("slm", "start_step", RHO_GET(slm_start_step), "warm start: plain CLM before this step",
               non_negative, "must be >= 0"),
+        list_field("slm", "eval_reference", RHO_GET(eval_reference),
+                   "model(s) whose loss on each `data.eval` set is logged beside the model's (default: the online "
+                   "or self reference)"),
+        field("slm", "catchup_margin", RHO_GET(catchup_margin),
+              "caught up: the first eval set's loss within this many nats of the reference's (< 0: below it by that)"),
+        enum_field("slm", "handoff", RHO_GET(handoff), kHandoffNames,
+                   "once caught up: go on, clm, anneal the ratio to 1, or self (an EMA self-reference)"),
+        field("slm", "handoff_steps", RHO_GET(handoff_steps), "handoff anneal: steps over which the ratio rises to 1",
+              positive, "must be > 0"),
     };
     static const std::set<std::string> safe = {
         "run.out_dir",     "run.dist_timeout",       "data.eval_every",        "data.eval_batches",
@@ -428,6 +437,13 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   if (c.stage == Stage::Slm && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random && kinds != 1)
     throw Error(fmt::format("{}: stage slm with rule '{}' needs exactly one of slm.reference_losses, "
                             "slm.reference_model and slm.self_reference", source, to_string(c.slm.rule)));
+  if (c.handoff != Handoff::None) {  // a handoff is triggered by the reference's loss on the first eval set
+    const bool eval_loss = !c.eval_reference.empty() || (!c.reference_model.empty() && c.reference_losses.empty());
+    if (c.stage != Stage::Slm || c.eval_sets.empty() || !eval_loss || c.self_reference != SelfReference::None)
+      throw Error(fmt::format("{}: slm.handoff {} needs stage slm, a data.eval set, and the reference's loss on it "
+                              "(slm.eval_reference, or online reference models only); not a self-reference",
+                              source, enum_name(kHandoffNames, c.handoff)));
+  }
   return c;
 }
 

@@ -7,6 +7,7 @@
 // it): the table reads, checks and writes the config, and prints the key table of docs/training.md
 // (rho_pretrain --keys; ctest docs_options fails when the docs differ).
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "librho/model/config.h"
@@ -20,6 +21,12 @@ namespace rho {
 enum class Stage { Clm, Slm };                    // train.stage: the reference (plain CLM) or selective training
 enum class Precision { Auto, Fp32, Bf16 };        // train.precision: auto = bf16 autocast on CUDA, fp32 on the CPU
 enum class NanPolicy { Stop, Skip };              // train.nan_policy on a non-finite loss or gradient norm
+// slm.handoff: what SLM does once the model has caught up with its reference (the first eval set's loss within
+// slm.catchup_margin of the reference's): go on (none), plain CLM (clm), raise the ratio linearly to 1 over
+// slm.handoff_steps (anneal), or select against a moving average of the model itself (self).
+enum class Handoff { None, Clm, Anneal, Self };
+inline constexpr std::pair<Handoff, const char*> kHandoffNames[] = {
+    {Handoff::None, "none"}, {Handoff::Clm, "clm"}, {Handoff::Anneal, "anneal"}, {Handoff::Self, "self"}};
 std::string to_string(Stage v);
 std::string to_string(Precision v);
 std::string to_string(NanPolicy v);
@@ -67,6 +74,10 @@ struct TrainConfig {
   SelfReference self_reference = SelfReference::None;
   double ema_decay = 0.999;             // self_reference ema: ema = decay * ema + (1 - decay) * weights, per step
   int64_t slm_start_step = 0;           // warm start: plain CLM before this step (slm.start_step / start_fraction)
+  std::vector<std::string> eval_reference;  // models whose loss on the eval sets is logged beside the model's
+  double catchup_margin = 0.0;          // warn when the first eval set's loss comes within this of the reference's
+  Handoff handoff = Handoff::None;      // and then do this (slm.handoff)
+  int64_t handoff_steps = 100;          // anneal: steps over which the ratio rises to 1
 
   // Keys a resumed run may change beyond those that never affect the steps (rho_pretrain --allow-change KEY;
   // not read from YAML). See differences() and Trainer's resume.

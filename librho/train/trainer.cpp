@@ -13,6 +13,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -28,6 +29,7 @@
 #include "librho/slm/slm_loss.h"
 #include "librho/train/adamw.h"
 #include "librho/train/checkpoint.h"
+#include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 #include "librho/util/progress.h"
@@ -108,6 +110,11 @@ struct Trainer::State {
   bool autocast = false;
   Llama model{nullptr};
   std::unique_ptr<ReferenceSource> reference;  // SLM's reference losses (librho/slm/reference.h)
+  std::unique_ptr<ReferenceSource> eval_reference;     // slm.eval_reference: the reference's loss on the eval sets
+  std::map<std::string, double> eval_reference_loss;  // per eval set, once (unless the reference moves)
+  bool warned_caught_up = false, warned_kept_score = false;
+  int64_t handoff_step = -1;                          // slm.handoff took over after this step (-1: not yet)
+  std::unique_ptr<ReferenceSource> handoff_reference;  // slm.handoff self: the moving average selected against
   std::shared_ptr<TokenDataset> train;
   std::unique_ptr<BatchLoader> loader;
   std::vector<std::pair<std::string, std::shared_ptr<TokenDataset>>> evals;
@@ -131,18 +138,22 @@ struct Trainer::State {
     at::Tensor targets() const { return tokens.narrow(1, 1, tokens.size(1) - 1); }
   };
 
+  double eval_mean(const TokenDataset& data, const std::function<at::Tensor(const DeviceBatch&)>& losses);
+
   DeviceBatch load(const Batch& b, bool with_reference) {
     DeviceBatch d;
     d.tokens = to_device(b.tokens);
     const auto inputs = d.inputs();
     // A target right after EOS is the next document's first token, predicted across the boundary.
     d.valid = valid_targets(inputs, eos_id, cfg.exclude_boundary);
-    if (with_reference) d.ref = reference->losses(b, d.tokens);
+    if (with_reference) d.ref = (handoff_reference ? *handoff_reference : *reference).losses(b, d.tokens);
     return d;
   }
 
   // Set-up, in the constructor's order, and the parts of a step (defined below).
-  SLMStep plan_step(const std::vector<DeviceBatch>& batches, bool slm) const;
+  SLMStep plan_step(const std::vector<DeviceBatch>& batches, bool slm, double ratio) const;
+  std::pair<bool, double> selection_now() const;
+  void start_self_handoff();
   at::Tensor forward_backward(const std::vector<DeviceBatch>& batches, SLMStep& plan);
   std::pair<at::Tensor, at::Tensor> update(const at::Tensor& loss_sum, double lr);
   void init_device(std::shared_ptr<DistContext> group);
@@ -156,6 +167,14 @@ struct Trainer::State {
   at::Tensor forward_loss(const DeviceBatch& b) {
     AutocastScope ac(device.type(), at::kBFloat16, autocast);
     return model->token_loss(b.inputs(), b.targets()).to(at::kFloat);
+  }
+
+  // A warning, the first time only: on stderr and as a log line {"type": "warning", "step", "message"}.
+  void warn_once(bool& warned, const std::string& message) {
+    if (warned) return;
+    warned = true;
+    write_log({{"type", "warning"}, {"step", step}, {"message", message}});
+    if (dist->is_main()) std::cerr << "\nrho_pretrain: warning: " << message << "\n";
   }
 
   void write_log(const nlohmann::json& j) {
@@ -232,6 +251,12 @@ void Trainer::State::init_data() {
 }
 
 void Trainer::State::init_slm() {
+  if (!cfg.eval_reference.empty()) {  // any stage: a CLM run is compared with the reference too
+    ReferenceOptions eo;
+    eo.model_dirs = cfg.eval_reference;
+    eo.combine = cfg.reference_combine;
+    eval_reference = std::make_unique<ReferenceSource>(eo, *train, *model, device, autocast);
+  }
   if (cfg.stage != Stage::Slm) return;
   selector = ExcessLossSelector(cfg.slm);
   ReferenceOptions ro;
@@ -274,6 +299,17 @@ void Trainer::State::resume_from_checkpoint() {
   }
   optim->load_state(ck.optimizer, *latest);
   if (reference) reference->load_state({ck.reference.begin(), ck.reference.end()}, *latest);
+  handoff_step = ck.state.handoff_step;
+  if (handoff_step >= 0) {
+    warned_caught_up = true;  // it was said before the checkpoint
+    if (cfg.handoff == Handoff::Self) {
+      start_self_handoff();
+      std::map<std::string, at::Tensor> own;
+      for (const auto& [name, t] : ck.reference)
+        if (name.rfind("handoff.", 0) == 0) own[name.substr(8)] = t;
+      handoff_reference->load_state(own, *latest);
+    }
+  }
   step = ck.state.step;
   tokens_seen = ck.state.tokens_seen;
   loader->seek(ck.state.loader_step);
@@ -329,7 +365,28 @@ int64_t Trainer::step() const { return s_->step; }
 const TrainConfig& Trainer::config() const { return s_->cfg; }
 
 // The step's selection and loss denominator (librho/slm/slm_loss.h: the same API research code uses).
-SLMStep Trainer::State::plan_step(const std::vector<DeviceBatch>& batches, bool slm) const {
+// slm.handoff self: from now on, SLM selects against a moving average of the model, starting from its weights.
+void Trainer::State::start_self_handoff() {
+  ReferenceOptions ro;
+  ro.self = SelfReference::Ema;
+  ro.ema_decay = cfg.ema_decay;
+  handoff_reference = std::make_unique<ReferenceSource>(ro, *train, *model, device, autocast);
+}
+
+// Whether this step selects, and its ratio (< 0: the schedule's): warm start and slm.handoff decide.
+std::pair<bool, double> Trainer::State::selection_now() const {
+  if (cfg.stage != Stage::Slm || step < cfg.slm_start_step) return {false, -1};
+  if (handoff_step < 0 || step < handoff_step) return {true, -1};
+  if (cfg.handoff == Handoff::Clm) return {false, -1};
+  if (cfg.handoff == Handoff::Anneal) {
+    const double base = cfg.slm.ratio_at(step);
+    const double progress = std::min(1.0, static_cast<double>(step - handoff_step) / static_cast<double>(cfg.handoff_steps));
+    return {true, base + (1.0 - base) * progress};
+  }
+  return {true, -1};  // self: the reference changed, the ratio did not
+}
+
+SLMStep Trainer::State::plan_step(const std::vector<DeviceBatch>& batches, bool slm, double ratio) const {
   if (!slm) {
     std::vector<at::Tensor> valid;
     for (const auto& b : batches) valid.push_back(b.valid);
@@ -337,7 +394,7 @@ SLMStep Trainer::State::plan_step(const std::vector<DeviceBatch>& batches, bool 
   }
   std::vector<MicroBatchTargets> targets;
   for (const auto& b : batches) targets.push_back({b.valid, b.ref});
-  return SLMStep(selector, step, std::move(targets), dist.get());
+  return SLMStep(selector, step, std::move(targets), dist.get(), ratio);
 }
 
 // Forward and backward of every micro-batch; returns the step's sums over every rank, on the device
@@ -376,6 +433,7 @@ std::pair<at::Tensor, at::Tensor> Trainer::State::update(const at::Tensor& loss_
   optim->step(lr, found_inf);
   if (zero1) zero1->share_updated_params();
   if (reference) reference->after_step(*model, found_inf);
+  if (handoff_reference) handoff_reference->after_step(*model, found_inf);
   zero_grads();
   return {norm, found_inf};
 }
@@ -384,7 +442,7 @@ StepMetrics Trainer::train_step() {
   auto& s = *s_;
   const auto& cfg = s.cfg;
   const auto& dist = *s.dist;
-  const bool slm = cfg.stage == Stage::Slm && s.step >= cfg.slm_start_step;  // before start_step: plain CLM
+  const auto [slm, ratio] = s.selection_now();  // before start_step, or after a handoff to clm: plain CLM
   // Every micro-batch of the step goes to the device first (its copies are queued, the host does not wait).
   std::vector<State::DeviceBatch> batches;
   for (int64_t i = 0; i < cfg.grad_accum; ++i) batches.push_back(s.load(s.loader->next(), slm));
@@ -392,7 +450,7 @@ StepMetrics Trainer::train_step() {
   // From here on nothing is read back by the host until the step's metrics, once, at the end.
   StepMetrics m;
   m.lr = cfg.lr_at(s.step);
-  SLMStep plan = s.plan_step(batches, slm);
+  SLMStep plan = s.plan_step(batches, slm, ratio);
   const auto sums = s.forward_backward(batches, plan);
   const auto [norm, found_inf] = s.update(sums[0], m.lr);
 
@@ -423,36 +481,50 @@ StepMetrics Trainer::train_step() {
   return m;
 }
 
+// Mean token loss over an eval set's first eval_batches * batch_size windows (the same tokens every time; rank r
+// takes every world-th batch), with `losses(device_batch)` giving [batch, seq] losses.
+double Trainer::State::eval_mean(const TokenDataset& data, const std::function<at::Tensor(const DeviceBatch&)>& losses) {
+  const int64_t T = cfg.seq_len, windows = (data.num_tokens() - 1) / T;
+  const int64_t n = std::min(windows, cfg.eval_batches * cfg.batch_size);
+  if (n == 0) throw Error(fmt::format("{}: fewer than seq_len+1 tokens to evaluate on", data.dir()));
+  double sum = 0;
+  int64_t count = 0;
+  const int64_t stride = cfg.batch_size * dist->world_size();
+  for (int64_t w0 = cfg.batch_size * dist->rank(); w0 < n; w0 += stride) {
+    Batch b;
+    std::vector<at::Tensor> rows;
+    for (int64_t w = w0; w < std::min(n, w0 + cfg.batch_size); ++w) rows.push_back(data.slice(w * T, T + 1));
+    b.tokens = at::stack(rows);
+    const auto d = load(b, /*with_reference=*/false);
+    auto valid = d.valid.to(at::kFloat);
+    sum += (losses(d).to(at::kFloat) * valid).sum().item<double>();
+    count += valid.sum().item<int64_t>();
+  }
+  auto totals = at::tensor({sum, static_cast<double>(count)}, at::kDouble);
+  dist->allreduce_sum(totals);
+  return totals[0].item<double>() / std::max<double>(totals[1].item<double>(), 1);
+}
+
 std::map<std::string, double> Trainer::evaluate() {
   auto& s = *s_;
   std::map<std::string, double> out;
   at::NoGradGuard no_grad;
   s.model->eval();
-  for (const auto& [name, data] : s.evals) {
-    // The first eval_batches * batch_size windows in order: the same tokens at every evaluation.
-    const int64_t T = s.cfg.seq_len, windows = (data->num_tokens() - 1) / T;
-    const int64_t n = std::min(windows, s.cfg.eval_batches * s.cfg.batch_size);
-    if (n == 0) throw Error(fmt::format("{}: fewer than seq_len+1 tokens to evaluate on", data->dir()));
-    double sum = 0;
-    int64_t count = 0;
-    const int64_t stride = s.cfg.batch_size * s.dist->world_size();  // rank r takes every world-th batch
-    for (int64_t w0 = s.cfg.batch_size * s.dist->rank(); w0 < n; w0 += stride) {
-      Batch b;
-      std::vector<at::Tensor> rows;
-      for (int64_t w = w0; w < std::min(n, w0 + s.cfg.batch_size); ++w) rows.push_back(data->slice(w * T, T + 1));
-      b.tokens = at::stack(rows);
-      const auto d = s.load(b, /*with_reference=*/false);
-      auto valid = d.valid.to(at::kFloat);
-      auto loss = s.forward_loss(d);
-      sum += (loss * valid).sum().item<double>();
-      count += valid.sum().item<int64_t>();
-    }
-    auto totals = at::tensor({sum, static_cast<double>(count)}, at::kDouble);
-    s.dist->allreduce_sum(totals);
-    out[name] = totals[0].item<double>() / std::max<double>(totals[1].item<double>(), 1);
-  }
+  for (const auto& [name, data] : s.evals)
+    out[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d) { return s.forward_loss(d); });
   s.model->train();
   return out;
+}
+
+std::map<std::string, double> Trainer::evaluate_reference() {
+  auto& s = *s_;
+  const ReferenceSource* ref = s.eval_reference ? s.eval_reference.get() : s.reference.get();
+  if (!ref || !ref->has_model_losses()) return {};
+  if (!s.eval_reference_loss.empty() && !ref->moves()) return s.eval_reference_loss;
+  at::NoGradGuard no_grad;
+  for (const auto& [name, data] : s.evals)
+    s.eval_reference_loss[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d) { return ref->model_losses(d.tokens); });
+  return s.eval_reference_loss;
 }
 
 void Trainer::save_checkpoint() {
@@ -476,6 +548,9 @@ void Trainer::save_checkpoint() {
     ck.optimizer = std::move(optimizer);
     ck.rng_cpu = at::detail::getDefaultCPUGenerator().get_state();
     if (s.reference) ck.reference = s.reference->state();
+    ck.state.handoff_step = s.handoff_step;
+    if (s.handoff_reference)
+      for (auto& [name, t] : s.handoff_reference->state()) ck.reference.emplace_back("handoff." + name, t);
     rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
   }
   // No rank runs ahead of a checkpoint that is not yet on disk (a kill then resumes where all ranks agree).
@@ -486,6 +561,41 @@ void Trainer::export_hf(const std::string& dir) {
   if (s_->dist->is_main()) save_hf_model(*s_->model, dir);
 }
 
+void Trainer::log_evaluation() {
+  auto& s = *s_;
+  const auto& cfg = s.cfg;
+  const auto reference = evaluate_reference();
+  for (const auto& [name, loss] : evaluate()) {
+    nlohmann::json j = {{"type", "eval"}, {"step", s.step}, {"tokens", s.tokens_seen}, {"set", name},
+                        {"loss", loss}, {"ppl", std::exp(loss)}};
+    std::string line = fmt::format("\n  eval step {} {}: loss {:.4f} ppl {:.2f}", s.step, name, loss, std::exp(loss));
+    if (const auto r = reference.find(name); r != reference.end()) {
+      j["reference_loss"] = r->second;
+      j["gap"] = loss - r->second;
+      line += fmt::format(" | reference {:.4f} gap {:+.4f}", r->second, loss - r->second);
+      // The first eval set is the target: within the margin of the reference, SLM selects against a weaker model.
+      // (A self-reference starts equal to the model: there is nothing to catch up with.)
+      const bool external = s.eval_reference || cfg.self_reference == SelfReference::None;
+      if (external && name == cfg.eval_sets.front().name && cfg.stage == Stage::Slm &&
+          loss - r->second <= cfg.catchup_margin) {
+        s.warn_once(s.warned_caught_up, fmt::format(
+            "the model has caught up with its reference on '{}' (loss {:.4f}, reference {:.4f}, margin {}): SLM "
+            "is now selecting against a weaker model", name, loss, r->second, cfg.catchup_margin));
+        if (cfg.handoff != Handoff::None && s.handoff_step < 0) {  // every rank sees the same reduced losses
+          s.handoff_step = s.step;
+          if (cfg.handoff == Handoff::Self) s.start_self_handoff();
+          s.write_log({{"type", "handoff"}, {"step", s.step}, {"policy", enum_name(kHandoffNames, cfg.handoff)},
+                       {"gap", loss - r->second}});
+          if (s.dist->is_main())
+            std::cerr << fmt::format("\n  slm.handoff {} from step {}\n", enum_name(kHandoffNames, cfg.handoff), s.step + 1);
+        }
+      }
+    }
+    s.write_log(j);
+    if (s.dist->is_main()) std::cerr << line << "\n";
+  }
+}
+
 void Trainer::run() {
   auto& s = *s_;
   const auto& cfg = s.cfg;
@@ -494,15 +604,7 @@ void Trainer::run() {
     progress.emplace(fmt::format("{}[{}]", to_string(cfg.stage), fs::path(cfg.out_dir).filename().string()), cfg.max_steps, "step");
   auto t0 = std::chrono::steady_clock::now();
   int64_t tokens_since = 0;
-  auto log_eval = [&] {
-    for (const auto& [name, loss] : evaluate()) {
-      s.write_log({{"type", "eval"}, {"step", s.step}, {"tokens", s.tokens_seen}, {"set", name}, {"loss", loss},
-                   {"ppl", std::exp(loss)}});
-      if (s.dist->is_main())
-        std::cerr << fmt::format("\n  eval step {} {}: loss {:.4f} ppl {:.2f}\n", s.step, name, loss, std::exp(loss));
-    }
-  };
-  if (s.step == 0 && !s.evals.empty()) log_eval();
+  if (s.step == 0 && !s.evals.empty()) log_evaluation();
   while (s.step < cfg.max_steps) {
     const auto m = train_step();
     tokens_since += m.tokens;
@@ -515,6 +617,11 @@ void Trainer::run() {
                           {"loss_all", m.loss_all}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
                           {"tokens_per_s", tps}, {"selected_fraction", m.selected_fraction}};
       if (cfg.stage == Stage::Slm) {
+        if (std::isfinite(m.kept_score) && m.kept_score <= 0 && s.step > cfg.slm_start_step &&
+            cfg.self_reference == SelfReference::None)
+          s.warn_once(s.warned_kept_score, fmt::format(
+              "the kept tokens' mean excess loss is {:.4f} <= 0 at step {}: the model has caught up with its reference; "
+              "SLM is now selecting against a weaker model", m.kept_score, m.step));
         j["kept_score"] = std::isfinite(m.kept_score) ? nlohmann::json(m.kept_score) : nlohmann::json();
         j["dropped_score"] = std::isfinite(m.dropped_score) ? nlohmann::json(m.dropped_score) : nlohmann::json();
       }
@@ -524,7 +631,7 @@ void Trainer::run() {
         progress->update(m.step, fmt::format("loss {:.4f} lr {:.2e} {} tok/s sel {:.2f}", m.loss, m.lr,
                                           human_count(tps), m.selected_fraction));
     }
-    if (!s.evals.empty() && (m.step % cfg.eval_every == 0 || m.step == cfg.max_steps)) log_eval();
+    if (!s.evals.empty() && (m.step % cfg.eval_every == 0 || m.step == cfg.max_steps)) log_evaluation();
     if (m.step % cfg.checkpoint_every == 0 || m.step == cfg.max_steps) save_checkpoint();
   }
   if (progress)

@@ -45,6 +45,14 @@ class Trainer {
   void run();
   StepMetrics train_step();
   std::map<std::string, double> evaluate();  // eval set name -> mean token loss (windows split over ranks)
+  // eval set name -> the reference's mean token loss on the same windows: from slm.eval_reference, else from the
+  // run's online or self reference; empty when there is none (an offline reference alone needs
+  // slm.eval_reference). Computed once, or at every call when the reference moves (self_reference ema).
+  std::map<std::string, double> evaluate_reference();
+  // Both, logged (log.jsonl eval lines with reference_loss and gap; stderr), with the catch-up warnings, and
+  // slm.handoff applied when the first eval set's gap comes within slm.catchup_margin. run() calls it every
+  // data.eval_every steps.
+  void log_evaluation();
   void save_checkpoint();                    // collective under data parallelism; rank 0 writes
   void export_hf(const std::string& dir);
   Llama& model();

@@ -185,14 +185,16 @@ def main():
     steps = cfg["pretrain"]["steps"]
     history = {"train": {"checkpoint_every": max(1, steps // 10), "keep_checkpoints": 11}}
     runs = {"clm": [], "slm": []}
+    # Every run's evaluations show the reference's loss on the target set beside its own (slm.eval_reference).
+    beside = {"eval_reference": str(ref / "hf")}
     for seed in cfg["seeds"]:
         first = history if seed == cfg["seeds"][0] else {}
-        runs["clm"].append(train(f"clm-seed{seed}", tok_corpus, cfg["pretrain"], seed, first))
+        runs["clm"].append(train(f"clm-seed{seed}", tok_corpus, cfg["pretrain"], seed, {**first, "slm": beside}))
         runs["slm"].append(train(f"slm-seed{seed}", tok_corpus, cfg["pretrain"], seed, {
             "train": {"stage": "slm", **first.get("train", {})},
-            "slm": {**paper, "reference_losses": str(losses)}}))
+            "slm": {**paper, "reference_losses": str(losses), **beside}}))
     for name, v in variants.items():
-        settings = {**paper, **v.get("slm", {})}
+        settings = {**paper, **beside, **v.get("slm", {})}
         if "self_reference" not in settings:
             settings["reference_losses"] = ref_losses[:v.get("references", 1)]
         runs[name] = [train(f"{name}-seed{seed}", tok_corpus, cfg["pretrain"], seed,

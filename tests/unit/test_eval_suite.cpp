@@ -1,6 +1,7 @@
 // The math benchmark suite: the answer rules, the judge, the benchmark files and prompts, the tool loop and
 // the sandbox that runs model-written code.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -93,6 +94,20 @@ TEST_CASE("symbolic equivalence reads LaTeX and plain syntax", "[judge]") {
   for (const char* bad : {"x <", "\\text{no}", "\\frac{1}", "2^{100000}", "1000!", "(((", "3,4"})
     CHECK_FALSE(rho::read_math_expression(bad).has_value());
   CHECK_FALSE(rho::symbolic_equal("2^{100000}", "2^{100000}"));
+  // Nested powers fold into one (GiNaC): their size is bounded as a whole, and expansions too big are not tried
+  CHECK_FALSE(rho::read_math_expression("{{{2^{1000}}^{1000}}^{1000}}^{1000}").has_value());
+  CHECK_FALSE(rho::symbolic_equal("{{{x+1}^{64}}^{64}}^{64}", "{{{x+1}^{64}}^{64}}^{64}+1"));
+  CHECK(rho::symbolic_equal("(a+b+c+d+e+f+g+h)^{64}", "(h+g+f+e+d+c+b+a)^{64}"));
+  // A pole at a sample point is skipped, not thrown
+  CHECK_NOTHROW(rho::symbolic_equal("\\frac{1}{13x-1}", "y"));
+  CHECK(rho::symbolic_equal("\\frac{1}{13x-1}", "\\frac{2}{26x-2}"));
+  // Python's slicing and float(): a multi-byte last character, '_' only between digits, beyond the double range
+  CHECK_NOTHROW(rho::math_equal("(1,2)\xC3\xA9", "(1,2)"));
+  CHECK_FALSE(rho::math_equal("_", "0"));
+  CHECK(rho::parse_digits("1_000") == 1000.0);
+  CHECK_FALSE(rho::parse_digits("1__0").has_value());
+  CHECK(std::isinf(*rho::parse_digits("1e400")));
+  CHECK_FALSE(rho::math_equal("", ""));
   CHECK_FALSE(rho::read_math_expression("(x+y+z)^{1000}").has_value());  // its expansion would not end soon
   CHECK_FALSE(rho::symbolic_equal("\\frac{1}{0}", "\\frac{1}{0}"));
 }
@@ -258,6 +273,8 @@ TEST_CASE("the sandbox stops hostile programs and leaves nothing changed outside
   o.cpu_seconds = 2;
   o.wall_seconds = 4;
   o.output_bytes = 1 << 16;
+  o.folder_bytes = 8 << 20;
+  o.file_bytes = 4 << 20;
   using S = rho::SandboxResult::Status;
   struct Case {
     const char* what;
@@ -282,6 +299,16 @@ TEST_CASE("the sandbox stops hostile programs and leaves nothing changed outside
       {"a file past the size limit", "f = open('big', 'wb')\nwhile True:\n    f.write(b'x' * 1000000)\n", S::Error,
        "File too large"},
       {"signalling the parent", "import os, signal\nos.kill(os.getppid(), signal.SIGTERM)\n", S::Error, "PermissionError"},
+      {"a Unix socket", "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('/run/dbus/system_bus_socket')\n",
+       S::Error, "PermissionError"},
+      {"changing a file's mode outside", "import os\nos.chmod('" + (home / ".ssh/id_rsa").string() + "', 0o777)\n",
+       S::Error, "PermissionError"},
+      {"many files past the folder limit",
+       "for i in range(100):\n    open(f'f{i}', 'wb').write(b'x' * 1000000)\nimport time\ntime.sleep(60)\n",
+       S::FolderLimit, "written"},
+      {"closing its output and sleeping", "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n", S::WallLimit,
+       "Timeout"},
+      {"memory outside its address-space limit", "import os\nfd = os.memfd_create('x')\n", S::Error, "PermissionError"},
   };
   for (const auto& c : cases) {
     INFO(c.what);
@@ -292,6 +319,7 @@ TEST_CASE("the sandbox stops hostile programs and leaves nothing changed outside
     CHECK(r.seconds < o.wall_seconds + 2);
   }
   CHECK_FALSE(fs::exists(outside));
+  CHECK((fs::status(home / ".ssh/id_rsa").permissions() & fs::perms::others_write) == fs::perms::none);
   std::ifstream key(home / ".ssh/id_rsa");
   std::string content((std::istreambuf_iterator<char>(key)), std::istreambuf_iterator<char>());
   CHECK(content == "SECRET KEY\n");

@@ -2,6 +2,9 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <fstream>
 #include <map>
 
@@ -340,6 +343,121 @@ TEST_CASE("SLM self-reference frozen equals the starting weights as an online re
     CHECK(a.kept_score == b.kept_score);
   }
   CHECK(same_weights(weights(self), weights(online)));
+}
+
+TEST_CASE("the reference's loss on each eval set is logged beside the model's, and catching up is warned once",
+          "[train][slm]") {
+  rho::test::TempDir dir;
+  // The reference: an untrained model (another seed), which the trained model soon passes.
+  auto other = tiny_run(dir, "other", {"run.seed=7"});
+  const std::string ref_dir = export_initial_weights(other, dir.str("ref"));
+  auto cfg = tiny_run(dir, "slm", {"train.stage=slm", "slm.reference_model=" + ref_dir, "slm.catchup_margin=0.5"});
+  rho::Trainer t(cfg, false);
+  const auto reference = t.evaluate_reference();
+  REQUIRE(reference.count("heldout"));
+  // It is the reference model's own loss on the eval windows.
+  auto as_model = tiny_run(dir, "as_model");
+  as_model.init_from = ref_dir;
+  CHECK(rho::Trainer(as_model, false).evaluate().at("heldout") == Approx(reference.at("heldout")).epsilon(1e-6));
+  t.run();
+  std::vector<nlohmann::json> evals, warnings;
+  std::istringstream log(rho::read_text_file(cfg.out_dir + "/log.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] == "eval") evals.push_back(j);
+    if (j["type"] == "warning") warnings.push_back(j);
+  }
+  REQUIRE(evals.size() == 4);  // steps 0, 5, 10, 12
+  for (const auto& e : evals) {
+    CHECK(e["reference_loss"].get<double>() == reference.at("heldout"));  // computed once
+    CHECK(e["gap"].get<double>() == Approx(e["loss"].get<double>() - reference.at("heldout")));
+  }
+  CHECK(evals.back()["gap"].get<double>() < evals.front()["gap"].get<double>());
+  REQUIRE(warnings.size() >= 1);
+  CHECK(std::count_if(warnings.begin(), warnings.end(), [](const auto& w) {
+          return w["message"].template get<std::string>().find("caught up with its reference on 'heldout'") != std::string::npos;
+        }) == 1);
+
+  // An offline reference alone has no losses for the eval text; slm.eval_reference gives them, in any stage.
+  auto clm = tiny_run(dir, "clm_ref", {"slm.eval_reference=" + ref_dir});
+  CHECK(rho::Trainer(clm, false).evaluate_reference().at("heldout") == reference.at("heldout"));
+  CHECK(rho::Trainer(tiny_run(dir, "plain"), false).evaluate_reference().empty());
+}
+
+TEST_CASE("slm.handoff: clm, anneal and self take over once caught up, and resume is exact across the switch",
+          "[train][slm]") {
+  rho::test::TempDir dir;
+  auto other = tiny_run(dir, "other", {"run.seed=7"});
+  const std::string ref = "slm.reference_model=" + export_initial_weights(other, dir.str("ref"));
+  auto handoff_log = [](const rho::TrainConfig& c) {
+    std::istringstream log(rho::read_text_file(c.out_dir + "/log.jsonl"));
+    std::vector<nlohmann::json> out;
+    for (std::string line; std::getline(log, line);)
+      if (nlohmann::json::parse(line)["type"] == "handoff") out.push_back(nlohmann::json::parse(line));
+    return out;
+  };
+  // A margin no loss misses: the handoff is made at the step-0 evaluation.
+  const std::string always = "slm.catchup_margin=100";
+  // clm: from then on, plain CLM, byte for byte.
+  {
+    auto cfg = tiny_run(dir, "to-clm", {"train.stage=slm", ref, always, "slm.handoff=clm"});
+    rho::Trainer t(cfg, false), clm(tiny_run(dir, "clm"), false);
+    t.log_evaluation();
+    for (int i = 0; i < 4; ++i) {
+      CHECK(t.train_step().selected_fraction == 1.0);
+      clm.train_step();
+    }
+    CHECK(same_weights(weights(t), weights(clm)));
+  }
+  // anneal: the ratio rises linearly from slm.ratio (0.6) to 1 over handoff_steps.
+  {
+    auto cfg = tiny_run(dir, "anneal", {"train.stage=slm", ref, always, "slm.handoff=anneal", "slm.handoff_steps=4",
+                                        "slm.scope=step"});
+    rho::Trainer t(cfg, false);
+    t.log_evaluation();
+    for (double want : {0.6, 0.7, 0.8, 0.9, 1.0, 1.0}) CHECK(t.train_step().selected_fraction == Approx(want).epsilon(0.03));
+  }
+  // self: a moving average of the model from the switch on, as self_reference ema from the start.
+  {
+    auto cfg = tiny_run(dir, "to-self", {"train.stage=slm", ref, always, "slm.handoff=self", "slm.ema_decay=0.9"});
+    auto ema = tiny_run(dir, "ema", {"train.stage=slm", "slm.self_reference=ema", "slm.ema_decay=0.9"});
+    rho::Trainer t(cfg, false), e(ema, false);
+    t.log_evaluation();
+    REQUIRE(handoff_log(cfg).size() == 1);
+    CHECK(handoff_log(cfg)[0]["step"] == 0);
+    for (int i = 0; i < 4; ++i) CHECK(t.train_step().kept_score == e.train_step().kept_score);
+    CHECK(same_weights(weights(t), weights(e)));
+  }
+  // Resume across the switch: the handoff made at step 5 (the trained model passes the untrained reference by
+  // more than 0.2 nats there, not at step 0) is in the checkpoint with its moving average.
+  for (const char* policy : {"self", "anneal"}) {
+    INFO(policy);
+    const std::vector<std::string> o = {"train.stage=slm", ref, "slm.catchup_margin=-0.2",
+                                        std::string("slm.handoff=") + policy, "slm.handoff_steps=4"};
+    auto full_cfg = tiny_run(dir, std::string("full-") + policy, o);
+    rho::Trainer full(full_cfg, false);
+    full.run();
+    REQUIRE(handoff_log(full_cfg).size() == 1);
+    CHECK(handoff_log(full_cfg)[0]["step"] == 5);
+    auto cut_cfg = full_cfg;
+    cut_cfg.out_dir = dir.str(std::string("cut-") + policy);
+    {
+      rho::Trainer first(cut_cfg, false);
+      first.log_evaluation();
+      for (int i = 0; i < 5; ++i) first.train_step();
+      first.log_evaluation();  // the handoff
+      for (int i = 0; i < 2; ++i) first.train_step();
+      first.save_checkpoint();
+      first.train_step();  // lost
+    }
+    rho::Trainer resumed(cut_cfg, true);
+    CHECK(resumed.step() == 7);
+    resumed.run();
+    CHECK(same_weights(weights(full), weights(resumed)));
+  }
+  // A handoff needs the reference's loss on an eval set.
+  CHECK_THROWS_WITH(tiny_run(dir, "bad", {"train.stage=slm", "slm.self_reference=frozen", "slm.handoff=clm"}),
+                    Contains("slm.handoff clm needs"));
 }
 
 TEST_CASE("SLM self-reference ema: the reference is a moving average of the weights after each step", "[train][slm]") {
