@@ -1,6 +1,8 @@
 #include "librho/train/config.h"
 
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
@@ -324,6 +326,9 @@ const std::vector<Key>& keys() {
         list_field("slm", "eval_reference", RHO_GET(eval_reference),
                    "model(s) whose loss on each `data.eval` set is logged beside the model's (default: the online "
                    "or self reference)"),
+        list_field("slm", "eval_reference_losses", RHO_GET(eval_reference_losses),
+                   "NAME=DIR: the reference's rho_score output for eval set NAME (scored with `data.seq_len`), "
+                   "instead of running a model"),
         field("slm", "catchup_margin", RHO_GET(catchup_margin),
               "caught up: the first eval set's loss within this many nats of the reference's (< 0: below it by that)"),
         enum_field("slm", "handoff", RHO_GET(handoff), kHandoffNames,
@@ -437,11 +442,24 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   if (c.stage == Stage::Slm && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random && kinds != 1)
     throw Error(fmt::format("{}: stage slm with rule '{}' needs exactly one of slm.reference_losses, "
                             "slm.reference_model and slm.self_reference", source, to_string(c.slm.rule)));
+  for (const auto& spec : c.eval_reference_losses) {
+    const auto eq = spec.find('=');
+    const std::string name = eq == std::string::npos ? "" : spec.substr(0, eq);
+    const bool known = std::any_of(c.eval_sets.begin(), c.eval_sets.end(), [&](const EvalSet& e) { return e.name == name; });
+    if (eq == std::string::npos || eq + 1 == spec.size() || !known)
+      throw Error(fmt::format("{}: 'slm.eval_reference_losses' entry '{}' must be NAME=DIR with NAME a data.eval set",
+                              source, spec));
+  }
   if (c.handoff != Handoff::None) {  // a handoff is triggered by the reference's loss on the first eval set
-    const bool eval_loss = !c.eval_reference.empty() || (!c.reference_model.empty() && c.reference_losses.empty());
+    const bool offline_eval = !c.eval_sets.empty() &&
+                              std::any_of(c.eval_reference_losses.begin(), c.eval_reference_losses.end(),
+                                          [&](const std::string& s) { return s.rfind(c.eval_sets.front().name + "=", 0) == 0; });
+    const bool eval_loss = offline_eval || !c.eval_reference.empty() ||
+                           (!c.reference_model.empty() && c.reference_losses.empty());
     if (c.stage != Stage::Slm || c.eval_sets.empty() || !eval_loss || c.self_reference != SelfReference::None)
       throw Error(fmt::format("{}: slm.handoff {} needs stage slm, a data.eval set, and the reference's loss on it "
-                              "(slm.eval_reference, or online reference models only); not a self-reference",
+                              "(slm.eval_reference or slm.eval_reference_losses, or online reference models only); "
+                              "not a self-reference",
                               source, enum_name(kHandoffNames, c.handoff)));
   }
   return c;

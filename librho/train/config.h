@@ -75,6 +75,7 @@ struct TrainConfig {
   double ema_decay = 0.999;             // self_reference ema: ema = decay * ema + (1 - decay) * weights, per step
   int64_t slm_start_step = 0;           // warm start: plain CLM before this step (slm.start_step / start_fraction)
   std::vector<std::string> eval_reference;  // models whose loss on the eval sets is logged beside the model's
+  std::vector<std::string> eval_reference_losses;  // "NAME=DIR": rho_score output for eval set NAME, instead
   double catchup_margin = 0.0;          // warn when the first eval set's loss comes within this of the reference's
   Handoff handoff = Handoff::None;      // and then do this (slm.handoff)
   int64_t handoff_steps = 100;          // anneal: steps over which the ratio rises to 1

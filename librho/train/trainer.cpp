@@ -111,6 +111,7 @@ struct Trainer::State {
   Llama model{nullptr};
   std::unique_ptr<ReferenceSource> reference;  // SLM's reference losses (librho/slm/reference.h)
   std::unique_ptr<ReferenceSource> eval_reference;     // slm.eval_reference: the reference's loss on the eval sets
+  std::map<std::string, std::unique_ptr<LossDataset>> eval_reference_offline;  // slm.eval_reference_losses
   std::map<std::string, double> eval_reference_loss;  // per eval set, once (unless the reference moves)
   bool warned_caught_up = false, warned_kept_score = false;
   int64_t handoff_step = -1;                          // slm.handoff took over after this step (-1: not yet)
@@ -138,7 +139,8 @@ struct Trainer::State {
     at::Tensor targets() const { return tokens.narrow(1, 1, tokens.size(1) - 1); }
   };
 
-  double eval_mean(const TokenDataset& data, const std::function<at::Tensor(const DeviceBatch&)>& losses);
+  // Mean token loss over an eval set's windows; losses(batch, target positions [batch, seq]) -> [batch, seq].
+  double eval_mean(const TokenDataset& data, const std::function<at::Tensor(const DeviceBatch&, const at::Tensor&)>& losses);
 
   DeviceBatch load(const Batch& b, bool with_reference) {
     DeviceBatch d;
@@ -248,6 +250,16 @@ void Trainer::State::init_data() {
   lo.pin_memory = device.is_cuda();
   loader = std::make_unique<BatchLoader>(train, lo);
   for (const auto& e : cfg.eval_sets) evals.emplace_back(e.name, std::make_shared<TokenDataset>(TokenDataset::open(e.path)));
+  for (const auto& spec : cfg.eval_reference_losses) {  // NAME=DIR, checked by the config
+    const std::string name = spec.substr(0, spec.find('=')), dir = spec.substr(spec.find('=') + 1);
+    auto losses = std::make_unique<LossDataset>(LossDataset::open(dir));
+    for (const auto& [n, data] : evals)
+      if (n == name) losses->check_matches(*data);
+    if (losses->manifest().seq_len != cfg.seq_len)
+      throw Error(fmt::format("{}: scored with seq_len {}, but the evaluation windows are data.seq_len {} "
+                              "(slm.eval_reference_losses {})", dir, losses->manifest().seq_len, cfg.seq_len, name));
+    eval_reference_offline[name] = std::move(losses);
+  }
 }
 
 void Trainer::State::init_slm() {
@@ -483,7 +495,8 @@ StepMetrics Trainer::train_step() {
 
 // Mean token loss over an eval set's first eval_batches * batch_size windows (the same tokens every time; rank r
 // takes every world-th batch), with `losses(device_batch)` giving [batch, seq] losses.
-double Trainer::State::eval_mean(const TokenDataset& data, const std::function<at::Tensor(const DeviceBatch&)>& losses) {
+double Trainer::State::eval_mean(const TokenDataset& data,
+                                 const std::function<at::Tensor(const DeviceBatch&, const at::Tensor&)>& losses) {
   const int64_t T = cfg.seq_len, windows = (data.num_tokens() - 1) / T;
   const int64_t n = std::min(windows, cfg.eval_batches * cfg.batch_size);
   if (n == 0) throw Error(fmt::format("{}: fewer than seq_len+1 tokens to evaluate on", data.dir()));
@@ -495,9 +508,11 @@ double Trainer::State::eval_mean(const TokenDataset& data, const std::function<a
     std::vector<at::Tensor> rows;
     for (int64_t w = w0; w < std::min(n, w0 + cfg.batch_size); ++w) rows.push_back(data.slice(w * T, T + 1));
     b.tokens = at::stack(rows);
+    const auto first = at::arange(w0, w0 + b.tokens.size(0), at::kLong).unsqueeze(1) * T;
+    const auto targets = first + at::arange(1, T + 1, at::kLong).unsqueeze(0);  // dataset positions, [batch, T]
     const auto d = load(b, /*with_reference=*/false);
     auto valid = d.valid.to(at::kFloat);
-    sum += (losses(d).to(at::kFloat) * valid).sum().item<double>();
+    sum += (losses(d, targets).to(valid.device()).to(at::kFloat) * valid).sum().item<double>();
     count += valid.sum().item<int64_t>();
   }
   auto totals = at::tensor({sum, static_cast<double>(count)}, at::kDouble);
@@ -511,19 +526,30 @@ std::map<std::string, double> Trainer::evaluate() {
   at::NoGradGuard no_grad;
   s.model->eval();
   for (const auto& [name, data] : s.evals)
-    out[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d) { return s.forward_loss(d); });
+    out[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d, const at::Tensor&) { return s.forward_loss(d); });
   s.model->train();
   return out;
 }
 
 std::map<std::string, double> Trainer::evaluate_reference() {
   auto& s = *s_;
-  const ReferenceSource* ref = s.eval_reference ? s.eval_reference.get() : s.reference.get();
-  if (!ref || !ref->has_model_losses()) return {};
-  if (!s.eval_reference_loss.empty() && !ref->moves()) return s.eval_reference_loss;
+  const ReferenceSource* model_ref = s.eval_reference ? s.eval_reference.get() : s.reference.get();
+  if (model_ref && !model_ref->has_model_losses()) model_ref = nullptr;
   at::NoGradGuard no_grad;
-  for (const auto& [name, data] : s.evals)
-    s.eval_reference_loss[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d) { return ref->model_losses(d.tokens); });
+  for (const auto& [name, data] : s.evals) {
+    const auto offline = s.eval_reference_offline.find(name);
+    const bool known = s.eval_reference_loss.count(name) > 0;
+    if (offline != s.eval_reference_offline.end()) {  // rho_score's losses of the same windows' targets
+      if (!known)
+        s.eval_reference_loss[name] = s.eval_mean(*data, [&](const State::DeviceBatch&, const at::Tensor& targets) {
+          return offline->second->gather(targets);
+        });
+    } else if (model_ref && (!known || model_ref->moves())) {
+      s.eval_reference_loss[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d, const at::Tensor&) {
+        return model_ref->model_losses(d.tokens);
+      });
+    }
+  }
   return s.eval_reference_loss;
 }
 

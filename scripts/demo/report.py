@@ -216,6 +216,13 @@ def write(out, cfg, runs, evals, view, categories=None):
         for c in curves[k]:
             series.append(("", COLORS[k], 1, "4 3", c))
         series.append((f"{NAMES[k]} (mean)", COLORS[k], 3, None, mean_curve(curves[k])))
+    # The reference's loss on the same evaluation windows (the runs' eval lines carry it): where the curves pass
+    # it, the model has caught up with its reference (docs/training.md).
+    ref_line = [j["reference_loss"] for j in map(json.loads, (Path(runs["slm"][0]) / "log.jsonl").read_text().splitlines())
+                if j.get("type") == "eval" and j.get("set") == "target" and "reference_loss" in j]
+    if ref_line:
+        xs = [x for *_, pts in series for x, _ in pts]
+        series.append(("reference", "#777", 2, "2 3", [(min(xs), ref_line[-1]), (max(xs), ref_line[-1])]))
     (rep / "target_loss.svg").write_text(svg_lines(series, "Target-domain loss (held-out clean problems)",
                                                     "training tokens", "loss"))
     sel = []

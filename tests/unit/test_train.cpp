@@ -378,10 +378,26 @@ TEST_CASE("the reference's loss on each eval set is logged beside the model's, a
           return w["message"].template get<std::string>().find("caught up with its reference on 'heldout'") != std::string::npos;
         }) == 1);
 
-  // An offline reference alone has no losses for the eval text; slm.eval_reference gives them, in any stage.
+  // An offline reference alone has no losses for the eval text; slm.eval_reference gives them, in any stage, and
+  // so does the reference's rho_score output for the eval set (slm.eval_reference_losses).
   auto clm = tiny_run(dir, "clm_ref", {"slm.eval_reference=" + ref_dir});
   CHECK(rho::Trainer(clm, false).evaluate_reference().at("heldout") == reference.at("heldout"));
   CHECK(rho::Trainer(tiny_run(dir, "plain"), false).evaluate_reference().empty());
+  {
+    auto ref_model = rho::load_hf_model(ref_dir);
+    rho::ScoreOptions so;
+    so.seq_len = 32;  // data.seq_len
+    so.progress = false;
+    rho::TokenScorer(ref_model, ref_model->weights_sha256(), so)
+        .score_dataset(rho::TokenDataset::open(dir.str("eval")), dir.str("eval_losses"));
+    auto scored = tiny_run(dir, "scored", {"slm.eval_reference_losses=heldout=" + dir.str("eval_losses")});
+    CHECK(rho::Trainer(scored, false).evaluate_reference().at("heldout") == Approx(reference.at("heldout")).epsilon(1e-6));
+    CHECK_THROWS_WITH(tiny_run(dir, "bad", {"slm.eval_reference_losses=nosuch=" + dir.str("eval_losses")}),
+                      Contains("NAME=DIR with NAME a data.eval set"));
+    CHECK_THROWS_WITH(rho::Trainer(tiny_run(dir, "wrong", {"slm.eval_reference_losses=heldout=" + dir.str("eval_losses"),
+                                                           "data.seq_len=16"}), false),
+                      Contains("scored with seq_len 32"));
+  }
 }
 
 TEST_CASE("slm.handoff: clm, anneal and self take over once caught up, and resume is exact across the switch",
