@@ -442,6 +442,7 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   if (c.stage == Stage::Slm && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random && kinds != 1)
     throw Error(fmt::format("{}: stage slm with rule '{}' needs exactly one of slm.reference_losses, "
                             "slm.reference_model and slm.self_reference", source, to_string(c.slm.rule)));
+  std::set<std::string> scored_sets;
   for (const auto& spec : c.eval_reference_losses) {
     const auto eq = spec.find('=');
     const std::string name = eq == std::string::npos ? "" : spec.substr(0, eq);
@@ -449,6 +450,8 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
     if (eq == std::string::npos || eq + 1 == spec.size() || !known)
       throw Error(fmt::format("{}: 'slm.eval_reference_losses' entry '{}' must be NAME=DIR with NAME a data.eval set",
                               source, spec));
+    if (!scored_sets.insert(name).second)
+      throw Error(fmt::format("{}: 'slm.eval_reference_losses' names eval set '{}' twice", source, name));
   }
   if (c.handoff != Handoff::None) {  // a handoff is triggered by the reference's loss on the first eval set
     const bool offline_eval = !c.eval_sets.empty() &&
@@ -461,6 +464,13 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
                               "(slm.eval_reference or slm.eval_reference_losses, or online reference models only); "
                               "not a self-reference",
                               source, enum_name(kHandoffNames, c.handoff)));
+    const bool soft = c.slm.weighting == Weighting::Softmax || c.slm.weighting == Weighting::Linear;
+    if (c.handoff == Handoff::Anneal && soft)
+      throw Error(fmt::format("{}: slm.handoff anneal raises the ratio, which slm.weighting {} does not use", source,
+                              enum_name(kWeightingNames, c.slm.weighting)));
+    if (c.handoff == Handoff::Self && c.slm.rule != SelectionRule::Excess && c.slm.rule != SelectionRule::Reference)
+      throw Error(fmt::format("{}: slm.handoff self changes the reference, which slm.rule {} does not use", source,
+                              enum_name(kSelectionRuleNames, c.slm.rule)));
   }
   return c;
 }

@@ -46,8 +46,18 @@ void check_resume_changes(const TrainConfig& cfg, const std::string& checkpoint_
                           int64_t step, bool write_history) {
   std::vector<std::string> refused;
   nlohmann::json accepted = nlohmann::json::array();
+  const TrainConfig defaults;
+  const auto default_values = defaults.differences("{}");  // every key's default, as (key, "", value)
+  auto is_default = [&](const TrainConfig::Change& c) {
+    return std::any_of(default_values.begin(), default_values.end(),
+                       [&](const TrainConfig::Change& d) { return d.key == c.key && d.after == c.after; });
+  };
   for (const auto& c : cfg.differences(checkpoint_yaml)) {
-    const bool allowed = TrainConfig::resume_safe(c.key) ||
+    // A key added to the config since the checkpoint was written, at its default: the same run.
+    if (c.before.empty() && is_default(c)) continue;
+    // With slm.handoff, when and on what the evaluation runs decides the switch: the data.eval keys then count.
+    const bool decides_handoff = cfg.handoff != Handoff::None && c.key.rfind("data.eval", 0) == 0;
+    const bool allowed = (TrainConfig::resume_safe(c.key) && !decides_handoff) ||
                          std::find(cfg.resume_allow.begin(), cfg.resume_allow.end(), c.key) != cfg.resume_allow.end();
     if (allowed)
       accepted.push_back({{"key", c.key}, {"from", c.before}, {"to", c.after}});
@@ -171,11 +181,12 @@ struct Trainer::State {
     return model->token_loss(b.inputs(), b.targets()).to(at::kFloat);
   }
 
-  // A warning, the first time only: on stderr and as a log line {"type": "warning", "step", "message"}.
-  void warn_once(bool& warned, const std::string& message) {
+  // A warning, the first time only: on stderr and as a log line {"type": "warning", "step", "kind", "message"}
+  // (a resumed run reads the kinds already said back from the log).
+  void warn_once(bool& warned, const char* kind, const std::string& message) {
     if (warned) return;
     warned = true;
-    write_log({{"type", "warning"}, {"step", step}, {"message", message}});
+    write_log({{"type", "warning"}, {"step", step}, {"kind", kind}, {"message", message}});
     if (dist->is_main()) std::cerr << "\nrho_pretrain: warning: " << message << "\n";
   }
 
@@ -255,9 +266,10 @@ void Trainer::State::init_data() {
     auto losses = std::make_unique<LossDataset>(LossDataset::open(dir));
     for (const auto& [n, data] : evals)
       if (n == name) losses->check_matches(*data);
-    if (losses->manifest().seq_len != cfg.seq_len)
-      throw Error(fmt::format("{}: scored with seq_len {}, but the evaluation windows are data.seq_len {} "
-                              "(slm.eval_reference_losses {})", dir, losses->manifest().seq_len, cfg.seq_len, name));
+    if (losses->manifest().seq_len != cfg.seq_len || losses->manifest().stride != cfg.seq_len)
+      throw Error(fmt::format("{}: scored with seq_len {} and stride {}, but the evaluation windows are data.seq_len "
+                              "{} with stride {} (slm.eval_reference_losses {})", dir, losses->manifest().seq_len,
+                              losses->manifest().stride, cfg.seq_len, cfg.seq_len, name));
     eval_reference_offline[name] = std::move(losses);
   }
 }
@@ -305,28 +317,33 @@ void Trainer::State::resume_from_checkpoint() {
                             *latest, ck.state.world_size, dist->world_size(), ck.state.world_size));
   check_resume_changes(cfg, ck.state.config_yaml, *latest, ck.state.step, dist->is_main());
   load_model_weights(*model, ck, *latest);
-  if (ck.rng_cpu.defined()) {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(ck.rng_cpu);
-  }
   optim->load_state(ck.optimizer, *latest);
   if (reference) reference->load_state({ck.reference.begin(), ck.reference.end()}, *latest);
   handoff_step = ck.state.handoff_step;
-  if (handoff_step >= 0) {
-    warned_caught_up = true;  // it was said before the checkpoint
-    if (cfg.handoff == Handoff::Self) {
-      start_self_handoff();
-      std::map<std::string, at::Tensor> own;
-      for (const auto& [name, t] : ck.reference)
-        if (name.rfind("handoff.", 0) == 0) own[name.substr(8)] = t;
-      handoff_reference->load_state(own, *latest);
-    }
+  if (handoff_step >= 0 && cfg.handoff == Handoff::Self) {  // (its construction draws from the CPU generator)
+    start_self_handoff();
+    std::map<std::string, at::Tensor> own;
+    for (const auto& [name, t] : ck.reference)
+      if (name.rfind("handoff.", 0) == 0) own[name.substr(8)] = t;
+    handoff_reference->load_state(own, *latest);
+  }
+  if (ck.rng_cpu.defined()) {  // last: as the interrupted run's generator stood
+    auto gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(ck.rng_cpu);
   }
   step = ck.state.step;
   tokens_seen = ck.state.tokens_seen;
   loader->seek(ck.state.loader_step);
   if (dist->is_main()) {
     truncate_log_after(step);
+    // Warnings the run gave up to the checkpoint are not given again.
+    std::ifstream in(fs::path(cfg.out_dir) / "log.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_object() || j.value("type", "") != "warning") continue;
+      warned_caught_up = warned_caught_up || j.value("kind", "") == "caught_up";
+      warned_kept_score = warned_kept_score || j.value("kind", "") == "kept_score";
+    }
     std::cerr << fmt::format("resumed from {} (step {})\n", *latest, step);
   }
 }
@@ -604,7 +621,7 @@ void Trainer::log_evaluation() {
       const bool external = s.eval_reference || cfg.self_reference == SelfReference::None;
       if (external && name == cfg.eval_sets.front().name && cfg.stage == Stage::Slm &&
           loss - r->second <= cfg.catchup_margin) {
-        s.warn_once(s.warned_caught_up, fmt::format(
+        s.warn_once(s.warned_caught_up, "caught_up", fmt::format(
             "the model has caught up with its reference on '{}' (loss {:.4f}, reference {:.4f}, margin {}): SLM "
             "is now selecting against a weaker model", name, loss, r->second, cfg.catchup_margin));
         if (cfg.handoff != Handoff::None && s.handoff_step < 0) {  // every rank sees the same reduced losses
@@ -644,8 +661,8 @@ void Trainer::run() {
                           {"tokens_per_s", tps}, {"selected_fraction", m.selected_fraction}};
       if (cfg.stage == Stage::Slm) {
         if (std::isfinite(m.kept_score) && m.kept_score <= 0 && s.step > cfg.slm_start_step &&
-            cfg.self_reference == SelfReference::None)
-          s.warn_once(s.warned_kept_score, fmt::format(
+            cfg.self_reference == SelfReference::None && cfg.slm.rule == SelectionRule::Excess && s.handoff_step < 0)
+          s.warn_once(s.warned_kept_score, "kept_score", fmt::format(
               "the kept tokens' mean excess loss is {:.4f} <= 0 at step {}: the model has caught up with its reference; "
               "SLM is now selecting against a weaker model", m.kept_score, m.step));
         j["kept_score"] = std::isfinite(m.kept_score) ? nlohmann::json(m.kept_score) : nlohmann::json();

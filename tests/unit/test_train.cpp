@@ -198,6 +198,23 @@ TEST_CASE("resume refuses a changed config that affects the steps, names the key
   CHECK_THAT(history, Contains("\"resumed_at_step\":4") && Contains("optim.max_steps") && Contains("train.log_every"));
   // The same config again: nothing to record.
   rho::Trainer(cfg, true);
+
+  // A checkpoint written before a key existed resumes when the key is at its default (here: the keys of the
+  // catch-up policy, taken out of the saved config), and not when it is set otherwise.
+  const auto ck_dir = rho::checkpoint_dir(cfg.out_dir, 4);
+  auto state = nlohmann::json::parse(rho::read_text_file(ck_dir + "/state.json"));
+  std::string old_yaml, line;
+  std::istringstream yaml(state["config"].get<std::string>());
+  while (std::getline(yaml, line))
+    if (line.find("eval_reference") == std::string::npos && line.find("catchup_margin") == std::string::npos &&
+        line.find("handoff") == std::string::npos)
+      old_yaml += line + "\n";
+  state["config"] = old_yaml;
+  rho::write_file_atomic(ck_dir + "/state.json", state.dump(2) + "\n");
+  CHECK(rho::Trainer(cfg, true).step() == 4);
+  auto margin = cfg;
+  margin.catchup_margin = 0.5;
+  CHECK_THROWS_WITH(rho::Trainer(margin, true), Contains("slm.catchup_margin: (absent) -> 0.5"));
 }
 
 TEST_CASE("SLM with ratio 1.0 trains exactly like CLM, in every scope and accumulation", "[train][slm]") {
@@ -471,9 +488,17 @@ TEST_CASE("slm.handoff: clm, anneal and self take over once caught up, and resum
     resumed.run();
     CHECK(same_weights(weights(full), weights(resumed)));
   }
-  // A handoff needs the reference's loss on an eval set.
+  // A handoff needs the reference's loss on an eval set, and a setting it changes.
   CHECK_THROWS_WITH(tiny_run(dir, "bad", {"train.stage=slm", "slm.self_reference=frozen", "slm.handoff=clm"}),
                     Contains("slm.handoff clm needs"));
+  CHECK_THROWS_WITH(tiny_run(dir, "bad", {"train.stage=slm", ref, "slm.handoff=anneal", "slm.weighting=softmax"}),
+                    Contains("does not use"));
+  CHECK_THROWS_WITH(tiny_run(dir, "bad", {"train.stage=slm", ref, "slm.handoff=self", "slm.rule=current"}),
+                    Contains("does not use"));
+  // With a handoff, the evaluation decides the switch: a resume may not change it unasked.
+  auto moved = tiny_run(dir, "cut-self", {"train.stage=slm", ref, "slm.catchup_margin=-0.2", "slm.handoff=self",
+                                          "slm.handoff_steps=4", "data.eval_every=3"});
+  CHECK_THROWS_WITH(rho::Trainer(moved, true), Contains("data.eval_every: 5 -> 3"));
 }
 
 TEST_CASE("SLM self-reference ema: the reference is a moving average of the weights after each step", "[train][slm]") {
