@@ -18,6 +18,7 @@
 #include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/json_fields.h"
 #include "librho/util/progress.h"
 #include "librho/util/regex.h"
 #include "librho/util/text.h"
@@ -299,20 +300,9 @@ BenchmarkSet load_benchmark(Benchmark b, PromptStyle style, const std::string& e
     set.prompt_file = (fs::path(eval_dir) / prompt).string();
     set.fewshot = trim(read_text_file(set.prompt_file)) + "\n\n\n";
   }
-  std::ifstream in(set.data_file);
-  if (!in) throw Error(fmt::format("{}: cannot open ({} test set)", set.data_file, name_of(b)));
-  std::string text;
   std::set<std::string> ids;
-  for (int64_t line = 1, position = 0; std::getline(in, text); ++line) {
-    if (trim(text).empty()) continue;
-    const std::string source = fmt::format("{}:{}", set.data_file, line);
-    json value;
-    try {
-      value = json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}: not valid JSON ({})", source, e.what()));
-    }
-    if (!value.is_object()) throw Error(fmt::format("{}: not a JSON object", source));
+  int64_t position = 0;
+  for (const auto& [line, value, source] : read_json_lines(set.data_file, limit)) {
     const Row row{value, source};
     BenchmarkItem item;
     item.line = line;
@@ -323,15 +313,12 @@ BenchmarkSet load_benchmark(Benchmark b, PromptStyle style, const std::string& e
     item.gold = strip_math_answer(gold);
     item.gold_solution = std::move(solution);
     item.question = question_of(b, row);
-    std::string lower = item.gold;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string lower = ascii_lower(item.gold);
     if (lower == "true" || lower == "false") item.question += " (True or False)";
     if (lower == "yes" || lower == "no") item.question += " (Yes or No)";
     item.question = trim(item.question);
     set.items.push_back(std::move(item));
-    if (limit > 0 && static_cast<int64_t>(set.items.size()) == limit) break;
   }
-  if (set.items.empty()) throw Error(fmt::format("{}: no items", set.data_file));
   return set;
 }
 
@@ -394,8 +381,8 @@ std::string program_to_run(const std::string& completion) {
   }
   if (!content.empty()) parts.push_back({role, content});
 
-  auto succeeded = [](std::string out) {
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto succeeded = [](const std::string& output) {
+    const std::string out = ascii_lower(output);
     for (const char* bad : {"error", "exception", "no algorithms", "cannot", "nan", "..."})
       if (out.find(bad) != std::string::npos) return false;
     return true;

@@ -14,38 +14,12 @@
 #include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/json_fields.h"
 #include "librho/util/progress.h"
 
 namespace rho {
 namespace {
 using json = nlohmann::json;
-
-struct Item {
-  int64_t line;
-  json value;
-  std::string source;  // "file:line"
-};
-
-std::vector<Item> read_items(const std::string& path, int64_t limit) {
-  std::ifstream in(path);
-  if (!in) throw Error(fmt::format("{}: cannot open", path));
-  std::vector<Item> items;
-  std::string text;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    Item it{line, {}, fmt::format("{}:{}", path, line)};
-    try {
-      it.value = json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}: not valid JSON ({})", it.source, e.what()));
-    }
-    if (!it.value.is_object()) throw Error(fmt::format("{}: not a JSON object", it.source));
-    items.push_back(std::move(it));
-    if (limit > 0 && static_cast<int64_t>(items.size()) == limit) break;
-  }
-  if (items.empty()) throw Error(fmt::format("{}: no items", path));
-  return items;
-}
 
 std::string field_text(const json& item, const std::string& field, const std::string& source) {
   const auto it = item.find(field);
@@ -142,7 +116,7 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
     throw Error(fmt::format("few-shot max_new_tokens {} must be in [1, max_position_embeddings={})",
                             options.max_new_tokens, max_pos));
   const auto t0 = std::chrono::steady_clock::now();
-  const auto items = read_items(options.items, options.limit);
+  const auto items = read_json_lines(options.items, options.limit);
   const auto prefix = prompt_prefix(options.prompt_file, options.separator);
   FewShotResult r;
   r.options = options;
@@ -175,7 +149,7 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
 ChoiceResult run_choice(LlamaImpl& model, const TextTokenizer& tok, const ChoiceOptions& options) {
   check_vocab(model, tok);
   const auto t0 = std::chrono::steady_clock::now();
-  const auto items = read_items(options.items, options.limit);
+  const auto items = read_json_lines(options.items, options.limit);
   const auto prefix = prompt_prefix(options.prompt_file, options.separator);
   ChoiceResult r;
   r.options = options;

@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "librho/util/error.h"
 
@@ -17,6 +19,36 @@ namespace rho {
 inline bool is_sha256(const std::string& s) {
   return s.size() == 64 &&
          std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// One object of a JSON Lines file, with "file:line" for messages.
+struct JsonLine {
+  int64_t line;
+  nlohmann::json value;
+  std::string source;
+};
+
+// The objects of a JSON Lines file (blank lines skipped; limit > 0: the first `limit`). A line that is not a JSON
+// object, or a file with none, is an error naming the file and line.
+inline std::vector<JsonLine> read_json_lines(const std::string& path, int64_t limit = 0) {
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot open", path));
+  std::vector<JsonLine> items;
+  std::string text;
+  for (int64_t line = 1; std::getline(in, text); ++line) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    JsonLine it{line, {}, fmt::format("{}:{}", path, line)};
+    try {
+      it.value = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("{}: not valid JSON ({})", it.source, e.what()));
+    }
+    if (!it.value.is_object()) throw Error(fmt::format("{}: not a JSON object", it.source));
+    items.push_back(std::move(it));
+    if (limit > 0 && static_cast<int64_t>(items.size()) == limit) break;
+  }
+  if (items.empty()) throw Error(fmt::format("{}: no items", path));
+  return items;
 }
 
 struct JsonFields {
