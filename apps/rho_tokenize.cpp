@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   std::string format = "auto", unit = "file", on_error = "stop";
   bool train = false, quiet = false;
   int64_t kill_after = 0;
-  app.add_option("inputs", o.inputs, "files, folders or glob patterns (.gz and .zst are decompressed)")->required();
+  app.add_option("inputs", o.inputs, "files, folders or glob patterns (.gz and .zst are decompressed; .parquet and .arrow are read by column)")->required();
   app.add_option("--out", o.out_dir, "dataset folder to write (or to resume)")->required();
   auto* tok = app.add_option("--tokenizer", o.tokenizer, "SentencePiece .model or Hugging Face tokenizer.json to encode with");
   auto* tr = app.add_flag("--train-tokenizer", train, "train a SentencePiece model on the corpus first");
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
       ->default_val("unigram");
   app.add_option("--train-sentences", o.train_max_sentences, "trained tokenizer: lines of the corpus to learn from")
       ->default_val(o.train_max_sentences);
-  app.add_option("--field", fields, "JSON field(s) holding the text, joined by newlines (default: text)");
+  app.add_option("--field", fields, "JSON field(s) or Parquet/Arrow column(s) holding the text, joined by newlines (default: text)");
   app.add_option("--format", format, "auto (by extension: .jsonl/.json/.ndjson), jsonl or text")
       ->check(CLI::IsMember({"auto", "jsonl", "text"}));
   app.add_option("--text-unit", unit, "plain text: one document per file or per line")

@@ -82,3 +82,47 @@ put("fuzz_manifest", "regress_format_version_wrap", json.dumps(dict(manifest, fo
 # An empty tensor at an unaligned offset: the copy-out path once called memcpy on a null pointer (UBSan).
 put("fuzz_safetensors_header", "regress_unaligned_empty",
     safetensors({"a": ("I8", [1], 1), "b": ("F32", [0], 4), "c": ("I8", [3], 1)}, pad=False))
+
+# fuzz_columnar: a format byte (even: Parquet, odd: Arrow IPC) and a small file of each kind (needs pyarrow).
+try:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def parquet_bytes(table, **kw):
+        sink = io.BytesIO()
+        pq.write_table(table, sink, **kw)
+        return sink.getvalue()
+
+    def ipc_bytes(table, stream):
+        sink = pa.BufferOutputStream()
+        with (pa.ipc.new_stream if stream else pa.ipc.new_file)(sink, table.schema) as w:
+            w.write_table(table, max_chunksize=2)
+        return sink.getvalue().to_pybytes()
+
+    texts = pa.table({"text": ["a cat", "ünïcödé 日本", "", "x" * 40, "last"]})
+    put("fuzz_columnar", "parquet_snappy", b"\x00" + parquet_bytes(texts, row_group_size=2))
+    put("fuzz_columnar", "parquet_zstd", b"\x00" + parquet_bytes(texts, compression="zstd", row_group_size=3))
+    put("fuzz_columnar", "parquet_null", b"\x00" + parquet_bytes(pa.table({"text": ["a", None, "b"]})))
+    put("fuzz_columnar", "parquet_nocolumn", b"\x00" + parquet_bytes(pa.table({"body": ["a"], "n": [1]})))
+    put("fuzz_columnar", "parquet_int", b"\x00" + parquet_bytes(pa.table({"text": [1, 2]})))
+    put("fuzz_columnar", "arrow_file", b"\x01" + ipc_bytes(texts, stream=False))
+    put("fuzz_columnar", "arrow_stream", b"\x01" + ipc_bytes(texts, stream=True))
+    put("fuzz_columnar", "arrow_large", b"\x01" + ipc_bytes(texts.cast(pa.schema([("text", pa.large_string())])), True))
+    put("fuzz_columnar", "empty_parquet", b"\x00")
+    put("fuzz_columnar", "empty_arrow", b"\x01")
+    # Regression: an Arrow IPC batch whose string offsets point past its data (found by fuzz_columnar).
+    put("fuzz_columnar", "regress_ipc_offsets_past_data", bytes.fromhex(
+        "01ffffffff700000001000000000000a000c000600050008000a000000000104000c00000008000800000004000800000004"
+        "0000000100000014000000100014000800060007000c00000010001000000000000114100000001c00000004000000000000"
+        "000400000074657874000000000400040004000000ffffffff9800000014000000000000000c0016000600050008000c000c"
+        "0000000003040018000000580000000000000000000a0018000c00040008000a0000004c0000001000000002000000000000"
+        "0000000000030000000000000000000000000000000000000000000000000000001800000000000000180000000000000040"
+        "0000000000000000000000010000000200000000000000000000000000000000000000000000000500000000000000030000"
+        "00000000000000000000000000000000000000000000000000180000000000000018000000000000002c0000000000000000"
+        "0000000000000000000000000000000000000000000000100000000000000010000000000000000400000000000000000000"
+        "00000e0100000001000000000000000000000000000000000000000000000004000000000000006c61737400000000ffffff"
+        "ff00000000"))
+except ImportError:
+    print("pyarrow is not installed: fuzz_columnar's seeds left as they are")

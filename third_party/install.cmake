@@ -6,6 +6,9 @@ install(TARGETS librho EXPORT librhoTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+if(TARGET rho_columnar)  # the Arrow plugin, beside the library that loads it
+  install(TARGETS rho_columnar LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 install(DIRECTORY librho/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/librho
         FILES_MATCHING PATTERN "*.h" PATTERN "pch.h" EXCLUDE)
 install(EXPORT librhoTargets NAMESPACE librho:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/librho)

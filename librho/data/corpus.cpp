@@ -1,5 +1,7 @@
 #include "librho/data/corpus.h"
 
+#include "librho/data/columnar.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <glob.h>
@@ -249,16 +251,30 @@ CorpusReader::CorpusReader(std::vector<std::string> files, CorpusOptions options
 
 CorpusReader::~CorpusReader() = default;
 
-uint64_t CorpusReader::bytes_done() const { return bytes_before_ + (in_ ? in_->file_offset() : 0); }
+uint64_t CorpusReader::bytes_done() const {
+  if (rows_) return bytes_before_ + static_cast<uint64_t>(rows_->fraction_done() *
+                                                          static_cast<double>(file_sizes_[static_cast<size_t>(pos_.file)]));
+  return bytes_before_ + (in_ ? in_->file_offset() : 0);
+}
+
+std::string record_location(const std::string& path, const CorpusPosition& pos, int64_t line_offset) {
+  if (columnar_kind(path) != ColumnarKind::None) return fmt::format("{}: row {}", path, pos.offset);
+  return fmt::format("{}:{}", path, pos.line + line_offset);
+}
 
 bool CorpusReader::open_next_file() {
   if (pos_.file >= static_cast<int64_t>(files_.size())) return false;
   const auto& path = files_[static_cast<size_t>(pos_.file)];
+  file_has_records_ = pos_.offset > 0;  // resuming inside a file: it had records before
+  file_open_ = true;
+  if (const auto kind = columnar_kind(path); kind != ColumnarKind::None) {
+    rows_ = ColumnarReader::open(path, kind, opt_.fields, static_cast<int64_t>(pos_.offset));
+    return true;
+  }
   in_ = ByteReader::open(path);
   buf_pos_ = buf_len_ = 0;
   json_ = is_json_lines(path, opt_.format);
   whole_file_ = !json_ && opt_.text_unit == TextUnit::File;
-  file_has_records_ = pos_.offset > 0;  // resuming inside a file: it had records before
   // Resuming: skip what earlier runs consumed (decompressed streams cannot seek).
   uint64_t left = pos_.offset;
   while (left > 0) {
@@ -267,7 +283,34 @@ bool CorpusReader::open_next_file() {
                                           pos_.offset));
     left -= got;
   }
-  file_open_ = true;
+  return true;
+}
+
+void CorpusReader::close_file() {
+  bytes_before_ += file_sizes_[static_cast<size_t>(pos_.file)];
+  in_.reset();
+  rows_.reset();
+  file_open_ = false;
+  pos_ = CorpusPosition{pos_.file + 1, 0, 1};
+}
+
+bool CorpusReader::next_row(Record& out) {
+  ColumnarRow row;
+  const int64_t index = pos_.file;
+  if (rows_->next(row)) {
+    const CorpusPosition start{index, static_cast<uint64_t>(row.row), row.row + 1};
+    if (row.next_row >= 0)
+      pos_ = CorpusPosition{index, static_cast<uint64_t>(row.next_row), row.next_row + 1};
+    else
+      close_file();  // an error covering the rest of the file
+    out = Record{start, pos_, std::move(row.text), false, std::move(row.error)};
+    file_has_records_ = true;
+    return true;
+  }
+  const bool had_records = file_has_records_;
+  close_file();
+  if (had_records) return false;
+  out = Record{CorpusPosition{index, 0, 1}, pos_, std::string(), true, {}};
   return true;
 }
 
@@ -299,6 +342,10 @@ bool CorpusReader::read_line(std::string& line) {
 bool CorpusReader::next(Record& out) {
   for (;;) {
     if (!file_open_ && !open_next_file()) return false;
+    if (rows_) {
+      if (next_row(out)) return true;
+      continue;
+    }
     const CorpusPosition start = pos_;
     std::string text;
     bool got;
@@ -312,23 +359,20 @@ bool CorpusReader::next(Record& out) {
       if (got && !json_ && !text.empty() && text.back() == '\r') text.pop_back();  // CRLF files
     }
     if (got && !whole_file_) {
-      out = Record{start, pos_, std::move(text), false};
+      out = Record{start, pos_, std::move(text), false, {}};
       file_has_records_ = true;
       return true;
     }
     // End of this file (a whole text file ends after its one record).
     const bool had_records = file_has_records_ || got;
     const int64_t index = pos_.file;
-    bytes_before_ += file_sizes_[static_cast<size_t>(index)];
-    in_.reset();
-    file_open_ = false;
-    pos_ = CorpusPosition{index + 1, 0, 1};
+    close_file();
     if (got) {
-      out = Record{start, pos_, std::move(text), false};
+      out = Record{start, pos_, std::move(text), false, {}};
       return true;
     }
     if (!had_records) {
-      out = Record{CorpusPosition{index, 0, 1}, pos_, std::string(), true};
+      out = Record{CorpusPosition{index, 0, 1}, pos_, std::string(), true, {}};
       return true;
     }
   }
@@ -337,6 +381,10 @@ bool CorpusReader::next(Record& out) {
 bool record_text(Record& r, bool json_lines, const std::vector<std::string>& fields, std::string& text,
                  std::string& error, int64_t& error_line) {
   error_line = 0;
+  if (!r.error.empty()) {
+    error = r.error;
+    return false;
+  }
   const size_t bad = find_invalid_utf8(r.raw);
   if (bad != std::string_view::npos) {
     const size_t line_start = bad == 0 ? std::string::npos : r.raw.rfind('\n', bad - 1);

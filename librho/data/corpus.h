@@ -1,6 +1,7 @@
 #pragma once
 // Reading a text corpus: input lists (files, folders, globs), transparent .gz / .zst decompression, records
-// (JSON Lines, text lines or whole text files) with their position, and the text of each document.
+// (JSON Lines, text lines, whole text files, or rows of Parquet and Arrow files: librho/data/columnar.h) with their
+// position, and the text of each document.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -9,11 +10,15 @@
 
 namespace rho {
 
-enum class InputFormat { Auto, JsonLines, Text };  // Auto: .jsonl / .json / .ndjson (before .gz/.zst) are JSON Lines
+class ColumnarReader;
+
+// Auto: .jsonl / .json / .ndjson (before .gz/.zst) are JSON Lines. Parquet and Arrow files are known by their names
+// (columnar_kind) whatever the format says.
+enum class InputFormat { Auto, JsonLines, Text };
 enum class TextUnit { File, Line };                 // plain text: one document per file, or per line
 
 struct CorpusOptions {
-  std::vector<std::string> fields{"text"};  // JSON Lines: the fields of a document, joined by "\n"
+  std::vector<std::string> fields{"text"};  // JSON Lines fields / Parquet and Arrow columns, joined by "\n"
   InputFormat format = InputFormat::Auto;
   TextUnit text_unit = TextUnit::File;
 };
@@ -38,7 +43,8 @@ class ByteReader {
   virtual uint64_t file_offset() const = 0;  // bytes of the file itself consumed so far (progress)
 };
 
-// Where a record starts (or a reader resumes): file index, decompressed byte offset, 1-based line.
+// Where a record starts (or a reader resumes): file index, decompressed byte offset, 1-based line. In a Parquet or
+// Arrow file: the 0-based row as offset, and that row + 1 as line.
 struct CorpusPosition {
   int64_t file = 0;
   uint64_t offset = 0;
@@ -50,7 +56,11 @@ struct Record {
   CorpusPosition pos, end;  // end: where the next record's search begins
   std::string raw;          // a line (without its newline) or a whole file
   bool empty_file = false;  // the file held no documents at all (raw is empty)
+  std::string error;        // a Parquet or Arrow unit that could not be read (raw is empty): what is wrong
 };
+
+// Where a record is, for messages: "file:line" (text, JSON Lines), "file: row N" (Parquet, Arrow; 0-based row).
+std::string record_location(const std::string& path, const CorpusPosition& pos, int64_t line_offset = 0);
 
 // Records of a list of files in order, from a given position on. Blank lines (and blank text files) are no
 // records; a file without any record yields one empty_file record.
@@ -65,10 +75,13 @@ class CorpusReader {
  private:
   bool open_next_file();
   bool read_line(std::string& line);  // false at the end of the current file
+  bool next_row(Record& out);         // a Parquet or Arrow file's next row; false at its end
+  void close_file();                  // on to the next file
   std::vector<std::string> files_;
   CorpusOptions opt_;
   CorpusPosition pos_;
   std::unique_ptr<ByteReader> in_;
+  std::unique_ptr<ColumnarReader> rows_;  // the current file is Parquet or Arrow
   std::vector<char> buf_;
   size_t buf_pos_ = 0, buf_len_ = 0;
   bool json_ = false, whole_file_ = false, file_has_records_ = false, file_open_ = false;
@@ -77,7 +90,8 @@ class CorpusReader {
 };
 
 // The document text of a record (a text record's raw bytes are moved into it), or false with `error` set to
-// what is wrong (the caller adds file and line): invalid UTF-8, malformed JSON, a missing or non-string field.
+// what is wrong (the caller adds file and line): invalid UTF-8, malformed JSON, a missing or non-string field, a
+// record's own error.
 // `error_line` is the line of the fault counted from the record's first line (whole text files span many lines).
 bool record_text(Record& r, bool json_lines, const std::vector<std::string>& fields, std::string& text,
                  std::string& error, int64_t& error_line);

@@ -168,7 +168,7 @@ class TrainingSentences : public sentencepiece::SentenceIterator {
           return true;
         }
         if (!opt_.skip_bad_input) {
-          error_ = fmt::format("{}:{}: {}", files_[static_cast<size_t>(r.pos.file)], r.pos.line + line, what);
+          error_ = fmt::format("{}: {}", record_location(files_[static_cast<size_t>(r.pos.file)], r.pos, line), what);
           return false;
         }
       }
@@ -431,12 +431,12 @@ void TokenizeJob::encode(Chunk& c, const Encoder& enc) const {
       d.error = fmt::format("{}:1: empty file (no documents)", path);
     } else if (!record_text(r, json_[static_cast<size_t>(r.pos.file)], opt_.corpus.fields, text, what, line)) {
       d.kind = Chunk::kBadRecord;
-      d.error = fmt::format("{}:{}: {}", path, r.pos.line + line, what);
+      d.error = fmt::format("{}: {}", record_location(path, r.pos, line), what);
     } else {
       std::string failure;
       if (!enc.encode(text, &d.ids, &failure)) {
         // Handed to the writer after the documents before it, like a read error: failures stay in input order.
-        c.read_error = std::make_exception_ptr(Error(fmt::format("{}:{}: {}", path, r.pos.line, failure)));
+        c.read_error = std::make_exception_ptr(Error(fmt::format("{}: {}", record_location(path, r.pos), failure)));
         c.docs.resize(i);
         break;
       }
@@ -531,8 +531,8 @@ void TokenizeJob::write_doc(Chunk::Doc& d) {
   if (resume_.doc_tokens_done > 0) {  // the first record is the document an earlier run cut at a shard end
     const size_t len = d.ids.size() + (manifest_.bos_id >= 0) + 1;
     if (d.kind != Chunk::kTokens || !(d.pos == resume_.pos) || static_cast<size_t>(resume_.doc_tokens_done) >= len)
-      throw Error(fmt::format("{}:{}: the input differs from when the interrupted run read it; pass --overwrite to "
-                              "start over", files_[static_cast<size_t>(d.pos.file)], d.pos.line));
+      throw Error(fmt::format("{}: the input differs from when the interrupted run read it; pass --overwrite to "
+                              "start over", record_location(files_[static_cast<size_t>(d.pos.file)], d.pos)));
     i = static_cast<size_t>(resume_.doc_tokens_done);
     resume_.doc_tokens_done = 0;
   }

@@ -467,19 +467,20 @@ void SLMStep::score(int64_t i, const at::Tensor& current_loss) {
 
 SLMLossOutput SLMStep::loss(int64_t i, const at::Tensor& token_loss) {
   const auto& b = batches_.at(i);
-  at::Tensor w;
+  at::Tensor w, scores;
   if (!selector_) {
     w = b.valid;
   } else if (per_micro_batch(scope_)) {
     const uint64_t draw = draw_base_ + i;
-    w = selector_->select({selector_->score(token_loss, b.reference, b.valid, draw)}, {b.valid}, ratio_, draw,
-                          tally_)[0];
+    scores = selector_->score(token_loss, b.reference, b.valid, draw);
+    w = selector_->select({scores}, {b.valid}, ratio_, draw, tally_)[0];
   } else {
     TORCH_CHECK(!weights_.empty(), "SLMStep::loss: scope ", to_string(scope_),
                 " selects over the whole step: score() every micro-batch first");
     w = weights_[i];
+    scores = scores_[i];
   }
-  return {masked_loss_sum(token_loss, w, denominator_), w};
+  return {masked_loss_sum(token_loss, w, denominator_), w, scores};
 }
 
 SLMLossImpl::Output SLMLossImpl::forward(const at::Tensor& token_loss, const at::Tensor& reference_loss,

@@ -187,6 +187,7 @@ struct SLMLossOutput {
   at::Tensor loss;     // sum(weight * token loss) / the step's denominator: a differentiable scalar; the sum over
                        // the step's micro-batches (and ranks) is the step's objective
   at::Tensor weights;  // [batch, seq]: a bool mask (hard, stochastic, CLM) or fp32 weights (softmax, linear)
+  at::Tensor scores;   // [batch, seq] fp32: the scores selected from (NaN where never weighed); undefined for CLM
 };
 
 // One optimizer step of selective (or plain causal) language modeling over `batches` micro-batches, every scope:

@@ -288,6 +288,11 @@ const std::vector<Key>& keys() {
         field("train", "activation_checkpointing", RHO_GET(activation_checkpointing),
               "recompute each layer in backward (less memory)"),
         field("train", "log_every", RHO_GET(log_every), "steps between log lines", positive, "must be > 0"),
+        field("train", "tensorboard", RHO_GET(tensorboard),
+              "write TensorBoard event files beside `log.jsonl` (`tensorboard --logdir` on the run's folder)"),
+        field("train", "histogram_every", RHO_GET(histogram_every),
+              "SLM: steps between histograms of the step's scores, all and kept (0: none)", non_negative,
+              "must be >= 0"),
         field("train", "checkpoint_every", RHO_GET(checkpoint_every), "steps between checkpoints (and at the end)",
               positive, "must be > 0"),
         field("train", "keep_checkpoints", RHO_GET(keep_checkpoints), "newest checkpoints kept", positive,
@@ -339,6 +344,7 @@ const std::vector<Key>& keys() {
     static const std::set<std::string> safe = {
         "run.out_dir",     "run.dist_timeout",       "data.eval_every",        "data.eval_batches",
         "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.export_hf",
+        "train.tensorboard", "train.histogram_every",
         "train.bucket_mb"};  // gradient buckets change when sums happen, not what they are
     for (auto& k : t) k.resume_safe = safe.count(k.full()) > 0;
     return t;

@@ -60,6 +60,8 @@ struct TrainConfig {
   Precision precision = Precision::Auto;
   bool activation_checkpointing = false;
   int64_t log_every = 10, checkpoint_every = 500, keep_checkpoints = 3;
+  bool tensorboard = true;        // TensorBoard event files beside log.jsonl
+  int64_t histogram_every = 100;  // steps between histograms of the SLM scores (0: none)
   NanPolicy nan_policy = NanPolicy::Stop;
   bool export_hf = true;
   bool zero1 = false;     // data parallel: shard AdamW's state over the ranks (ZeRO stage 1)

@@ -25,6 +25,7 @@
 #include "librho/io/hf_checkpoint.h"
 #include "librho/model/autocast.h"
 #include "librho/score/token_scorer.h"
+#include "librho/train/tensorboard.h"
 #include "librho/slm/reference.h"
 #include "librho/slm/slm_loss.h"
 #include "librho/train/adamw.h"
@@ -137,6 +138,8 @@ struct Trainer::State {
   int64_t step = 0, tokens_seen = 0, skipped_steps = 0;
   int64_t eos_id = -1;
   std::ofstream log;
+  std::unique_ptr<TensorBoardLog> tensorboard;  // train.tensorboard: the log's lines as events (rank 0)
+  std::vector<at::Tensor> step_scores, step_weights;  // a histogram step's selection, per micro-batch
 
   // A host tensor on the training device: from pinned memory without blocking the host (pageable memory would
   // make the copy wait for the device's queue to drain).
@@ -190,11 +193,18 @@ struct Trainer::State {
     if (dist->is_main()) std::cerr << "\nrho_pretrain: warning: " << message << "\n";
   }
 
-  void write_log(const nlohmann::json& j) {
+  // A log line, stamped with the time (seconds since the epoch), to log.jsonl and TensorBoard.
+  void write_log(nlohmann::json j) {
     if (!dist->is_main()) return;
-    log << j.dump() << "\n";
+    j["time"] = std::round(std::chrono::duration<double>(
+                               std::chrono::system_clock::now().time_since_epoch()).count() * 1000) / 1000;
+    const auto line = j.dump();
+    log << line << "\n";
     log.flush();
+    if (tensorboard) tensorboard->write(line);
   }
+
+  void log_score_histograms();
 
   // The AdamW groups restricted to the parameters `rank` steps (all of them without ZeRO-1).
   std::vector<AdamW::Group> groups_of(int64_t rank) const {
@@ -385,6 +395,8 @@ Trainer::Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> d
   if (main) {
     write_file_atomic((fs::path(cfg.out_dir) / "config.yaml").string(), cfg.to_yaml());
     s.log.open(log_path, std::ios::app);
+    // A resumed run's event file is rebuilt from its (truncated) log: each step appears once.
+    if (cfg.tensorboard) s.tensorboard = std::make_unique<TensorBoardLog>(cfg.out_dir, resume ? log_path : "");
   }
 }
 
@@ -438,9 +450,17 @@ at::Tensor Trainer::State::forward_backward(const std::vector<DeviceBatch>& batc
     }
   const auto on_device = at::TensorOptions().dtype(at::kDouble).device(device);
   auto loss_sum = at::zeros({}, on_device), loss_all_sum = at::zeros({}, on_device);
+  const bool histogram = cfg.histogram_every > 0 && (step + 1) % cfg.histogram_every == 0;
+  step_scores.clear();
+  step_weights.clear();
   for (int64_t i = 0; i < n; ++i) {
     auto token_loss = forward_loss(batches[i]);
-    auto loss = plan.loss(i, token_loss).loss;
+    auto out = plan.loss(i, token_loss);
+    if (histogram && out.scores.defined()) {
+      step_scores.push_back(out.scores.detach());
+      step_weights.push_back(out.weights.detach());
+    }
+    auto& loss = out.loss;
     if (i == n - 1) reducer->arm();  // the last backward all-reduces gradients as they become ready
     loss.backward();
     loss_sum += loss.detach().to(at::kDouble);
@@ -507,7 +527,70 @@ StepMetrics Trainer::train_step() {
   ++s.step;
   s.tokens_seen += m.tokens;
   m.step = s.step;
+  if (!s.step_scores.empty()) s.log_score_histograms();
   return m;
+}
+
+// The step's scores as two histograms over every rank's tokens: slm/score (every valid token with a finite score)
+// and slm/score_kept (those with a weight > 0), on the same buckets. Collective; rank 0 logs them.
+void Trainer::State::log_score_histograms() {
+  constexpr int64_t kBuckets = 30;
+  std::vector<at::Tensor> all_parts, kept_parts;
+  for (size_t i = 0; i < step_scores.size(); ++i) {
+    const auto sc = step_scores[i].reshape(-1).to(at::kFloat);
+    const auto finite = at::isfinite(sc);
+    all_parts.push_back(sc.masked_select(finite));
+    kept_parts.push_back(sc.masked_select(finite & (step_weights[i].reshape(-1).to(at::kFloat) > 0)));
+  }
+  step_scores.clear();
+  step_weights.clear();
+  const at::Tensor values[2] = {at::cat(all_parts), at::cat(kept_parts)};
+  // Every rank's min and max of each (rank r fills its own slots of a sum; NaN: none), then over the ranks.
+  const auto W = dist->world_size();
+  const auto f64 = at::TensorOptions().dtype(at::kDouble).device(device);
+  auto ranges = at::zeros({W, 2, 2}, f64);
+  for (int64_t which = 0; which < 2; ++which) {
+    const auto& v = values[which];
+    ranges[dist->rank()][which][0] = v.numel() ? v.min().to(at::kDouble) : at::scalar_tensor(NAN, f64);
+    ranges[dist->rank()][which][1] = v.numel() ? v.max().to(at::kDouble) : at::scalar_tensor(NAN, f64);
+  }
+  dist->allreduce_sum(ranges);
+  const auto r = ranges.to(at::kCPU);
+  double lo[2], hi[2];
+  for (int64_t which = 0; which < 2; ++which) {
+    lo[which] = std::numeric_limits<double>::infinity();
+    hi[which] = -lo[which];
+    for (int64_t k = 0; k < W; ++k) {
+      const double a = r[k][which][0].item<double>(), b = r[k][which][1].item<double>();
+      if (std::isnan(a)) continue;
+      lo[which] = std::min(lo[which], a);
+      hi[which] = std::max(hi[which], b);
+    }
+  }
+  if (!std::isfinite(lo[0])) return;  // no finite score on any rank
+  const double top = hi[0] > lo[0] ? hi[0] : lo[0] + 1e-6;
+  // Bucket counts, count, sum and sum of squares of each, summed over the ranks.
+  std::vector<at::Tensor> rows;
+  for (const auto& v : values) {
+    const auto d = v.to(at::kDouble);
+    rows.push_back(at::cat({at::histc(v, kBuckets, lo[0], top).to(at::kDouble),
+                            at::stack({at::scalar_tensor(static_cast<double>(v.numel()), f64), d.sum(), (d * d).sum()})}));
+  }
+  auto sums = at::stack(rows);
+  dist->allreduce_sum(sums);
+  const auto h = sums.to(at::kCPU);
+  std::vector<double> limits;
+  for (int64_t b = 1; b <= kBuckets; ++b) limits.push_back(lo[0] + (top - lo[0]) * static_cast<double>(b) / kBuckets);
+  for (int64_t which = 0; which < 2; ++which) {
+    const double num = h[which][kBuckets].item<double>();
+    if (num == 0) continue;
+    std::vector<double> counts;
+    for (int64_t b = 0; b < kBuckets; ++b) counts.push_back(h[which][b].item<double>());
+    write_log({{"type", "histogram"}, {"step", step}, {"tokens", tokens_seen},
+               {"tag", which == 0 ? "slm/score" : "slm/score_kept"}, {"min", lo[which]}, {"max", hi[which]},
+               {"num", num}, {"sum", h[which][kBuckets + 1].item<double>()},
+               {"sum_squares", h[which][kBuckets + 2].item<double>()}, {"limits", limits}, {"counts", counts}});
+  }
 }
 
 // Mean token loss over an eval set's first eval_batches * batch_size windows (the same tokens every time; rank r

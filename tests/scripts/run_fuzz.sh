@@ -9,7 +9,11 @@ cd "$(dirname "$0")/../.."
 SECONDS_PER=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_safetensors_header fuzz_manifest fuzz_jsonl)
+if [ ${#TARGETS[@]} -eq 0 ]; then
+  TARGETS=(fuzz_safetensors_header fuzz_manifest fuzz_jsonl)
+  # The Parquet/Arrow readers when pyarrow (their Arrow libraries) is there, as the build finds it.
+  ! .venv/bin/python -c "import pyarrow" 2>/dev/null || TARGETS+=(fuzz_columnar)
+fi
 BUILD_DIR=${BUILD_DIR:-build-fuzz}
 # Exit 77 (ctest: skipped) without clang or its libFuzzer runtime.
 command -v clang++ >/dev/null || { echo "run_fuzz: SKIPPED: clang++ is missing (apt-get install clang libclang-rt-dev)"; exit 77; }

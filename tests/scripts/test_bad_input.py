@@ -272,6 +272,31 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 3}}
         s.case("rho_pretrain: model.init_from missing",
                pretrain_on(tok, "m5", f"model.init_from={t / 'no_init'}"), [str(t / "no_init")], good)
 
+        # --- Parquet and Arrow inputs (more in tests/python/test_tokenize_columnar.py) ---------------------------------
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            pa = None
+            print("skip: the Parquet/Arrow cases (pyarrow is not installed)")
+        if pa is not None:
+            texts = [json.loads(x)["text"] for x in (t / "a.jsonl").read_text().splitlines()]
+            pq.write_table(pa.table({"text": texts[:300] + [None] + texts[301:]}), t / "null.parquet",
+                           row_group_size=128)
+            pq.write_table(pa.table({"body": texts}), t / "nocol.parquet")
+            raw = (t / "null.parquet").read_bytes()
+            (t / "cut.parquet").write_bytes(raw[: len(raw) // 3])
+            with pa.OSFile(str(t / "n.arrow"), "wb") as f, pa.ipc.new_stream(f, pa.schema([("text", pa.int32())])) as w:
+                w.write_table(pa.table({"text": pa.array([1, 2], type=pa.int32())}))
+            for name, needles in (("null.parquet", ["row 300", "row group 2", "column 'text'", "null"]),
+                                  ("nocol.parquet", ["no column 'text'", "'body'"]),
+                                  ("cut.parquet", ["not a readable Parquet file"]),
+                                  ("n.arrow", ["column 'text' holds int32, not strings"])):
+                out = t / "out" / f"tok_{name}"
+                s.case(f"rho_tokenize: {name}", [b / "rho_tokenize", t / name, "--out", out, "--tokenizer",
+                                                 tok / "tokenizer.model", "--quiet"], [str(t / name), *needles], good,
+                       after=lambda out=out: "manifest.json written" if (out / "manifest.json").exists() else "")
+
         # --- a full disk: files may not grow past a limit -----------------------------------------------------------
         out = t / "out" / "full_tok"
         limit = (tok / "tokenizer.model").stat().st_size + 16  # the tokenizer copy fits, a shard does not

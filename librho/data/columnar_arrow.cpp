@@ -1,0 +1,318 @@
+// librho's Arrow plugin (librho_columnar.so): the Parquet and Arrow IPC readers behind librho/data/columnar.h.
+// A separate module, loaded on the first Parquet or Arrow input, so that librho itself does not depend on Arrow's
+// libraries (about 100 MB); compiled as C++20, as Arrow's headers require.
+#include <arrow/array.h>
+#include <arrow/array/concatenate.h>
+#include <arrow/array/util.h>
+#include <arrow/io/file.h>
+#include <arrow/ipc/reader.h>
+#include <arrow/record_batch.h>
+#include <arrow/table.h>
+#include <fmt/format.h>
+#include <parquet/arrow/reader.h>
+#include <parquet/exception.h>
+#include <parquet/file_reader.h>
+
+#include "librho/data/columnar.h"
+
+namespace rho {
+
+namespace {
+
+// A row group (Parquet) or record batch (Arrow): the chosen columns and where it starts in the file.
+struct Chunk {
+  std::vector<std::shared_ptr<arrow::Array>> columns;
+  int64_t first_row = 0, rows = 0;
+  std::string name;  // "row group 3", "record batch 3": for messages
+};
+
+enum class Load { Ok, End, Bad };
+
+bool holds_text(arrow::Type::type id) {
+  return id == arrow::Type::STRING || id == arrow::Type::LARGE_STRING || id == arrow::Type::STRING_VIEW;
+}
+
+std::string_view string_at(const arrow::Array& a, int64_t i) {
+  switch (a.type_id()) {
+    case arrow::Type::STRING:
+      return static_cast<const arrow::StringArray&>(a).GetView(i);
+    case arrow::Type::LARGE_STRING:
+      return static_cast<const arrow::LargeStringArray&>(a).GetView(i);
+    default:
+      return static_cast<const arrow::StringViewArray&>(a).GetView(i);
+  }
+}
+
+// The schema index of each named column, or what is wrong: a missing column (with those there are) or a column
+// that holds no strings.
+std::string find_columns(const arrow::Schema& schema, const std::vector<std::string>& names, std::vector<int>& index) {
+  for (const auto& name : names) {
+    const int i = schema.GetFieldIndex(name);
+    if (i < 0) {
+      std::string have;
+      for (const auto& f : schema.fields()) have += (have.empty() ? "'" : ", '") + f->name() + "'";
+      return fmt::format("no column '{}' (it has {})", name, have.empty() ? "none" : have);
+    }
+    const auto& type = schema.field(i)->type();
+    if (!holds_text(type->id()))
+      return fmt::format("column '{}' holds {}, not strings (string, large_string or string_view)", name,
+                         type->ToString());
+    index.push_back(i);
+  }
+  return {};
+}
+
+// Rows from a sequence of chunks, from start_row on; the formats supply the chunks.
+class ChunkedRows : public ColumnarReader {
+ public:
+  ChunkedRows(std::vector<std::string> columns, int64_t start_row)
+      : columns_(std::move(columns)), start_row_(start_row) {}
+
+  bool next(ColumnarRow& out) override {
+    for (;;) {
+      if (done_) return false;
+      if (!file_error_.empty()) {  // the whole file: nothing else is read from it
+        out = ColumnarRow{start_row_, -1, {}, std::move(file_error_)};
+        done_ = true;
+        return true;
+      }
+      if (cursor_ < chunk_.rows) return row(out);
+      std::string error;
+      const Load l = load(chunk_, error);
+      if (l == Load::End) {
+        done_ = true;
+        return false;
+      }
+      if (l == Load::Bad) {  // the unit is skipped whole; a stream cannot go on past it
+        const bool whole = chunk_.rows < 0;
+        out = ColumnarRow{chunk_.first_row, whole ? -1 : chunk_.first_row + chunk_.rows, {},
+                          fmt::format("{}: {}", chunk_.name, error)};
+        done_ = whole;
+        cursor_ = chunk_.rows = 0;
+        return true;
+      }
+      cursor_ = std::max<int64_t>(0, start_row_ - chunk_.first_row);
+    }
+  }
+
+ protected:
+  // The next chunk at or after start_row_ (chunks wholly before it are skipped, read or not).
+  virtual Load load(Chunk& c, std::string& error) = 0;
+  void fail(std::string message) { file_error_ = std::move(message); }
+  const std::vector<std::string> columns_;
+  std::vector<int> index_;  // schema index of each column
+  const int64_t start_row_;
+
+ private:
+  bool row(ColumnarRow& out) {
+    const int64_t i = cursor_++;
+    out.row = chunk_.first_row + i;
+    out.next_row = out.row + 1;
+    out.text.clear();
+    out.error.clear();
+    for (size_t k = 0; k < chunk_.columns.size(); ++k) {
+      const auto& a = *chunk_.columns[k];
+      if (a.IsNull(i)) {
+        out.error = fmt::format("{}, column '{}': null, not a string", chunk_.name, columns_[k]);
+        return true;
+      }
+      if (k > 0) out.text += '\n';
+      out.text += string_at(a, i);
+    }
+    return true;
+  }
+  Chunk chunk_;
+  int64_t cursor_ = 0;
+  bool done_ = false;
+  std::string file_error_;
+};
+
+class ParquetRows : public ChunkedRows {
+ public:
+  ParquetRows(const std::string& path, std::vector<std::string> columns, int64_t start_row)
+      : ChunkedRows(std::move(columns), start_row) {
+    try {
+      auto file = arrow::io::ReadableFile::Open(path);
+      if (!file.ok()) {
+        fail(file.status().message());
+        return;
+      }
+      auto reader = parquet::arrow::FileReader::Make(arrow::default_memory_pool(),
+                                                     parquet::ParquetFileReader::Open(*file));
+      if (!reader.ok()) {
+        fail(reader.status().message());
+        return;
+      }
+      reader_ = std::move(*reader);
+      meta_ = reader_->parquet_reader()->metadata();
+      std::shared_ptr<arrow::Schema> schema;
+      if (auto st = reader_->GetSchema(&schema); !st.ok()) {
+        fail(st.message());
+        return;
+      }
+      if (auto e = find_columns(*schema, columns_, index_); !e.empty()) {
+        fail("row group 0, " + e);
+        return;
+      }
+      // Row groups are read by leaf column: a top-level string column is its own leaf.
+      for (const auto& name : columns_) leaf_.push_back(meta_->schema()->ColumnIndex(name));
+      for (int g = 0; g < meta_->num_row_groups(); ++g) total_ += meta_->RowGroup(g)->num_rows();
+    } catch (const parquet::ParquetException& e) {
+      fail(fmt::format("not a readable Parquet file ({})", e.what()));
+    }
+  }
+
+  double fraction_done() const override { return total_ ? static_cast<double>(first_) / static_cast<double>(total_) : 1; }
+
+ private:
+  Load load(Chunk& c, std::string& error) override {
+    while (group_ < meta_->num_row_groups()) {
+      const int g = group_++;
+      c.first_row = first_;
+      c.rows = meta_->RowGroup(g)->num_rows();
+      c.name = fmt::format("row group {}", g);
+      first_ += c.rows;
+      if (c.first_row + c.rows <= start_row_) continue;  // resuming past it
+      c.columns.clear();
+      for (size_t k = 0; k < leaf_.size(); ++k) {
+        try {
+          std::shared_ptr<arrow::ChunkedArray> column;
+          if (auto st = reader_->RowGroup(g)->Column(leaf_[k])->Read(&column); !st.ok()) {
+            error = fmt::format("column '{}': {}", columns_[k], st.message());
+            return Load::Bad;
+          }
+          auto combined = column->num_chunks() == 0 ? arrow::MakeArrayOfNull(column->type(), 0)
+                                                    : arrow::Concatenate(column->chunks());
+          if (!combined.ok()) {
+            error = fmt::format("column '{}': {}", columns_[k], combined.status().message());
+            return Load::Bad;
+          }
+          if (auto st = (*combined)->ValidateFull(); !st.ok()) {
+            error = fmt::format("column '{}': {}", columns_[k], st.message());
+            return Load::Bad;
+          }
+          if ((*combined)->length() != c.rows) {
+            error = fmt::format("column '{}': {} values for {} rows", columns_[k], (*combined)->length(), c.rows);
+            return Load::Bad;
+          }
+          c.columns.push_back(std::move(*combined));
+        } catch (const parquet::ParquetException& e) {
+          error = fmt::format("column '{}': {}", columns_[k], e.what());
+          return Load::Bad;
+        }
+      }
+      return Load::Ok;
+    }
+    return Load::End;
+  }
+
+  std::unique_ptr<parquet::arrow::FileReader> reader_;
+  std::shared_ptr<parquet::FileMetaData> meta_;
+  std::vector<int> leaf_;
+  int group_ = 0;
+  int64_t first_ = 0, total_ = 0;
+};
+
+// Arrow IPC: the random-access file format (magic "ARROW1") or the stream format (what `datasets` caches).
+class ArrowRows : public ChunkedRows {
+ public:
+  ArrowRows(const std::string& path, std::vector<std::string> columns, int64_t start_row)
+      : ChunkedRows(std::move(columns), start_row) {
+    auto file = arrow::io::ReadableFile::Open(path);
+    if (!file.ok()) {
+        fail(file.status().message());
+        return;
+      }
+    file_ = *file;
+    auto size = file_->GetSize();
+    size_ = size.ok() ? *size : 0;
+    auto magic = file_->ReadAt(0, 6);
+    std::shared_ptr<arrow::Schema> schema;
+    if (magic.ok() && (*magic)->ToString() == "ARROW1") {
+      auto reader = arrow::ipc::RecordBatchFileReader::Open(file_);
+      if (!reader.ok()) {
+        fail(fmt::format("not a readable Arrow IPC file ({})", reader.status().message()));
+        return;
+      }
+      file_reader_ = *reader;
+      schema = file_reader_->schema();
+    } else {
+      (void)file_->Seek(0);  // ReadAt() leaves the implicit position undefined
+      auto reader = arrow::ipc::RecordBatchStreamReader::Open(file_);
+      if (!reader.ok()) {
+        fail(fmt::format("not a readable Arrow IPC stream ({})", reader.status().message()));
+        return;
+      }
+      stream_reader_ = *reader;
+      schema = stream_reader_->schema();
+    }
+    if (auto e = find_columns(*schema, columns_, index_); !e.empty()) {
+        fail("record batch 0, " + e);
+        return;
+      }
+  }
+
+  double fraction_done() const override {
+    if (!file_ || size_ == 0) return 1;
+    if (file_reader_) return static_cast<double>(batch_) / std::max(1, file_reader_->num_record_batches());
+    auto at = file_->Tell();
+    return at.ok() ? static_cast<double>(*at) / static_cast<double>(size_) : 0;
+  }
+
+ private:
+  Load load(Chunk& c, std::string& error) override {
+    for (;;) {
+      std::shared_ptr<arrow::RecordBatch> batch;
+      const int b = batch_;
+      c.name = fmt::format("record batch {}", b);
+      c.first_row = first_;
+      c.rows = -1;  // unknown until read: a bad batch ends a stream
+      if (file_reader_) {
+        if (b >= file_reader_->num_record_batches()) return Load::End;
+        ++batch_;
+        auto r = file_reader_->ReadRecordBatch(b);
+        if (!r.ok()) {
+          error = r.status().message();
+          return Load::Bad;
+        }
+        batch = *r;
+      } else {
+        ++batch_;
+        if (auto st = stream_reader_->ReadNext(&batch); !st.ok()) {
+          error = st.message();
+          return Load::Bad;
+        }
+        if (!batch) return Load::End;
+      }
+      // Full validation: a damaged batch can pass the cheap checks with offsets past its data.
+      if (auto st = batch->ValidateFull(); !st.ok()) {
+        error = st.message();
+        return Load::Bad;
+      }
+      c.rows = batch->num_rows();
+      first_ += c.rows;
+      if (c.first_row + c.rows <= start_row_) continue;
+      c.columns.clear();
+      for (int i : index_) c.columns.push_back(batch->column(i));
+      return Load::Ok;
+    }
+  }
+
+  std::shared_ptr<arrow::io::ReadableFile> file_;
+  std::shared_ptr<arrow::ipc::RecordBatchFileReader> file_reader_;
+  std::shared_ptr<arrow::ipc::RecordBatchStreamReader> stream_reader_;
+  int64_t size_ = 0, first_ = 0;
+  int batch_ = 0;
+};
+
+}  // namespace
+
+}  // namespace rho
+
+// The plugin's one entry point (librho/data/columnar.cpp looks it up): a new reader, owned by the caller.
+extern "C" rho::ColumnarReader* rho_columnar_open(const std::string& path, rho::ColumnarKind kind,
+                                                  const std::vector<std::string>& columns, int64_t start_row) {
+  if (kind == rho::ColumnarKind::Parquet) return new rho::ParquetRows(path, columns, start_row);
+  return new rho::ArrowRows(path, columns, start_row);
+}
+
