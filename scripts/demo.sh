@@ -15,5 +15,5 @@ if [[ "$BUILD_DIR" == build-demo ]]; then
              -DRHO_BUILD_TESTS=OFF -DRHO_BUILD_BENCH=OFF)
 fi
 cmake -S . -B "$BUILD_DIR" -G Ninja "${demo_args[@]}" ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" --target rho_tokenize rho_pretrain rho_score rho_eval rho_view rho_categories
+cmake --build "$BUILD_DIR" --target rho_tokenize rho_pretrain rho_score rho_eval rho_view rho_categories rho_report
 .venv/bin/python scripts/demo/pipeline.py --config "${1:-configs/demo/cpu.yaml}" --bin "$BUILD_DIR/apps"

@@ -8,11 +8,12 @@
 //                          stream, told apart by the file's magic bytes)
 //   columnar_support()     whether librho's Arrow plugin (librho_columnar.so, built when CMake finds pyarrow)
 //                          loads; without it, open() throws and says how to get it
-//   ColumnarReader         rows from a given row on, a row group (Parquet) or record batch (Arrow) at a time
+//   ColumnarReader         rows from a given row on: Parquet row groups in batches of 4,096 rows, Arrow record
+//                          batches whole
 //
 // Bad input is returned, not thrown, so that `--on-error skip` can count it and go on: a missing or non-string
 // column, or a file that is not Parquet/Arrow or is truncated, is one error covering the whole file; a row group
-// that cannot be decoded is one error covering that group; a null value is one error for its row. Each message
+// that cannot be decoded is one error covering the rest of that group; a null value is one error for its row. Each message
 // names the row group (or batch) and the column.
 #include <cstdint>
 #include <memory>

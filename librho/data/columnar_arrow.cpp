@@ -9,6 +9,8 @@
 #include <arrow/record_batch.h>
 #include <arrow/table.h>
 #include <fmt/format.h>
+
+#include <limits>
 #include <parquet/arrow/reader.h>
 #include <parquet/exception.h>
 #include <parquet/file_reader.h>
@@ -144,6 +146,7 @@ class ParquetRows : public ChunkedRows {
         return;
       }
       reader_ = std::move(*reader);
+      reader_->set_batch_size(kBatchRows);
       meta_ = reader_->parquet_reader()->metadata();
       std::shared_ptr<arrow::Schema> schema;
       if (auto st = reader_->GetSchema(&schema); !st.ok()) {
@@ -156,7 +159,14 @@ class ParquetRows : public ChunkedRows {
       }
       // Row groups are read by leaf column: a top-level string column is its own leaf.
       for (const auto& name : columns_) leaf_.push_back(meta_->schema()->ColumnIndex(name));
-      for (int g = 0; g < meta_->num_row_groups(); ++g) total_ += meta_->RowGroup(g)->num_rows();
+      for (int g = 0; g < meta_->num_row_groups(); ++g) {  // damaged metadata must not make positions wrap
+        const int64_t rows = meta_->RowGroup(g)->num_rows();
+        if (rows < 0 || rows > std::numeric_limits<int64_t>::max() - total_) {
+          fail(fmt::format("row group {}: impossible row count {}", g, rows));
+          return;
+        }
+        total_ += rows;
+      }
     } catch (const parquet::ParquetException& e) {
       fail(fmt::format("not a readable Parquet file ({})", e.what()));
     }
@@ -165,52 +175,94 @@ class ParquetRows : public ChunkedRows {
   double fraction_done() const override { return total_ ? static_cast<double>(first_) / static_cast<double>(total_) : 1; }
 
  private:
+  // Rows are read a batch at a time (kBatchRows), one reader per column in lockstep, so that memory stays bounded
+  // whatever a row group holds (or its metadata claims) and a decoding error names its column.
+  static constexpr int64_t kBatchRows = 4096;
+
   Load load(Chunk& c, std::string& error) override {
-    while (group_ < meta_->num_row_groups()) {
-      const int g = group_++;
-      c.first_row = first_;
-      c.rows = meta_->RowGroup(g)->num_rows();
-      c.name = fmt::format("row group {}", g);
-      first_ += c.rows;
-      if (c.first_row + c.rows <= start_row_) continue;  // resuming past it
+    for (;;) {
+      if (columns_in_group_.empty() && !open_group(c, error)) return error.empty() ? Load::End : Load::Bad;
+      if (columns_in_group_.empty()) continue;  // a group with no rows, or wholly before start_row_
+      c.name = fmt::format("row group {}", group_ - 1);
+      c.first_row = group_first_ + in_group_;
+      c.rows = group_rows_ - in_group_;  // what a failure now leaves out: the rest of the group
       c.columns.clear();
-      for (size_t k = 0; k < leaf_.size(); ++k) {
+      int64_t rows = -1;
+      for (size_t k = 0; k < columns_in_group_.size(); ++k) {
+        std::shared_ptr<arrow::RecordBatch> batch;
         try {
-          std::shared_ptr<arrow::ChunkedArray> column;
-          if (auto st = reader_->RowGroup(g)->Column(leaf_[k])->Read(&column); !st.ok()) {
-            error = fmt::format("column '{}': {}", columns_[k], st.message());
-            return Load::Bad;
-          }
-          auto combined = column->num_chunks() == 0 ? arrow::MakeArrayOfNull(column->type(), 0)
-                                                    : arrow::Concatenate(column->chunks());
-          if (!combined.ok()) {
-            error = fmt::format("column '{}': {}", columns_[k], combined.status().message());
-            return Load::Bad;
-          }
-          if (auto st = (*combined)->ValidateFull(); !st.ok()) {
-            error = fmt::format("column '{}': {}", columns_[k], st.message());
-            return Load::Bad;
-          }
-          if ((*combined)->length() != c.rows) {
-            error = fmt::format("column '{}': {} values for {} rows", columns_[k], (*combined)->length(), c.rows);
-            return Load::Bad;
-          }
-          c.columns.push_back(std::move(*combined));
+          if (auto st = columns_in_group_[k]->ReadNext(&batch); !st.ok()) return bad(c, error, k, st.message());
         } catch (const parquet::ParquetException& e) {
-          error = fmt::format("column '{}': {}", columns_[k], e.what());
-          return Load::Bad;
+          return bad(c, error, k, e.what());
         }
+        if (!batch) {  // the group is done
+          if (k == 0 && in_group_ == group_rows_) break;
+          return bad(c, error, k, fmt::format("{} rows where the metadata gives {}", in_group_, group_rows_));
+        }
+        if (auto st = batch->ValidateFull(); !st.ok()) return bad(c, error, k, st.message());
+        if (rows >= 0 && batch->num_rows() != rows)
+          return bad(c, error, k, fmt::format("{} rows where the other columns have {}", batch->num_rows(), rows));
+        rows = batch->num_rows();
+        c.columns.push_back(batch->column(0));
       }
+      if (rows < 0) {  // every column at its end
+        columns_in_group_.clear();
+        continue;
+      }
+      if (in_group_ + rows > group_rows_)
+        return bad(c, error, 0, fmt::format("more rows than the metadata's {}", group_rows_));
+      c.rows = rows;
+      in_group_ += rows;
+      if (rows == 0 || c.first_row + rows <= start_row_) continue;  // resuming past it
       return Load::Ok;
     }
-    return Load::End;
+  }
+
+  int groups() const { return meta_ ? meta_->num_row_groups() : 0; }
+
+  // The next row group's column readers (none for a group without rows or before start_row_). False at the end,
+  // or with `error` when the group cannot be read (then `c` describes it).
+  bool open_group(Chunk& c, std::string& error) {
+    if (group_ >= groups()) return false;
+    const int g = group_++;
+    group_first_ = first_;
+    group_rows_ = meta_->RowGroup(g)->num_rows();
+    first_ += group_rows_;
+    in_group_ = 0;
+    if (group_rows_ == 0 || group_first_ + group_rows_ <= start_row_) return true;
+    for (size_t k = 0; k < leaf_.size(); ++k) {
+      try {
+        auto r = reader_->GetRecordBatchReader({g}, {leaf_[k]});
+        if (r.ok()) {
+          columns_in_group_.push_back(std::move(*r));
+          continue;
+        }
+        error = fmt::format("column '{}': {}", columns_[k], r.status().message());
+      } catch (const parquet::ParquetException& e) {
+        error = fmt::format("column '{}': {}", columns_[k], e.what());
+      }
+      columns_in_group_.clear();
+      c.name = fmt::format("row group {}", g);
+      c.first_row = group_first_;
+      c.rows = group_rows_;
+      return false;
+    }
+    return true;
+  }
+
+  // A bad batch: the rest of its row group is left out; reading goes on with the next group.
+  Load bad(Chunk& c, std::string& error, size_t column, const std::string& what) {
+    error = fmt::format("column '{}': {}", columns_[column], what);
+    columns_in_group_.clear();
+    return Load::Bad;
   }
 
   std::unique_ptr<parquet::arrow::FileReader> reader_;
   std::shared_ptr<parquet::FileMetaData> meta_;
   std::vector<int> leaf_;
+  std::vector<std::unique_ptr<arrow::RecordBatchReader>> columns_in_group_;  // one per column, in lockstep
   int group_ = 0;
-  int64_t first_ = 0, total_ = 0;
+  int64_t first_ = 0, total_ = 0, group_first_ = 0, group_rows_ = 0, in_group_ = 0;
 };
 
 // Arrow IPC: the random-access file format (magic "ARROW1") or the stream format (what `datasets` caches).
@@ -291,7 +343,7 @@ class ArrowRows : public ChunkedRows {
       }
       c.rows = batch->num_rows();
       first_ += c.rows;
-      if (c.first_row + c.rows <= start_row_) continue;
+      if (c.rows == 0 || c.first_row + c.rows <= start_row_) continue;  // no rows, or resuming past it
       c.columns.clear();
       for (int i : index_) c.columns.push_back(batch->column(i));
       return Load::Ok;

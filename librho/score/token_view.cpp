@@ -3,29 +3,25 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <limits>
+#include <memory>
 #include <cmath>
 #include <vector>
 
+#include "librho/data/token_dataset.h"
+#include "librho/eval/text_tokenizer.h"
 #include "librho/kernels/topk_mask.h"
+#include "librho/score/token_scorer.h"
+#include "librho/util/text.h"
 
+#include <ATen/ops/arange.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/full.h>
 
 namespace rho {
 namespace {
 
-std::string escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
 
 std::string num(double v) { return std::isnan(v) ? "n/a" : fmt::format("{:.3f}", v); }
 
@@ -77,13 +73,13 @@ std::string render_token_view(const std::vector<TokenViewToken>& tokens, const T
   std::string spans_ref, spans_excess, spans_kept;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto& t = tokens[i];
-    std::string text = escape(t.text);
+    std::string text = html_escape(t.text);
     std::string shown;
     for (char c : text) shown += c == '\n' ? std::string("\xE2\x86\xB5<br>") : std::string(1, c);  // ↵ then a break
     const std::string tip = fmt::format("#{} '{}' | reference loss {}{}{} | SLM {}", i, t.text, num(t.reference),
                                         has_current ? " | current loss " + num(t.current) : "",
                                         has_current ? " | excess " + num(excess[i]) : "", kept[i] ? "keeps" : "drops");
-    const std::string title = escape(tip);
+    const std::string title = html_escape(tip);
     const double e = excess[i];
     spans_ref += fmt::format("<span title=\"{}\" style=\"background:{}\">{}</span>", title,
                              std::isnan(t.reference) ? "#eee" : tint(t.reference / max_ref, 220, 40, 40), shown);
@@ -136,11 +132,39 @@ function show(v) {{
 </script>
 </body></html>
 )HTML",
-                     fmt::arg("title", escape(opt.title)), fmt::arg("subtitle", escape(opt.subtitle)),
-                     fmt::arg("excess_label", escape(excess_label)),
+                     fmt::arg("title", html_escape(opt.title)), fmt::arg("subtitle", html_escape(opt.subtitle)),
+                     fmt::arg("excess_label", html_escape(excess_label)),
                      fmt::arg("rule", has_current ? "SLM (excess loss)" : "lowest reference loss"), fmt::arg("kept", n_kept), fmt::arg("valid", valid),
                      fmt::arg("ratio", opt.ratio), fmt::arg("max_ref", max_ref), fmt::arg("max_ex", max_abs_excess),
                      fmt::arg("ref", spans_ref), fmt::arg("excess", spans_excess), fmt::arg("keep", spans_kept));
+}
+
+std::vector<TokenViewToken> token_view_tokens(const std::string& data_dir, const std::string& losses_dir,
+                                              const std::string& current_dir, std::string tokenizer, int64_t start,
+                                              int64_t length, std::string* subtitle) {
+  auto data = TokenDataset::open(data_dir);
+  auto ref = LossDataset::open(losses_dir);
+  ref.check_matches(data);
+  std::unique_ptr<LossDataset> cur;
+  if (!current_dir.empty()) {
+    cur = std::make_unique<LossDataset>(LossDataset::open(current_dir));
+    cur->check_matches(data);
+  }
+  if (tokenizer.empty()) tokenizer = (std::filesystem::path(data_dir) / data.manifest().tokenizer_name).string();
+  const auto tok = TextTokenizer::load(tokenizer);
+  start = std::max<int64_t>(0, std::min(start, data.num_tokens()));
+  length = std::max<int64_t>(0, std::min(length, data.num_tokens() - start));
+  const auto ids = data.slice(start, length);
+  const auto pos = at::arange(start, start + length);
+  const auto r = ref.gather(pos);
+  const auto c = cur ? cur->gather(pos) : at::full({length}, std::numeric_limits<float>::quiet_NaN());
+  std::vector<TokenViewToken> tokens;
+  for (int64_t i = 0; i < length; ++i)
+    tokens.push_back({tok.piece_text(ids[i].item<int64_t>()), r[i].item<double>(), c[i].item<double>()});
+  if (subtitle)
+    *subtitle = fmt::format("tokens {}–{} of {}; reference losses {}{}", start, start + length, data_dir, losses_dir,
+                            cur ? "; current losses " + current_dir : "");
+  return tokens;
 }
 
 }  // namespace rho

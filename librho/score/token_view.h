@@ -20,6 +20,13 @@ struct TokenViewOptions {
   double ratio = 0.6;      // SLM ratio for the "kept" colouring (top ratio of the shown tokens by excess loss)
 };
 
+// Tokens [start, start + length) of a token dataset (clamped to it) with their losses from rho_score outputs for
+// it (`current_dir` empty: none), decoded with `tokenizer` (empty: the dataset's own). Sets `subtitle` to what was
+// shown. Throws rho::Error when a loss dataset does not belong to the token dataset.
+std::vector<TokenViewToken> token_view_tokens(const std::string& data_dir, const std::string& losses_dir,
+                                              const std::string& current_dir, std::string tokenizer, int64_t start,
+                                              int64_t length, std::string* subtitle = nullptr);
+
 // A self-contained page (inline CSS, no scripts needed to read it; a few lines of script switch views).
 std::string render_token_view(const std::vector<TokenViewToken>& tokens, const TokenViewOptions& options);
 

@@ -5,7 +5,7 @@
   -> per seed: rho_pretrain CLM baseline and rho_pretrain SLM on the same corpus tokens and budget
   -> per variant (config `variants`) and seed: SLM with other selection settings, same tokens and budget
   -> rho_eval (target-domain loss, few-shot accuracy) -> rho_categories (how token losses moved, first seed)
-  -> rho_view (token view) -> report.html
+  -> rho_view (token view) -> rho_report (report.html)
 
 A config may start from another (`base: cpu.yaml`, relative to it) and add or replace top-level keys.
 
@@ -248,7 +248,7 @@ def main():
 
     # 9. the report
     stage("write the report")
-    path = report.write(out, cfg, runs, evals, view, categories)
+    path = report.write(out, cfg, runs, evals, view, categories, tools=b)
     print(f"\nreport: {path}\n{report.summary_text(out)}")
     print(f"total {time.time() - T0:.0f}s")
 

@@ -1,13 +1,14 @@
-"""The demo report: target-domain loss against training tokens for CLM and SLM (all seeds), few-shot accuracy,
-the tokens SLM needs to reach the baseline's final loss, the SLM variants side by side, token categories, noise
-statistics, and the token view. Writes
-report/report.html with one SVG file per plot, plus report/summary.json. States what happened, whichever way."""
+"""The demo report: rho_report's page comparing the CLM and SLM runs (eval loss against training tokens for every
+seed, the tokens SLM needs to reach the baseline's final loss, selection statistics, the token view), opened by
+the demo's own summary: the verdict, few-shot accuracy per seed, the SLM variants side by side, token categories
+and noise statistics. Writes report/report.html, report/summary.json (the demo's figures) and report/runs.json
+(rho_report's). States what happened, whichever way."""
 import html
 import json
 import math
+import subprocess
 from pathlib import Path
 
-COLORS = {"clm": "#7a7a7a", "slm": "#1f6fd1"}
 NAMES = {"clm": "CLM baseline", "slm": "SLM (Rho-1)"}
 
 
@@ -31,57 +32,6 @@ def tokens_to_reach(curve, target):
 def mean(xs):
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
-
-
-def svg_lines(series, title, xlabel, ylabel, width=640, height=380):
-    """series: [(label, color, width, dash, [(x, y)])] -> an SVG line chart."""
-    xs = [x for *_, pts in series for x, _ in pts]
-    ys = [y for *_, pts in series for _, y in pts]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    pad = (y1 - y0) * 0.06 or 0.1
-    y0, y1 = y0 - pad, y1 + pad
-    L, R, T, B = 64, 16, 34, 46
-
-    def X(x):
-        return L + (x - x0) / ((x1 - x0) or 1) * (width - L - R)
-
-    def Y(y):
-        return T + (y1 - y) / ((y1 - y0) or 1) * (height - T - B)
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="DejaVu Sans, sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">'
-           f'{html.escape(title)}</text>']
-    for i in range(6):
-        yv = y0 + (y1 - y0) * i / 5
-        out.append(f'<line x1="{L}" x2="{width - R}" y1="{Y(yv):.1f}" y2="{Y(yv):.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{L - 6}" y="{Y(yv) + 4:.1f}" text-anchor="end">{yv:.3f}</text>')
-        xv = x0 + (x1 - x0) * i / 5
-        out.append(f'<text x="{X(xv):.1f}" y="{height - B + 16}" text-anchor="middle">{xv / 1e3:.0f}k</text>')
-    out.append(f'<text x="{(L + width - R) / 2}" y="{height - 8}" text-anchor="middle">{html.escape(xlabel)}</text>')
-    out.append(f'<text transform="translate(14,{(T + height - B) / 2}) rotate(-90)" text-anchor="middle">'
-               f'{html.escape(ylabel)}</text>')
-    out.append(f'<rect x="{L}" y="{T}" width="{width - L - R}" height="{height - T - B}" fill="none" stroke="#999"/>')
-    for label, color, w, dash, pts in series:
-        d = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in pts)
-        out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="{w}"'
-                   f'{f" stroke-dasharray={chr(34)}{dash}{chr(34)}" if dash else ""}/>')
-    ly = T + 10
-    for label, color, w, dash, _ in series:
-        if not label:
-            continue
-        out.append(f'<line x1="{width - R - 170}" x2="{width - R - 145}" y1="{ly}" y2="{ly}" stroke="{color}" '
-                   f'stroke-width="{w}"/><text x="{width - R - 140}" y="{ly + 4}">{html.escape(label)}</text>')
-        ly += 18
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def mean_curve(curves):
-    n = min(len(c) for c in curves)
-    return [(curves[0][i][0], sum(c[i][1] for c in curves) / len(curves)) for i in range(n)]
 
 
 def analyse(out, cfg, runs, evals):
@@ -109,7 +59,7 @@ def analyse(out, cfg, runs, evals):
     s["slm_wins_accuracy"] = s["fewshot_accuracy_mean"]["slm"] > s["fewshot_accuracy_mean"]["clm"]
     s["slm_reaches_baseline_earlier"] = all(r is not None and r < budget for r in reach)
     s["variants"] = variants_summary(runs, evals, curves["clm"])
-    return s, curves
+    return s
 
 
 def variants_summary(runs, evals, curves_clm):
@@ -202,41 +152,16 @@ def categories_html(categories):
             "<th>tokens</th><th>threshold (nats)</th><th>checkpoints</th></tr>" + "".join(rows) + "</table>")
 
 
-def write(out, cfg, runs, evals, view, categories=None):
+def write(out, cfg, runs, evals, view, categories=None, tools=None):
+    """The summary (summary.json) and the page: rho_report (in folder `tools`) over the CLM and SLM runs, with the
+    demo's own summary as its introduction."""
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
-    s, curves = analyse(out, cfg, runs, evals)
+    s = analyse(out, cfg, runs, evals)
     s["token_categories"] = {k: {n: c["categories"][n]["share"] for n in c["categories"]}
                              for k, c in (categories or {}).items()}
     (rep / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
-
-    series = []
-    for k in ("clm", "slm"):
-        for c in curves[k]:
-            series.append(("", COLORS[k], 1, "4 3", c))
-        series.append((f"{NAMES[k]} (mean)", COLORS[k], 3, None, mean_curve(curves[k])))
-    # The reference's loss on the same evaluation windows (the runs' eval lines carry it): where the curves pass
-    # it, the model has caught up with its reference (docs/training.md).
-    ref_line = [j["reference_loss"] for j in map(json.loads, (Path(runs["slm"][0]) / "log.jsonl").read_text().splitlines())
-                if j.get("type") == "eval" and j.get("set") == "target" and "reference_loss" in j]
-    if ref_line:
-        xs = [x for *_, pts in series for x, _ in pts]
-        series.append(("reference", "#777", 2, "2 3", [(min(xs), ref_line[-1]), (max(xs), ref_line[-1])]))
-    (rep / "target_loss.svg").write_text(svg_lines(series, "Target-domain loss (held-out clean problems)",
-                                                    "training tokens", "loss"))
-    sel = []
-    for r in runs["slm"]:
-        pts = [(j["tokens"], j["selected_fraction"]) for j in map(json.loads, (Path(r) / "log.jsonl").read_text()
-                                                                    .splitlines()) if j.get("type") == "train"]
-        kept = [(j["tokens"], j["kept_score"]) for j in map(json.loads, (Path(r) / "log.jsonl").read_text()
-                                                              .splitlines()) if j.get("kept_score") is not None]
-        dropped = [(j["tokens"], j["dropped_score"]) for j in map(json.loads, (Path(r) / "log.jsonl").read_text()
-                                                                    .splitlines()) if j.get("dropped_score") is not None]
-        sel.append((kept, dropped))
-    (rep / "excess_loss.svg").write_text(svg_lines(
-        [("kept tokens", COLORS["slm"], 2, None, sel[0][0]), ("dropped tokens", "#d1421f", 2, None, sel[0][1])],
-        "Mean excess loss of kept and dropped tokens (SLM, first seed)", "training tokens", "excess loss"))
 
     rows = []
     for i, (c, l) in enumerate(zip(runs["clm"], runs["slm"])):
@@ -254,22 +179,13 @@ def write(out, cfg, runs, evals, view, categories=None):
     stats = out / "data" / "stats.json"
     if stats.exists():
         noise = f"<pre>{html.escape(stats.read_text())}</pre>"
-    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>librho demo report</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:62rem;margin:2rem auto;color:#222;line-height:1.45}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .7rem;text-align:right}}
-.verdict{{background:#f4f7fb;border-left:4px solid #1f6fd1;padding:.7rem 1rem}}
-pre{{background:#f7f7f7;padding:.5rem;white-space:pre-wrap;font-size:12px}}
-iframe{{width:100%;height:34rem;border:1px solid #ddd;border-radius:6px}}</style></head><body>
-<h1>Rho-1 on the embedded demo corpus</h1>
-<p class="verdict">{verdict(s)}</p>
+    intro = f"""<p class="verdict">{verdict(s)}</p>
 <p>Setup: a reference model trained on the clean, high-quality set ({cfg['reference']['steps']} steps); the corpus
 scored by it; then per seed a CLM baseline and an SLM run (ratio {cfg.get('slm', {}).get('ratio', 0.6)}, selection
 over the whole optimizer step) on the same corpus tokens with the same budget of {s['training_tokens']:,} training
-tokens. Target domain: held-out clean problems never seen in training. Model: {html.escape(str(cfg['model']))},
-sequence length {cfg['seq_len']}. The reference model itself reaches target loss
-{s['reference']['target_loss']:.4f}.</p>
-<h2>Target-domain loss against training tokens</h2>
-<img src="target_loss.svg" alt="target-domain loss">
+tokens. Target domain: held-out clean problems never seen in training (eval set <code>target</code>). Model:
+{html.escape(str(cfg['model']))}, sequence length {cfg['seq_len']}. The reference model itself reaches target loss
+{s['reference']['target_loss']:.4f}. The SLM variants, token categories and examples follow the runs' curves.</p>
 <h2>Per seed</h2>
 <table><tr><th>seed</th><th>CLM final loss</th><th>SLM final loss</th><th>CLM {s['eval_mode'].lower()} acc.</th>
 <th>SLM {s['eval_mode'].lower()} acc.</th><th>tokens ratio (CLM budget / SLM tokens to reach CLM final)</th></tr>
@@ -277,26 +193,30 @@ sequence length {cfg['seq_len']}. The reference model itself reaches target loss
 <tr><th>mean</th><td>{s['final_target_loss_mean']['clm']:.4f}</td><td>{s['final_target_loss_mean']['slm']:.4f}</td>
 <td>{s['fewshot_accuracy_mean']['clm']:.1%}</td><td>{s['fewshot_accuracy_mean']['slm']:.1%}</td>
 <td>{'%.2fx' % mean([r for r in s['tokens_ratio'] if r]) if any(s['tokens_ratio']) else 'not reached'}</td></tr></table>
-<h2>SLM variants</h2>
+"""
+    outro = f"""<h2>SLM variants</h2>
 <p>Every run on the same corpus tokens, budget and seeds ({', '.join(str(x) for x in cfg['seeds'])}); a variant changes
 only the settings shown (docs/training.md describes each key). Target loss: held-out clean problems, final
 evaluation. The effective selected fraction is Kish's effective sample size over valid tokens (the kept fraction
 for a hard mask).</p>
 {variants_html(s, cfg)}
 {categories_html(categories)}
-<h2>What SLM selects</h2>
-<img src="excess_loss.svg" alt="excess loss of kept and dropped tokens">
-<p>The token view below colours a stretch of the corpus by reference loss, by excess loss (the CLM baseline's
-loss minus the reference's) and by SLM's keep/drop decision at the run's ratio; hover a token for its numbers.</p>
-<iframe src="{html.escape(Path(view).name)}"></iframe>
 <h2>{s['eval_mode']} examples (SLM, first seed)</h2>{examples}
 <h2>Corpus</h2>{noise}
-<p>Raw figures: <a href="summary.json">summary.json</a>; run logs under <code>runs/*/log.jsonl</code>; evaluations
-under <code>eval/*.json</code>.</p>
-</body></html>
+<p>Raw figures: <a href="summary.json">summary.json</a> (the demo's), <a href="runs.json">runs.json</a>
+(rho_report's); run logs under <code>runs/*/log.jsonl</code>; evaluations under <code>eval/*.json</code>.</p>
 """
+    (rep / "intro.html").write_text(intro)
+    (rep / "outro.html").write_text(outro)
     path = rep / "report.html"
-    path.write_text(page)
+    tools = Path(tools) if tools else Path(__file__).resolve().parents[2] / "build" / "apps"
+    r = subprocess.run([str(tools / "rho_report"), *[f"{k}={r}" for k in ("clm", "slm") for r in runs[k]],
+                        "--set", "target", "--title", "Rho-1 on the embedded demo corpus", "--intro",
+                        str(rep / "intro.html"), "--outro", str(rep / "outro.html"), "--token-view", str(view), "--out", str(path), "--json",
+                        str(rep / "runs.json")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"rho_report failed ({r.returncode}):\n{r.stderr}")
     return path
 
 

@@ -3,8 +3,9 @@
 
 The same documents (ASCII, multilingual, emoji, long, near-empty) written as JSON Lines and, with pyarrow, as
 Parquet (snappy, zstd, gzip and uncompressed; several row groups; string and large_string columns), as Arrow IPC
-files and streams (string, large_string and string_view), and as a `datasets.save_to_disk`-style folder of
-data-*.arrow streams (with `datasets` itself when it is installed) must tokenise to the same token ids; with two
+files and streams (string, large_string and string_view), as a `datasets.save_to_disk`-style folder of
+data-*.arrow streams (with `datasets` itself when it is installed), and the folder `datasets` 5.2.0 wrote under
+tests/data/ must tokenise to the same token ids; with two
 columns (--field title --field text) as two JSON fields. Bad input names the file, row group and column, leaves no
 manifest, and --on-error skip counts it: a null, a missing column, a non-string column, a truncated file, a file
 that is not Parquet. A run killed after a shard resumes to byte-identical output.
@@ -124,6 +125,15 @@ def main():
             (disk / "state.json").write_text("{}")
             how = "a save_to_disk-style folder (datasets is not installed)"
         same(f"{how}, data-*.arrow", [str(disk / "data-*.arrow")])
+
+        # A folder written by `datasets` itself (committed: the library's own files, tests/data/).
+        fixture = Path(__file__).resolve().parents[1] / "data" / "datasets_save_to_disk"
+        tokenize(tool, [fixture / "texts.jsonl"], t / "fixture-ref", *common)
+        out = t / "fixture"
+        tokenize(tool, [str(fixture / "saved" / "data-*.arrow")], out, *common)
+        check(token_ids(out) == token_ids(t / "fixture-ref"),
+              f"tests/data/datasets_save_to_disk ({(fixture / 'README.md').read_text().split('(')[0].strip()}): "
+              "data-*.arrow tokenises as its texts in JSON Lines")
 
         # Two columns, as two JSON fields.
         (t / "two.jsonl").write_text("".join(json.dumps({"title": a, "text": b}) + "\n" for a, b in zip(titles, docs)))

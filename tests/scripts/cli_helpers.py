@@ -45,6 +45,16 @@ def write_model_yaml(path: Path, vocab: int):
     path.write_text("".join(f"{k}: {v}\n" for k, v in tiny_model_fields(vocab).items()))
 
 
+def tiny_tokens_and_model(tools: Path, t: Path, docs=1500):
+    """A word corpus tokenised into t/tok (a 320-piece tokenizer trained on it), the tiny model config t/m.yaml
+    for its vocabulary and a model initialised from it in t/ref (seed 3): what small training runs need."""
+    write_word_corpus(t / "c.jsonl", docs)
+    run(tools / "rho_tokenize", t / "c.jsonl", "--out", t / "tok", "--train-tokenizer", "--vocab-size", "320",
+        "--quiet")
+    write_model_yaml(t / "m.yaml", json.loads((t / "tok" / "manifest.json").read_text())["vocab_size"])
+    run(tools / "rho_model", "init", t / "m.yaml", "--seed", "3", "--out", t / "ref")
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

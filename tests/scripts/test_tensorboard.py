@@ -2,8 +2,9 @@
 CRC-32C) and its Event protobuf, hold exactly what log.jsonl holds: every number of each train line (train/<key>,
 slm/<key>), each eval line's loss, ppl, reference loss and gap (eval/<set>/<key>), and the SLM score histograms,
 whose kept share equals the step's selected fraction. A run killed with SIGKILL after a checkpoint and resumed
-leaves one event file with each step once, and the same losses as the uninterrupted run. train.tensorboard false
-writes none.
+leaves one event file with each step once, and the same losses as the uninterrupted run. Two data-parallel
+processes selecting over the global batch log histograms over every rank's tokens (the counts of one process over
+the same batch) and one event file (rank 0's). train.tensorboard false writes none.
 
   test_tensorboard.py --bin BUILD/apps
 """
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_helpers import run, write_model_yaml, write_word_corpus  # noqa: E402
+from cli_helpers import run, tiny_tokens_and_model  # noqa: E402
 
 try:
     from tensorboard.backend.event_processing import event_accumulator
@@ -31,6 +32,12 @@ except ImportError as e:
     sys.exit(0)
 
 STEPS, CHECKPOINT, HISTOGRAM = 12, 4, 3
+
+
+def launch_two(cmd):
+    """cmd as 2 data-parallel processes (torchrun-style variables, Gloo on loopback); waits for both."""
+    from test_dist import launch, wait_all  # noqa: E402
+    wait_all(launch(cmd, 2), " ".join(map(str, cmd)))
 
 
 def event_files(run_dir: Path):
@@ -141,21 +148,16 @@ def main():
     s = Suite()
     with tempfile.TemporaryDirectory(prefix="rho_tensorboard_") as tmp:
         t = Path(tmp)
-        write_word_corpus(t / "c.jsonl", 1500)
-        run(b / "rho_tokenize", t / "c.jsonl", "--out", t / "tok", "--train-tokenizer", "--vocab-size", "320",
-            "--quiet")
-        vocab = json.loads((t / "tok" / "manifest.json").read_text())["vocab_size"]
-        write_model_yaml(t / "m.yaml", vocab)
-        run(b / "rho_model", "init", t / "m.yaml", "--seed", "3", "--out", t / "ref")
+        tiny_tokens_and_model(b, t)
 
-        def config(name, extra=""):
+        def config(name, extra="", slm_extra="", batch=4):
             path = t / f"{name}.yaml"
-            path.write_text(f"""run: {{out_dir: {t / name}, seed: 5, device: cpu}}
+            path.write_text(f"""run: {{out_dir: {t / name}, seed: 5, device: cpu, dist_timeout: 60}}
 model: {{config: {t / 'm.yaml'}}}
-data: {{train: {t / 'tok'}, seq_len: 32, batch_size: 4, eval: {{held: {t / 'tok'}}}, eval_every: 4, eval_batches: 2}}
+data: {{train: {t / 'tok'}, seq_len: 32, batch_size: {batch}, eval: {{held: {t / 'tok'}}}, eval_every: 4, eval_batches: 2}}
 optim: {{lr: 0.003, min_lr: 0.0003, warmup_steps: 3, max_steps: {STEPS}}}
 train: {{stage: slm, log_every: 1, checkpoint_every: {CHECKPOINT}, histogram_every: {HISTOGRAM}{extra}}}
-slm: {{ratio: 0.6, reference_model: [{t / 'ref'}]}}
+slm: {{ratio: 0.6, reference_model: [{t / 'ref'}]{slm_extra}}}
 """)
             return path
 
@@ -184,6 +186,25 @@ slm: {{ratio: 0.6, reference_model: [{t / 'ref'}]}}
                                                                    "eval/held/loss"))
         s.check(same, "killed and resumed: train/loss, train/grad_norm, slm/kept_score and eval/held/loss equal the "
                 "uninterrupted run's at every step")
+
+        # Two processes, each half the batch, selecting over the global batch: the histograms cover every rank's
+        # tokens (the same counts as one process over the whole batch, up to scores on a bucket edge), and only
+        # rank 0 writes an event file.
+        one = config("one", slm_extra=", scope: global")
+        two = config("two", slm_extra=", scope: global", batch=2)
+        run(b / "rho_pretrain", one)
+        launch_two([b / "rho_pretrain", two])
+
+        def hists(d):
+            return {(j["step"], j["tag"]): j for j in map(json.loads, (d / "log.jsonl").read_text().splitlines())
+                    if j["type"] == "histogram"}
+        h1, h2 = hists(t / "one"), hists(t / "two")
+        same_num = h1.keys() == h2.keys() and all(h1[k]["num"] == h2[k]["num"] for k in h1)
+        close = all(sum(abs(a - c) for a, c in zip(h1[k]["counts"], h2[k]["counts"])) <= 4 and
+                    abs(h1[k]["min"] - h2[k]["min"]) < 1e-3 and abs(h1[k]["max"] - h2[k]["max"]) < 1e-3 for k in h1)
+        s.check(same_num and close and len(event_files(t / "two")) == 1,
+                f"2 processes, global scope: {len(h2)} histograms with the same token counts as 1 process "
+                f"({[h2[k]['num'] for k in sorted(h2)][:4]}...), bucket counts and range alike, one event file")
 
         run(b / "rho_pretrain", config("off", ", tensorboard: false"))
         s.check(not event_files(t / "off"), "train.tensorboard false: no event file")
