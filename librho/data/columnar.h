@@ -2,7 +2,8 @@
 // Columnar corpora: Parquet files and Arrow IPC files and streams (the layouts Hugging Face datasets are published
 // and cached in: Parquet shards, `datasets.save_to_disk`'s data-*.arrow), read with Apache Arrow's C++ library.
 // The readers live in a plugin beside librho.so, loaded on first use, so that librho itself does not depend on
-// Arrow's libraries. One document per row: the row's chosen string columns (string, large_string or string_view) joined by "\n".
+// Arrow's libraries. One document per row: the row's chosen string columns (string, large_string or string_view)
+// joined by "\n".
 //
 //   columnar_kind(path)    by name: .parquet / .pq → Parquet; .arrow / .feather / .ipc → Arrow IPC (file or
 //                          stream, told apart by the file's magic bytes)
@@ -13,8 +14,8 @@
 //
 // Bad input is returned, not thrown, so that `--on-error skip` can count it and go on: a missing or non-string
 // column, or a file that is not Parquet/Arrow or is truncated, is one error covering the whole file; a row group
-// that cannot be decoded is one error covering the rest of that group; a null value is one error for its row. Each message
-// names the row group (or batch) and the column.
+// that cannot be decoded is one error covering the rest of that group; a null value is one error for its row.
+// Each message names the column, and the row group or batch where there is one.
 #include <cstdint>
 #include <memory>
 #include <string>

@@ -154,7 +154,7 @@ class ParquetRows : public ChunkedRows {
         return;
       }
       if (auto e = find_columns(*schema, columns_, index_); !e.empty()) {
-        fail("row group 0, " + e);
+        fail(e);
         return;
       }
       // Row groups are read by leaf column: a top-level string column is its own leaf.
@@ -298,10 +298,7 @@ class ArrowRows : public ChunkedRows {
       stream_reader_ = *reader;
       schema = stream_reader_->schema();
     }
-    if (auto e = find_columns(*schema, columns_, index_); !e.empty()) {
-        fail("record batch 0, " + e);
-        return;
-      }
+    if (auto e = find_columns(*schema, columns_, index_); !e.empty()) fail(e);
   }
 
   double fraction_done() const override {

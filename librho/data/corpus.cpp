@@ -258,7 +258,8 @@ uint64_t CorpusReader::bytes_done() const {
 }
 
 std::string record_location(const std::string& path, const CorpusPosition& pos, int64_t line_offset) {
-  if (columnar_kind(path) != ColumnarKind::None) return fmt::format("{}: row {}", path, pos.offset);
+  if (columnar_kind(path) != ColumnarKind::None)
+    return pos.line == 0 ? path : fmt::format("{}: row {}", path, pos.offset);
   return fmt::format("{}:{}", path, pos.line + line_offset);
 }
 
@@ -298,7 +299,8 @@ bool CorpusReader::next_row(Record& out) {
   ColumnarRow row;
   const int64_t index = pos_.file;
   if (rows_->next(row)) {
-    const CorpusPosition start{index, static_cast<uint64_t>(row.row), row.row + 1};
+    // A whole-file error (next_row < 0) has no row of its own: line 0 (record_location then names the file only).
+    const CorpusPosition start{index, static_cast<uint64_t>(row.row), row.next_row < 0 ? 0 : row.row + 1};
     if (row.next_row >= 0)
       pos_ = CorpusPosition{index, static_cast<uint64_t>(row.next_row), row.next_row + 1};
     else

@@ -59,7 +59,8 @@ struct Record {
   std::string error;        // a Parquet or Arrow unit that could not be read (raw is empty): what is wrong
 };
 
-// Where a record is, for messages: "file:line" (text, JSON Lines), "file: row N" (Parquet, Arrow; 0-based row).
+// Where a record is, for messages: "file:line" (text, JSON Lines), "file: row N" (Parquet, Arrow; 0-based row;
+// the file alone for an error about the whole file).
 std::string record_location(const std::string& path, const CorpusPosition& pos, int64_t line_offset = 0);
 
 // Records of a list of files in order, from a given position on. Blank lines (and blank text files) are no
