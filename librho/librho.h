@@ -1,7 +1,8 @@
 #pragma once
 // librho: Rho-1's Selective Language Modeling in C++/LibTorch. One include for everything research code uses:
-// model, data, slm, score, train, eval, io, dist, and rho::Error. Utilities (util/) and kernel internals are
+// model, data, slm, score, train, eval, io, dist, report, and rho::Error. Utilities (util/) and kernel internals are
 // included by the files that need them, not here.
+#include "librho/data/columnar.h"
 #include "librho/data/corpus.h"
 #include "librho/data/token_dataset.h"
 #include "librho/data/tokenize.h"
@@ -23,6 +24,8 @@
 #include "librho/model/config.h"
 #include "librho/model/linear_cross_entropy.h"
 #include "librho/model/llama.h"
+#include "librho/report/run_report.h"
+#include "librho/report/svg_chart.h"
 #include "librho/score/token_scorer.h"
 #include "librho/score/token_view.h"
 #include "librho/slm/reference.h"
@@ -30,5 +33,6 @@
 #include "librho/train/adamw.h"
 #include "librho/train/checkpoint.h"
 #include "librho/train/config.h"
+#include "librho/train/tensorboard.h"
 #include "librho/train/trainer.h"
 #include "librho/util/error.h"
