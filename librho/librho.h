@@ -8,6 +8,8 @@
 #include "librho/data/tokenize.h"
 #include "librho/dist/context.h"
 #include "librho/dist/grad_reducer.h"
+#include "librho/dist/sharded.h"
+#include "librho/dist/sharding.h"
 #include "librho/eval/answer.h"
 #include "librho/eval/benchmarks.h"
 #include "librho/eval/judge.h"

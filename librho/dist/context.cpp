@@ -206,6 +206,51 @@ void DistContext::allreduce_sum_async(const at::Tensor& t) {
   impl_->pending.push_back(impl_->pg->allreduce(v, c10d::AllreduceOptions{}));
 }
 
+struct DistContext::Pending {
+  c10::intrusive_ptr<c10d::Work> work;
+  const char* what = "";
+};
+
+namespace {
+void check_shard_pair(const at::Tensor& full, const at::Tensor& part, int64_t world, at::Device device, const char* op) {
+  TORCH_CHECK(full.numel() == part.numel() * world && full.is_contiguous() && part.is_contiguous() &&
+                  full.device() == device && part.device() == device && full.scalar_type() == part.scalar_type(),
+              op, ": contiguous tensors on ", device, " with full = world_size x part");
+}
+}  // namespace
+
+DistContext::Handle DistContext::all_gather_async(const at::Tensor& full, const at::Tensor& part, const char* what) {
+  check_shard_pair(full, part, world_, device_, "all_gather_async");
+  auto h = std::make_shared<Pending>();
+  h->what = what;
+  auto out = full, in = part;
+  if (distributed())
+    h->work = impl_->pg->_allgather_base(out, in, c10d::AllgatherOptions{});
+  else
+    full.copy_(part);
+  return h;
+}
+
+DistContext::Handle DistContext::reduce_scatter_sum_async(const at::Tensor& part, const at::Tensor& full,
+                                                          const char* what) {
+  check_shard_pair(full, part, world_, device_, "reduce_scatter_sum_async");
+  auto h = std::make_shared<Pending>();
+  h->what = what;
+  auto out = part, in = full;
+  if (distributed())
+    h->work = impl_->pg->_reduce_scatter_base(out, in, c10d::ReduceScatterOptions{});
+  else
+    part.copy_(full);
+  return h;
+}
+
+void DistContext::wait(const Handle& h) const {
+  if (!h || !h->work) return;
+  auto work = std::move(h->work);
+  h->work.reset();
+  impl_->wait(work, h->what);
+}
+
 void DistContext::wait_all() {
   while (!impl_->pending.empty()) {
     auto w = impl_->pending.front();

@@ -62,6 +62,16 @@ class DistContext {
   void allreduce_sum_async(const at::Tensor& t);
   void wait_all();
 
+  // Collectives for sharded training, on contiguous tensors on device(). `full` has world_size() times the
+  // elements of `part`: all_gather fills full with every rank's part in rank order; reduce_scatter_sum gives
+  // each rank the sum over ranks of its slice of `full`. The *_async forms return a handle to wait() on
+  // (handles may be waited on in any order); `what` names the operation in a failure's message.
+  struct Pending;
+  using Handle = std::shared_ptr<Pending>;
+  Handle all_gather_async(const at::Tensor& full, const at::Tensor& part, const char* what);
+  Handle reduce_scatter_sum_async(const at::Tensor& part, const at::Tensor& full, const char* what);
+  void wait(const Handle& h) const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

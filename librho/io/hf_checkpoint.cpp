@@ -104,6 +104,18 @@ Llama load_hf_model(const std::string& dir) {
 }
 
 void save_hf_model(LlamaImpl& model, const std::string& dir, const HfSaveOptions& options) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  std::vector<at::Tensor> params;
+  for (const auto& item : model.named_parameters()) {
+    shapes.emplace_back(item.key(), item.value().sizes().vec());
+    params.push_back(item.value());
+  }
+  save_hf_tensors(model.config, shapes, [&](size_t i) { return params[i]; }, dir, options);
+}
+
+void save_hf_tensors(const LlamaConfig& config, const std::vector<std::pair<std::string, std::vector<int64_t>>>& shapes,
+                     const std::function<at::Tensor(size_t)>& tensor, const std::string& dir,
+                     const HfSaveOptions& options) {
   const auto dtype = dtype_from_name(options.dtype);
   const fs::path final_dir = fs::absolute(dir);
   const fs::path tmp = final_dir.string() + fmt::format(".tmp.{}", ::getpid());
@@ -115,37 +127,42 @@ void save_hf_model(LlamaImpl& model, const std::string& dir, const HfSaveOptions
     }
   fs::create_directories(tmp);
 
-  // Group tensors into shards of at most max_shard_bytes (a single tensor may exceed it alone).
-  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
-  int64_t bytes = 0;
-  for (const auto& item : model.named_parameters()) {
-    auto t = item.value().detach().to(at::kCPU, dtype).contiguous();
-    const int64_t n = t.numel() * t.element_size();
+  // Tensors grouped into files of at most max_shard_bytes (a single tensor may exceed it alone), by their sizes.
+  const int64_t elem = at::elementSize(dtype);
+  std::vector<std::vector<size_t>> files(1);
+  int64_t bytes = 0, total = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    int64_t n = elem;
+    for (int64_t d : shapes[i].second) n *= d;
     if (bytes > 0 && bytes + n > options.max_shard_bytes) {
-      shards.emplace_back();
+      files.emplace_back();
       bytes = 0;
     }
-    shards.back().emplace_back(hf_tensor_name(item.key()), t);
+    files.back().push_back(i);
     bytes += n;
+    total += n;
   }
   const std::map<std::string, std::string> meta = {{"format", "pt"}};
-  if (shards.size() == 1) {
-    save_safetensors((tmp / "model.safetensors").string(), shards[0], meta);
-  } else {
-    nlohmann::ordered_json index;
-    int64_t total = 0;
-    for (size_t i = 0; i < shards.size(); ++i) {
-      const auto file = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-      save_safetensors((tmp / file).string(), shards[i], meta);
-      for (const auto& [name, t] : shards[i]) {
-        index["weight_map"][name] = file;
-        total += t.numel() * t.element_size();
-      }
+  nlohmann::ordered_json index;
+  for (size_t f = 0; f < files.size(); ++f) {
+    std::vector<std::pair<std::string, at::Tensor>> part;
+    for (size_t i : files[f]) {
+      auto t = tensor(i).detach().to(at::kCPU, dtype).contiguous();
+      if (t.sizes().vec() != shapes[i].second)
+        throw Error(fmt::format("save_hf_tensors: tensor '{}' has shape {} where {} was announced", shapes[i].first,
+                                t.sizes(), c10::IntArrayRef(shapes[i].second)));
+      part.emplace_back(hf_tensor_name(shapes[i].first), std::move(t));
     }
+    const auto file = files.size() == 1 ? std::string("model.safetensors")
+                                        : fmt::format("model-{:05d}-of-{:05d}.safetensors", f + 1, files.size());
+    save_safetensors((tmp / file).string(), part, meta);
+    for (const auto& [name, t] : part) index["weight_map"][name] = file;
+  }
+  if (files.size() > 1) {
     index["metadata"]["total_size"] = total;
     write_file_atomic((tmp / "model.safetensors.index.json").string(), index.dump(2) + "\n");
   }
-  write_file_atomic((tmp / "config.json").string(), model.config.to_hf_json(options.dtype));
+  write_file_atomic((tmp / "config.json").string(), config.to_hf_json(options.dtype));
 
   // Swap into place: the old directory (if any) is removed only once the new one is complete.
   const fs::path old = final_dir.string() + fmt::format(".old.{}", ::getpid());

@@ -1,7 +1,10 @@
 #pragma once
 // Hugging Face checkpoint directories: config.json + model.safetensors (or shards with
 // model.safetensors.index.json), fp32/fp16/bf16, loaded into and saved from the librho transformer.
+#include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "librho/model/llama.h"
 
@@ -21,5 +24,11 @@ struct HfSaveOptions {
 };
 // Writes the directory atomically: a temporary directory is filled, then renamed into place.
 void save_hf_model(LlamaImpl& model, const std::string& dir, const HfSaveOptions& options = {});
+// The same, from tensors made one at a time: `shapes` lists the parameters (librho names) in order, and
+// tensor(i) is called once for each, in order; only one output file's tensors are held at once (sharded
+// training gathers its weights unit by unit this way).
+void save_hf_tensors(const LlamaConfig& config, const std::vector<std::pair<std::string, std::vector<int64_t>>>& shapes,
+                     const std::function<at::Tensor(size_t)>& tensor, const std::string& dir,
+                     const HfSaveOptions& options = {});
 
 }  // namespace rho

@@ -309,8 +309,10 @@ at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache, co
   const bool checkpoint = activation_checkpointing && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = layers->at<DecoderLayerImpl>(i);
+    if (layer_hooks) layer_hooks->before_layer(i);
     x = checkpoint ? CheckpointedLayer::apply(x, cos, sin, reinterpret_cast<int64_t>(&layer))
                    : layer.forward(x, cos, sin, cache, static_cast<int64_t>(i));
+    if (layer_hooks) x = layer_hooks->after_layer(i, x);
   }
   return norm(x);
 }

@@ -58,6 +58,15 @@ struct DecoderLayerImpl : torch::nn::Module {
 };
 TORCH_MODULE(DecoderLayer);
 
+// Called by LlamaImpl::hidden_states around each decoder layer: sharded parameters gather a layer's weights just
+// before it runs and free them after it (librho/dist/sharded.h). after_layer returns the layer's output, to which
+// it may attach a gradient hook.
+struct LayerHooks {
+  virtual ~LayerHooks() = default;
+  virtual void before_layer(size_t layer) = 0;
+  virtual at::Tensor after_layer(size_t layer, const at::Tensor& output) = 0;
+};
+
 struct LlamaImpl : torch::nn::Module {
   explicit LlamaImpl(const LlamaConfig& config);
 
@@ -86,6 +95,7 @@ struct LlamaImpl : torch::nn::Module {
   // Recompute each layer's activations in the backward pass instead of keeping them (less memory, one more
   // forward's compute). Only used when gradients are being recorded.
   bool activation_checkpointing = false;
+  LayerHooks* layer_hooks = nullptr;  // not owned; null: none
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};

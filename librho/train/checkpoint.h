@@ -5,6 +5,7 @@
 // verified on load; only the newest keep_last are kept.
 #include <ATen/core/Tensor.h>
 
+#include "librho/dist/sharding.h"
 #include "librho/model/llama.h"
 
 #include <optional>
@@ -26,11 +27,23 @@ struct CheckpointState {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
+// A sharded checkpoint's layout (train.sharding other than none): the weights and AdamW state are not in
+// model.safetensors / optimizer.safetensors but split over shard-RRRRR-of-WWWWW.safetensors, one per rank, each
+// holding that rank's part of every unit (ShardedModel::shard_state). Any world size can read it back.
+struct CheckpointSharding {
+  Sharding level = Sharding::None;       // None: an unsharded checkpoint
+  int64_t world_size = 1;
+  std::vector<ShardedUnitLayout> units;
+  std::vector<std::string> shard_sha256;  // per rank
+  static std::string shard_file(int64_t rank, int64_t world);
+};
+
 struct Checkpoint {
   CheckpointState state;
   NamedTensors model;      // the parameters, by name
   NamedTensors optimizer;  // AdamW's state (AdamW::state())
   at::Tensor rng_cpu;      // the default CPU generator's state (undefined: none)
+  CheckpointSharding sharding;  // level None: model and optimizer hold everything
   NamedTensors reference;  // SLM's reference state (ReferenceSource::state(): "ema.<parameter>"; after a handoff
                            // to a self-reference, its moving average as "handoff.ema.<parameter>")
   // On disk all but the model share optimizer.safetensors, under "rng.cpu" and their own names.
@@ -38,13 +51,25 @@ struct Checkpoint {
 
 std::string checkpoint_dir(const std::string& out_dir, int64_t step);
 void save_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t keep_last);
+
+// Writing a sharded checkpoint is collective, in three parts with barriers between them: rank 0 begins (clears
+// leftovers, makes the temporary directory every rank writes into), every rank writes its shard (returning its
+// sha256), and rank 0 commits: state.json with every shard's checksum, then the rename that makes it complete.
+// `ckpt` (rank 0's) holds the state, RNG and reference; ckpt.sharding the layout and checksums.
+std::string sharded_checkpoint_tmp(const std::string& out_dir, int64_t step);
+void begin_sharded_checkpoint(const std::string& out_dir, int64_t step);
+std::string write_checkpoint_shard(const std::string& out_dir, int64_t step, int64_t rank, int64_t world,
+                                   const NamedTensors& shard);
+void commit_sharded_checkpoint(const std::string& out_dir, const Checkpoint& ckpt, int64_t keep_last);
+// Rank q's shard of a loaded sharded checkpoint, its checksum verified.
+NamedTensors read_checkpoint_shard(const std::string& dir, const Checkpoint& ckpt, int64_t q);
 // The complete checkpoints under out_dir, oldest first, and the newest, if any.
 std::vector<std::string> list_checkpoints(const std::string& out_dir);
 std::optional<std::string> latest_checkpoint(const std::string& out_dir);
 // Loads and verifies (sha256 of both tensor files against state.json); throws rho::Error naming the file.
 Checkpoint load_checkpoint(const std::string& dir);
 
-// Copies a checkpoint's model tensors into `model`; every parameter must be there with its shape.
+// Copies a checkpoint's model tensors into `model` (a sharded checkpoint's are assembled from its shards); every parameter must be there with its shape.
 void load_model_weights(LlamaImpl& model, const Checkpoint& ckpt, const std::string& dir);
 // The model a loaded checkpoint (read from `dir`) holds: its shape from state.json, its weights.
 Llama model_from_checkpoint(const Checkpoint& ckpt, const std::string& dir);

@@ -87,8 +87,9 @@ class Section {
     if (!node_ || !node_.IsMap()) return;
     for (const auto& kv : node_) {
       const auto k = kv.first.as<std::string>();
-      if (!seen_.count(k))
-        throw Error(fmt::format("{}: unknown key '{}.{}'", where(source_, kv.first), path_, k));
+      if (seen_.count(k)) continue;
+      const std::string hint = path_ + "." + k == "train.zero1" ? " (it became train.sharding: optimizer)" : "";
+      throw Error(fmt::format("{}: unknown key '{}.{}'{}", where(source_, kv.first), path_, k, hint));
     }
   }
 
@@ -300,7 +301,9 @@ const std::vector<Key>& keys() {
         enum_field("train", "nan_policy", RHO_GET(nan_policy), kNanPolicyNames,
                    "on a non-finite loss or gradient norm: stop, or skip the step and count it"),
         field("train", "export_hf", RHO_GET(export_hf), "write `out_dir/hf` (Hugging Face layout) at the end"),
-        field("train", "zero1", RHO_GET(zero1), "data parallel: shard AdamW's state over the ranks (ZeRO stage 1)"),
+        enum_field("train", "sharding", RHO_GET(sharding), kShardingNames,
+                   "data parallel: what is split over the ranks: nothing, AdamW's state (ZeRO-1), + gradients "
+                   "(ZeRO-2), + weights (ZeRO-3/FSDP) (docs/distributed.md); a resume may move between the last three"),
         field("train", "bucket_mb", RHO_GET(bucket_mb), "data parallel: gradient all-reduce bucket size, MB",
               positive, "must be > 0"),
         field("slm", "ratio", RHO_GET(slm.ratio), "fraction of valid tokens kept", ratio_range, "must lie in (0, 1]"),
@@ -459,6 +462,11 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
     if (!scored_sets.insert(name).second)
       throw Error(fmt::format("{}: 'slm.eval_reference_losses' names eval set '{}' twice", source, name));
   }
+  if (c.sharding == Sharding::Parameters && (c.self_reference != SelfReference::None || c.handoff == Handoff::Self))
+    throw Error(fmt::format("{}: train.sharding parameters keeps a shard of the weights on each rank, but a "
+                            "self-reference (slm.self_reference {}, slm.handoff {}) copies the whole model; use "
+                            "train.sharding gradients, or an offline reference (slm.reference_losses)",
+                            source, enum_name(kSelfReferenceNames, c.self_reference), enum_name(kHandoffNames, c.handoff)));
   if (c.handoff != Handoff::None) {  // a handoff is triggered by the reference's loss on the first eval set
     const bool offline_eval = !c.eval_sets.empty() &&
                               std::any_of(c.eval_reference_losses.begin(), c.eval_reference_losses.end(),

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "librho/dist/sharding.h"
 #include "librho/model/config.h"
 #include "librho/slm/reference.h"
 #include "librho/slm/slm_loss.h"
@@ -64,7 +65,7 @@ struct TrainConfig {
   int64_t histogram_every = 100;  // steps between histograms of the SLM scores (0: none)
   NanPolicy nan_policy = NanPolicy::Stop;
   bool export_hf = true;
-  bool zero1 = false;     // data parallel: shard AdamW's state over the ranks (ZeRO stage 1)
+  Sharding sharding = Sharding::None;  // data parallel: what is split over the ranks (librho/dist/sharded.h)
   double bucket_mb = 25;  // data parallel: gradient all-reduce bucket size
   // slm
   SLMOptions slm;

@@ -21,7 +21,7 @@
 #include "librho/data/token_dataset.h"
 #include "librho/dist/context.h"
 #include "librho/dist/grad_reducer.h"
-#include "librho/dist/zero1.h"
+#include "librho/dist/sharded.h"
 #include "librho/io/hf_checkpoint.h"
 #include "librho/model/autocast.h"
 #include "librho/score/token_scorer.h"
@@ -44,7 +44,22 @@ namespace {
 // both values) unless train.resume_allow (rho_pretrain --allow-change) names it; keys that never affect the steps
 // may change. Accepted changes are appended to out_dir/config_changes.jsonl, so the run's history stays readable.
 void check_resume_changes(const TrainConfig& cfg, const std::string& checkpoint_yaml, const std::string& checkpoint,
-                          int64_t step, bool write_history) {
+                          int64_t step, bool write_history, int64_t world_before, int64_t world_after) {
+  // Another world size (a sharded checkpoint reshards) must keep the global batch: data.batch_size x world size.
+  const auto changes = cfg.differences(checkpoint_yaml);
+  if (world_before != world_after) {
+    int64_t batch_before = cfg.batch_size;
+    for (const auto& c : changes)
+      if (c.key == "data.batch_size" && !c.before.empty()) batch_before = std::stoll(c.before);
+    if (batch_before * world_before != cfg.batch_size * world_after)
+      throw Error(fmt::format("--resume from {}: written by {} process(es) with data.batch_size {} (a global batch of "
+                              "{}), resumed with {} and data.batch_size {} ({}): keep the global batch, e.g. "
+                              "data.batch_size={}", checkpoint, world_before, batch_before, batch_before * world_before,
+                              world_after, cfg.batch_size, cfg.batch_size * world_after,
+                              batch_before * world_before % world_after == 0
+                                  ? std::to_string(batch_before * world_before / world_after)
+                                  : std::string("(none: the global batch does not divide by the world size)")));
+  }
   std::vector<std::string> refused;
   nlohmann::json accepted = nlohmann::json::array();
   const TrainConfig defaults;
@@ -53,12 +68,15 @@ void check_resume_changes(const TrainConfig& cfg, const std::string& checkpoint_
     return std::any_of(default_values.begin(), default_values.end(),
                        [&](const TrainConfig::Change& d) { return d.key == c.key && d.after == c.after; });
   };
-  for (const auto& c : cfg.differences(checkpoint_yaml)) {
+  for (const auto& c : changes) {
     // A key added to the config since the checkpoint was written, at its default: the same run.
     if (c.before.empty() && is_default(c)) continue;
     // With slm.handoff, when and on what the evaluation runs decides the switch: the data.eval keys then count.
     const bool decides_handoff = cfg.handoff != Handoff::None && c.key.rfind("data.eval", 0) == 0;
-    const bool allowed = (TrainConfig::resume_safe(c.key) && !decides_handoff) ||
+    const bool reshard = c.key == "data.batch_size" && world_before != world_after;  // the global batch is kept
+    // The sharded levels hold the same state, split differently: a checkpoint of one resumes under another.
+    const bool sharded_level = c.key == "train.sharding" && !c.before.empty() && c.before != "none" && c.after != "none";
+    const bool allowed = reshard || sharded_level || (TrainConfig::resume_safe(c.key) && !decides_handoff) ||
                          std::find(cfg.resume_allow.begin(), cfg.resume_allow.end(), c.key) != cfg.resume_allow.end();
     if (allowed)
       accepted.push_back({{"key", c.key}, {"from", c.before}, {"to", c.after}});
@@ -130,16 +148,31 @@ struct Trainer::State {
   std::shared_ptr<TokenDataset> train;
   std::unique_ptr<BatchLoader> loader;
   std::vector<std::pair<std::string, std::shared_ptr<TokenDataset>>> evals;
-  std::unique_ptr<AdamW> optim;               // under ZeRO-1: this rank's parameters only
-  std::vector<AdamW::Group> groups;            // every parameter, grouped for AdamW
-  std::unique_ptr<Zero1> zero1;                // train.zero1 with several ranks: who steps which parameter
+  // train.sharding none: AdamW over the whole model, gradients all-reduced in buckets. Otherwise ShardedModel
+  // owns the gradient reduction, the optimizer state and (level parameters) the weights.
+  std::unique_ptr<AdamW> optim;
   std::unique_ptr<GradBucketReducer> reducer;
+  std::unique_ptr<ShardedModel> sharded;
   ExcessLossSelector selector{SLMOptions{}};
   int64_t step = 0, tokens_seen = 0, skipped_steps = 0;
   int64_t eos_id = -1;
   std::ofstream log;
   std::unique_ptr<TensorBoardLog> tensorboard;  // train.tensorboard: the log's lines as events (rank 0)
   std::vector<at::Tensor> step_scores, step_weights;  // a histogram step's selection, per micro-batch
+  ShardedMemory resident;  // the first step's largest weights / gradients / optimizer bytes after a backward
+
+  // Bytes of weights, gradients and optimizer state this rank holds now.
+  ShardedMemory memory_now() const {
+    if (sharded) return sharded->memory();
+    ShardedMemory m;
+    for (const auto& p : model->parameters()) {
+      m.weights += static_cast<int64_t>(p.nbytes());
+      if (p.grad().defined()) m.gradients += static_cast<int64_t>(p.grad().nbytes());
+    }
+    for (const auto& [name, t] : optim->state()) m.optimizer += static_cast<int64_t>(t.nbytes());
+    return m;
+  }
+  void log_memory();
 
   // A host tensor on the training device: from pinned memory without blocking the host (pageable memory would
   // make the copy wait for the device's queue to drain).
@@ -205,23 +238,6 @@ struct Trainer::State {
   }
 
   void log_score_histograms();
-
-  // The AdamW groups restricted to the parameters `rank` steps (all of them without ZeRO-1).
-  std::vector<AdamW::Group> groups_of(int64_t rank) const {
-    if (!zero1) return groups;
-    auto out = groups;
-    for (auto& g : out) {
-      AdamW::Group kept;
-      kept.weight_decay = g.weight_decay;
-      for (size_t i = 0; i < g.names.size(); ++i)
-        if (zero1->owner(g.names[i]) == rank) {
-          kept.names.push_back(g.names[i]);
-          kept.params.push_back(g.params[i]);
-        }
-      g = std::move(kept);
-    }
-    return out;
-  }
 
   // Gradients are dropped, not zeroed: the next backward then writes them instead of adding to zeros.
   void zero_grads() {
@@ -302,13 +318,17 @@ void Trainer::State::init_slm() {
   reference = std::make_unique<ReferenceSource>(ro, *train, *model, device, autocast);
 }
 
-// AdamW (no weight decay on norms and embeddings unless asked), ZeRO-1 shards, gradient buckets.
+// AdamW (no weight decay on norms and embeddings unless asked) with gradient buckets, or the sharded model.
 void Trainer::State::init_optimizer() {
+  if (cfg.sharding != Sharding::None) {
+    const ShardedAdamWOptions adam{cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.decay_norms_and_embeddings};
+    sharded = std::make_unique<ShardedModel>(model, *dist, cfg.sharding, autocast ? at::kBFloat16 : at::kFloat, adam);
+    return;
+  }
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
-  groups = adamw_groups(named, cfg.weight_decay, cfg.decay_norms_and_embeddings);
-  if (cfg.zero1 && dist->distributed()) zero1 = std::make_unique<Zero1>(named, *dist);
-  optim = std::make_unique<AdamW>(groups_of(dist->rank()), cfg.beta1, cfg.beta2, cfg.eps);
+  optim = std::make_unique<AdamW>(adamw_groups(named, cfg.weight_decay, cfg.decay_norms_and_embeddings), cfg.beta1,
+                                  cfg.beta2, cfg.eps);
   reducer = std::make_unique<GradBucketReducer>(model->parameters(), *dist, cfg.bucket_mb);
 }
 
@@ -321,13 +341,29 @@ void Trainer::State::resume_from_checkpoint() {
   if (latest_step.item<int64_t>() < 0) throw Error(fmt::format("{}: --resume but no checkpoint was found", cfg.out_dir));
   latest = checkpoint_dir(cfg.out_dir, latest_step.item<int64_t>());
   auto ck = load_checkpoint(*latest);
-  if (ck.state.world_size != dist->world_size())
-    throw Error(fmt::format("{}: written by {} process(es), resumed with {}: the data order and the ZeRO-1 shards "
-                            "depend on the world size, so resume with {} (or start a new run from its weights)",
-                            *latest, ck.state.world_size, dist->world_size(), ck.state.world_size));
-  check_resume_changes(cfg, ck.state.config_yaml, *latest, ck.state.step, dist->is_main());
-  load_model_weights(*model, ck, *latest);
-  optim->load_state(ck.optimizer, *latest);
+  const bool ck_sharded = ck.sharding.level != Sharding::None;
+  if (ck_sharded != (sharded != nullptr))
+    throw Error(fmt::format("{}: written with train.sharding {}, resumed with {}: a sharded checkpoint resumes under any "
+                            "sharded level (optimizer, gradients, parameters), an unsharded one under none",
+                            *latest, enum_name(kShardingNames, ck.sharding.level), enum_name(kShardingNames, cfg.sharding)));
+  if (ck.state.world_size != dist->world_size() && !ck_sharded)
+    throw Error(fmt::format("{}: written by {} process(es), resumed with {}: an unsharded checkpoint resumes at the "
+                            "world size that wrote it, so resume with {} (sharded checkpoints, train.sharding, reshard to "
+                            "any world size)", *latest, ck.state.world_size, dist->world_size(), ck.state.world_size));
+  check_resume_changes(cfg, ck.state.config_yaml, *latest, ck.state.step, dist->is_main(), ck.state.world_size,
+                       dist->world_size());
+  if (sharded) {
+    const auto& mine = sharded->layout();
+    const auto& theirs = ck.sharding.units;
+    for (size_t u = 0; u < std::max(mine.size(), theirs.size()); ++u)
+      if (u >= mine.size() || u >= theirs.size() || mine[u].name != theirs[u].name || mine[u].numel != theirs[u].numel)
+        throw Error(fmt::format("{}/state.json: sharding.units differ from this model's at unit {}", *latest, u));
+    sharded->load_shard_state(ck.sharding.world_size, [&](int64_t q) { return read_checkpoint_shard(*latest, ck, q); },
+                              *latest);
+  } else {
+    load_model_weights(*model, ck, *latest);
+    optim->load_state(ck.optimizer, *latest);
+  }
   if (reference) reference->load_state({ck.reference.begin(), ck.reference.end()}, *latest);
   handoff_step = ck.state.handoff_step;
   if (handoff_step >= 0 && cfg.handoff == Handoff::Self) {  // (its construction draws from the CPU generator)
@@ -461,26 +497,39 @@ at::Tensor Trainer::State::forward_backward(const std::vector<DeviceBatch>& batc
       step_weights.push_back(out.weights.detach());
     }
     auto& loss = out.loss;
-    if (i == n - 1) reducer->arm();  // the last backward all-reduces gradients as they become ready
+    // The last backward all-reduces (or reduce-scatters) gradients as they become ready.
+    if (sharded)
+      sharded->before_backward(i == n - 1);
+    else if (i == n - 1)
+      reducer->arm();
     loss.backward();
+    if (sharded) sharded->after_backward();
+    if (step == 0) {
+      const auto m = memory_now();
+      resident.weights = std::max(resident.weights, m.weights);
+      resident.gradients = std::max(resident.gradients, m.gradients);
+      resident.optimizer = std::max(resident.optimizer, m.optimizer);
+    }
     loss_sum += loss.detach().to(at::kDouble);
     loss_all_sum += (token_loss.detach() * batches[i].valid.to(at::kFloat)).sum().to(at::kDouble);
   }
-  reducer->finish();
+  if (reducer) reducer->finish();
   auto sums = StepTotals::pack_sums(loss_sum, loss_all_sum, plan.tally());
   dist->allreduce_sum(sums);
   return sums;
 }
 
-// Gradient norm (and clipping), AdamW, ZeRO-1 exchange, EMA. A non-finite loss or norm leaves the weights as they
+// Gradient norm (and clipping), AdamW (sharded: on this rank's shards, then the weights shared), EMA. A non-finite loss or norm leaves the weights as they
 // were (the optimizer reads found_inf on the device). Gradients and the loss are global here, so every rank takes
 // the same decision. Returns {gradient norm, found_inf}, on the device.
 std::pair<at::Tensor, at::Tensor> Trainer::State::update(const at::Tensor& loss_sum, double lr) {
   const double max_norm = cfg.grad_clip > 0 ? cfg.grad_clip : std::numeric_limits<double>::infinity();
-  const auto norm = clip_grad_norm(model->parameters(), max_norm);
+  const auto norm = sharded ? sharded->clip_grad_norm(max_norm) : clip_grad_norm(model->parameters(), max_norm);
   const auto found_inf = (~at::isfinite(loss_sum) | ~at::isfinite(norm)).to(at::kFloat);
-  optim->step(lr, found_inf);
-  if (zero1) zero1->share_updated_params();
+  if (sharded)
+    sharded->step(lr, found_inf);
+  else
+    optim->step(lr, found_inf);
   if (reference) reference->after_step(*model, found_inf);
   if (handoff_reference) handoff_reference->after_step(*model, found_inf);
   zero_grads();
@@ -528,7 +577,26 @@ StepMetrics Trainer::train_step() {
   s.tokens_seen += m.tokens;
   m.step = s.step;
   if (!s.step_scores.empty()) s.log_score_histograms();
+  if (s.step == 1) s.log_memory();
   return m;
+}
+
+// After the first step, one log line {"type": "memory", "sharding", "ranks": [{"weights", "gradients",
+// "optimizer"}, ...]}: the bytes each rank held after a backward (the optimizer state as it stands after the
+// step), for docs/scaling.md's planner and the sharding tests. Collective.
+void Trainer::State::log_memory() {
+  resident.optimizer = std::max(resident.optimizer, memory_now().optimizer);
+  const int64_t W = dist->world_size();
+  auto t = at::zeros({W, 3}, at::kLong);
+  t[dist->rank()][0] = resident.weights;
+  t[dist->rank()][1] = resident.gradients;
+  t[dist->rank()][2] = resident.optimizer;
+  dist->allreduce_sum(t);
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int64_t r = 0; r < W; ++r)
+    ranks.push_back({{"weights", t[r][0].item<int64_t>()}, {"gradients", t[r][1].item<int64_t>()},
+                     {"optimizer", t[r][2].item<int64_t>()}});
+  write_log({{"type", "memory"}, {"step", step}, {"sharding", enum_name(kShardingNames, cfg.sharding)}, {"ranks", ranks}});
 }
 
 // The step's scores as two histograms over every rank's tokens: slm/score (every valid token with a finite score)
@@ -656,27 +724,42 @@ std::map<std::string, double> Trainer::evaluate_reference() {
 void Trainer::save_checkpoint() {
   auto& s = *s_;
   const auto& dist = *s.dist;
-  // ZeRO-1: rank 0 collects every rank's optimizer shard, so the checkpoint is the same as without sharding.
-  NamedTensors optimizer = s.optim->state();
-  if (s.zero1)
-    optimizer = s.zero1->gather_to_root(std::move(optimizer), [&](int64_t r) {
-      return AdamW(s.groups_of(r), s.cfg.beta1, s.cfg.beta2, s.cfg.eps).state();
-    });
+  Checkpoint ck;
+  ck.state.step = s.step;
+  ck.state.loader_step = s.loader->step();
+  ck.state.tokens_seen = s.tokens_seen;
+  ck.state.world_size = dist.world_size();
+  ck.state.config_yaml = s.cfg.to_yaml();
+  ck.state.model_config_json = s.model->config.to_hf_json();
+  ck.state.handoff_step = s.handoff_step;
   if (dist.is_main()) {
-    Checkpoint ck;
-    ck.state.step = s.step;
-    ck.state.loader_step = s.loader->step();
-    ck.state.tokens_seen = s.tokens_seen;
-    ck.state.world_size = dist.world_size();
-    ck.state.config_yaml = s.cfg.to_yaml();
-    ck.state.model_config_json = s.model->config.to_hf_json();
-    for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
-    ck.optimizer = std::move(optimizer);
     ck.rng_cpu = at::detail::getDefaultCPUGenerator().get_state();
     if (s.reference) ck.reference = s.reference->state();
-    ck.state.handoff_step = s.handoff_step;
     if (s.handoff_reference)
       for (auto& [name, t] : s.handoff_reference->state()) ck.reference.emplace_back("handoff." + name, t);
+  }
+  if (s.sharded) {
+    // Each rank writes its own shard into a directory rank 0 prepared; rank 0 commits with every checksum.
+    if (dist.is_main()) begin_sharded_checkpoint(s.cfg.out_dir, s.step);
+    dist.barrier();
+    const auto sha = write_checkpoint_shard(s.cfg.out_dir, s.step, dist.rank(), dist.world_size(), s.sharded->shard_state());
+    auto chars = at::zeros({dist.world_size(), static_cast<int64_t>(sha.size())}, at::kLong);
+    for (size_t i = 0; i < sha.size(); ++i) chars[dist.rank()][static_cast<int64_t>(i)] = static_cast<int64_t>(sha[i]);
+    dist.allreduce_sum(chars);
+    if (dist.is_main()) {
+      ck.sharding.level = s.sharded->level();
+      ck.sharding.world_size = dist.world_size();
+      ck.sharding.units = s.sharded->layout();
+      for (int64_t q = 0; q < dist.world_size(); ++q) {
+        std::string h;
+        for (int64_t i = 0; i < chars.size(1); ++i) h += static_cast<char>(chars[q][i].item<int64_t>());
+        ck.sharding.shard_sha256.push_back(h);
+      }
+      commit_sharded_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
+    }
+  } else if (dist.is_main()) {
+    for (const auto& item : s.model->named_parameters()) ck.model.emplace_back(item.key(), item.value());
+    ck.optimizer = s.optim->state();
     rho::save_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
   }
   // No rank runs ahead of a checkpoint that is not yet on disk (a kill then resumes where all ranks agree).
@@ -684,7 +767,35 @@ void Trainer::save_checkpoint() {
 }
 
 void Trainer::export_hf(const std::string& dir) {
-  if (s_->dist->is_main()) save_hf_model(*s_->model, dir);
+  auto& s = *s_;
+  if (!s.sharded || s.sharded->level() != Sharding::Parameters) {
+    if (s.dist->is_main()) save_hf_model(*s.model, dir);
+    return;
+  }
+  // Sharded weights: gathered unit by unit (collectively, in unit order); rank 0 writes each unit's tensors as
+  // they come, so no rank ever holds the whole model.
+  const auto& units = s.sharded->layout();
+  if (!s.dist->is_main()) {
+    for (size_t u = 0; u < units.size(); ++u) s.sharded->gather_unit(u);
+    return;
+  }
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  std::map<std::string, size_t> unit_of;
+  for (const auto& item : s.model->named_parameters()) shapes.emplace_back(item.key(), item.value().sizes().vec());
+  for (size_t u = 0; u < units.size(); ++u)
+    for (const auto& P : units[u].params) unit_of[P.name] = u;
+  std::map<std::string, at::Tensor> root, current;  // unit 0 (used first and last), and the latest layer's
+  size_t current_unit = 0;
+  save_hf_tensors(s.model->config, shapes, [&](size_t i) {
+    const size_t u = unit_of.at(shapes[i].first);
+    auto& cache = u == 0 ? root : current;
+    if (cache.empty() || (u != 0 && u != current_unit)) {
+      cache.clear();
+      for (auto& [name, t] : s.sharded->gather_unit(u)) cache[name] = t;
+      if (u != 0) current_unit = u;
+    }
+    return cache.at(shapes[i].first);
+  }, dir);
 }
 
 void Trainer::log_evaluation() {

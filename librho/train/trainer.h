@@ -14,7 +14,8 @@
 // step's global batch; token counts (valid, kept) are all-reduced before backward so every rank's loss is
 // normalised by the global count, and the gradients are summed with bucketed all-reduces overlapped with the
 // last micro-batch's backward: the update equals one process's over the global batch. Metrics are global;
-// rank 0 writes logs, config, checkpoints and the export. train.zero1 shards AdamW's state over the ranks.
+// rank 0 writes logs, config and the export. train.sharding splits AdamW's state, the gradients and the
+// weights over the ranks (librho/dist/sharded.h); each rank then writes its own shard of the checkpoints.
 #include <map>
 #include <memory>
 #include <string>
@@ -38,8 +39,9 @@ struct StepMetrics {
 
 class Trainer {
  public:
-  // resume: continue from the newest checkpoint in config.out_dir (exactly: same batches, same weights; the
-  // world size must be the one that wrote it). dist: the data-parallel group (none: a single process).
+  // resume: continue from the newest checkpoint in config.out_dir (exactly: same batches, same weights; an
+  // unsharded checkpoint needs the world size that wrote it, a sharded one the same global batch).
+  // dist: the data-parallel group (none: a single process).
   Trainer(TrainConfig config, bool resume, std::shared_ptr<DistContext> dist = nullptr);
   ~Trainer();
   void run();
@@ -55,7 +57,7 @@ class Trainer {
   void log_evaluation();
   void save_checkpoint();                    // collective under data parallelism; rank 0 writes
   void export_hf(const std::string& dir);
-  Llama& model();
+  Llama& model();  // under train.sharding parameters its layers' weights are gathered only while they run
   int64_t step() const;
   const TrainConfig& config() const;
 

@@ -4,11 +4,17 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or SLURM_PROCID / SLURM_NTASKS, a
 
   1. training, 2 processes x batch 2 vs 1 process x batch 4 (the same global batch): equal per-step losses and
      final weights (1e-6) for CLM with gradient accumulation and small buckets, SLM with slm.scope=global
-     (equal selection statistics too), and ZeRO-1 (whose gathered optimizer state must equal one process's);
+     (equal selection statistics too);
+  1b. train.sharding optimizer, gradients and parameters with 2 and 3 processes (1 x batch 6, 2 x 3, 3 x 2):
+     CLM with untied embeddings, SLM (scope global) with tied embeddings and activation checkpointing; a model
+     whose unit sizes do not divide by 2 or 3. Equal losses, exported weights and AdamW state (assembled from the
+     shards) to one process's; each rank's resident bytes of weights, gradients and optimizer state against the
+     shares each level promises;
   2. scoring with 2 processes (torchrun-style and SLURM-style variables) writes the same files as 1 process;
-  3. a rank killed with SIGKILL mid-run: the other exits with a clear error within the collective timeout, and
-     --resume from the last checkpoint ends with the uninterrupted run's weights; a resume with another world
-     size is refused, naming both sizes;
+  3. a rank killed with SIGKILL mid-run (train.sharding parameters): the other exits with a clear error within
+     the collective timeout; --resume from the last checkpoint with 2 processes ends with the uninterrupted run's
+     weights exactly, and with 3 processes (resharded, the same global batch) within 1e-6; a resume that changes
+     the global batch is refused, and so is an unsharded checkpoint resumed at another world size;
   4. torchrun --no-python launches the same run (when torchrun is in the venv).
 Exit 77 (skipped) when the build has no Gloo backend."""
 import argparse
@@ -89,6 +95,62 @@ def final_ckpt(out_dir):
     return sorted((Path(out_dir) / "checkpoints").glob("step-*"))[-1]
 
 
+def sharded_state(ckpt):
+    """A sharded checkpoint's weights and AdamW state, whole, under the unsharded names ("<param>",
+    "exp_avg.<param>", "exp_avg_sq.<param>"): each unit's pieces concatenated over the ranks, split by parameter."""
+    state = json.loads((ckpt / "state.json").read_text())["sharding"]
+    world = state["world_size"]
+    shards = [load_file(str(ckpt / f"shard-{q:05d}-of-{world:05d}.safetensors")) for q in range(world)]
+    out = {}
+    for unit in state["units"]:
+        for kind, prefix in (("param", ""), ("exp_avg", "exp_avg."), ("exp_avg_sq", "exp_avg_sq.")):
+            flat = torch.cat([s[f"{unit['name']}.{kind}"] for s in shards])
+            assert flat.numel() == unit["numel"], (unit["name"], flat.numel(), unit["numel"])
+            for p in unit["params"]:
+                out[prefix + p["name"]] = flat[p["offset"]:p["offset"] + p["numel"]].view(p["shape"])
+    return out
+
+
+def unsharded_state(ckpt):
+    """An unsharded checkpoint's weights and AdamW state under the same names (steps and RNG left out)."""
+    out = dict(load_file(str(ckpt / "model.safetensors")))
+    out.update({k: v for k, v in load_file(str(ckpt / "optimizer.safetensors")).items()
+                if k.startswith("exp_avg")})
+    return out
+
+
+def state_diff(a, b):
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def check_memory(check, name, level, world, mem, one):
+    """Each rank's resident bytes (the run's "memory" log line) against what the level promises, exactly, from the
+    checkpoint's unit sizes: fp32 weights whole (optimizer, gradients) or this rank's shard of each layer plus the
+    whole root unit (parameters); gradients whole plus the shard (optimizer, accumulating over micro-batches) or
+    the shard alone; AdamW's two moments for the shard alone (and one step count)."""
+    layout = json.loads((final_ckpt(mem["dir"]) / "state.json").read_text())["sharding"]["units"]
+    shard = [(u["numel"] + world - 1) // world for u in layout]
+    padded = sum(s * world for s in shard)
+    total = sum(u["numel"] for u in layout)
+    weights = 4 * (padded if level != "parameters" else shard[0] * world + sum(shard[1:]))
+    grads = 4 * sum(shard) + (4 * total if level == "optimizer" else 0)
+    optim = 8 * sum(shard) + 4
+    base = one["ranks"][0]
+    ok = all(r == {"weights": weights, "gradients": grads, "optimizer": optim} for r in mem["ranks"])
+    r0 = mem["ranks"][0]
+    check(ok and len(mem["ranks"]) == world,
+          f"{name}, sharding {level}, {world} processes: per-rank bytes as promised; against 1 unsharded process "
+          f"weights x{r0['weights'] / base['weights']:.3f}, gradients x{r0['gradients'] / base['gradients']:.3f}, "
+          f"optimizer x{r0['optimizer'] / base['optimizer']:.3f}" +
+          ("" if ok else f" (got {mem['ranks']}, expected weights {weights} gradients {grads} optimizer {optim})"))
+
+
+def memory_line(out_dir):
+    lines = [json.loads(l) for l in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
+    return dict(next(l for l in lines if l["type"] == "memory"), dir=out_dir)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="folder with the rho_* tools")
@@ -134,7 +196,6 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
             "clm": ["data.grad_accum=2", "train.bucket_mb=0.01"],  # several buckets, accumulation
             "slm_global": ["train.stage=slm", "slm.rule=current", "slm.ratio=0.4", "slm.scope=global",
                            "data.grad_accum=2"],
-            "zero1": ["train.zero1=true", "data.grad_accum=2"],
         }
         for name, sets in cases.items():
             o = [a for s in sets for a in ("--set", s)]
@@ -148,13 +209,60 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
             do = max_diff(final_ckpt(one) / "optimizer.safetensors", final_ckpt(two) / "optimizer.safetensors")
             check(len(l1) == len(l2) == 8 and dl <= 1e-6 and dw <= 1e-6 and do <= 1e-6,
                   f"{name}: 2 processes vs 1, {len(l2)} steps, max |loss diff| {dl:.2e}, max |weight diff| {dw:.2e}, "
-                  f"max |AdamW state diff| {do:.2e}" + (" (rank 0 gathered the ZeRO-1 shards)" if name == "zero1" else ""))
+                  f"max |AdamW state diff| {do:.2e}")
             check(json.loads((final_ckpt(two) / "state.json").read_text())["world_size"] == 2,
                   f"{name}: the checkpoint records world_size 2")
             if name == "slm_global":
                 ds = max(abs(a["selected_fraction"] - b_["selected_fraction"]) +
                          abs(a["kept_score"] - b_["kept_score"]) for a, b_ in zip(l1, l2))
                 check(ds <= 1e-6, f"{name}: same selection (fraction and kept score) at every step, diff {ds:.2e}")
+
+        # 1b. Sharding levels, 2 and 3 processes against 1 over the same global batch of 6.
+        sharded_cases = {
+            # hidden 40 with 2 of 4 heads for keys and values: every unit's size leaves a remainder mod 3
+            "clm": ["data.grad_accum=2", "model.hidden_size=40", "model.num_heads=4", "model.num_kv_heads=2"],
+            "slm_global_tied": ["train.stage=slm", "slm.rule=current", "slm.ratio=0.4", "slm.scope=global",
+                                "data.grad_accum=2", "model.tie_word_embeddings=true",
+                                "train.activation_checkpointing=true"],
+        }
+        # lr 2e-4 keeps the fp32 reordering effect above (which scales with lr) near 5e-7 for this model, and weight
+        # decay 1.0 makes a parameter stepped with the wrong decay group move by ~4e-6 a step: caught.
+        adam = ["optim.lr=2e-4", "optim.min_lr=2e-5", "optim.weight_decay=1.0"]
+        for name, sets in sharded_cases.items():
+            o = [a for s in sets + adam for a in ("--set", s)]
+            one = t / f"sh-{name}-1"
+            run(*pretrain, "--set", f"run.out_dir={one}", "--set", "data.batch_size=6", *o)
+            base, l1 = unsharded_state(final_ckpt(one)), train_losses(one)
+            for level in ("optimizer", "gradients", "parameters"):
+                for world in (2, 3):
+                    d = t / f"sh-{name}-{level}-{world}"
+                    wait_all(launch(pretrain + ["--set", f"run.out_dir={d}", "--set", f"data.batch_size={6 // world}",
+                                                "--set", f"train.sharding={level}"] + o, world),
+                             f"{name}, sharding {level}, {world} processes")
+                    l2 = train_losses(d)
+                    dl = max(abs(a["loss"] - b_["loss"]) for a, b_ in zip(l1, l2))
+                    ds = state_diff(base, sharded_state(final_ckpt(d)))
+                    check(len(l1) == len(l2) == 8 and dl <= 1e-6 and ds <= 1e-6,
+                          f"{name}, sharding {level}, {world} processes vs 1: max |loss diff| {dl:.2e}, max |weight "
+                          f"and AdamW state diff| {ds:.2e}")
+                    mem = memory_line(d)
+                    if name == "clm" and level == "parameters" and world == 3:
+                        units = json.loads((final_ckpt(d) / "state.json").read_text())["sharding"]["units"]
+                        check(all(u["numel"] % 3 for u in units),
+                              f"{name}: no unit's size divides by 3: {[u['numel'] for u in units]}")
+                    check_memory(check, name, level, world, mem, memory_line(one))
+        # The export of a parameters-sharded run (gathered unit by unit) holds the weights of its checkpoint.
+        d = t / "sh-clm-parameters-3"
+        run(*pretrain, "--set", f"run.out_dir={d}", "--set", "data.batch_size=6", "--set", "train.sharding=parameters",
+            "--set", "optim.max_steps=9", "--set", "train.export_hf=true", "--resume", "--allow-change",
+            "optim.max_steps", *[a for s in sharded_cases["clm"] + adam for a in ("--set", s)])
+        ckpt = sharded_state(final_ckpt(d))
+        hf = load_file(str(d / "hf" / "model.safetensors"))
+        dh = max((hf[("" if k.startswith("lm_head") else "model.") + k] - v).abs().max().item()
+                 for k, v in ckpt.items() if not k.startswith("exp_avg"))
+        check(final_ckpt(d).name == "step-00000009" and dh == 0,
+              f"3-process sharded checkpoint resumed by 1 process (batch 6), one more step, exported: the export "
+              f"equals the checkpoint's weights (max diff {dh})")
 
         # 2. Scoring: 2 processes (torchrun and SLURM variables) write what 1 process writes.
         (t / "m.yaml").write_text(model.strip("{}").replace(", ", "\n") + "\n")
@@ -170,8 +278,10 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
               f"rho_score: 2 processes (RANK and SLURM_PROCID) write the same {len(files)} files as 1")
 
         # 3. A rank killed mid-run: the other stops with a clear error; --resume reaches the same weights.
-        long = ["--set", "optim.max_steps=40", "--set", "train.checkpoint_every=5", "--set", "data.batch_size=2",
-                "--set", "train.zero1=true"]  # resuming also restores the ZeRO-1 shards
+        # Resuming restores the shards, or reshards them for another world size.
+        long_common = ["--set", "optim.max_steps=40", "--set", "train.checkpoint_every=5",
+                       "--set", "train.sharding=parameters"]
+        long = long_common + ["--set", "data.batch_size=3"]
         full, cut = t / "full", t / "cut"
         wait_all(launch(pretrain + ["--set", f"run.out_dir={full}"] + long, 2), "uninterrupted 2-process run")
         procs = launch(pretrain + ["--set", f"run.out_dir={cut}"] + long, 2)
@@ -192,15 +302,31 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
         check(procs[0].returncode == 1 and "rho_pretrain: error: rank 0/2:" in last and took < TIMEOUT + 60,
               f"kill -9 of rank 1: rank 0 exited {procs[0].returncode} after {took:.1f} s: {last[:300]}")
         done = sorted(p.name for p in (cut / "checkpoints").glob("step-*"))
-        one_proc = subprocess.run([str(a) for a in pretrain + ["--set", f"run.out_dir={cut}", "--resume"] + long],
-                                  capture_output=True, text=True, timeout=300)
-        check(one_proc.returncode == 1 and "written by 2 process(es), resumed with 1" in one_proc.stderr,
-              "resume with another world size is refused: " + one_proc.stderr.strip().splitlines()[-1][:200])
+        other = subprocess.run([str(a) for a in pretrain + ["--set", f"run.out_dir={cut}", "--resume"] + long],
+                               capture_output=True, text=True, timeout=300)
+        check(other.returncode == 1 and "written by 2 process(es) with data.batch_size 3" in other.stderr and
+              "data.batch_size=6" in other.stderr,
+              "resume changing the global batch is refused: " + other.stderr.strip().splitlines()[-1][:240])
+        unsharded = subprocess.run([str(a) for a in pretrain + ["--set", f"run.out_dir={t / 'clm-2'}", "--resume",
+                                                                "--set", "data.batch_size=4"]],
+                                   capture_output=True, text=True, timeout=300)
+        check(unsharded.returncode == 1 and "written by 2 process(es), resumed with 1" in unsharded.stderr,
+              "an unsharded checkpoint at another world size is refused: " +
+              unsharded.stderr.strip().splitlines()[-1][:200])
+        reshard = t / "reshard"
+        shutil.copytree(cut, reshard)
         wait_all(launch(pretrain + ["--set", f"run.out_dir={cut}", "--resume"] + long, 2), "resumed run")
-        dw = max_diff(final_ckpt(full) / "model.safetensors", final_ckpt(cut) / "model.safetensors")
-        check(final_ckpt(cut).name == "step-00000040" and dw <= 1e-6,
-              f"resumed from {done[-1] if done else 'none'} after the kill: max |weight diff| to the uninterrupted "
-              f"run {dw:.2e}")
+        dw = state_diff(sharded_state(final_ckpt(full)), sharded_state(final_ckpt(cut)))
+        check(final_ckpt(cut).name == "step-00000040" and dw == 0,
+              f"resumed from {done[-1] if done else 'none'} after the kill, 2 processes: max |weight and AdamW state "
+              f"diff| to the uninterrupted run {dw:.2e}")
+        wait_all(launch(pretrain + ["--set", f"run.out_dir={reshard}", "--resume", "--set", "data.batch_size=2"] +
+                        long_common, 3), "resumed run, 3 processes")
+        dw = state_diff(sharded_state(final_ckpt(full)), sharded_state(final_ckpt(reshard)))
+        check(final_ckpt(reshard).name == "step-00000040" and dw <= 1e-6 and
+              json.loads((final_ckpt(reshard) / "state.json").read_text())["sharding"]["world_size"] == 3,
+              f"the same checkpoint resumed by 3 processes (resharded 2 -> 3, batch 2 each): max |weight and AdamW "
+              f"state diff| to the uninterrupted 2-process run {dw:.2e}")
 
         # 4. torchrun --no-python, when present.
         torchrun = Path(sys.executable).parent / "torchrun"
