@@ -2,6 +2,7 @@
 
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -15,6 +16,7 @@
 
 #include <cstdlib>
 #include <deque>
+#include <thread>
 
 #include "librho/util/error.h"
 
@@ -68,20 +70,92 @@ struct DistContext::Impl {
   std::string backend = "none";
   std::chrono::milliseconds timeout{0};
   std::deque<c10::intrusive_ptr<c10d::Work>> pending;
+  int64_t rank = 0, world = 1;
+  mutable std::string roll_call_result;  // after the first failure
+
+  mutable bool failed = false;  // a collective failed: the process group is abandoned, not torn down
 
   // Waits for one collective; a peer that died or stopped answering becomes a rho::Error naming it.
+  //
+  // A rank whose collective fails sets "abort" in the rendezvous store. Gloo collectives are waited for a second
+  // at a time, with a look at that key in between: a rank blocked on a live peer that has itself failed (with
+  // more than two ranks, not every survivor is connected to the dead one) stops within a second or two instead of
+  // at the timeout. (NCCL's wait only orders the device's streams, so it is left alone: its watchdog enforces the
+  // timeout.)
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* op) const {
     try {
-      work->wait(timeout);
+      const auto type = work->retrieveOpType();
+      const bool point_to_point = type == c10d::OpType::SEND || type == c10d::OpType::RECV ||
+                                  type == c10d::OpType::RECVANYSOURCE;
+      if (backend == "gloo" && !point_to_point) {
+        const auto start = std::chrono::steady_clock::now();
+        for (;;) {
+          try {
+            work->wait(std::chrono::seconds(1));
+            break;
+          } catch (const std::exception&) {  // a real failure, the timeout, or only this second's slice
+            if (work->isCompleted() || std::chrono::steady_clock::now() - start >= timeout) throw;
+            if (store->check({"abort"})) throw Error("another rank's collective failed");
+          }
+        }
+      } else {
+        work->wait(timeout);
+      }
     } catch (const std::exception& e) {
-      throw Error(fmt::format("{} failed ({} backend, timeout {} s): a peer process exited or stopped responding: {}",
-                              op, backend, timeout.count() / 1000.0, e.what()));
+      failed = true;
+      try {
+        store->set("abort", std::vector<uint8_t>{1});
+      } catch (const std::exception&) {  // the store is gone too: roll_call says so
+      }
+      throw Error(fmt::format("{} failed ({} backend, timeout {} s): {}; {}", op, backend, timeout.count() / 1000.0,
+                              roll_call(), e.what()));
     }
+  }
+
+  // Which ranks are gone. The backend's error names a peer's address at best, so every rank that sees a collective
+  // fail checks in through the rendezvous store ("alive/<rank>") and waits up to 5 s (or the timeout) for the
+  // others: the ranks that never check in are the failed or stuck ones.
+  std::string roll_call() const {
+    if (!roll_call_result.empty()) return roll_call_result;
+    try {
+      store->set(fmt::format("alive/{}", rank), std::vector<uint8_t>{1});
+      const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
+      std::vector<int64_t> missing;
+      for (;;) {
+        if (store->check({"rollcall"})) {  // a rank that finished first: every survivor reports the same
+          const auto v = store->get("rollcall");
+          roll_call_result.assign(v.begin(), v.end());
+          return roll_call_result;
+        }
+        missing.clear();
+        for (int64_t q = 0; q < world; ++q)
+          if (!store->check({fmt::format("alive/{}", q)})) missing.push_back(q);
+        if (missing.empty() || std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      roll_call_result = missing.empty()
+          ? std::string("every rank answered a roll call after the failure (a network fault, not a failed process)")
+          : fmt::format("rank{} {} of {} failed or stopped responding (no answer to a roll call through the "
+                        "rendezvous store)", missing.size() > 1 ? "s" : "", fmt::join(missing, ", "), world);
+      store->set("rollcall", std::vector<uint8_t>(roll_call_result.begin(), roll_call_result.end()));
+    } catch (const std::exception& e) {
+      roll_call_result = fmt::format("a peer process exited or stopped responding, and the rendezvous store is "
+                                     "unreachable too (its server, rank 0 or the launcher's agent, is gone: {})",
+                                     std::string(e.what()).substr(0, 200));
+    }
+    return roll_call_result;
   }
 };
 
 DistContext::DistContext(at::Device device) : impl_(std::make_unique<Impl>()), device_(device) {}
-DistContext::~DistContext() = default;
+DistContext::~DistContext() {
+  // After a failure the process group may still have a collective in flight that would make its destructor wait
+  // for the timeout: it is abandoned instead (the process is about to exit with the error).
+  if (impl_->failed) {
+    (void)impl_->pg.release();
+    (void)impl_->store.release();
+  }
+}
 
 std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda, std::chrono::milliseconds timeout) {
   const at::Device device = cuda ? env.cuda_device() : at::Device(at::kCPU);
@@ -92,6 +166,8 @@ std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda,
   if (env.world_size == 1) return ctx;
   auto& impl = *ctx->impl_;
   impl.timeout = timeout;
+  impl.rank = env.rank;
+  impl.world = env.world_size;
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.port);

@@ -15,7 +15,11 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or SLURM_PROCID / SLURM_NTASKS, a
      the collective timeout; --resume from the last checkpoint with 2 processes ends with the uninterrupted run's
      weights exactly, and with 3 processes (resharded, the same global batch) within 1e-6; a resume that changes
      the global batch is refused, and so is an unsharded checkpoint resumed at another world size;
-  4. torchrun --no-python launches the same run (when torchrun is in the venv).
+  4. torchrun --no-python launches the same run (when torchrun is in the venv);
+  5. two nodes on this machine: two torchrun agents (--nnodes 2 --nproc-per-node 2, c10d rendezvous on
+     127.0.0.1), and 4 processes with SLURM-style variables as on 2 nodes, train (sharding parameters) to one
+     process's weights; a worker of node 1 killed mid-run: node 0's workers exit naming the failed ranks, both
+     agents exit non-zero, and --resume on two nodes again ends with the uninterrupted run's weights exactly.
 Exit 77 (skipped) when the build has no Gloo backend."""
 import argparse
 import json
@@ -149,6 +153,104 @@ def check_memory(check, name, level, world, mem, one):
 def memory_line(out_dir):
     lines = [json.loads(l) for l in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
     return dict(next(l for l in lines if l["type"] == "memory"), dir=out_dir)
+
+
+def two_agents(torchrun, cmd, port, run_id):
+    """Two torchrun agents, as on two nodes of 2 processes each, meeting at a c10d rendezvous on 127.0.0.1. The
+    first serves the rendezvous store (as the agent on the --rdzv-endpoint host does on a cluster): the second
+    starts once the first listens."""
+    def agent():
+        return subprocess.Popen([str(torchrun), "--nnodes", "2", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
+                                 "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", run_id, "--max-restarts", "0",
+                                 "--no-python"] + [str(c) for c in cmd],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = agent()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    return [first, agent()]
+
+
+def worker_ranks(agent):
+    """{pid: RANK} of an agent's worker processes."""
+    out = {}
+    for pid in subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split():
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ranks = [e.split(b"=", 1)[1] for e in env if e.startswith(b"RANK=")]
+        if ranks:
+            out[int(pid)] = int(ranks[0])
+    return out
+
+
+def multi_node(check, t, pretrain, torchrun):
+    # lr 2e-4: four ranks reorder the fp32 sums more than two (see the sharding cases).
+    base = ["--set", "train.sharding=parameters", "--set", "optim.lr=2e-4", "--set", "optim.min_lr=2e-5"]
+    one = t / "mn-1"
+    run(*pretrain, "--set", f"run.out_dir={one}", "--set", "data.batch_size=4", *base)
+    ref = sharded_state(final_ckpt(one))
+    two = t / "mn-torchrun"
+    wait_all(two_agents(torchrun, pretrain + ["--set", f"run.out_dir={two}", "--set", "data.batch_size=1"] + base,
+                        free_port(), "mn"), "two torchrun agents")
+    dw = state_diff(ref, sharded_state(final_ckpt(two)))
+    ws = json.loads((final_ckpt(two) / "state.json").read_text())["world_size"]
+    check(ws == 4 and dw <= 1e-6, f"torchrun --nnodes 2 --nproc-per-node 2 (two agents, c10d rendezvous on "
+                                  f"127.0.0.1): world size {ws}, max |weight and AdamW state diff| to 1 process {dw:.2e}")
+    slurm = t / "mn-slurm"
+    port = free_port()
+    procs = []
+    for r in range(4):  # two "nodes" of two tasks: SLURM_LOCALID 0, 1, 0, 1
+        env = rank_env(r, 4, port, slurm=True)
+        env["SLURM_LOCALID"] = str(r % 2)
+        procs.append(subprocess.Popen([str(c) for c in pretrain + ["--set", f"run.out_dir={slurm}",
+                                                                   "--set", "data.batch_size=1"] + base],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    wait_all(procs, "4 processes with SLURM variables")
+    dw = state_diff(ref, sharded_state(final_ckpt(slurm)))
+    check(dw <= 1e-6, f"SLURM_PROCID 0-3, SLURM_LOCALID 0,1,0,1 (two nodes' tasks): max |weight and AdamW state diff| "
+                      f"to 1 process {dw:.2e}")
+
+    # A worker of node 1 killed after the step-10 checkpoint.
+    long = ["--set", "optim.max_steps=30", "--set", "train.checkpoint_every=5", "--set", "data.batch_size=1"] + base
+    full, cut = t / "mn-full", t / "mn-cut"
+    wait_all(two_agents(torchrun, pretrain + ["--set", f"run.out_dir={full}"] + long, free_port(), "full"),
+             "uninterrupted two-node run")
+    agents = two_agents(torchrun, pretrain + ["--set", f"run.out_dir={cut}"] + long, free_port(), "cut")
+    deadline = time.time() + 300
+    while not (cut / "checkpoints" / "step-00000010").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    # A worker of the agent that does not serve the rendezvous store (whose loss ends the job at once, as on a
+    # cluster when the rendezvous host goes down).
+    workers = [worker_ranks(a) for a in agents]
+    victim_pid, victim = max(workers[1].items(), key=lambda kv: kv[1])
+    survivors = sorted(workers[0].values())
+    os.kill(victim_pid, signal.SIGKILL)
+    t0 = time.time()
+    outs = []
+    for a in agents:
+        try:
+            outs.append(a.communicate(timeout=TIMEOUT + 60))
+        except subprocess.TimeoutExpired:
+            a.kill()
+            outs.append(a.communicate())
+    took = time.time() - t0
+    errors = [l for _, err in outs for l in err.splitlines() if l.startswith("rho_pretrain: error: rank")]
+    node0 = [l for l in errors if any(l.startswith(f"rho_pretrain: error: rank {r}/4") for r in survivors)]
+    # (Once one of them exits, its agent stops the other, which may not get to print.)
+    named = all(f"{victim}" in l.split("failed or stopped")[0].split("rank")[-1] for l in node0) and node0
+    check(all(a.returncode != 0 for a in agents) and named and took < TIMEOUT + 60,
+          f"kill -9 of rank {victim} (the other node): both agents exited non-zero after {took:.1f} s; the first "
+          f"node's workers (ranks {survivors}): " + " | ".join(l[:260] for l in node0))
+    wait_all(two_agents(torchrun, pretrain + ["--set", f"run.out_dir={cut}", "--resume"] + long, free_port(), "resume"),
+             "two-node resume")
+    dw = state_diff(sharded_state(final_ckpt(full)), sharded_state(final_ckpt(cut)))
+    check(final_ckpt(cut).name == "step-00000030" and dw == 0,
+          f"--resume on two nodes after the kill: max |weight and AdamW state diff| to the uninterrupted run {dw:.2e}")
 
 
 def main():
@@ -299,7 +401,8 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
             took = float("inf")
         procs[1].communicate()
         last = err0.strip().splitlines()[-1] if err0.strip() else ""
-        check(procs[0].returncode == 1 and "rho_pretrain: error: rank 0/2:" in last and took < TIMEOUT + 60,
+        check(procs[0].returncode == 1 and "rho_pretrain: error: rank 0/2:" in last and took < TIMEOUT + 60 and
+              "rank 1 of 2 failed" in last,
               f"kill -9 of rank 1: rank 0 exited {procs[0].returncode} after {took:.1f} s: {last[:300]}")
         done = sorted(p.name for p in (cut / "checkpoints").glob("step-*"))
         other = subprocess.run([str(a) for a in pretrain + ["--set", f"run.out_dir={cut}", "--resume"] + long],
@@ -339,6 +442,12 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
             check(dw <= 1e-6, f"torchrun --no-python, 2 processes: max |weight diff| to the env-var launch {dw:.2e}")
         else:
             print("SKIPPED torchrun launch: torchrun is not in the venv")
+
+        # 5. Two nodes on one machine.
+        if torchrun.exists():
+            multi_node(check, t, pretrain, torchrun)
+        else:
+            print("SKIPPED two-node launches: torchrun is not in the venv")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
