@@ -3,6 +3,7 @@
 //   rho_model init CONFIG --out DIR  a randomly initialised model saved in Hugging Face layout
 //   rho_model convert IN --out DIR   load a Hugging Face checkpoint into librho and save it again
 //   rho_model logits IN --tokens F --out F   logits and per-token losses for the "tokens" tensor of F
+//   rho_model plan CONFIG --gpus N ...       memory per device of a training step (librho/model/memory_plan.h)
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
@@ -45,6 +46,25 @@ int main(int argc, char** argv) {
   logits->add_option("input", in, "HF directory")->required();
   logits->add_option("--tokens", tokens_path, "safetensors file with an int64 'tokens' [batch, seq+1]")->required();
   logits->add_option("--out", out, "safetensors file to write: 'logits' [batch, seq, vocab] and 'token_loss' [batch, seq]")->required();
+  auto* plan = app.add_subcommand("plan", "print the memory per device of a training step, by category, and whether it fits");
+  plan->add_option("config", in, "YAML config, config.json or HF directory")->required();
+  rho::MemoryPlanOptions po;
+  std::string sharding = "none", precision = "bf16";
+  bool plan_json = false;
+  plan->add_option("--gpus", po.world_size, "data-parallel devices (ranks)")->check(CLI::PositiveNumber);
+  plan->add_option("--gpu-memory", po.device_gib, "memory of one device, GiB")->check(CLI::PositiveNumber);
+  plan->add_option("--seq-len", po.seq_len, "tokens per sequence (data.seq_len)");
+  plan->add_option("--micro-batch", po.micro_batch, "sequences per device per micro-batch (data.batch_size)")
+      ->check(CLI::PositiveNumber);
+  plan->add_option("--grad-accum", po.grad_accum, "micro-batches per step (data.grad_accum)");
+  plan->add_option("--sharding", sharding, "train.sharding: none, optimizer, gradients or parameters")
+      ->check(CLI::IsMember({"none", "optimizer", "gradients", "parameters"}));
+  plan->add_option("--precision", precision, "bf16 (autocast, as on CUDA) or fp32")->check(CLI::IsMember({"bf16", "fp32"}));
+  plan->add_flag("--activation-checkpointing", po.activation_checkpointing, "train.activation_checkpointing");
+  std::string backend = "nccl";
+  plan->add_option("--backend", backend, "collectives: nccl (GPUs) or gloo (CPUs: one more buffer per reduce-scatter)")
+      ->check(CLI::IsMember({"nccl", "gloo"}));
+  plan->add_flag("--json", plan_json, "print JSON (parameters, total, items) instead of a table");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -61,6 +81,13 @@ int main(int argc, char** argv) {
       auto model = rho::load_hf_model(in);
       rho::save_hf_model(*model, out, {dtype, shard_bytes});
       std::cout << fmt::format("saved {} ({} parameters)\n", out, model->num_parameters());
+    } else if (*plan) {
+      for (const auto& [level, name] : rho::kShardingNames)
+        if (sharding == name) po.sharding = level;
+      po.bf16 = precision == "bf16";
+      po.gloo = backend == "gloo";
+      const auto result = rho::plan_memory(read_config(in), po);
+      std::cout << (plan_json ? result.json() + "\n" : result.table(po));
     } else if (*logits) {
       auto model = rho::load_hf_model(in);
       model->eval();

@@ -26,6 +26,7 @@
 #include "librho/model/config.h"
 #include "librho/model/linear_cross_entropy.h"
 #include "librho/model/llama.h"
+#include "librho/model/memory_plan.h"
 #include "librho/report/run_report.h"
 #include "librho/report/svg_chart.h"
 #include "librho/score/token_scorer.h"

@@ -32,19 +32,26 @@ GradBucketReducer::GradBucketReducer(std::vector<at::Tensor> params, DistContext
     bytes += p.nbytes();
     bucket_of_[k] = buckets_.size() - 1;
   }
+  if (!dist_.distributed()) return;  // one process: nothing to reduce, no buffers
   for (auto& b : buckets_) {
     int64_t n = 0;
     for (size_t k : b.params) n += params_[k].numel();
     b.flat = at::empty({n}, params_[b.params.front()].options());
   }
-  if (dist_.distributed())
-    for (size_t k = 0; k < params_.size(); ++k)
-      torch::autograd::impl::set_post_acc_grad_hooks(params_[k], std::make_unique<GradReadyHook>(this, k));
+  for (size_t k = 0; k < params_.size(); ++k)
+    torch::autograd::impl::set_post_acc_grad_hooks(params_[k], std::make_unique<GradReadyHook>(this, k));
 }
 
 GradBucketReducer::~GradBucketReducer() {
   if (dist_.distributed())
     for (auto& p : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+}
+
+int64_t GradBucketReducer::buffer_bytes() const {
+  int64_t n = 0;
+  for (const auto& b : buckets_)
+    if (b.flat.defined()) n += static_cast<int64_t>(b.flat.nbytes());
+  return n;
 }
 
 void GradBucketReducer::arm() {

@@ -29,6 +29,7 @@ class GradBucketReducer {
   // Launches buckets whose parameters got no gradient (zeros), waits for every all-reduce, writes them back.
   void finish();
   size_t num_buckets() const { return buckets_.size(); }
+  int64_t buffer_bytes() const;  // the buckets' flat buffers (none with one process)
 
  private:
   struct Bucket {

@@ -202,7 +202,7 @@ at::Tensor ShardedModel::after_layer(size_t layer, const at::Tensor& output) {
 void ShardedModel::before_backward(bool last) {
   armed_ = level_ != Sharding::Optimizer || last;
   if (!armed_) return;
-  next_reduce_ = 0;
+  next_reduce_ = next_finish_ = 0;
   for (auto& U : units_) U->waiting = U->params.size();
 }
 
@@ -230,7 +230,17 @@ void ShardedModel::launch_ready_units() {
     U.reduce_out = level_ == Sharding::Optimizer ? U.grad : at::empty({U.shard}, U.grad.options());
     U.reduce = dist_.reduce_scatter_sum_async(U.reduce_out, U.reduce_in, "gradient reduce-scatter");
     release(u);  // backward is done with this layer's weights
+    // At most kReducesInFlight units' gradient buffers exist at once: the oldest is finished first.
+    if (next_reduce_ > next_finish_ + kReducesInFlight) finish_reduce(reduce_order_[next_finish_++]);
   }
+}
+
+void ShardedModel::finish_reduce(size_t u) {
+  auto& U = *units_[u];
+  dist_.wait(U.reduce);
+  U.reduce.reset();
+  if (level_ != Sharding::Optimizer) U.grad.add_(U.reduce_out);
+  U.reduce_in = U.reduce_out = at::Tensor();
 }
 
 void ShardedModel::after_backward() {
@@ -238,13 +248,7 @@ void ShardedModel::after_backward() {
   for (auto& U : units_) U->waiting = 0;
   launch_ready_units();
   at::NoGradGuard no_grad;
-  for (size_t u : reduce_order_) {
-    auto& U = *units_[u];
-    dist_.wait(U.reduce);
-    U.reduce.reset();
-    if (level_ != Sharding::Optimizer) U.grad.add_(U.reduce_out);
-    U.reduce_in = U.reduce_out = at::Tensor();
-  }
+  while (next_finish_ < reduce_order_.size()) finish_reduce(reduce_order_[next_finish_++]);
   armed_ = false;
 }
 

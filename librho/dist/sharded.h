@@ -48,6 +48,7 @@ struct ShardedMemory {
   int64_t weights = 0;    // fp32 master shards and gathered buffers allocated now
   int64_t gradients = 0;  // gradient shards and full gradients allocated now
   int64_t optimizer = 0;  // AdamW's exp_avg and exp_avg_sq shards and step count
+  int64_t buffers = 0;    // communication buffers kept between steps (unsharded: the all-reduce buckets)
 };
 
 class ShardedModel : public LayerHooks {
@@ -95,6 +96,7 @@ class ShardedModel : public LayerHooks {
   void release(size_t u);
   void param_ready(size_t u);
   void launch_ready_units();
+  void finish_reduce(size_t u);
   void share_weights();
   friend struct ShardedGradHook;
 
@@ -106,7 +108,8 @@ class ShardedModel : public LayerHooks {
   std::vector<ShardedUnitLayout> layout_;
   std::vector<std::unique_ptr<Unit>> units_;
   std::vector<size_t> reduce_order_;  // units in the order backward completes them: layers last to first, root
-  size_t next_reduce_ = 0;
+  size_t next_reduce_ = 0, next_finish_ = 0;  // in reduce_order_: the next unit to launch, and to finish
+  static constexpr size_t kReducesInFlight = 2;
   bool armed_ = false;
   at::Tensor step_count_;  // AdamW's step (float scalar on the device)
 };

@@ -33,6 +33,7 @@
 #include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/peak_memory.h"
 #include "librho/util/progress.h"
 
 namespace rho {
@@ -160,6 +161,8 @@ struct Trainer::State {
   std::unique_ptr<TensorBoardLog> tensorboard;  // train.tensorboard: the log's lines as events (rank 0)
   std::vector<at::Tensor> step_scores, step_weights;  // a histogram step's selection, per micro-batch
   ShardedMemory resident;  // the first step's largest weights / gradients / optimizer bytes after a backward
+  ShardedMemory before_first_step;  // what the first step started with
+  int64_t first_step_peak = 0;      // the most bytes the first step allocated at once above that (PeakMemory)
 
   // Bytes of weights, gradients and optimizer state this rank holds now.
   ShardedMemory memory_now() const {
@@ -170,6 +173,7 @@ struct Trainer::State {
       if (p.grad().defined()) m.gradients += static_cast<int64_t>(p.grad().nbytes());
     }
     for (const auto& [name, t] : optim->state()) m.optimizer += static_cast<int64_t>(t.nbytes());
+    m.buffers = reducer->buffer_bytes();
     return m;
   }
   void log_memory();
@@ -548,9 +552,15 @@ StepMetrics Trainer::train_step() {
   // From here on nothing is read back by the host until the step's metrics, once, at the end.
   StepMetrics m;
   m.lr = cfg.lr_at(s.step);
+  std::optional<PeakMemory> peak;  // the first step's allocations, for the memory log line
+  if (s.step == 0) {
+    s.before_first_step = s.memory_now();
+    peak.emplace(s.device);
+  }
   SLMStep plan = s.plan_step(batches, slm, ratio);
   const auto sums = s.forward_backward(batches, plan);
   const auto [norm, found_inf] = s.update(sums[0], m.lr);
+  if (peak) s.first_step_peak = peak->peak();
 
   // The step's one read from the device.
   const auto t = StepTotals::read(sums, plan.global_valid(), norm, found_inf);
@@ -582,20 +592,23 @@ StepMetrics Trainer::train_step() {
 }
 
 // After the first step, one log line {"type": "memory", "sharding", "ranks": [{"weights", "gradients",
-// "optimizer"}, ...]}: the bytes each rank held after a backward (the optimizer state as it stands after the
-// step), for docs/scaling.md's planner and the sharding tests. Collective.
+// "optimizer", "peak"}, ...]}: the bytes each rank held after a backward (the optimizer state as it stands after
+// the step), and the step's peak: what it started with plus the most it allocated at once (PeakMemory), for
+// rho_model plan's check and the sharding tests. Collective.
 void Trainer::State::log_memory() {
   resident.optimizer = std::max(resident.optimizer, memory_now().optimizer);
   const int64_t W = dist->world_size();
-  auto t = at::zeros({W, 3}, at::kLong);
-  t[dist->rank()][0] = resident.weights;
-  t[dist->rank()][1] = resident.gradients;
-  t[dist->rank()][2] = resident.optimizer;
+  const auto& b = before_first_step;
+  const int64_t values[] = {resident.weights, resident.gradients, resident.optimizer,
+                            b.weights + b.gradients + b.optimizer + b.buffers + first_step_peak};
+  constexpr int64_t kValues = 4;
+  auto t = at::zeros({W, kValues}, at::kLong);
+  for (int64_t k = 0; k < kValues; ++k) t[dist->rank()][k] = values[k];
   dist->allreduce_sum(t);
   nlohmann::json ranks = nlohmann::json::array();
   for (int64_t r = 0; r < W; ++r)
     ranks.push_back({{"weights", t[r][0].item<int64_t>()}, {"gradients", t[r][1].item<int64_t>()},
-                     {"optimizer", t[r][2].item<int64_t>()}});
+                     {"optimizer", t[r][2].item<int64_t>()}, {"peak", t[r][3].item<int64_t>()}});
   write_log({{"type", "memory"}, {"step", step}, {"sharding", enum_name(kShardingNames, cfg.sharding)}, {"ranks", ranks}});
 }
 

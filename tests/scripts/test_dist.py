@@ -19,7 +19,10 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or SLURM_PROCID / SLURM_NTASKS, a
   5. two nodes on this machine: two torchrun agents (--nnodes 2 --nproc-per-node 2, c10d rendezvous on
      127.0.0.1), and 4 processes with SLURM-style variables as on 2 nodes, train (sharding parameters) to one
      process's weights; a worker of node 1 killed mid-run: node 0's workers exit naming the failed ranks, both
-     agents exit non-zero, and --resume on two nodes again ends with the uninterrupted run's weights exactly.
+     agents exit non-zero, and --resume on two nodes again ends with the uninterrupted run's weights exactly;
+  6. rho_model plan against the memory each rank measured (PeakMemory) in its first step, within 10%: a 4-layer
+     model in fp32 and bf16, with and without activation checkpointing and accumulation, at every sharding level
+     with 1, 2 and 3 processes.
 Exit 77 (skipped) when the build has no Gloo backend."""
 import argparse
 import json
@@ -141,7 +144,7 @@ def check_memory(check, name, level, world, mem, one):
     grads = 4 * sum(shard) + (4 * total if level == "optimizer" else 0)
     optim = 8 * sum(shard) + 4
     base = one["ranks"][0]
-    ok = all(r == {"weights": weights, "gradients": grads, "optimizer": optim} for r in mem["ranks"])
+    ok = all((r["weights"], r["gradients"], r["optimizer"]) == (weights, grads, optim) for r in mem["ranks"])
     r0 = mem["ranks"][0]
     check(ok and len(mem["ranks"]) == world,
           f"{name}, sharding {level}, {world} processes: per-rank bytes as promised; against 1 unsharded process "
@@ -251,6 +254,45 @@ def multi_node(check, t, pretrain, torchrun):
     dw = state_diff(sharded_state(final_ckpt(full)), sharded_state(final_ckpt(cut)))
     check(final_ckpt(cut).name == "step-00000030" and dw == 0,
           f"--resume on two nodes after the kill: max |weight and AdamW state diff| to the uninterrupted run {dw:.2e}")
+
+
+def plan_check(check, t, b, vocab):
+    shape = {"vocab_size": vocab, "hidden_size": 128, "intermediate_size": 384, "num_layers": 4, "num_heads": 4,
+             "num_kv_heads": 2, "max_position_embeddings": 128}
+    (t / "plan-model.yaml").write_text("".join(f"{k}: {v}\n" for k, v in shape.items()))
+    (t / "plan.yaml").write_text(f"""run: {{seed: 3, device: cpu, dist_timeout: {TIMEOUT}}}
+model: {{config: {t / 'plan-model.yaml'}}}
+data: {{train: {t / 'tok'}, seq_len: 64, batch_size: 4}}
+optim: {{max_steps: 1, warmup_steps: 0}}
+train: {{export_hf: false, tensorboard: false}}
+""")
+    variants = {"fp32": ([], ["--precision", "fp32"]),
+                "bf16 + checkpointing": (["train.precision=bf16", "train.activation_checkpointing=true"],
+                                         ["--precision", "bf16", "--activation-checkpointing"]),
+                "bf16": (["train.precision=bf16"], ["--precision", "bf16"]),
+                "fp32 + checkpointing": (["train.activation_checkpointing=true"],
+                                         ["--precision", "fp32", "--activation-checkpointing"]),
+                "fp32, accumulation 2": (["data.grad_accum=2"], ["--precision", "fp32", "--grad-accum", "2"])}
+    cases = [(1, "none", v) for v in variants] + [(1, "parameters", "fp32")]
+    cases += [(w, level, v) for level in ("none", "optimizer", "gradients", "parameters") for w in (2, 3)
+              for v in ("fp32", "bf16 + checkpointing") if w == 2 or level == "parameters"]
+    for world, level, name in cases:
+        sets, flags = variants[name]
+        d = t / f"plan-{world}-{level}-{name.replace(' ', '').replace(',', '').replace('+', '-')}"
+        micro = 12 // world if world > 1 else 4
+        args = [b / "rho_pretrain", t / "plan.yaml", "--set", f"run.out_dir={d}", "--set", f"train.sharding={level}",
+                "--set", f"data.batch_size={micro}"] + [a for s in sets for a in ("--set", s)]
+        wait_all(launch(args, world), f"plan check, {level}, {world} process(es), {name}")
+        peaks = [m["peak"] for m in memory_line(d)["ranks"]]
+        r = subprocess.run([str(b / "rho_model"), "plan", str(t / "plan-model.yaml"), "--gpus", str(world),
+                            "--seq-len", "64", "--micro-batch", str(micro), "--sharding", level, "--backend", "gloo",
+                            "--json"] + flags, capture_output=True, text=True, check=True)
+        planned = json.loads(r.stdout)["total"]
+        ratios = [planned / p for p in peaks]
+        check(all(0.9 <= x <= 1.1 for x in ratios),
+              f"rho_model plan, {level}, {world} process(es), {name}: planned {planned / 2**20:.2f} MiB, measured "
+              + " / ".join(f"{p / 2**20:.2f}" for p in peaks) + " MiB (ratio "
+              + " / ".join(f"{x:.3f}" for x in ratios) + ")")
 
 
 def main():
@@ -442,6 +484,9 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
             check(dw <= 1e-6, f"torchrun --no-python, 2 processes: max |weight diff| to the env-var launch {dw:.2e}")
         else:
             print("SKIPPED torchrun launch: torchrun is not in the venv")
+
+        # 6. The memory planner against measured peaks.
+        plan_check(check, t, b, vocab)
 
         # 5. Two nodes on one machine.
         if torchrun.exists():

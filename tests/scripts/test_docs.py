@@ -41,9 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Reading order: what a later page uses, an earlier page makes (tok/ in training.md, runs/ref before scoring.md).
 PAGES = ["README.md", "docs/architecture.md", "docs/building.md", "docs/model.md", "docs/data.md", "docs/training.md", "docs/scoring.md",
-         "docs/eval.md", "docs/distributed.md", "docs/trust.md", "docs/demo.md", "docs/performance.md"]
+         "docs/eval.md", "docs/distributed.md", "docs/scaling.md", "docs/trust.md", "docs/demo.md", "docs/performance.md"]
 TOOLS = [["rho_tokenize"], ["rho_score"], ["rho_pretrain"], ["rho_eval"], ["rho_view"], ["rho_categories"], ["rho_report"],
-         ["rho_model", "info"], ["rho_model", "init"], ["rho_model", "convert"], ["rho_model", "logits"]]
+         ["rho_model", "info"], ["rho_model", "init"], ["rho_model", "convert"], ["rho_model", "logits"],
+         ["rho_model", "plan"]]
 
 # (pattern, replacement, why): applied to every shell block before it runs, in this order.
 SUBSTITUTIONS = [

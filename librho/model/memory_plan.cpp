@@ -1,0 +1,172 @@
+#include "librho/model/memory_plan.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "librho/util/enum_names.h"
+#include "librho/util/error.h"
+
+namespace rho {
+
+namespace {
+
+std::string gib(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  return b >= (1 << 30) ? fmt::format("{:.2f} GiB", b / (1 << 30)) : fmt::format("{:.2f} MiB", b / (1 << 20));
+}
+
+// Bytes autograd keeps per token of one decoder layer (librho/model/llama.cpp), by what saves it:
+//   each RMSNorm: its fp32 input, the normalised fp32 values (kept by `weight * y`), and the scaled output kept by
+//     the projections that read it (fp32, or its bf16 cast under autocast);
+//   attention: the rotated queries and keys, the values and the output kept by scaled-dot-product attention
+//     (with its log-sum-exp, one fp32 per head), and the output's contiguous copy kept by o_proj (the rotary
+//     multiplications keep nothing per token: cos and sin need no gradient);
+//   MLP: gate (kept by silu), silu(gate) and up (kept by their product), and the product (kept by down_proj).
+int64_t layer_bytes_per_token(const LlamaConfig& c, int64_t cb) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size, d = c.head_size();
+  const int64_t q = c.num_heads * d, kv = c.num_kv_heads * d;
+  const int64_t norms = 2 * (4 * h + 4 * h + cb * h);
+  const int64_t attention = cb * (2 * q + 2 * kv + q) + 4 * c.num_heads;
+  const int64_t mlp = 4 * cb * i;
+  return norms + attention + mlp;
+}
+
+int64_t layer_parameters(const LlamaConfig& c) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size, d = c.head_size();
+  const int64_t q = c.num_heads * d, kv = c.num_kv_heads * d;
+  int64_t n = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+  if (c.qkv_bias()) n += q + 2 * kv;
+  if (c.o_bias()) n += h;
+  if (c.mlp_bias) n += 2 * i + h;
+  return n;
+}
+
+}  // namespace
+
+int64_t MemoryPlan::total() const {
+  int64_t t = 0;
+  for (const auto& item : items) t += item.bytes;
+  return t;
+}
+
+bool MemoryPlan::fits(double device_gib) const { return static_cast<double>(total()) <= device_gib * (1 << 30); }
+
+MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
+  if (o.world_size < 1 || o.seq_len < 1 || o.micro_batch < 1 || o.grad_accum < 1 || o.rows_per_chunk < 1)
+    throw Error("plan_memory: world size, sequence length, micro-batch, accumulation and chunk rows must be >= 1");
+  const int64_t W = o.world_size, L = c.num_layers, h = c.hidden_size, V = c.vocab_size;
+  const int64_t cb = o.bf16 ? 2 : 4;
+  const int64_t N = o.seq_len * o.micro_batch;  // tokens per micro-batch
+  const int64_t P_layer = layer_parameters(c);
+  const int64_t P_root = V * h * (c.tie_word_embeddings ? 1 : 2) + h;
+  const int64_t P = P_root + L * P_layer;
+  auto shard = [&](int64_t n) { return (n + W - 1) / W; };
+  const bool sharded = o.sharding != Sharding::None;
+  const int64_t S = sharded ? shard(P_root) + L * shard(P_layer) : P;  // this rank's elements of every unit
+  const int64_t padded = sharded ? (shard(P_root) + L * shard(P_layer)) * W : P;
+
+  MemoryPlan plan;
+  plan.parameters = P;
+  auto add = [&](const char* category, std::string detail, int64_t bytes) {
+    if (bytes > 0) plan.items.push_back({category, std::move(detail), bytes});
+  };
+
+  // Always there: the weights and AdamW's moments.
+  const bool shard_weights = o.sharding == Sharding::Parameters;
+  if (shard_weights) {
+    add("weights", "fp32 root unit (embedding, final norm, lm_head), whole", 4 * shard(P_root) * W);
+    add("weights", "fp32 shard of each layer", 4 * L * shard(P_layer));
+    add("weights", fmt::format("gathered layers ({}: the current and the next)", o.bf16 ? "bf16" : "fp32"),
+        std::min<int64_t>(L, 2) * cb * shard(P_layer) * W);
+  } else {
+    add("weights", "fp32, whole", 4 * padded);
+  }
+  add("optimizer", sharded ? "AdamW exp_avg + exp_avg_sq, this rank's shard" : "AdamW exp_avg + exp_avg_sq", 8 * S);
+  // Under activation checkpointing the forward keeps no copies (it runs without autocast's cache); the recompute
+  // makes one layer's.
+  if (o.bf16 && !shard_weights)
+    add("weights", o.activation_checkpointing ? "autocast's bf16 copies of one layer's matrices (the recompute)"
+                                              : "autocast's bf16 copies of the layers' matrices, forward to backward",
+        2 * (o.activation_checkpointing ? 1 : L) * (P_layer - 2 * h));
+
+  // Gradients held through the forward of a micro-batch.
+  int64_t grads_kept = 0;
+  if (o.sharding == Sharding::None || o.sharding == Sharding::Optimizer)
+    grads_kept = o.grad_accum > 1 ? 4 * P : 0;  // accumulated whole over the micro-batches
+  if (sharded) grads_kept += 4 * S;             // the shard (fp32), allocated once
+
+  // Activations at the end of the forward.
+  const int64_t per_layer = N * layer_bytes_per_token(c, cb);
+  const int64_t final_norm = N * 12 * h;  // fp32 input, normalised values, output read by the LM head
+  const int64_t activations = o.activation_checkpointing ? L * 4 * N * h + per_layer + final_norm
+                                                         : L * per_layer + final_norm;
+  const int64_t rows = std::min(N, o.rows_per_chunk);
+  const int64_t head = rows * V * (8 + (o.bf16 ? 2 : 0)) + 4 * N * h;
+
+  // The peak comes at one of these moments, whichever needs most:
+  //   the start of the backward: activations, the LM head's chunk, and the last layer's gradients on their way to
+  //     the reduction (beyond the activations they replace);
+  //   sharded, once reductions pile up: the shards and up to three units' reduce-scatter inputs in flight
+  //     (ShardedModel finishes the oldest beyond two), beside the activations not yet freed
+  //     (every layer's input under activation checkpointing, plus the layer recomputed);
+  //   the backward of the model's first layer: every gradient (whole for none and optimizer), that layer's
+  //     activations (recomputed under activation checkpointing) and its input;
+  //   the end of the backward: whole gradients.
+  // Unit-sized reduce-scatter buffers per reduction (one process: a plain copy).
+  const int64_t copies = sharded ? (o.gloo && W > 1 ? 2 : 1) : 0;
+  const int64_t unit_grads = 4 * P_layer * (1 + copies);
+  // (The last layer's gradients appear as its activations are freed: only what exceeds them adds.)
+  const int64_t start = activations + head + grads_kept + std::max<int64_t>(0, unit_grads - per_layer);
+  const int64_t in_flight = std::min<int64_t>(L, 3);
+  const int64_t piled_grads = grads_kept + 4 * P_layer * in_flight * copies;
+  const int64_t piled_acts = o.activation_checkpointing ? L * 4 * N * h + per_layer
+                                                        : std::max<int64_t>(0, L - in_flight) * per_layer + 4 * N * h;
+  const int64_t piled = sharded ? piled_grads + piled_acts : 0;
+  const bool whole_grads = o.sharding == Sharding::None || o.sharding == Sharding::Optimizer;
+  const int64_t grads_at_end = whole_grads ? 4 * P + (sharded ? 4 * S : 0) : grads_kept + unit_grads;
+  const int64_t last_layer = grads_at_end + per_layer + 4 * N * h;
+  const int64_t end = grads_at_end;
+  // Across ranks, `none` keeps its all-reduce buckets (the size of the gradients) from the start.
+  if (o.sharding == Sharding::None && W > 1) add("buffers", "gradient all-reduce buckets", 4 * P);
+  const int64_t peak = std::max({start, piled, last_layer, end});
+  if (peak == start) {
+    add("gradients", "kept through the forward (accumulated, or the shard)", grads_kept);
+    add("gradients", "the last layer's, on their way to the reduction, beyond its freed activations",
+        std::max<int64_t>(0, unit_grads - per_layer));
+    add("activations", o.activation_checkpointing ? "each layer's input, and one layer recomputed"
+                                                  : "every layer's saved tensors", activations);
+    add("lm_head", fmt::format("{} rows of {} logits at a time, and the hidden states' gradient", rows, V), head);
+  } else if (peak == piled) {
+    add("gradients", fmt::format("the shard, and {} layers' reductions in flight", in_flight), piled_grads);
+    add("activations", "not yet freed", piled_acts);
+  } else if (peak == last_layer) {
+    add("gradients", "by the backward of the model's first layer", grads_at_end);
+    add("activations", "the first layer's, and its input", per_layer + 4 * N * h);
+  } else {
+    add("gradients", "at the end of the backward", grads_at_end);
+  }
+  return plan;
+}
+
+std::string MemoryPlan::table(const MemoryPlanOptions& o) const {
+  std::string out = "| category | what | bytes |\n| --- | --- | --- |\n";
+  for (const auto& item : items) out += fmt::format("| {} | {} | {} |\n", item.category, item.detail, gib(item.bytes));
+  out += fmt::format("| **total** | per device, at the step's peak | **{}** |\n", gib(total()));
+  out += fmt::format("\n{} parameters; sharding {} over {} device(s): {} a {:g} GiB device\n", parameters,
+                     enum_name(kShardingNames, o.sharding), o.world_size,
+                     fits(o.device_gib) ? "fits" : "does NOT fit", o.device_gib);
+  return out;
+}
+
+std::string MemoryPlan::json() const {
+  nlohmann::ordered_json j;
+  j["parameters"] = parameters;
+  j["total"] = total();
+  j["items"] = nlohmann::ordered_json::array();
+  for (const auto& item : items) j["items"].push_back({{"category", item.category}, {"detail", item.detail}, {"bytes", item.bytes}});
+  return j.dump(2);
+}
+
+}  // namespace rho
