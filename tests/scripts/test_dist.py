@@ -6,8 +6,9 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or SLURM_PROCID / SLURM_NTASKS, a
      final weights (1e-6) for CLM with gradient accumulation and small buckets, SLM with slm.scope=global
      (equal selection statistics too);
   1b. train.sharding optimizer, gradients and parameters with 2 and 3 processes (1 x batch 6, 2 x 3, 3 x 2):
-     CLM with untied embeddings, SLM (scope global) with tied embeddings and activation checkpointing; a model
-     whose unit sizes do not divide by 2 or 3. Equal losses, exported weights and AdamW state (assembled from the
+     CLM with untied embeddings, SLM (scope global) with tied embeddings and activation checkpointing, and SLM in
+     scope sequence; SLM in scopes micro_batch and step (whose pools are a rank's) against unsharded processes of
+     the same number; a model whose unit sizes do not divide by 3. Equal losses, exported weights and AdamW state (assembled from the
      shards) to one process's; each rank's resident bytes of weights, gradients and optimizer state against the
      shares each level promises;
   2. scoring with 2 processes (torchrun-style and SLURM-style variables) writes the same files as 1 process;
@@ -369,6 +370,11 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
                                 "data.grad_accum=2", "model.tie_word_embeddings=true",
                                 "train.activation_checkpointing=true"],
         }
+        # The other selection scopes, on the first case's model (their pools lie within a rank: sharding must not
+        # change which tokens they keep).
+        for scope in ("sequence", "micro_batch", "step"):
+            sharded_cases[f"slm_{scope}"] = sharded_cases["clm"] + ["train.stage=slm", "slm.rule=current",
+                                                                   "slm.ratio=0.4", f"slm.scope={scope}"]
         # lr 2e-4 keeps the fp32 reordering effect above (which scales with lr) near 5e-7 for this model, and weight
         # decay 1.0 makes a parameter stepped with the wrong decay group move by ~4e-6 a step: caught.
         adam = ["optim.lr=2e-4", "optim.min_lr=2e-5", "optim.weight_decay=1.0"]
@@ -376,9 +382,22 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
             o = [a for s in sets + adam for a in ("--set", s)]
             one = t / f"sh-{name}-1"
             run(*pretrain, "--set", f"run.out_dir={one}", "--set", "data.batch_size=6", *o)
-            base, l1 = unsharded_state(final_ckpt(one)), train_losses(one)
+            # Scopes micro_batch and step select within each rank's micro-batches: W ranks make W pools where one
+            # process makes one, so their reference is unsharded data parallelism at the same world size.
+            per_rank = name in ("slm_micro_batch", "slm_step")
+            baselines = {}
+            for world in (2, 3):
+                if per_rank:
+                    ref = t / f"sh-{name}-none-{world}"
+                    wait_all(launch(pretrain + ["--set", f"run.out_dir={ref}", "--set",
+                                                f"data.batch_size={6 // world}"] + o, world), f"{name}, {world} processes")
+                else:
+                    ref = one
+                baselines[world] = (unsharded_state(final_ckpt(ref)), train_losses(ref),
+                                    f"{world} unsharded processes" if per_rank else "1")
             for level in ("optimizer", "gradients", "parameters"):
                 for world in (2, 3):
+                    base, l1, against = baselines[world]
                     d = t / f"sh-{name}-{level}-{world}"
                     wait_all(launch(pretrain + ["--set", f"run.out_dir={d}", "--set", f"data.batch_size={6 // world}",
                                                 "--set", f"train.sharding={level}"] + o, world),
@@ -387,14 +406,20 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
                     dl = max(abs(a["loss"] - b_["loss"]) for a, b_ in zip(l1, l2))
                     ds = state_diff(base, sharded_state(final_ckpt(d)))
                     check(len(l1) == len(l2) == 8 and dl <= 1e-6 and ds <= 1e-6,
-                          f"{name}, sharding {level}, {world} processes vs 1: max |loss diff| {dl:.2e}, max |weight "
-                          f"and AdamW state diff| {ds:.2e}")
+                          f"{name}, sharding {level}, {world} processes vs {against}: max |loss diff| {dl:.2e}, max "
+                          f"|weight and AdamW state diff| {ds:.2e}")
+                    if name.startswith("slm"):
+                        ds = max(abs(a["selected_fraction"] - b_["selected_fraction"]) +
+                                 abs(a["kept_score"] - b_["kept_score"]) for a, b_ in zip(l1, l2))
+                        check(ds <= 1e-5, f"{name}, sharding {level}, {world} processes: same selection at every "
+                                          f"step (fraction and kept score), diff {ds:.2e}")
                     mem = memory_line(d)
                     if name == "clm" and level == "parameters" and world == 3:
                         units = json.loads((final_ckpt(d) / "state.json").read_text())["sharding"]["units"]
                         check(all(u["numel"] % 3 for u in units),
                               f"{name}: no unit's size divides by 3: {[u['numel'] for u in units]}")
-                    check_memory(check, name, level, world, mem, memory_line(one))
+                    if not per_rank:
+                        check_memory(check, name, level, world, mem, memory_line(one))
         # The export of a parameters-sharded run (gathered unit by unit) holds the weights of its checkpoint.
         d = t / "sh-clm-parameters-3"
         run(*pretrain, "--set", f"run.out_dir={d}", "--set", "data.batch_size=6", "--set", "train.sharding=parameters",
