@@ -100,8 +100,9 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
   // Activations at the end of the forward.
   const int64_t per_layer = N * layer_bytes_per_token(c, cb);
   const int64_t final_norm = N * 12 * h;  // fp32 input, normalised values, output read by the LM head
-  const int64_t activations = o.activation_checkpointing ? L * 4 * N * h + per_layer + final_norm
-                                                         : L * per_layer + final_norm;
+  // (Under activation checkpointing no layer is recomputed yet at the end of the forward: that comes in the
+  // backward, counted at the later moments below.)
+  const int64_t activations = o.activation_checkpointing ? L * 4 * N * h + final_norm : L * per_layer + final_norm;
   const int64_t rows = std::min(N, o.rows_per_chunk);
   const int64_t head = rows * V * (8 + (o.bf16 ? 2 : 0)) + 4 * N * h;
 
@@ -135,8 +136,7 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
     add("gradients", "kept through the forward (accumulated, or the shard)", grads_kept);
     add("gradients", "the last layer's, on their way to the reduction, beyond its freed activations",
         std::max<int64_t>(0, unit_grads - per_layer));
-    add("activations", o.activation_checkpointing ? "each layer's input, and one layer recomputed"
-                                                  : "every layer's saved tensors", activations);
+    add("activations", o.activation_checkpointing ? "each layer's input" : "every layer's saved tensors", activations);
     add("lm_head", fmt::format("{} rows of {} logits at a time, and the hidden states' gradient", rows, V), head);
   } else if (peak == piled) {
     add("gradients", fmt::format("the shard, and {} layers' reductions in flight", in_flight), piled_grads);

@@ -101,6 +101,10 @@ part score 150 gpu bench score "$PY" bench/bench_score.py --device cuda --model-
 part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
   "$WORK/train_slm.json" > >(tee "$OUT/profile.txt")
 [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
+# rho_model plan against the measured peak of a first step, unsharded and sharded (one process: the sharded code
+# paths on CUDA, not yet NCCL between ranks), with and without activation checkpointing.
+part memory_plan 150 gpu bench memory_plan "$PY" bench/bench_memory_plan.py --device cuda --model-config $M \
+  --seq 2048 --batch 8 --build "$B"
 if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
   devs=cpu
   ((GPU)) && devs=cuda,cpu
