@@ -74,14 +74,18 @@ struct DistContext::Impl {
   mutable std::string roll_call_result;  // after the first failure
 
   mutable bool failed = false;  // a collective failed: the process group is abandoned, not torn down
+  std::string attempt;           // torchrun's restart count: a restarted job's store keys are its own
+
+  std::string key(const std::string& name) const { return "attempt" + attempt + "/" + name; }
 
   // Waits for one collective; a peer that died or stopped answering becomes a rho::Error naming it.
   //
   // A rank whose collective fails sets "abort" in the rendezvous store. Gloo collectives are waited for a second
   // at a time, with a look at that key in between: a rank blocked on a live peer that has itself failed (with
   // more than two ranks, not every survivor is connected to the dead one) stops within a second or two instead of
-  // at the timeout. (NCCL's wait only orders the device's streams, so it is left alone: its watchdog enforces the
-  // timeout.)
+  // at the timeout. NCCL work is waited for without a timeout: that only makes the current CUDA stream wait for it
+  // (a timeout would block the host until the collective finishes); NCCL's watchdog enforces the process group's
+  // timeout.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* op) const {
     try {
       const auto type = work->retrieveOpType();
@@ -94,17 +98,23 @@ struct DistContext::Impl {
             work->wait(std::chrono::seconds(1));
             break;
           } catch (const std::exception&) {  // a real failure, the timeout, or only this second's slice
-            if (work->isCompleted() || std::chrono::steady_clock::now() - start >= timeout) throw;
-            if (store->check({"abort"})) throw Error("another rank's collective failed");
+            if (work->isCompleted()) {  // finished meanwhile: returns, or raises the real error
+              work->wait();
+              break;
+            }
+            if (std::chrono::steady_clock::now() - start >= timeout) throw;
+            if (store->check({key("abort")})) throw Error("another rank's collective failed");
           }
         }
+      } else if (backend == "nccl") {
+        work->wait();
       } else {
         work->wait(timeout);
       }
     } catch (const std::exception& e) {
       failed = true;
       try {
-        store->set("abort", std::vector<uint8_t>{1});
+        store->set(key("abort"), std::vector<uint8_t>{1});
       } catch (const std::exception&) {  // the store is gone too: roll_call says so
       }
       throw Error(fmt::format("{} failed ({} backend, timeout {} s): {}; {}", op, backend, timeout.count() / 1000.0,
@@ -118,18 +128,18 @@ struct DistContext::Impl {
   std::string roll_call() const {
     if (!roll_call_result.empty()) return roll_call_result;
     try {
-      store->set(fmt::format("alive/{}", rank), std::vector<uint8_t>{1});
+      store->set(key(fmt::format("alive/{}", rank)), std::vector<uint8_t>{1});
       const auto deadline = std::chrono::steady_clock::now() + std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
       std::vector<int64_t> missing;
       for (;;) {
-        if (store->check({"rollcall"})) {  // a rank that finished first: every survivor reports the same
-          const auto v = store->get("rollcall");
+        if (store->check({key("rollcall")})) {  // a rank that finished first: every survivor reports the same
+          const auto v = store->get(key("rollcall"));
           roll_call_result.assign(v.begin(), v.end());
           return roll_call_result;
         }
         missing.clear();
         for (int64_t q = 0; q < world; ++q)
-          if (!store->check({fmt::format("alive/{}", q)})) missing.push_back(q);
+          if (!store->check({key(fmt::format("alive/{}", q))})) missing.push_back(q);
         if (missing.empty() || std::chrono::steady_clock::now() > deadline) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
@@ -137,7 +147,7 @@ struct DistContext::Impl {
           ? std::string("every rank answered a roll call after the failure (a network fault, not a failed process)")
           : fmt::format("rank{} {} of {} failed or stopped responding (no answer to a roll call through the "
                         "rendezvous store)", missing.size() > 1 ? "s" : "", fmt::join(missing, ", "), world);
-      store->set("rollcall", std::vector<uint8_t>(roll_call_result.begin(), roll_call_result.end()));
+      store->set(key("rollcall"), std::vector<uint8_t>(roll_call_result.begin(), roll_call_result.end()));
     } catch (const std::exception& e) {
       roll_call_result = fmt::format("a peer process exited or stopped responding, and the rendezvous store is "
                                      "unreachable too (its server, rank 0 or the launcher's agent, is gone: {})",
@@ -168,6 +178,7 @@ std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda,
   impl.timeout = timeout;
   impl.rank = env.rank;
   impl.world = env.world_size;
+  if (const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT")) impl.attempt = restarts;
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.port);

@@ -19,6 +19,12 @@
 // AdamW state (exp_avg, exp_avg_sq: fp32, one shard each) and the fp32 master weights of that shard. The model's
 // parameter tensors become views into the unit's gathered buffer, so the model's own code runs unchanged.
 //
+// Collective order. Every rank issues the same collectives in the same order: forward and backward gathers follow
+// the layers, and reduce-scatters are launched in a fixed unit order. That holds because every rank runs the same
+// model on the same shapes, so autograd visits the layers in the same order and every parameter gets a gradient in
+// every backward on every rank (a unit whose gradients stayed incomplete would be reduced at after_backward() on
+// some ranks only). Evaluation runs as many forwards on every rank (Trainer pads a rank's share).
+//
 // Exactness. AdamW is elementwise, so stepping shards is the same arithmetic as stepping whole tensors; the sums
 // over ranks are reduce-scatters instead of all-reduces (a different order of the same fp32 additions), and the
 // gradient norm is one all-reduce of the ranks' sums of squares. tests/scripts/test_dist.py checks each level

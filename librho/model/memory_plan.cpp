@@ -118,15 +118,20 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
   // Unit-sized reduce-scatter buffers per reduction (one process: a plain copy).
   const int64_t copies = sharded ? (o.gloo && W > 1 ? 2 : 1) : 0;
   const int64_t unit_grads = 4 * P_layer * (1 + copies);
+  // The LM head's weight gradient (lm_head's, or the tied embedding's) exists from the start of the backward until
+  // the root unit is reduced, last; accumulated gradients already hold it.
+  const bool whole_grads = o.sharding == Sharding::None || o.sharding == Sharding::Optimizer;
+  const int64_t head_grad = whole_grads && o.grad_accum > 1 ? 0 : 4 * V * h;
   // (The last layer's gradients appear as its activations are freed: only what exceeds them adds.)
-  const int64_t start = activations + head + grads_kept + std::max<int64_t>(0, unit_grads - per_layer);
+  const int64_t start = activations + head + grads_kept + head_grad + std::max<int64_t>(0, unit_grads - per_layer);
   const int64_t in_flight = std::min<int64_t>(L, 3);
-  const int64_t piled_grads = grads_kept + 4 * P_layer * in_flight * copies;
+  const int64_t piled_grads = grads_kept + head_grad + 4 * P_layer * in_flight * copies;
   const int64_t piled_acts = o.activation_checkpointing ? L * 4 * N * h + per_layer
                                                         : std::max<int64_t>(0, L - in_flight) * per_layer + 4 * N * h;
   const int64_t piled = sharded ? piled_grads + piled_acts : 0;
-  const bool whole_grads = o.sharding == Sharding::None || o.sharding == Sharding::Optimizer;
-  const int64_t grads_at_end = whole_grads ? 4 * P + (sharded ? 4 * S : 0) : grads_kept + unit_grads;
+  // At the end a sharded run holds the root unit's gradients and their reduce-scatter input(s).
+  const int64_t grads_at_end = whole_grads ? 4 * P + (sharded ? 4 * S : 0)
+                                           : grads_kept + std::max(unit_grads + head_grad, 4 * P_root * (1 + copies));
   const int64_t last_layer = grads_at_end + per_layer + 4 * N * h;
   const int64_t end = grads_at_end;
   // Across ranks, `none` keeps its all-reduce buckets (the size of the gradients) from the start.
@@ -134,12 +139,14 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
   const int64_t peak = std::max({start, piled, last_layer, end});
   if (peak == start) {
     add("gradients", "kept through the forward (accumulated, or the shard)", grads_kept);
+    add("gradients", "the LM head's weight", head_grad);
     add("gradients", "the last layer's, on their way to the reduction, beyond its freed activations",
         std::max<int64_t>(0, unit_grads - per_layer));
     add("activations", o.activation_checkpointing ? "each layer's input" : "every layer's saved tensors", activations);
     add("lm_head", fmt::format("{} rows of {} logits at a time, and the hidden states' gradient", rows, V), head);
   } else if (peak == piled) {
-    add("gradients", fmt::format("the shard, and {} layers' reductions in flight", in_flight), piled_grads);
+    add("gradients", fmt::format("the shard, the LM head's weight, and {} layers' reductions in flight", in_flight),
+        piled_grads);
     add("activations", "not yet freed", piled_acts);
   } else if (peak == last_layer) {
     add("gradients", "by the backward of the model's first layer", grads_at_end);

@@ -190,7 +190,8 @@ struct Trainer::State {
   };
 
   // Mean token loss over an eval set's windows; losses(batch, target positions [batch, seq]) -> [batch, seq].
-  double eval_mean(const TokenDataset& data, const std::function<at::Tensor(const DeviceBatch&, const at::Tensor&)>& losses);
+  double eval_mean(const TokenDataset& data, const std::function<at::Tensor(const DeviceBatch&, const at::Tensor&)>& losses,
+                   bool collective = false);
 
   DeviceBatch load(const Batch& b, bool with_reference) {
     DeviceBatch d;
@@ -675,16 +676,24 @@ void Trainer::State::log_score_histograms() {
 }
 
 // Mean token loss over an eval set's first eval_batches * batch_size windows (the same tokens every time; rank r
-// takes every world-th batch), with `losses(device_batch)` giving [batch, seq] losses.
+// takes every world-th batch), with `losses(device_batch)` giving [batch, seq] losses. `collective`: losses() runs
+// collectives (the training model under sharding parameters gathers each layer), so every rank must call it equally
+// often: a rank whose share ends first runs stand-in batches that count for nothing.
 double Trainer::State::eval_mean(const TokenDataset& data,
-                                 const std::function<at::Tensor(const DeviceBatch&, const at::Tensor&)>& losses) {
+                                 const std::function<at::Tensor(const DeviceBatch&, const at::Tensor&)>& losses,
+                                 bool collective) {
   const int64_t T = cfg.seq_len, windows = (data.num_tokens() - 1) / T;
   const int64_t n = std::min(windows, cfg.eval_batches * cfg.batch_size);
   if (n == 0) throw Error(fmt::format("{}: fewer than seq_len+1 tokens to evaluate on", data.dir()));
   double sum = 0;
   int64_t count = 0;
   const int64_t stride = cfg.batch_size * dist->world_size();
-  for (int64_t w0 = cfg.batch_size * dist->rank(); w0 < n; w0 += stride) {
+  const int64_t rounds = (n + stride - 1) / stride;
+  for (int64_t k = 0; k < rounds; ++k) {
+    int64_t w0 = k * stride + cfg.batch_size * dist->rank();
+    const bool mine = w0 < n;
+    if (!mine && !collective) break;
+    if (!mine) w0 = 0;  // a stand-in: the first windows, weighted 0
     Batch b;
     std::vector<at::Tensor> rows;
     for (int64_t w = w0; w < std::min(n, w0 + cfg.batch_size); ++w) rows.push_back(data.slice(w * T, T + 1));
@@ -692,7 +701,7 @@ double Trainer::State::eval_mean(const TokenDataset& data,
     const auto first = at::arange(w0, w0 + b.tokens.size(0), at::kLong).unsqueeze(1) * T;
     const auto targets = first + at::arange(1, T + 1, at::kLong).unsqueeze(0);  // dataset positions, [batch, T]
     const auto d = load(b, /*with_reference=*/false);
-    auto valid = d.valid.to(at::kFloat);
+    auto valid = d.valid.to(at::kFloat) * (mine ? 1.0 : 0.0);
     sum += (losses(d, targets).to(valid.device()).to(at::kFloat) * valid).sum().item<double>();
     count += valid.sum().item<int64_t>();
   }
@@ -707,7 +716,8 @@ std::map<std::string, double> Trainer::evaluate() {
   at::NoGradGuard no_grad;
   s.model->eval();
   for (const auto& [name, data] : s.evals)
-    out[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d, const at::Tensor&) { return s.forward_loss(d); });
+    out[name] = s.eval_mean(*data, [&](const State::DeviceBatch& d, const at::Tensor&) { return s.forward_loss(d); },
+                            s.sharded && s.sharded->level() == Sharding::Parameters);
   s.model->train();
   return out;
 }

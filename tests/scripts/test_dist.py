@@ -318,10 +318,12 @@ def main():
                  "num_kv_heads: 2, max_position_embeddings: 64}")
         (t / "run.yaml").write_text(f"""run: {{seed: 3, device: cpu, dist_timeout: {TIMEOUT}}}
 model: {model}
-data: {{train: {t / 'tok'}, seq_len: 32, batch_size: 4}}
+data: {{train: {t / 'tok'}, seq_len: 32, batch_size: 4, eval: {{held: {t / 'tok'}}}, eval_batches: 4}}
 optim: {{lr: 0.001, min_lr: 0.0001, warmup_steps: 2, max_steps: 8}}
 train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
 """)
+        # An eval set of 4 batches per rank: with 3 ranks of batch 2 the 8 windows split 2 batches to rank 0 and 1 to
+        # the others, who must still join the collectives of a sharded model's evaluation forwards.
         # lr 1e-3: AdamW's update is about lr * g / (|g| + eps), so for a gradient element near eps the fp32
         # rounding of a differently ordered sum moves a weight by up to ~lr * 1e-3 (lr 1e-2 gives 6e-6 here).
         pretrain = [b / "rho_pretrain", t / "run.yaml"]
