@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();  // --help shows every default
   rho::TokenizeOptions o;
   std::vector<std::string> fields;
-  std::string format = "auto", unit = "file", on_error = "stop";
+  std::string format = "auto", unit = "file", on_error = "stop", sp_encoder = "auto";
   bool train = false, quiet = false;
   int64_t kill_after = 0;
   app.add_option("inputs", o.inputs, "files, folders or glob patterns (.gz and .zst are decompressed; .parquet and .arrow are read by column)")->required();
@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"file", "line"}));
   app.add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->default_val(o.shard_tokens);
   app.add_option("--threads", o.threads, "encoding threads (0: every core)")->default_val(0);
+  app.add_option("--sp-encoder", sp_encoder, "SentencePiece models: auto (librho's encoder for BPE models, the library for others) or library (the same ids, for comparison)")
+      ->check(CLI::IsMember({"auto", "library"}));
   app.add_option("--on-error", on_error, "bad input: stop, or skip it and count it")
       ->check(CLI::IsMember({"stop", "skip"}));
   app.add_flag("--overwrite", o.overwrite, "replace a complete dataset, or an interrupted run, in --out");
@@ -50,6 +52,7 @@ int main(int argc, char** argv) {
                     : format == "text" ? rho::InputFormat::Text : rho::InputFormat::Auto;
   o.corpus.text_unit = unit == "line" ? rho::TextUnit::Line : rho::TextUnit::File;
   o.skip_bad_input = on_error == "skip";
+  o.sp_engine = sp_encoder == "library" ? rho::SpTokenizer::Engine::Library : rho::SpTokenizer::Engine::Auto;
   o.progress = !quiet;
   if (!train && o.tokenizer.empty()) {
     std::cerr << "rho_tokenize: error: give --tokenizer MODEL or --train-tokenizer\n";

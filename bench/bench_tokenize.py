@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tokenising throughput: rho_tokenize vs the Python libraries, same file, same cores, for both tokenizer kinds.
 
-SentencePiece: rho_tokenize vs Python sentencepiece (multiprocessing). Hugging Face tokenizer.json: a byte-level BPE
+SentencePiece: rho_tokenize (librho's BPE encoder, and with --sp-encoder library the SentencePiece library it links)
+vs Python sentencepiece (multiprocessing). Hugging Face tokenizer.json: a byte-level BPE
 in Llama 3's style (Split regex, ByteLevel, ignore_merges), trained here with `tokenizers` on the corpus (16k
 vocabulary), rho_tokenize vs `tokenizers` encode_batch (Rust threads: TOKENIZERS_PARALLELISM, one worker per core)
 on the same texts, ids checked equal. One JSON object per kind.
@@ -100,16 +101,19 @@ def main():
         size = corpus.stat().st_size
         field_args = [a for f in fields for a in ("--field", f)]
 
-        def rho(threads):
+        def rho(threads, encoder="auto"):
             out = tmp / "rho_out"
             shutil.rmtree(out, ignore_errors=True)
             subprocess.run([args.rho_tokenize, corpus, *field_args, "--tokenizer", model, "--out", out,
-                            "--threads", str(threads), "--quiet"], check=True, capture_output=True)
+                            "--threads", str(threads), "--sp-encoder", encoder, "--quiet"], check=True,
+                           capture_output=True)
             return json.loads((out / "manifest.json").read_text())["num_tokens"]
 
         def python(workers):
             return python_tokenize(corpus, model, fields, workers, tmp / "py.bin")
 
+        lib1_s, _ = best_of(args.repeats, lambda: rho(1, "library"))
+        lib_s, _ = best_of(args.repeats, lambda: rho(args.workers, "library"))
         rho1_s, _ = best_of(args.repeats, lambda: rho(1))
         py1_s, _ = best_of(args.repeats, lambda: python(1))
         rho_s, rho_tokens = best_of(args.repeats, lambda: rho(args.workers))
@@ -130,9 +134,12 @@ def main():
         "kind": "sentencepiece", "corpus": source, "megabytes": round(size / 1e6, 1), "tokenizer": Path(model).name,
         "cpu_cores": os.cpu_count(), "workers": args.workers, "tokens": rho_tokens,
         "rho_tokenize": figures(rho_s, rho_tokens),
+        "rho_tokenize_library_encoder": figures(lib_s, rho_tokens),
         f"python_sentencepiece_{spm.__version__}_pool": figures(py_s, py_tokens),
         "speedup": round(py_s / rho_s, 2),
-        "one_thread": {"rho_tokenize": figures(rho1_s, rho_tokens), "python": figures(py1_s, py_tokens)},
+        "speedup_library_encoder": round(py_s / lib_s, 2),
+        "one_thread": {"rho_tokenize": figures(rho1_s, rho_tokens), "rho_tokenize_library_encoder":
+                       figures(lib1_s, rho_tokens), "python": figures(py1_s, py_tokens)},
         "scaling": {"rho_tokenize": round(rho1_s / rho_s, 2), "python": round(py1_s / py_s, 2)},
         "identical_ids": identical,
     }, indent=2))

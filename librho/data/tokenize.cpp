@@ -3,10 +3,10 @@
 #include "librho/data/shard_writer.h"
 
 #include "librho/data/hf_tokenizer.h"
+#include "librho/data/sp_tokenizer.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -220,38 +220,32 @@ struct Chunk {
 };
 
 // One worker's encoder: a SentencePiece model or a Hugging Face tokenizer.json (byte-level BPE), from the bytes
-// the dataset folder keeps. Each worker makes its own (the BPE one caches words).
+// the dataset folder keeps. Each worker makes its own (both cache words).
 class Encoder {
  public:
-  Encoder(const std::string& model_bytes, const std::string& config_bytes, bool hf, const std::string& source) {
-    if (hf) {
+  Encoder(const std::string& model_bytes, const std::string& config_bytes, bool hf, const std::string& source,
+          SpTokenizer::Engine engine) {
+    if (hf)
       hf_ = std::make_unique<HfTokenizer>(HfTokenizer::parse(model_bytes, config_bytes, source));
-      return;
-    }
-    const auto status = sp_.LoadFromSerializedProto(model_bytes);
-    if (!status.ok()) throw Error(fmt::format("{}: not a SentencePiece model ({})", source, status.ToString()));
+    else
+      sp_ = std::make_unique<SpTokenizer>(SpTokenizer::parse(model_bytes, source, engine));
   }
   // false with `error` set when the text cannot be encoded.
-  bool encode(const std::string& text, std::vector<int>* ids, std::string* error) const {
-    if (hf_) {
-      try {
-        *ids = hf_->encode(text);
-        return true;
-      } catch (const std::exception& e) {
-        *error = e.what();
-        return false;
-      }
+  bool encode(const std::string& text, std::vector<int>* ids, std::string* error) {
+    try {
+      *ids = hf_ ? hf_->encode(text) : sp_->encode(text);
+      return true;
+    } catch (const std::exception& e) {
+      *error = e.what();
+      return false;
     }
-    const auto status = sp_.Encode(text, ids);
-    if (!status.ok()) *error = "SentencePiece failed (" + status.ToString() + ")";
-    return status.ok();
   }
-  int64_t vocab_size() const { return hf_ ? hf_->vocab_size() : sp_.GetPieceSize(); }
-  int64_t bos_id() const { return hf_ ? hf_->bos_id() : sp_.bos_id(); }
-  int64_t eos_id() const { return hf_ ? hf_->eos_id() : sp_.eos_id(); }
+  int64_t vocab_size() const { return hf_ ? hf_->vocab_size() : sp_->vocab_size(); }
+  int64_t bos_id() const { return hf_ ? hf_->bos_id() : sp_->bos_id(); }
+  int64_t eos_id() const { return hf_ ? hf_->eos_id() : sp_->eos_id(); }
 
  private:
-  sentencepiece::SentencePieceProcessor sp_;
+  std::unique_ptr<SpTokenizer> sp_;
   std::unique_ptr<HfTokenizer> hf_;
 };
 
@@ -273,7 +267,7 @@ class TokenizeJob {
   void pipeline();
   void reader_loop();
   void worker_loop();
-  void encode(Chunk& c, const Encoder& enc) const;
+  void encode(Chunk& c, Encoder& enc) const;
   void write_doc(Chunk::Doc& d);
   void append(const int* ids, size_t n);
   void commit_shard(const ResumePoint& next);
@@ -370,7 +364,7 @@ void TokenizeJob::set_up_tokenizer(const json& progress) {
     if (!config_bytes_.empty()) write_file_atomic(out(kHfConfigName), config_bytes_);
   }
   const auto& model_path = opt_.tokenizer.empty() ? out(kTrainedName) : opt_.tokenizer;
-  const Encoder sp(model_bytes_, config_bytes_, hf_, model_path);
+  const Encoder sp(model_bytes_, config_bytes_, hf_, model_path, opt_.sp_engine);
   if (sp.eos_id() < 0) throw Error(fmt::format("{}: the tokenizer has no EOS piece to end documents", model_path));
   manifest_.vocab_size = sp.vocab_size();
   manifest_.dtype = manifest_.vocab_size <= 65536 ? "uint16" : "uint32";
@@ -415,7 +409,7 @@ void TokenizeJob::write_progress() const {
   write_file_atomic(out(kProgress), j.dump(1) + "\n");
 }
 
-void TokenizeJob::encode(Chunk& c, const Encoder& enc) const {
+void TokenizeJob::encode(Chunk& c, Encoder& enc) const {
   c.docs.resize(c.records.size());
   std::string text, what;
   for (size_t i = 0; i < c.records.size(); ++i) {
@@ -482,7 +476,7 @@ void TokenizeJob::worker_loop() {
   std::unique_ptr<Encoder> enc;
   std::string load_error;
   try {
-    enc = std::make_unique<Encoder>(model_bytes_, config_bytes_, hf_, tokenizer_name_);
+    enc = std::make_unique<Encoder>(model_bytes_, config_bytes_, hf_, tokenizer_name_, opt_.sp_engine);
   } catch (const std::exception& e) {
     load_error = e.what();
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "librho/data/corpus.h"
+#include "librho/data/sp_tokenizer.h"
 #include "librho/data/token_dataset.h"
 
 namespace rho {
@@ -27,6 +28,7 @@ struct TokenizeOptions {
   CorpusOptions corpus;
   int64_t shard_tokens = 100'000'000;
   int threads = 0;                   // encoding threads; 0: every core
+  SpTokenizer::Engine sp_engine = SpTokenizer::Engine::Auto;  // Library: SentencePiece's own encoder (same ids)
   bool skip_bad_input = false;       // false: the first bad record stops the run (an error naming file and line)
   bool overwrite = false;            // replace a complete dataset, or discard an interrupted run, in out_dir
   bool progress = true;              // stderr: a bar on a terminal, otherwise a line every few seconds

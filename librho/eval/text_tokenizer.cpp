@@ -1,12 +1,12 @@
 #include "librho/eval/text_tokenizer.h"
 
 #include <fmt/format.h>
-#include <sentencepiece_processor.h>
 
 #include <filesystem>
 #include <mutex>
 
 #include "librho/data/hf_tokenizer.h"
+#include "librho/data/sp_tokenizer.h"
 #include "librho/data/token_dataset.h"
 #include "librho/score/token_view.h"
 #include "librho/util/error.h"
@@ -15,10 +15,10 @@
 namespace rho {
 
 struct TextTokenizer::Impl {
-  sentencepiece::SentencePieceProcessor sp;
+  std::unique_ptr<SpTokenizer> sp;
   std::unique_ptr<HfTokenizer> hf;  // a tokenizer.json instead of the SentencePiece model
   std::string path;
-  mutable std::mutex hf_mutex;  // HfTokenizer caches words: one caller at a time
+  mutable std::mutex encode_mutex;  // both encoders cache words: one caller at a time
 };
 
 TextTokenizer TextTokenizer::load(const std::string& path) {
@@ -36,8 +36,7 @@ TextTokenizer TextTokenizer::load(const std::string& path) {
   if (is_hf_tokenizer_file(impl->path)) {
     impl->hf = std::make_unique<HfTokenizer>(HfTokenizer::load(impl->path));
   } else {
-    const auto status = impl->sp.LoadFromSerializedProto(read_text_file(impl->path));
-    if (!status.ok()) throw Error(fmt::format("{}: not a SentencePiece model ({})", impl->path, status.ToString()));
+    impl->sp = std::make_unique<SpTokenizer>(SpTokenizer::load(impl->path));
   }
   TextTokenizer t;
   t.impl_ = std::move(impl);
@@ -45,32 +44,22 @@ TextTokenizer TextTokenizer::load(const std::string& path) {
 }
 
 std::vector<int64_t> TextTokenizer::encode(const std::string& text) const {
-  if (impl_->hf) {
-    std::lock_guard<std::mutex> lock(impl_->hf_mutex);
-    const auto ids = impl_->hf->encode(text);
-    return {ids.begin(), ids.end()};
-  }
-  std::vector<int> ids;
-  const auto status = impl_->sp.Encode(text, &ids);
-  if (!status.ok()) throw Error(fmt::format("{}: encoding failed ({})", impl_->path, status.ToString()));
+  std::lock_guard<std::mutex> lock(impl_->encode_mutex);
+  const auto ids = impl_->hf ? impl_->hf->encode(text) : impl_->sp->encode(text);
   return {ids.begin(), ids.end()};
 }
 
 std::string TextTokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<int> v(ids.begin(), ids.end());
-  if (impl_->hf) return impl_->hf->decode(v);
-  std::string text;
-  const auto status = impl_->sp.Decode(v, &text);
-  if (!status.ok()) throw Error(fmt::format("{}: decoding failed ({})", impl_->path, status.ToString()));
-  return text;
+  return impl_->hf ? impl_->hf->decode(v) : impl_->sp->decode(v);
 }
 
-int64_t TextTokenizer::bos_id() const { return impl_->hf ? impl_->hf->bos_id() : impl_->sp.bos_id(); }
-int64_t TextTokenizer::eos_id() const { return impl_->hf ? impl_->hf->eos_id() : impl_->sp.eos_id(); }
-int64_t TextTokenizer::vocab_size() const { return impl_->hf ? impl_->hf->vocab_size() : impl_->sp.GetPieceSize(); }
+int64_t TextTokenizer::bos_id() const { return impl_->hf ? impl_->hf->bos_id() : impl_->sp->bos_id(); }
+int64_t TextTokenizer::eos_id() const { return impl_->hf ? impl_->hf->eos_id() : impl_->sp->eos_id(); }
+int64_t TextTokenizer::vocab_size() const { return impl_->hf ? impl_->hf->vocab_size() : impl_->sp->vocab_size(); }
 std::string TextTokenizer::piece_text(int64_t id) const {
   if (impl_->hf) return impl_->hf->piece(static_cast<int>(id));
-  return piece_to_text(impl_->sp.IdToPiece(static_cast<int>(id)));
+  return piece_to_text(impl_->sp->piece(static_cast<int>(id)));
 }
 const std::string& TextTokenizer::path() const { return impl_->path; }
 

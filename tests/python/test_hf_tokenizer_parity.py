@@ -10,13 +10,11 @@ $RHO_SHARED_DATA (default ../shared/data) has it, Python source (this repository
 and multilingual, emoji, whitespace and digit text. Prints the counts. Exits 77 (skipped) without `tokenizers`.
 """
 import argparse
-import glob
 import json
 import os
 import struct
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -28,29 +26,14 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+from tokenize_helpers import MULTILINGUAL, python_sources  # noqa: E402
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
           r"\s+(?!\S)|\s+")
 QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
          r"\s+(?!\S)|\s+")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>"]
 
-MULTILINGUAL = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
-    "Grüße aus Köln! Ça coûte 12,50 € — naïve façade, déjà vu. ¿Qué tal? ¡Olé!",
-    "Москва — столица России. Привет, мир! Съешь же ещё этих мягких французских булок.",
-    "Καλημέρα κόσμε· αὐτὸς ὁ λόγος. שלום עולם! مرحبا بالعالم ١٢٣٤٥",
-    "日本語のテキスト、漢字とひらがなとカタカナ。中文文本：你好，世界！한국어 텍스트: 안녕하세요 세계",
-    "हिन्दी में पाठ। தமிழ் உரை. ภาษาไทยไม่มีช่องว่าง ທົດລອງ",
-    "Emoji: 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇩🇪🇯🇵 ❤️ ✔︎ and text 🙂.",
-    "Decomposed: e\u0301 a\u0308 o\u0302 (NFD) vs é ä ô (NFC); Å \u212b; ﬁ ligature; ① ② ③; Ⅻ; ½ ¾.",
-    "Digits: 1234567890 3.14159 1e-10 0x1F 1,000,000 ٣٤٥ ४५६ ௧௨௩ 12345678901234567890",
-    "Whitespace:\ttab\t\tdouble tab\nnewline\r\ncrlf\n\n\nthree newlines   three spaces \u00a0nbsp\u2003em-space \u3000ideo",
-    "Contractions: I'm, you're, he's, we've, they'll, I'd, it's, DON'T, Can'T, o'clock, rock'n'roll.",
-    "Special tokens inside text: <|im_start|>user\nHi<|im_end|>\n<|endoftext|> and <|im_start|><|im_end|>",
-    "Code-ish: x+=1; y = a[i] if i<n else -1  # comment\n    return {'k': [1, 2, 3]}  // done;;",
-    "   leading spaces, trailing spaces   ",
-    "",
-]
 
 
 def documents(shared):
@@ -63,14 +46,7 @@ def documents(shared):
     else:
         print(f"(GSM8K not found under {shared}: its part is left out)")
     n_gsm = len(docs)
-    py = sorted(glob.glob(str(ROOT / "**" / "*.py"), recursive=True))
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    py += sorted(str(p) for p in stdlib.glob("*.py"))[:150]
-    for p in py:
-        try:
-            docs.append(Path(p).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, OSError):
-            pass
+    docs += python_sources(ROOT)
     n_py = len(docs) - n_gsm
     docs += MULTILINGUAL * 3
     return docs, n_gsm, n_py

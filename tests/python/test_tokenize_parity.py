@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""rho_tokenize gives exactly Python sentencepiece's ids on GSM8K (question + answer joined by "\\n").
+"""rho_tokenize gives exactly Python sentencepiece's ids on GSM8K (question + answer joined by "\\n"), and on Python
+source and multilingual, emoji and whitespace text.
 
 Tokenises $RHO_SHARED_DATA/gsm8k/train.jsonl (default <source>/../shared/data) with the Llama-2 32k tokenizer into
 several shards, splits the shards' concatenation at EOS and compares each document with [BOS] + encode(text) from
@@ -22,7 +23,7 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tokenize_helpers import run  # noqa: E402
+from tokenize_helpers import MULTILINGUAL, python_sources, run  # noqa: E402
 
 
 def main():
@@ -68,7 +69,27 @@ def main():
         assert mismatches == 0, f"{mismatches} of {len(lines)} documents differ from Python sentencepiece"
         print(f"{len(lines)} documents, {len(tokens)} tokens in {len(m['shards'])} shards: identical to "
               f"sentencepiece {spm.__version__}")
+        other_texts(args.rho_tokenize, model, sp, Path(tmp))
     return 0
+
+
+def other_texts(rho_tokenize, model, sp, tmp):
+    """Code and many scripts, through librho's encoder and through the library's (--sp-encoder library)."""
+    texts = python_sources(Path(__file__).resolve().parents[2]) + MULTILINGUAL * 3
+    corpus = tmp / "other.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    want = [[sp.bos_id()] + sp.encode(t) + [sp.eos_id()] for t in texts]
+    for encoder in ("auto", "library"):
+        out = tmp / f"other_{encoder}"
+        run(rho_tokenize, corpus, "--tokenizer", model, "--sp-encoder", encoder, "--out", out, "--quiet")
+        m = json.loads((out / "manifest.json").read_text())
+        tokens = np.concatenate([np.fromfile(out / s["file"], dtype="<u2") for s in m["shards"]]).astype(np.int64)
+        docs = np.split(tokens, np.flatnonzero(tokens == sp.eos_id()) + 1)[:-1]
+        assert len(docs) == len(texts), (len(docs), len(texts))
+        mismatches = sum(d.tolist() != w for d, w in zip(docs, want))
+        print(f"--sp-encoder {encoder}: {len(texts)} documents (Python source, multilingual, emoji), "
+              f"{len(tokens)} tokens: {mismatches} mismatches")
+        assert mismatches == 0
 
 
 if __name__ == "__main__":

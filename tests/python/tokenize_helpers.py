@@ -1,11 +1,13 @@
 """Shared by the rho_tokenize tests: running the tool, writing compressed files, generating a corpus."""
 import ctypes
 import ctypes.util
+import glob
 import gzip
 import hashlib
 import json
 import random
 import subprocess
+import sysconfig
 from pathlib import Path
 
 
@@ -95,3 +97,38 @@ def sha(path: Path) -> str:
 def dataset_files(d: Path):
     """What must be byte-identical between runs: the shards, the manifest and the tokenizer copy."""
     return {p.name: sha(p) for p in sorted(d.iterdir()) if not p.name.startswith(".")}
+
+
+# Text a tokenizer can get wrong: scripts without spaces, combining marks, emoji sequences, odd whitespace, digits,
+# special-token look-alikes, code. Used by the parity tests of both tokenizer kinds.
+MULTILINGUAL = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "Grüße aus Köln! Ça coûte 12,50 € — naïve façade, déjà vu. ¿Qué tal? ¡Olé!",
+    "Москва — столица России. Привет, мир! Съешь же ещё этих мягких французских булок.",
+    "Καλημέρα κόσμε· αὐτὸς ὁ λόγος. שלום עולם! مرحبا بالعالم ١٢٣٤٥",
+    "日本語のテキスト、漢字とひらがなとカタカナ。中文文本：你好，世界！한국어 텍스트: 안녕하세요 세계",
+    "हिन्दी में पाठ। தமிழ் உரை. ภาษาไทยไม่มีช่องว่าง ທົດລອງ",
+    "Emoji: 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇩🇪🇯🇵 ❤️ ✔︎ and text 🙂.",
+    "Decomposed: e\u0301 a\u0308 o\u0302 (NFD) vs é ä ô (NFC); Å \u212b; ﬁ ligature; ① ② ③; Ⅻ; ½ ¾.",
+    "Digits: 1234567890 3.14159 1e-10 0x1F 1,000,000 ٣٤٥ ४५६ ௧௨௩ 12345678901234567890",
+    "Whitespace:\ttab\t\tdouble tab\nnewline\r\ncrlf\n\n\nthree newlines   three spaces \u00a0nbsp\u2003em-space \u3000ideo",
+    "Contractions: I'm, you're, he's, we've, they'll, I'd, it's, DON'T, Can'T, o'clock, rock'n'roll.",
+    "Special tokens inside text: <|im_start|>user\nHi<|im_end|>\n<|endoftext|> and <|im_start|><|im_end|>",
+    "Code-ish: x+=1; y = a[i] if i<n else -1  # comment\n    return {'k': [1, 2, 3]}  // done;;",
+    "   leading spaces, trailing spaces   ",
+    "",
+]
+
+
+def python_sources(root: Path):
+    """The repository's Python files and 150 of the standard library's, as texts."""
+    paths = sorted(glob.glob(str(root / "**" / "*.py"), recursive=True))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    paths += sorted(str(p) for p in stdlib.glob("*.py"))[:150]
+    texts = []
+    for p in paths:
+        try:
+            texts.append(Path(p).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            pass
+    return texts

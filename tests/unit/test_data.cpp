@@ -5,11 +5,15 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <sentencepiece_trainer.h>
 #include <set>
+#include <unordered_map>
 
 #include "helpers.h"
 #include "librho/data/corpus.h"
 #include "librho/data/hf_tokenizer.h"
+#include "librho/data/sp_tokenizer.h"
 #include "librho/data/token_dataset.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
@@ -353,4 +357,119 @@ TEST_CASE("HfTokenizer: byte-level BPE by merge rank, added tokens first, decode
   CHECK_THROWS_WITH(rho::HfTokenizer::parse(with(R"("lstrip": false)", R"("lstrip": true)"), "", "tok.json"),
                     Contains("added token '<|endoftext|>' with lstrip"));
   CHECK_THROWS_WITH(rho::HfTokenizer::parse("{not json", "", "tok.json"), Contains("tok.json: invalid JSON"));
+}
+
+// ---- SentencePiece: librho's BPE encoder against the library, id for id ----
+
+namespace {
+
+class LinesIterator : public sentencepiece::SentenceIterator {
+ public:
+  explicit LinesIterator(const std::vector<std::string>& lines) : lines_(lines) {}
+  bool done() const override { return i_ >= lines_.size(); }
+  void Next() override { ++i_; }
+  const std::string& value() const override { return lines_[i_]; }
+  sentencepiece::util::Status status() const override { return {}; }
+
+ private:
+  const std::vector<std::string>& lines_;
+  size_t i_ = 0;
+};
+
+// Text with what a BPE encoder can get wrong: words that share prefixes, digits, runs of spaces at both ends,
+// tabs and newlines, runs of one letter (equal scores: the leftmost pair merges first), accents, CJK, emoji, the escaped-space character itself, and characters too rare to be in a
+// small vocabulary.
+std::string random_text(std::mt19937& rng, bool hostile) {
+  static const std::vector<std::string> words = {
+      "the", "then", "there", "therefore", "a", "an", "and", "answer", "is", "isn't", "42", "3.14", "1,000", "x+y=z",
+      "(a)", "café", "naïve", "Ünïcödé", "日本語", "の", "中文字", "😀", "👩‍💻", "🇩🇪", "▁", "▁▁x", "\t", "\n", "—",
+      "ℵ", "\u00a0", "ǅ", "ﬁ", "Ω", "𝔘", "\xef\xbf\xbd", "aaa", "aaaaa", "ooooo", "....", "1111", "=====", "ababa"};
+  static const std::vector<std::string> bad = {"\xff", "\xe2\x96", "\xed\xa0\x80", "\xc0\x80", "\xf4\x90\x80\x80",
+                                                std::string(1, '\0'), "\x80"};
+  std::string s;
+  const int n = static_cast<int>(rng() % 12);
+  for (int i = 0; i < n; ++i) {
+    const int spaces = static_cast<int>(rng() % 6 == 0 ? rng() % 4 : 1);
+    s += std::string(static_cast<size_t>(i == 0 ? rng() % 3 : spaces), ' ');
+    s += hostile && rng() % 7 == 0 ? bad[rng() % bad.size()] : words[rng() % words.size()];
+  }
+  s += std::string(rng() % 3, ' ');
+  return s;
+}
+
+std::string train_sp(const std::vector<std::string>& lines, std::unordered_map<std::string, std::string> args) {
+  args.emplace("vocab_size", "400");
+  args.emplace("model_type", "bpe");
+  args.emplace("normalization_rule_name", "identity");
+  args.emplace("minloglevel", "2");
+  args.emplace("num_threads", "1");
+  LinesIterator it(lines);
+  std::string model;
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
+  INFO(status.ToString());
+  REQUIRE(status.ok());
+  return model;
+}
+
+}  // namespace
+
+TEST_CASE("SpTokenizer: librho's BPE encoder gives the library's ids on every option set", "[data][tokenizer][sp]") {
+  std::mt19937 rng(7);
+  std::vector<std::string> corpus;
+  for (int i = 0; i < 3000; ++i) corpus.push_back(random_text(rng, false));
+  std::vector<std::string> texts = {"", " ", "   ", "▁", "a", " a ", "  the  then  ", "\xff", "\xff\xff a",
+                                    std::string("a\0b", 3), "日本語の😀😀 x"};
+  for (int i = 0; i < 4000; ++i) texts.push_back(random_text(rng, true));
+  struct Variant {
+    const char* name;
+    std::unordered_map<std::string, std::string> args;
+    bool words;  // expected: the text is cut into words (no piece spans a cut)
+  };
+  const std::vector<Variant> variants = {
+      {"Llama 2 style", {{"byte_fallback", "true"}, {"remove_extra_whitespaces", "false"}}, true},
+      {"unk runs", {{"byte_fallback", "false"}, {"character_coverage", "0.98"}}, true},
+      {"whitespace as suffix", {{"treat_whitespace_as_suffix", "true"}, {"byte_fallback", "true"}}, true},
+      {"no dummy prefix", {{"add_dummy_prefix", "false"}, {"remove_extra_whitespaces", "false"}}, true},
+      {"pieces across spaces", {{"split_by_whitespace", "false"}, {"byte_fallback", "true"}}, false},
+  };
+  for (const auto& v : variants) {
+    const std::string model = train_sp(corpus, v.args);
+    auto own = rho::SpTokenizer::parse(model, v.name);
+    auto library = rho::SpTokenizer::parse(model, v.name, rho::SpTokenizer::Engine::Library);
+    INFO(v.name << ": " << own.library_reason());
+    REQUIRE(own.own_encoder());
+    REQUIRE_FALSE(library.own_encoder());
+    size_t mismatches = 0, tokens = 0, unknowns = 0;
+    std::string first;
+    for (int pass = 0; pass < 2; ++pass) {  // the second pass reads the word cache
+      for (const auto& t : texts) {
+        const auto a = own.encode(t), b = library.encode(t);
+        tokens += b.size();
+        unknowns += static_cast<size_t>(std::count(b.begin(), b.end(), 0));
+        if (a != b && mismatches++ == 0) first = t;
+      }
+    }
+    INFO("first mismatch: [" << first << "]");
+    CHECK(mismatches == 0);
+    CHECK(tokens > 50000);
+    if (std::string(v.name) == "unk runs") CHECK(unknowns > 100);  // the unknown path was exercised
+  }
+}
+
+TEST_CASE("SpTokenizer: models the encoder does not cover are encoded by the library, which says why",
+          "[data][tokenizer][sp]") {
+  std::mt19937 rng(3);
+  std::vector<std::string> corpus;
+  for (int i = 0; i < 2000; ++i) corpus.push_back(random_text(rng, false));
+  const auto unigram = train_sp(corpus, {{"model_type", "unigram"}, {"hard_vocab_limit", "false"}});
+  const auto nfkc = train_sp(corpus, {{"normalization_rule_name", "nmt_nfkc"}});
+  const auto user = train_sp(corpus, {{"user_defined_symbols", "<tool>"}});
+  for (const auto& [model, reason] : std::vector<std::pair<std::string, std::string>>{
+           {unigram, "a unigram model"}, {nfkc, "normalisation rules ('nmt_nfkc')"}, {user, "user-defined pieces"}}) {
+    auto t = rho::SpTokenizer::parse(model, "m.model");
+    CHECK_FALSE(t.own_encoder());
+    CHECK_THAT(t.library_reason(), Contains(reason));
+    CHECK_FALSE(t.encode("the answer is 42").empty());
+  }
+  CHECK_THROWS_WITH(rho::SpTokenizer::parse("not a model", "bad.model"), Contains("bad.model: not a SentencePiece model"));
 }

@@ -1,0 +1,52 @@
+#pragma once
+// SpTokenizer: a SentencePiece model (.model file) for encoding and decoding, with librho's own encoder for BPE
+// models. Encoding returns exactly the ids of SentencePieceProcessor::Encode (no sampling, no BOS/EOS):
+//
+//   normalise      the model's NormalizerSpec without a precompiled rule table: dummy prefix, whitespace
+//                  removal and escaping to U+2581, malformed UTF-8 bytes to U+FFFD, as SentencePiece does;
+//   cut            the text into words where no piece of the vocabulary can span the cut (before a U+2581 that
+//                  follows another character, or after it with treat_whitespace_as_suffix), checked against
+//                  every piece when the model is loaded; without that guarantee the text is one word;
+//   merge          each word by SentencePiece's rule: repeatedly join the adjacent pair whose concatenation is a
+//                  piece with the highest score, the leftmost on ties;
+//   unknowns       a symbol outside the vocabulary becomes its UTF-8 bytes' <0xXX> pieces under byte_fallback,
+//                  else unk, with a run of unknown symbols giving one unk as SentencePiece's ids do.
+//
+// Word encodings are cached (bounded), so an instance is for one thread at a time. Models that need the
+// library's general machinery (unigram, word and char models, precompiled normalisation such as nmt_nfkc,
+// user-defined or unused pieces) are encoded by the SentencePiece library itself; library_reason() says why.
+// ctest tokenize_parity and rho_tests "[sp]" compare the two id for id.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rho {
+
+class SpTokenizer {
+ public:
+  enum class Engine { Auto, Library };  // Auto: librho's encoder where it applies; Library: always SentencePiece's
+  // `model_bytes` is a serialized ModelProto; `source` names it in errors (throws rho::Error when it is not one).
+  static SpTokenizer parse(const std::string& model_bytes, const std::string& source, Engine engine = Engine::Auto);
+  static SpTokenizer load(const std::string& path, Engine engine = Engine::Auto);
+  ~SpTokenizer();
+  SpTokenizer(SpTokenizer&&) noexcept;
+  SpTokenizer& operator=(SpTokenizer&&) noexcept;
+
+  std::vector<int> encode(std::string_view text);  // not const: the word cache
+  std::string decode(const std::vector<int>& ids) const;
+  std::string piece(int id) const;  // the piece as stored ("▁the", "<0x0A>")
+  int64_t vocab_size() const;
+  int64_t bos_id() const;  // -1 when the model has none
+  int64_t eos_id() const;
+  bool own_encoder() const;                   // true: librho's BPE encoder; false: the library's
+  const std::string& library_reason() const;  // why the library encodes (empty with own_encoder())
+
+ private:
+  SpTokenizer();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rho
