@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
       ->default_val("unigram");
   app.add_option("--train-sentences", o.train_max_sentences, "trained tokenizer: lines of the corpus to learn from")
       ->default_val(o.train_max_sentences);
-  app.add_option("--field", fields, "JSON field(s) or Parquet/Arrow column(s) holding the text, joined by newlines (default: text)");
+  app.add_option("--field", fields, "JSON field(s) or Parquet/Arrow column(s) holding the text, joined by newlines")
+      ->default_str("text");
   app.add_option("--format", format, "auto (by extension: .jsonl/.json/.ndjson), jsonl or text")
       ->check(CLI::IsMember({"auto", "jsonl", "text"}));
   app.add_option("--text-unit", unit, "plain text: one document per file or per line")

@@ -1,7 +1,7 @@
 # Installs librho as a CMake package: find_package(librho) gives librho::librho.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
-install(TARGETS librho EXPORT librhoTargets
+install(TARGETS librho librho_data EXPORT librhoTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}

@@ -1,5 +1,5 @@
 // Parquet and Arrow IPC input (columnar.h): the readers live in librho's Arrow plugin (columnar_arrow.cpp,
-// librho_columnar.so beside librho.so), loaded on the first such input, so librho itself needs no Arrow.
+// librho_columnar.so beside librho_data.so), loaded on the first such input, so librho itself needs no Arrow.
 #include "librho/data/columnar.h"
 
 #include <dlfcn.h>
@@ -62,7 +62,7 @@ std::unique_ptr<ColumnarReader> ColumnarReader::open(const std::string& path, Co
   const auto& plugin = columnar_plugin();
   if (!plugin.open)
     throw Error(fmt::format("{}: reading Parquet and Arrow needs librho's Arrow plugin, librho_columnar.so beside "
-                            "librho.so ({}); it is built when CMake finds pyarrow (scripts/setup.sh installs it; "
+                            "librho_data.so ({}); it is built when CMake finds pyarrow (scripts/setup.sh installs it; "
                             "docs/building.md)", path, plugin.why));
   return std::unique_ptr<ColumnarReader>(plugin.open(path, kind, columns, start_row));
 }

@@ -1,7 +1,7 @@
 #pragma once
 // Columnar corpora: Parquet files and Arrow IPC files and streams (the layouts Hugging Face datasets are published
 // and cached in: Parquet shards, `datasets.save_to_disk`'s data-*.arrow), read with Apache Arrow's C++ library.
-// The readers live in a plugin beside librho.so, loaded on first use, so that librho itself does not depend on
+// The readers live in a plugin beside librho_data.so, loaded on first use, so that librho itself does not depend on
 // Arrow's libraries. One document per row: the row's chosen string columns (string, large_string or string_view)
 // joined by "\n".
 //

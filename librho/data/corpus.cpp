@@ -16,14 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include "librho/util/error.h"
+#include "librho/util/text.h"
 
 namespace rho {
 namespace fs = std::filesystem;
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 bool is_hidden(const fs::path& p) { return p.filename().string().rfind('.', 0) == 0; }
 

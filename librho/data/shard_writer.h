@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "librho/data/token_dataset.h"
+#include "librho/data/manifest.h"
 
 namespace rho {
 

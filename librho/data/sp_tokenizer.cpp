@@ -4,6 +4,8 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstring>
 #include <unordered_map>
 
@@ -287,6 +289,22 @@ std::unique_ptr<BpeEncoder> BpeEncoder::make(const ModelInfo& m, std::string* re
       return nullptr;
     }
   }
+  // SentencePiece 0.1.97 orders candidates by `<` on their scores, 0.2.x by a total order on the float's bits: they
+  // agree unless a score is NaN (no strict weak order either, so cutting into words would not be exact) or the
+  // vocabulary holds both -0.0 and +0.0. Trained models have neither; such a vocabulary goes to the library.
+  bool negative_zero = false, positive_zero = false;
+  for (const auto& [piece, id] : e->normal_) {
+    const float score = e->scores_[static_cast<size_t>(id)];
+    if (std::isnan(score)) {
+      *reason = fmt::format("the piece '{}' has a NaN score", piece);
+      return nullptr;
+    }
+    if (score == 0.0f) (std::signbit(score) ? negative_zero : positive_zero) = true;
+  }
+  if (negative_zero && positive_zero) {
+    *reason = "scores of both -0.0 and +0.0 (SentencePiece versions order them differently)";
+    return nullptr;
+  }
   if (e->unk_id_ < 0) {
     *reason = "the model has no unknown piece";
     return nullptr;
@@ -507,6 +525,11 @@ SpTokenizer SpTokenizer::load(const std::string& path, Engine engine) {
 }
 
 std::vector<int> SpTokenizer::encode(std::string_view text) {
+  // Both encoders index characters with int, and normalising can triple the text.
+  constexpr size_t kMaxBytes = INT_MAX / 3;
+  if (text.size() > kMaxBytes)
+    throw Error(fmt::format("{}: a text of {} bytes is more than SentencePiece encodes at once ({} bytes)",
+                            impl_->source, text.size(), kMaxBytes));
   std::vector<int> ids;
   if (impl_->bpe) {
     impl_->bpe->encode(text, &ids);
@@ -524,7 +547,12 @@ std::string SpTokenizer::decode(const std::vector<int>& ids) const {
   return text;
 }
 
-std::string SpTokenizer::piece(int id) const { return impl_->sp.IdToPiece(id); }
+std::string SpTokenizer::piece(int id) const {
+  if (id < 0 || id >= impl_->sp.GetPieceSize())  // the library does not check
+    throw Error(fmt::format("{}: token id {} is outside the vocabulary (size {})", impl_->source, id,
+                            impl_->sp.GetPieceSize()));
+  return impl_->sp.IdToPiece(id);
+}
 int64_t SpTokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
 int64_t SpTokenizer::bos_id() const { return impl_->sp.bos_id(); }
 int64_t SpTokenizer::eos_id() const { return impl_->sp.eos_id(); }

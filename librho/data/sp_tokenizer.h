@@ -14,7 +14,8 @@
 //
 // Word encodings are cached (bounded), so an instance is for one thread at a time. Models that need the
 // library's general machinery (unigram, word and char models, precompiled normalisation such as nmt_nfkc,
-// user-defined or unused pieces) are encoded by the SentencePiece library itself; library_reason() says why.
+// user-defined or unused pieces, a NaN score, scores of both -0.0 and +0.0, on which SentencePiece versions
+// disagree) are encoded by the SentencePiece library itself; library_reason() says why.
 // ctest tokenize_parity and rho_tests "[sp]" compare the two id for id.
 #include <cstdint>
 #include <memory>
@@ -36,7 +37,7 @@ class SpTokenizer {
 
   std::vector<int> encode(std::string_view text);  // not const: the word cache
   std::string decode(const std::vector<int>& ids) const;
-  std::string piece(int id) const;  // the piece as stored ("▁the", "<0x0A>")
+  std::string piece(int id) const;  // the piece as stored ("▁the", "<0x0A>"); throws outside the vocabulary
   int64_t vocab_size() const;
   int64_t bos_id() const;  // -1 when the model has none
   int64_t eos_id() const;

@@ -14,7 +14,7 @@
 
 #include "librho/data/corpus.h"
 #include "librho/data/sp_tokenizer.h"
-#include "librho/data/token_dataset.h"
+#include "librho/data/manifest.h"
 
 namespace rho {
 

@@ -58,6 +58,8 @@ int64_t TextTokenizer::bos_id() const { return impl_->hf ? impl_->hf->bos_id() :
 int64_t TextTokenizer::eos_id() const { return impl_->hf ? impl_->hf->eos_id() : impl_->sp->eos_id(); }
 int64_t TextTokenizer::vocab_size() const { return impl_->hf ? impl_->hf->vocab_size() : impl_->sp->vocab_size(); }
 std::string TextTokenizer::piece_text(int64_t id) const {
+  if (id < 0 || id >= vocab_size())
+    throw Error(fmt::format("{}: token id {} is outside the vocabulary (size {})", impl_->path, id, vocab_size()));
   if (impl_->hf) return impl_->hf->piece(static_cast<int>(id));
   return piece_to_text(impl_->sp->piece(static_cast<int>(id)));
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the GPU kit: a self-contained bundle (gpu-kit/, git-ignored) that scripts/gpu_kit/run.sh runs on any
 # x86-64 Linux CUDA machine whose python3 has torch 2.11 (cu130), with nothing built there:
-#   build/{apps,bench,tests,librho}  the six tools, the C++ benchmarks, rho_tests and librho.so (Release, stripped,
+#   build/{apps,bench,tests,librho}  the six tools, the C++ benchmarks, rho_tests, librho.so and librho_data.so (Release, stripped,
 #                                    CUDA kernels for sm_90a and sm_90 plus compute_90 PTX, -lineinfo)
 #   lib/                             the shared libraries those need that neither torch nor a base system has
 #                                    (sentencepiece, yaml-cpp, protobuf-lite, ...: whatever ldd resolves outside)
@@ -43,7 +43,9 @@ for t in "${TARGETS[@]}"; do
   esac
   strip --strip-unneeded -o "$tmp/build/$dst/$t" "$src"
 done
-strip --strip-unneeded -o "$tmp/build/librho/librho.so" "$BUILD/librho/librho.so"
+for lib in librho.so librho_data.so; do
+  strip --strip-unneeded -o "$tmp/build/librho/$lib" "$BUILD/librho/$lib"
+done
 
 # Libraries to carry: what the binaries resolve outside torch, its nvidia/* packages and the CUDA toolkit, less
 # the C/C++ runtime every Linux has (glibc's libraries, libstdc++, libgcc_s).

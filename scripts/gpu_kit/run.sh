@@ -60,7 +60,7 @@ env_report() {
   "$PY" -c 'import transformers; print("transformers", transformers.__version__)' || echo "transformers: none"
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   local missing=0
-  for f in "$B"/apps/* "$B"/bench/* "$B"/tests/rho_tests "$B"/librho/librho.so; do
+  for f in "$B"/apps/* "$B"/bench/* "$B"/tests/rho_tests "$B"/librho/librho*.so; do
     if ldd "$f" | grep -q "not found"; then echo "ldd $f:"; ldd "$f" | grep "not found"; missing=1; fi
   done
   ((missing == 0)) && echo "ldd: every library resolves"

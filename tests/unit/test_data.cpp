@@ -5,6 +5,8 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <cmath>
+#include <cstring>
 #include <random>
 #include <sentencepiece_trainer.h>
 #include <set>
@@ -454,6 +456,48 @@ TEST_CASE("SpTokenizer: librho's BPE encoder gives the library's ids on every op
     CHECK(tokens > 50000);
     if (std::string(v.name) == "unk runs") CHECK(unknowns > 100);  // the unknown path was exercised
   }
+}
+
+namespace {
+
+// A serialized ModelProto written field by field: BPE, no dummy prefix, pieces <unk> <s> </s> a b ab with the
+// given score for "ab" (and `a_score` for "a").
+std::string tiny_bpe_model(float ab_score, float a_score = -1.0f) {
+  auto varint = [](uint64_t v) {
+    std::string out;
+    for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7F) | 0x80);
+    return out + static_cast<char>(v);
+  };
+  auto field = [&](int number, const std::string& bytes) { return varint((number << 3) | 2) + varint(bytes.size()) + bytes; };
+  auto piece = [&](const std::string& text, float score, int type) {
+    std::string bits(4, '\0');
+    std::memcpy(&bits[0], &score, 4);
+    return field(1, field(1, text) + varint((2 << 3) | 5) + bits + varint(3 << 3) + varint(type));
+  };
+  std::string m = piece("<unk>", 0, 2) + piece("<s>", 0, 3) + piece("</s>", 0, 3) + piece("a", a_score, 1) +
+                  piece("b", -2, 1) + piece("ab", ab_score, 1);
+  m += field(2, varint(3 << 3) + varint(2));                                // trainer_spec.model_type = BPE
+  m += field(3, field(1, "identity") + varint(3 << 3) + varint(0));         // no dummy prefix
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("SpTokenizer: scores SentencePiece versions order differently go to the library; ids outside are refused",
+          "[data][tokenizer][sp]") {
+  auto plain = rho::SpTokenizer::parse(tiny_bpe_model(-0.5f), "tiny.model");
+  REQUIRE(plain.own_encoder());
+  CHECK(plain.encode("abab b") == std::vector<int>{5, 5, 0, 4});  // "▁" is not a piece: one unknown
+  auto nan = rho::SpTokenizer::parse(tiny_bpe_model(std::nanf("")), "tiny.model");
+  CHECK_FALSE(nan.own_encoder());
+  CHECK_THAT(nan.library_reason(), Contains("'ab' has a NaN score"));
+  auto zeros = rho::SpTokenizer::parse(tiny_bpe_model(0.0f, -0.0f), "tiny.model");
+  CHECK_FALSE(zeros.own_encoder());
+  CHECK_THAT(zeros.library_reason(), Contains("-0.0 and +0.0"));
+  CHECK(rho::SpTokenizer::parse(tiny_bpe_model(0.0f, 0.0f), "tiny.model").own_encoder());
+  CHECK(plain.piece(5) == "ab");
+  CHECK_THROWS_WITH(plain.piece(6), Contains("tiny.model: token id 6 is outside the vocabulary (size 6)"));
+  CHECK_THROWS_WITH(plain.piece(-1), Contains("token id -1 is outside"));
 }
 
 TEST_CASE("SpTokenizer: models the encoder does not cover are encoded by the library, which says why",
