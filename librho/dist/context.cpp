@@ -2,6 +2,8 @@
 
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <fmt/ranges.h>
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -284,6 +286,21 @@ std::vector<int64_t> DistContext::allgather(int64_t value) const {
   t[rank_] = value;
   allreduce_sum(t);
   return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + world_);
+}
+
+std::vector<std::string> DistContext::allgather(const std::string& value) const {
+  const auto lengths = allgather(static_cast<int64_t>(value.size()));
+  const int64_t width = std::max<int64_t>(1, *std::max_element(lengths.begin(), lengths.end()));
+  auto bytes = at::zeros({world_, width}, at::kLong);  // every rank's row, zeros elsewhere: the sum is the gather
+  int64_t* row = bytes.data_ptr<int64_t>() + rank_ * width;
+  for (size_t i = 0; i < value.size(); ++i) row[i] = static_cast<unsigned char>(value[i]);
+  allreduce_sum(bytes);
+  std::vector<std::string> out;
+  for (int64_t q = 0; q < world_; ++q) {
+    const int64_t* r = bytes.data_ptr<int64_t>() + q * width;
+    out.emplace_back(r, r + lengths[static_cast<size_t>(q)]);  // each value back to a char
+  }
+  return out;
 }
 
 void DistContext::allreduce_sum_async(const at::Tensor& t) {

@@ -58,6 +58,7 @@ class DistContext {
   void barrier() const;
   // One value per rank, in rank order (an all-reduce of a world_size vector).
   std::vector<int64_t> allgather(int64_t value) const;
+  std::vector<std::string> allgather(const std::string& value) const;  // any lengths, in rank order
   // Asynchronous all-reduce (sum) of a tensor on device(); wait_all() completes every pending one in order.
   void allreduce_sum_async(const at::Tensor& t);
   void wait_all();

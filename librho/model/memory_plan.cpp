@@ -113,8 +113,8 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
   //     (ShardedModel finishes the oldest beyond two), beside the activations not yet freed
   //     (every layer's input under activation checkpointing, plus the layer recomputed);
   //   the backward of the model's first layer: every gradient (whole for none and optimizer), that layer's
-  //     activations (recomputed under activation checkpointing) and its input;
-  //   the end of the backward: whole gradients.
+  //     activations (recomputed under activation checkpointing) and its input. (The end of the backward holds
+  //     the same gradients without those activations, so it is never the peak.)
   // Unit-sized reduce-scatter buffers per reduction (one process: a plain copy).
   const int64_t copies = sharded ? (o.gloo && W > 1 ? 2 : 1) : 0;
   const int64_t unit_grads = 4 * P_layer * (1 + copies);
@@ -129,14 +129,13 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
   const int64_t piled_acts = o.activation_checkpointing ? L * 4 * N * h + per_layer
                                                         : std::max<int64_t>(0, L - in_flight) * per_layer + 4 * N * h;
   const int64_t piled = sharded ? piled_grads + piled_acts : 0;
-  // At the end a sharded run holds the root unit's gradients and their reduce-scatter input(s).
+  // By the first layer's backward a sharded run holds the root unit's gradients and their reduce-scatter input(s).
   const int64_t grads_at_end = whole_grads ? 4 * P + (sharded ? 4 * S : 0)
                                            : grads_kept + std::max(unit_grads + head_grad, 4 * P_root * (1 + copies));
   const int64_t last_layer = grads_at_end + per_layer + 4 * N * h;
-  const int64_t end = grads_at_end;
   // Across ranks, `none` keeps its all-reduce buckets (the size of the gradients) from the start.
   if (o.sharding == Sharding::None && W > 1) add("buffers", "gradient all-reduce buckets", 4 * P);
-  const int64_t peak = std::max({start, piled, last_layer, end});
+  const int64_t peak = std::max({start, piled, last_layer});
   if (peak == start) {
     add("gradients", "kept through the forward (accumulated, or the shard)", grads_kept);
     add("gradients", "the LM head's weight", head_grad);
@@ -148,11 +147,9 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
     add("gradients", fmt::format("the shard, the LM head's weight, and {} layers' reductions in flight", in_flight),
         piled_grads);
     add("activations", "not yet freed", piled_acts);
-  } else if (peak == last_layer) {
+  } else {
     add("gradients", "by the backward of the model's first layer", grads_at_end);
     add("activations", "the first layer's, and its input", per_layer + 4 * N * h);
-  } else {
-    add("gradients", "at the end of the backward", grads_at_end);
   }
   return plan;
 }

@@ -295,14 +295,7 @@ RunLog read_run_log(const std::string& dir, const std::string& label) {
       RunHistogram h;
       h.step = static_cast<int64_t>(need("step"));
       h.tag = j.value("tag", std::string());
-      h.histogram.min = need("min");
-      h.histogram.max = need("max");
-      h.histogram.num = need("num");
-      h.histogram.limits = j.value("limits", std::vector<double>());
-      h.histogram.counts = j.value("counts", std::vector<double>());
-      if (h.histogram.limits.size() != h.histogram.counts.size())
-        throw Error(fmt::format("{}: a histogram with {} limits and {} counts", where, h.histogram.limits.size(),
-                                h.histogram.counts.size()));
+      h.histogram = histogram_from_log_line(j, where);
       run.histograms.push_back(std::move(h));
     }
   }

@@ -181,6 +181,25 @@ TensorBoardLog::TensorBoardLog(const std::string& dir, const std::string& replay
   writer_->renamed(final_path.string());  // the open file goes on under its new name
 }
 
+Histogram histogram_from_log_line(const nlohmann::json& j, const std::string& where) {
+  auto need = [&](const char* key) {
+    const auto it = j.find(key);
+    if (it == j.end() || !it->is_number()) throw Error(fmt::format("{}: the histogram line has no number '{}'", where, key));
+    return it->get<double>();
+  };
+  Histogram h;
+  h.min = need("min");
+  h.max = need("max");
+  h.num = need("num");
+  h.sum = j.value("sum", 0.0);
+  h.sum_squares = j.value("sum_squares", 0.0);
+  h.limits = j.value("limits", std::vector<double>());
+  h.counts = j.value("counts", std::vector<double>());
+  if (h.limits.size() != h.counts.size())
+    throw Error(fmt::format("{}: a histogram with {} limits and {} counts", where, h.limits.size(), h.counts.size()));
+  return h;
+}
+
 void TensorBoardLog::write(std::string_view json_line) {
   write_line(json_line);
   writer_->flush();
@@ -202,15 +221,11 @@ void TensorBoardLog::write_line(std::string_view json_line) {
       if (auto it = j.find(std::string(key)); it != j.end() && it->is_number())
         scalars.push_back({fmt::format("eval/{}/{}", set, key), it->get<double>()});
   } else if (type == "histogram") {
-    Histogram h;
-    h.min = j.value("min", 0.0);
-    h.max = j.value("max", 0.0);
-    h.num = j.value("num", 0.0);
-    h.sum = j.value("sum", 0.0);
-    h.sum_squares = j.value("sum_squares", 0.0);
-    h.limits = j.value("limits", std::vector<double>());
-    h.counts = j.value("counts", std::vector<double>());
-    writer_->write_histogram(step, time, j.value("tag", std::string("histogram")), h);
+    try {
+      writer_->write_histogram(step, time, j.value("tag", std::string("histogram")),
+                               histogram_from_log_line(j, "histogram line"));
+    } catch (const Error&) {  // a malformed line is left out, as a torn one is
+    }
   }
   writer_->write_scalars(step, time, scalars);
 }

@@ -11,6 +11,7 @@
 // resumed shows each step once. Tags: train/<key> and slm/<key> for a train line's numbers, eval/<set>/<key> for an
 // eval line's, a histogram line's own tag.
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -24,6 +25,10 @@ struct Histogram {
   std::vector<double> limits;  // the right edge of each bucket, increasing
   std::vector<double> counts;  // values in each bucket (limits[i-1], limits[i]]; the first takes min itself
 };
+
+// A "histogram" log line's histogram (sum and sum_squares default to 0). Throws rho::Error naming `where` when
+// min, max or num is not a number or limits and counts differ in length. Read by TensorBoardLog and the report.
+Histogram histogram_from_log_line(const nlohmann::json& line, const std::string& where);
 
 // CRC-32C (Castagnoli) as TFRecord masks it: rotate right by 15, add 0xa282ead8.
 uint32_t masked_crc32c(const void* data, size_t size);

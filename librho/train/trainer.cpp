@@ -766,18 +766,12 @@ void Trainer::save_checkpoint() {
     if (dist.is_main()) begin_sharded_checkpoint(s.cfg.out_dir, s.step);
     dist.barrier();
     const auto sha = write_checkpoint_shard(s.cfg.out_dir, s.step, dist.rank(), dist.world_size(), s.sharded->shard_state());
-    auto chars = at::zeros({dist.world_size(), static_cast<int64_t>(sha.size())}, at::kLong);
-    for (size_t i = 0; i < sha.size(); ++i) chars[dist.rank()][static_cast<int64_t>(i)] = static_cast<int64_t>(sha[i]);
-    dist.allreduce_sum(chars);
+    const auto shas = dist.allgather(sha);
     if (dist.is_main()) {
       ck.sharding.level = s.sharded->level();
       ck.sharding.world_size = dist.world_size();
       ck.sharding.units = s.sharded->layout();
-      for (int64_t q = 0; q < dist.world_size(); ++q) {
-        std::string h;
-        for (int64_t i = 0; i < chars.size(1); ++i) h += static_cast<char>(chars[q][i].item<int64_t>());
-        ck.sharding.shard_sha256.push_back(h);
-      }
+      ck.sharding.shard_sha256 = shas;
       commit_sharded_checkpoint(s.cfg.out_dir, ck, s.cfg.keep_checkpoints);
     }
   } else if (dist.is_main()) {

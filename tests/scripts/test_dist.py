@@ -94,9 +94,7 @@ def train_losses(out_dir):
 
 def max_diff(a, b):
     """Largest |difference| over the tensors of two safetensors files (the CPU RNG state left out)."""
-    ta, tb = load_file(str(a)), load_file(str(b))
-    assert ta.keys() == tb.keys(), (sorted(ta), sorted(tb))
-    return max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta if k != "rng.cpu")
+    return state_diff(*({k: v for k, v in load_file(str(p)).items() if k != "rng.cpu"} for p in (a, b)))
 
 
 def final_ckpt(out_dir):
@@ -128,6 +126,7 @@ def unsharded_state(ckpt):
 
 
 def state_diff(a, b):
+    """Largest |difference| over two dicts of tensors with the same names."""
     assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 

@@ -121,7 +121,10 @@ TEST_CASE("collectives (sum, broadcast, send/recv, allgather) and launcher varia
     else ctx.send(at::full({4}, 9.0f), 0);
     CHECK(at::equal(m, at::full({4}, ctx.rank() == 0 ? 9.0f : 1.0f)));
     CHECK(ctx.allgather(10 + ctx.rank()) == std::vector<int64_t>{10, 11});
+    const std::string mine = ctx.rank() == 0 ? std::string("\xffsha\0x", 6) : "";  // any bytes, any lengths
+    CHECK(ctx.allgather(mine) == std::vector<std::string>{std::string("\xffsha\0x", 6), ""});
   });
+  CHECK(rho::DistContext().allgather(std::string("alone")) == std::vector<std::string>{"alone"});
   ::setenv("WORLD_SIZE", "two", 1);
   CHECK_THROWS_WITH(rho::DistEnv::from_env(), Contains("WORLD_SIZE='two' is not an integer"));
   ::setenv("WORLD_SIZE", "2", 1);
