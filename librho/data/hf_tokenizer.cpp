@@ -14,6 +14,7 @@
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 #include "librho/util/regex.h"
+#include "librho/util/text.h"
 
 namespace rho {
 namespace {
@@ -63,8 +64,6 @@ std::string escape_regex(const std::string& s) {
   return out;
 }
 
-size_t utf8_len(unsigned char lead) { return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
-
 }  // namespace
 
 bool is_hf_tokenizer_file(const std::string& path) {
@@ -105,7 +104,7 @@ struct HfTokenizer::Impl {
     } else {
       std::vector<std::string> sym;
       for (size_t i = 0; i < word.size();) {
-        const size_t n = std::min(utf8_len(static_cast<unsigned char>(word[i])), word.size() - i);
+        const size_t n = std::min(utf8_lead_size(static_cast<unsigned char>(word[i])), word.size() - i);
         sym.push_back(word.substr(i, n));
         i += n;
       }

@@ -11,6 +11,7 @@
 
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/text.h"
 
 namespace rho {
 namespace {
@@ -156,36 +157,12 @@ bool read_model(std::string_view bytes, ModelInfo* m) {
   });
 }
 
-// SentencePiece's DecodeUTF8 validity: the length of the well-formed character at `s`, or 0 when the byte there
-// starts none (truncated, overlong, a surrogate or above U+10FFFF).
-size_t valid_char_len(const unsigned char* s, size_t n) {
-  const unsigned c = s[0];
-  auto trail = [&](size_t i) { return (s[i] & 0xC0) == 0x80; };
-  if (c < 0x80) return 1;
-  if (n >= 2 && (c & 0xE0) == 0xC0) {
-    const unsigned cp = ((c & 0x1F) << 6) | (s[1] & 0x3F);
-    return trail(1) && cp >= 0x80 ? 2 : 0;
-  }
-  if (n >= 3 && (c & 0xF0) == 0xE0) {
-    const unsigned cp = ((c & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-    return trail(1) && trail(2) && cp >= 0x800 && (cp < 0xD800 || cp >= 0xE000) ? 3 : 0;
-  }
-  if (n >= 4 && (c & 0xF8) == 0xF0) {
-    const unsigned cp = ((c & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-    return trail(1) && trail(2) && trail(3) && cp >= 0x10000 && cp <= 0x10FFFF ? 4 : 0;
-  }
-  return 0;
-}
-
-// Length of the (well-formed) UTF-8 character whose first byte is `lead`.
-size_t char_len(unsigned char lead) { return lead < 0xC0 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
-
 // ---- The encoder ----
 
 class BpeEncoder {
  public:
   // The encoder for `m`, or nullptr with `reason` set when the model needs SentencePiece's own code.
-  static std::unique_ptr<BpeEncoder> make(const ModelInfo& m, std::string* reason);
+  static std::unique_ptr<BpeEncoder> make(ModelInfo m, std::string* reason);
   void encode(std::string_view text, std::vector<int>* ids);
 
  private:
@@ -246,7 +223,7 @@ const char* model_type_name(int t) {
   }
 }
 
-std::unique_ptr<BpeEncoder> BpeEncoder::make(const ModelInfo& m, std::string* reason) {
+std::unique_ptr<BpeEncoder> BpeEncoder::make(ModelInfo m, std::string* reason) {
   if (m.model_type != kBpe) {
     *reason = fmt::format("a {} model (librho's encoder is for BPE models)", model_type_name(m.model_type));
     return nullptr;
@@ -256,15 +233,15 @@ std::unique_ptr<BpeEncoder> BpeEncoder::make(const ModelInfo& m, std::string* re
     return nullptr;
   }
   std::unique_ptr<BpeEncoder> e(new BpeEncoder);
-  e->pieces_ = m.pieces;
-  e->scores_ = m.scores;
+  e->pieces_ = std::move(m.pieces);
+  e->scores_ = std::move(m.scores);
   e->byte_fallback_ = m.byte_fallback;
   e->add_dummy_prefix_ = m.add_dummy_prefix;
   e->remove_extra_whitespaces_ = m.remove_extra_whitespaces;
   e->suffix_ = m.treat_whitespace_as_suffix;
   e->space_ = m.escape_whitespaces ? kSpaceSymbol : std::string_view(" ");
   std::fill(std::begin(e->byte_id_), std::end(e->byte_id_), -1);
-  for (size_t i = 0; i < m.pieces.size(); ++i) {
+  for (size_t i = 0; i < e->pieces_.size(); ++i) {
     const std::string_view p = e->pieces_[i];
     const int id = static_cast<int>(i);
     switch (m.types[i]) {
@@ -283,7 +260,7 @@ std::unique_ptr<BpeEncoder> BpeEncoder::make(const ModelInfo& m, std::string* re
   for (const auto& [piece, id] : e->reserved_) {
     // A control piece that is one character, or any reserved piece that is also a normal piece, takes paths of
     // the library's (errors, lookup order) that this encoder does not follow.
-    const bool one_char = char_len(static_cast<unsigned char>(piece[0])) == piece.size();
+    const bool one_char = utf8_lead_size(static_cast<unsigned char>(piece[0])) == piece.size();
     if (e->normal_.count(piece) || (one_char && m.types[static_cast<size_t>(id)] == kControl)) {
       *reason = fmt::format("the reserved piece '{}' can be produced from text", piece);
       return nullptr;
@@ -352,7 +329,7 @@ void BpeEncoder::normalize(std::string_view in) {
       norm_ += static_cast<char>(s[i++]);
       continue;
     }
-    const size_t len = valid_char_len(s + i, in.size() - i);
+    const size_t len = utf8_char_size(s + i, in.size() - i);  // SentencePiece's DecodeUTF8 validity
     if (len == 0) {
       norm_ += kReplacement;
       ++i;
@@ -410,7 +387,7 @@ void BpeEncoder::merge_word(std::string_view word, std::vector<int>* out) {
   symbols_.clear();
   heap_.clear();
   for (size_t i = 0; i < word.size();) {
-    const size_t len = std::min(char_len(static_cast<unsigned char>(word[i])), word.size() - i);
+    const size_t len = std::min(utf8_lead_size(static_cast<unsigned char>(word[i])), word.size() - i);
     const int index = static_cast<int>(symbols_.size());
     symbols_.push_back({static_cast<int>(i), static_cast<int>(len), index - 1, index + 1,
                         char_id(word.substr(i, len))});
@@ -515,7 +492,7 @@ SpTokenizer SpTokenizer::parse(const std::string& model_bytes, const std::string
   } else if (!read_model(model_bytes, &info)) {
     t.impl_->library_reason = "librho's reader could not read the model file";
   } else {
-    t.impl_->bpe = BpeEncoder::make(info, &t.impl_->library_reason);
+    t.impl_->bpe = BpeEncoder::make(std::move(info), &t.impl_->library_reason);
   }
   return t;
 }

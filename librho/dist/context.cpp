@@ -2,8 +2,6 @@
 
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
-
-#include <algorithm>
 #include <fmt/ranges.h>
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -16,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
 #include <thread>

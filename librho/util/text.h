@@ -1,6 +1,7 @@
 #pragma once
-// Small string helpers shared by the text rules (eval/): trimming ASCII white space, splitting on a separator,
-// prefix and suffix tests, ASCII lower case, and replacing every occurrence (Python's str.replace).
+// Small string helpers shared by the text rules (eval/) and the data pipeline (data/): trimming ASCII white space,
+// splitting on a separator, prefix and suffix tests, ASCII lower case, replacing every occurrence (Python's
+// str.replace), and reading UTF-8 one character at a time.
 #include <string>
 #include <vector>
 
@@ -37,6 +38,35 @@ inline bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Bytes of the well-formed UTF-8 character that starts s[0..n) (n > 0): 1 to 4, or 0 when none does (a stray
+// continuation byte, an overlong form, a surrogate, a code point past U+10FFFF, or a character cut short).
+inline size_t utf8_char_size(const unsigned char* s, size_t n) {
+  const unsigned c = s[0];
+  if (c < 0x80) return 1;
+  size_t len;
+  unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte (excludes overlongs and surrogates)
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (len > n || s[1] < lo || s[1] > hi) return 0;
+  for (size_t k = 2; k < len; ++k)
+    if ((s[k] & 0xC0) != 0x80) return 0;
+  return len;
+}
+
+// Bytes of the character that a lead byte of well-formed UTF-8 starts (1 for any byte that is not a lead byte).
+inline size_t utf8_lead_size(unsigned char lead) { return lead < 0xC0 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4; }
 
 // Characters (code points) of UTF-8 text, as Python's len() counts them.
 inline size_t utf8_length(const std::string& s) {
