@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """The Rho-1 pipeline, end to end, from one config (configs/demo/*.yaml), by calling librho's CLIs:
 
-  generate data -> rho_tokenize -> rho_pretrain (reference, CLM on the high-quality set) -> rho_score (corpus)
+  generate data -> rho_tokenize -> [rho_pretrain base model, CLM on a first part of the corpus]
+  -> rho_pretrain (reference, CLM on the high-quality set) -> rho_score (corpus)
   -> per seed: rho_pretrain CLM baseline and rho_pretrain SLM on the same corpus tokens and budget
   -> per variant (config `variants`) and seed: SLM with other selection settings, same tokens and budget
   -> rho_eval (target-domain loss, few-shot accuracy) -> rho_categories (how token losses moved, first seed)
   -> rho_view (token view) -> rho_report (report.html)
 
 A config may start from another (`base: cpu.yaml`, relative to it) and add or replace top-level keys.
+
+With `base_model` in the config the runs are the paper's continual pretraining: a base model is first pretrained
+(CLM) on its own corpus (`data.base_corpus`, or the first `base_model.corpus_share` of the generated corpus's
+documents, the rest being the corpus the runs continue on); the reference model is the base fine-tuned on the
+high-quality set, the CLM and SLM runs continue from the base, and the base is evaluated as "before".
 
 Every stage skips work whose output is already complete, so a rerun after an interruption continues.
 """
@@ -79,6 +85,26 @@ def check_made_with(out, cfg):
         made_with.write_text(json.dumps(mine, indent=2) + "\n")
 
 
+def split_generated_corpus(data, share):
+    """The generated corpus's documents split in order: the first `share` into base_corpus.jsonl (the base
+    model's pretraining), the rest into continual.jsonl (the corpus the runs continue on). Written once, each file
+    under a temporary name first; returns the two data specs."""
+    if not 0 < share < 1:
+        raise SystemExit(f"pipeline: base_model.corpus_share must be in (0, 1), not {share}")
+    parts = {"base": data / "base_corpus.jsonl", "continual": data / "continual.jsonl"}
+    if not all(p.exists() for p in parts.values()):
+        lines = (data / "corpus.jsonl").read_text().splitlines(keepends=True)
+        cut = round(len(lines) * share)
+        if cut == 0 or cut == len(lines):
+            raise SystemExit(f"pipeline: base_model.corpus_share {share} leaves one part of the {len(lines)} "
+                             "corpus documents empty")
+        for p, part in ((parts["base"], lines[:cut]), (parts["continual"], lines[cut:])):
+            tmp = p.with_suffix(".tmp")
+            tmp.write_text("".join(part))
+            tmp.replace(p)
+    return ({"paths": [parts["continual"]], "fields": ["text"]}, {"paths": [parts["base"]], "fields": ["text"]})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/demo/cpu.yaml"))
@@ -105,6 +131,14 @@ def main():
             "--max-operand", g.get("max_operand", 0))
     hq = d.get("hq", {"paths": [data / "hq.jsonl"], "fields": ["text"]})
     corpus = d.get("corpus", {"paths": [data / "corpus.jsonl"], "fields": ["text"]})
+    base_cfg = cfg.get("base_model")
+    if base_cfg and "base_corpus" not in d and "corpus" not in d:
+        corpus, base_corpus = split_generated_corpus(data, base_cfg.get("corpus_share", 0.5))
+    elif base_cfg:
+        if "base_corpus" not in d:
+            raise SystemExit("pipeline: base_model with your own data.corpus needs data.base_corpus (the base "
+                             "model's pretraining corpus)")
+        base_corpus = d["base_corpus"]
     eval_clean = d.get("eval_clean", {"paths": [data / "eval_clean.jsonl"], "fields": ["text"]})
     eval_problems = resolve(d.get("eval_problems", data / "eval_problems.jsonl"))
     fewshot_prompt = resolve(d.get("fewshot_prompt", data / "fewshot_prompt.txt"))
@@ -129,20 +163,22 @@ def main():
     spm = ["--tokenizer", tok_corpus / json.loads((tok_corpus / "manifest.json").read_text())["tokenizer_name"]]
     tok_hq = tokenize("hq", hq, spm)
     tok_eval = tokenize("eval_clean", eval_clean, spm)
+    tok_base = tokenize("base_corpus", base_corpus, spm) if base_cfg else None
     vocab = json.loads((tok_corpus / "manifest.json").read_text())["vocab_size"]
 
     model_cfg = yaml.safe_load(resolve(cfg["model"]).read_text())["model"]
     model_cfg["vocab_size"] = max(model_cfg["vocab_size"], vocab)
     model_cfg["max_position_embeddings"] = max(model_cfg.get("max_position_embeddings", seq_len), seq_len)
 
-    def train(name, data_dir, spec, seed, extra=None):
+    def train(name, data_dir, spec, seed, extra=None, init=None):
+        """rho_pretrain into runs/<name>: a fresh model of the config's shape, or continued from `init` (a run)."""
         run_dir = out / "runs" / name
         if (run_dir / "hf" / "config.json").exists():
             return run_dir
         stage(f"train {name}")
         conf = {
             "run": {"out_dir": str(run_dir), "seed": seed, "device": device},
-            "model": model_cfg,
+            "model": {"init_from": str(init / "hf")} if init else model_cfg,
             "data": {"train": str(data_dir), "seq_len": seq_len, "batch_size": spec["batch_size"],
                      "eval": {"target": str(tok_eval)}, "eval_every": spec.get("eval_every", spec["steps"]),
                      "eval_batches": spec.get("eval_batches", 16)},
@@ -160,14 +196,15 @@ def main():
         run(b / "rho_pretrain", path, *resume)
         return run_dir
 
-    # 3. reference model(s) on the high-quality set (a second one, from another seed, when a variant combines
-    # two); 4. their losses on the corpus
+    # 3. the base model (continual pretraining only), then the reference model(s) on the high-quality set (a
+    # second one, from another seed, when a variant combines two); 4. their losses on the corpus
+    base = train("base", tok_base, base_cfg, 0) if base_cfg else None
     variants = cfg.get("variants") or {}
     n_refs = max([1] + [v.get("references", 1) for v in variants.values()])
     ref_losses = []
     for i in range(n_refs):
         name = "reference" if i == 0 else f"reference{i + 1}"
-        ref_dir = train(name, tok_hq, cfg["reference"], i)
+        ref_dir = train(name, tok_hq, cfg["reference"], i, init=base)
         if i == 0:
             ref = ref_dir
         losses = out / "losses" / name
@@ -189,21 +226,22 @@ def main():
     beside = {"eval_reference": str(ref / "hf")}
     for seed in cfg["seeds"]:
         first = history if seed == cfg["seeds"][0] else {}
-        runs["clm"].append(train(f"clm-seed{seed}", tok_corpus, cfg["pretrain"], seed, {**first, "slm": beside}))
+        runs["clm"].append(train(f"clm-seed{seed}", tok_corpus, cfg["pretrain"], seed, {**first, "slm": beside},
+                                 init=base))
         runs["slm"].append(train(f"slm-seed{seed}", tok_corpus, cfg["pretrain"], seed, {
             "train": {"stage": "slm", **first.get("train", {})},
-            "slm": {**paper, "reference_losses": str(losses), **beside}}))
+            "slm": {**paper, "reference_losses": str(losses), **beside}}, init=base))
     for name, v in variants.items():
         settings = {**paper, **beside, **v.get("slm", {})}
         if "self_reference" not in settings:
             settings["reference_losses"] = ref_losses[:v.get("references", 1)]
         runs[name] = [train(f"{name}-seed{seed}", tok_corpus, cfg["pretrain"], seed,
-                            {"train": {"stage": "slm"}, "slm": settings}) for seed in cfg["seeds"]]
+                            {"train": {"stage": "slm"}, "slm": settings}, init=base) for seed in cfg["seeds"]]
 
     # 6. evaluation of every final model (and the reference)
     e = cfg.get("eval", {})
     evals = {}
-    for run_dir in [ref] + [r for rs in runs.values() for r in rs]:
+    for run_dir in ([base] if base else []) + [ref] + [r for rs in runs.values() for r in rs]:
         js = out / "eval" / f"{run_dir.name}.json"
         if not js.exists():
             stage(f"evaluate {run_dir.name}")

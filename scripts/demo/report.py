@@ -52,6 +52,10 @@ def analyse(out, cfg, runs, evals):
         "reference": {"target_loss": evals["reference"]["heldout"][0]["loss"],
                       "fewshot_accuracy": evals["reference"]["fewshot"][0]["accuracy"]},
     }
+    if "base" in evals:  # continual pretraining: the model every run started from ("before")
+        s["base"] = {"target_loss": evals["base"]["heldout"][0]["loss"],
+                     "fewshot_accuracy": evals["base"]["fewshot"][0]["accuracy"],
+                     "training_tokens": eval_curve(out / "runs" / "base")[-1][0]}
     first = evals[runs["clm"][0].name]["fewshot"][0]
     s["eval_items"] = first["items"]
     s["eval_mode"] = "Few-shot" if cfg.get("eval", {}).get("fewshot") else "Zero-shot"
@@ -103,6 +107,10 @@ def verdict(s):
     parts.append(f"{s['eval_mode']} accuracy on {n} held-out problems: SLM {acc['slm']:.1%}, CLM {acc['clm']:.1%} "
                  f"(reference model {s['reference']['fewshot_accuracy']:.1%})" +
                  ("." if s["slm_wins_accuracy"] else ": SLM does not win on accuracy here."))
+    if "base" in s:
+        parts.append(f"Both continued from a base model pretrained on {s['base']['training_tokens']:,} tokens "
+                     f"(before: target loss {s['base']['target_loss']:.4f}, accuracy "
+                     f"{s['base']['fewshot_accuracy']:.1%}).")
     if abs(acc["slm"] - acc["clm"]) < 2 * noise:
         parts.append(f"The difference is within sampling noise (two standard errors of the difference: "
                      f"±{2 * noise:.1%}).")
@@ -179,8 +187,13 @@ def write(out, cfg, runs, evals, view, categories=None, tools=None):
     stats = out / "data" / "stats.json"
     if stats.exists():
         noise = f"<pre>{html.escape(stats.read_text())}</pre>"
+    continual = ""
+    if "base" in s:
+        continual = (f"Continual pretraining: a base model was first pretrained on {s['base']['training_tokens']:,} "
+                     "tokens of a separate part of the corpus; the reference model is that base fine-tuned on the "
+                     "high-quality set, and the CLM and SLM runs continue from it. ")
     intro = f"""<p class="verdict">{verdict(s)}</p>
-<p>Setup: a reference model trained on the clean, high-quality set ({cfg['reference']['steps']} steps); the corpus
+<p>{continual}Setup: a reference model trained on the clean, high-quality set ({cfg['reference']['steps']} steps); the corpus
 scored by it; then per seed a CLM baseline and an SLM run (ratio {cfg.get('slm', {}).get('ratio', 0.6)}, selection
 over the whole optimizer step) on the same corpus tokens with the same budget of {s['training_tokens']:,} training
 tokens. Target domain: held-out clean problems never seen in training (eval set <code>target</code>). Model:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the GPU kit: a self-contained bundle (gpu-kit/, git-ignored) that scripts/gpu_kit/run.sh runs on any
 # x86-64 Linux CUDA machine whose python3 has torch 2.11 (cu130), with nothing built there:
-#   build/{apps,bench,tests,librho}  the six tools, the C++ benchmarks, rho_tests, librho.so and librho_data.so (Release, stripped,
+#   build/{apps,bench,tests,librho}  the eight tools, the C++ benchmarks, rho_tests, librho.so and librho_data.so (Release, stripped,
 #                                    CUDA kernels for sm_90a and sm_90 plus compute_90 PTX, -lineinfo)
 #   lib/                             the shared libraries those need that neither torch nor a base system has
 #                                    (sentencepiece, yaml-cpp, protobuf-lite, ...: whatever ldd resolves outside)
@@ -20,7 +20,7 @@ BUILD=${KIT_BUILD_DIR:-build-kit}
 KIT=${KIT_DIR:-gpu-kit}
 LIMIT_MIB=${KIT_LIMIT_MIB:-56}
 SHARED=${RHO_SHARED_DATA:-../shared/data}
-TARGETS=(rho_model rho_tokenize rho_pretrain rho_score rho_eval rho_view rho_categories
+TARGETS=(rho_model rho_tokenize rho_pretrain rho_score rho_eval rho_view rho_categories rho_report
          bench_score bench_train bench_linear_ce bench_score_memory bench_generate rho_tests)
 if [[ -n "${KIT_FROM_BUILD:-}" ]]; then
   BUILD=$KIT_FROM_BUILD

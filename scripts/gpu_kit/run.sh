@@ -13,22 +13,12 @@
 # trace_train_slm.json.gz. Exits 0 when every part that ran passed, 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-KIT=$(cd "${1:-gpu-kit}" && pwd) || { echo "run.sh: no kit folder ${1:-gpu-kit} (build it with scripts/gpu_kit/build.sh)" >&2; exit 2; }
-OUT=${OUT:-out/gpu-kit}
-mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+KIT_ARG=${1:-gpu-kit}
+source scripts/gpu_kit/env.sh
 BUDGET=${KIT_SECONDS:-450}
-PY=${PYTHON:-python3}
-B=$KIT/build
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 exec > >(tee -a "$OUT/kit.log") 2>&1
-
-TORCH_DIR=$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))') || { echo "run.sh: $PY cannot import torch"; exit 2; }
-NV_LIBS=$(ls -d "$TORCH_DIR"/../nvidia/*/lib 2>/dev/null | tr '\n' ':')
-export LD_LIBRARY_PATH="$KIT/lib:$B/librho:$TORCH_DIR/lib:$NV_LIBS${LD_LIBRARY_PATH:-}"
-export RHO_BUILD_DIR=$B PYTHONUNBUFFERED=1 PATH="$PATH:/usr/local/cuda/bin"
-GPU=0
-"$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' && GPU=1
 
 FAILED=()
 # part NAME LIMIT_SECONDS NEEDS(gpu|any) COMMAND...: runs COMMAND under a time limit (cut to what is left of the
