@@ -16,6 +16,8 @@ per-core speed of the SentencePiece library each uses from the scaling of the pi
 wall-clock runs each. Prints JSON.
 
   .venv/bin/python bench/bench_tokenize.py --rho-tokenize build/apps/rho_tokenize
+  .venv/bin/python bench/bench_tokenize.py --train-unigram 32000 --no-hf   # a unigram model (nmt_nfkc, byte
+      fallback: what rho_tokenize --train-tokenizer makes) trained on the corpus, instead of Llama 2's BPE
 """
 import argparse
 import json
@@ -78,6 +80,9 @@ def main():
     ap.add_argument("--megabytes", type=float, default=20)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--train-unigram", type=int, metavar="VOCAB",
+                    help="measure a unigram model of VOCAB pieces that rho_tokenize --train-tokenizer trains on the corpus")
+    ap.add_argument("--no-hf", action="store_true", help="leave out the tokenizer.json measurement")
     args = ap.parse_args()
     shared = Path(os.environ.get("RHO_SHARED_DATA", ROOT / ".." / "shared" / "data"))
     with tempfile.TemporaryDirectory(prefix="rho_bench_tok_") as tmp:
@@ -100,9 +105,15 @@ def main():
             model = tmp / "tok" / "tokenizer.model"
         size = corpus.stat().st_size
         field_args = [a for f in fields for a in ("--field", f)]
+        if args.train_unigram:
+            subprocess.run([args.rho_tokenize, corpus, *field_args, "--train-tokenizer", "--vocab-size",
+                            str(args.train_unigram), "--out", tmp / "unigram", "--quiet"], check=True,
+                           capture_output=True)
+            model = tmp / "unigram" / "tokenizer.model"
+            source += f", unigram {args.train_unigram} trained on it"
 
         def rho(threads, encoder="auto"):
-            out = tmp / "rho_out"
+            out = tmp / f"rho_out_{encoder}"
             shutil.rmtree(out, ignore_errors=True)
             subprocess.run([args.rho_tokenize, corpus, *field_args, "--tokenizer", model, "--out", out,
                             "--threads", str(threads), "--sp-encoder", encoder, "--quiet"], check=True,
@@ -118,13 +129,14 @@ def main():
         py1_s, _ = best_of(args.repeats, lambda: python(1))
         rho_s, rho_tokens = best_of(args.repeats, lambda: rho(args.workers))
         py_s, py_tokens = best_of(args.repeats, lambda: python(args.workers))
-        identical = rho_tokens == py_tokens
-        if identical:
-            out = tmp / "rho_out"
+        def ids(out):
             manifest = json.loads((out / "manifest.json").read_text())
-            rho_ids = np.concatenate([np.fromfile(out / s["file"], dtype="<u2") for s in manifest["shards"]])
-            identical = bool(np.array_equal(rho_ids, np.fromfile(tmp / "py.bin", dtype=np.uint16)))
-        hf = hf_figures(args, corpus, fields, size)
+            return np.concatenate([np.fromfile(out / s["file"], dtype="<u2") for s in manifest["shards"]])
+
+        rho_ids = ids(tmp / "rho_out_auto")
+        identical = bool(np.array_equal(rho_ids, np.fromfile(tmp / "py.bin", dtype=np.uint16)))
+        identical_library = bool(np.array_equal(rho_ids, ids(tmp / "rho_out_library")))
+        hf = None if args.no_hf else hf_figures(args, corpus, fields, size)
 
     def figures(seconds, tokens):
         return {"seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2),
@@ -141,9 +153,11 @@ def main():
         "one_thread": {"rho_tokenize": figures(rho1_s, rho_tokens), "rho_tokenize_library_encoder":
                        figures(lib1_s, rho_tokens), "python": figures(py1_s, py_tokens)},
         "scaling": {"rho_tokenize": round(rho1_s / rho_s, 2), "python": round(py1_s / py_s, 2)},
-        "identical_ids": identical,
+        "identical_ids": identical,  # to Python's
+        "identical_ids_library_encoder": identical_library,
     }, indent=2))
-    print(json.dumps(hf, indent=2))
+    if hf:
+        print(json.dumps(hf, indent=2))
 
 
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"

@@ -60,6 +60,11 @@ put("fuzz_manifest", "escaping_path", json.dumps(dict(manifest, shards=[dict(man
 put("fuzz_manifest", "unknown_key", json.dumps(dict(manifest, extra=1)))
 put("fuzz_manifest", "loss_manifest", json.dumps({"format_version": 1, "dtype": "float32", "shards": []}))
 
+# fuzz_sp_encoder: a byte choosing the model (0 BPE, 1 BPE nmt_nfkc, 2 unigram nmt_nfkc, 3 unigram identity),
+# then text.
+for m in range(4):
+    put("fuzz_sp_encoder", f"model{m}_words", bytes([m]) + "  the answer is 42, café 日本語 😀 ﬁ Ａ\tx  ".encode())
+    put("fuzz_sp_encoder", f"model{m}_bytes", bytes([m]) + b"a\xff\x00b \xe2\x96 \xed\xa0\x80 aaaa==== \xe2\x96\x81\xe2\x96\x81x")
 put("fuzz_jsonl", "plain", "".join(json.dumps({"text": f"document {i} with some words", "id": i}) + "\n"
                                    for i in range(5)))
 put("fuzz_jsonl", "mixed", '{"text": "caf\\u00e9 \\ud83d\\ude00"}\n\n  \n{"text": "a\\nb"}\r\n{"text": 4}\n'

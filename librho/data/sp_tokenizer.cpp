@@ -1,10 +1,14 @@
 #include "librho/data/sp_tokenizer.h"
 
+#include "librho/data/sp_model.h"
+
 #include <fmt/format.h>
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -16,154 +20,76 @@
 namespace rho {
 namespace {
 
-constexpr std::string_view kSpaceSymbol = "\xe2\x96\x81";  // U+2581, SentencePiece's escaped space
-constexpr std::string_view kReplacement = "\xef\xbf\xbd";  // U+FFFD, what a malformed byte normalises to
+using namespace sp;
 
-// ---- The parts of a serialized ModelProto the encoder needs (field numbers of sentencepiece_model.proto) ----
+// What both of librho's encoders share: the normaliser, the reserved pieces (unknown, bytes) and how an unknown
+// piece becomes ids, as SentencePieceProcessor's PopulateSentencePieceText makes them.
+class SpEncoder {
+ public:
+  virtual ~SpEncoder() = default;
+  // The ids of `text`; false when it normalises to more than kMaxNormalized bytes (positions are int32).
+  virtual bool encode(std::string_view text, std::vector<int>* ids) = 0;
+  static constexpr size_t kMaxNormalized = INT_MAX - 1;
 
-enum PieceType : uint8_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
-enum ModelType : int { kUnigram = 1, kBpe = 2, kWord = 3, kChar = 4 };
+ protected:
+  // The normaliser, the unknown piece and the byte pieces of `m`; false with `reason` when one is missing.
+  bool init(const ModelInfo& m, std::string* reason);
+  // Appends the ids of an unknown piece covering normalised `text`: its UTF-8 bytes' <0xXX> pieces under
+  // byte_fallback, else unk, with a run of unknown pieces giving one unk (`ids` may end with the run so far).
+  void append_unknown(std::string_view text, std::vector<int>* ids) const {
+    if (byte_fallback_) {
+      for (const char b : text) ids->push_back(byte_id_[static_cast<unsigned char>(b)]);
+    } else if (ids->empty() || ids->back() != unk_id_) {
+      ids->push_back(unk_id_);
+    }
+  }
 
-struct ModelInfo {
-  std::vector<std::string> pieces;
-  std::vector<float> scores;
-  std::vector<uint8_t> types;
-  int model_type = kUnigram;
-  bool byte_fallback = false;
-  bool treat_whitespace_as_suffix = false;
-  std::string normalizer_name;
-  bool precompiled_rules = false;
-  bool add_dummy_prefix = true;
-  bool remove_extra_whitespaces = true;
-  bool escape_whitespaces = true;
+  Normalizer normalizer_;
+  std::string norm_;  // per call scratch
+  int unk_id_ = -1;
+  bool byte_fallback_ = false;
+  int byte_id_[256] = {};
 };
 
-// Protocol buffers' wire format, as far as the fields above need it. Every read checks the bounds.
-class Wire {
- public:
-  explicit Wire(std::string_view s) : p_(s.data()), end_(s.data() + s.size()) {}
-  bool done() const { return p_ == end_; }
-  bool varint(uint64_t* v) {
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (p_ == end_) return false;
-      const auto b = static_cast<uint8_t>(*p_++);
-      *v |= static_cast<uint64_t>(b & 0x7F) << shift;
-      if (!(b & 0x80)) return true;
-    }
+bool SpEncoder::init(const ModelInfo& m, std::string* reason) {
+  if (!normalizer_.init(m, reason)) return false;
+  byte_fallback_ = m.byte_fallback;
+  std::fill(std::begin(byte_id_), std::end(byte_id_), -1);
+  for (size_t i = 0; i < m.pieces.size(); ++i) {
+    const std::string_view p = m.pieces[i];
+    if (m.types[i] == kUnknown) unk_id_ = static_cast<int>(i);
+    if (m.types[i] == kByte && p.size() == 6 && p.substr(0, 3) == "<0x" && p[5] == '>')
+      byte_id_[std::stoi(std::string(p.substr(3, 2)), nullptr, 16)] = static_cast<int>(i);
+  }
+  if (unk_id_ < 0) {
+    *reason = "the model has no unknown piece";
     return false;
   }
-  bool tag(uint32_t* field, uint32_t* type) {
-    uint64_t t;
-    if (!varint(&t)) return false;
-    *field = static_cast<uint32_t>(t >> 3);
-    *type = static_cast<uint32_t>(t & 7);
-    return true;
-  }
-  bool bytes(std::string_view* v) {
-    uint64_t n;
-    if (!varint(&n) || n > static_cast<uint64_t>(end_ - p_)) return false;
-    *v = std::string_view(p_, static_cast<size_t>(n));
-    p_ += n;
-    return true;
-  }
-  bool fixed32(uint32_t* v) {
-    if (end_ - p_ < 4) return false;
-    std::memcpy(v, p_, 4);  // little-endian on every platform librho builds for
-    p_ += 4;
-    return true;
-  }
-  bool skip(uint32_t type) {
-    uint64_t v;
-    std::string_view s;
-    uint32_t f;
-    switch (type) {
-      case 0: return varint(&v);
-      case 1: return end_ - p_ >= 8 ? (p_ += 8, true) : false;
-      case 2: return bytes(&s);
-      case 5: return fixed32(&f);
-      default: return false;  // groups are not used by sentencepiece_model.proto
-    }
-  }
-
- private:
-  const char* p_;
-  const char* end_;
-};
-
-// Calls `on(field, type, wire)` for each field of a message; false when the message is malformed or `on` fails.
-template <typename F>
-bool for_each_field(std::string_view message, F on) {
-  Wire w(message);
-  while (!w.done()) {
-    uint32_t field, type;
-    if (!w.tag(&field, &type) || !on(field, type, w)) return false;
+  if (byte_fallback_ && std::count(std::begin(byte_id_), std::end(byte_id_), -1) > 0) {
+    *reason = "byte_fallback without all 256 byte pieces";
+    return false;
   }
   return true;
 }
 
-bool read_bool(Wire& w, bool* out) {
-  uint64_t v;
-  if (!w.varint(&v)) return false;
-  *out = v != 0;
-  return true;
-}
-
-bool read_piece(std::string_view message, ModelInfo* m) {
-  std::string_view piece;
-  float score = 0;
-  uint64_t type = kNormal;
-  const bool ok = for_each_field(message, [&](uint32_t field, uint32_t t, Wire& w) {
-    if (field == 1 && t == 2) return w.bytes(&piece);
-    if (field == 2 && t == 5) {
-      uint32_t bits;
-      if (!w.fixed32(&bits)) return false;
-      std::memcpy(&score, &bits, 4);
+// The first NaN score of `m`'s normal pieces, with its piece, or false.
+bool nan_score(const ModelInfo& m, std::string* reason) {
+  for (size_t i = 0; i < m.pieces.size(); ++i) {
+    if (m.types[i] == kNormal && std::isnan(m.scores[i])) {
+      *reason = fmt::format("the piece '{}' has a NaN score", m.pieces[i]);
       return true;
     }
-    if (field == 3 && t == 0) return w.varint(&type);
-    return w.skip(t);
-  });
-  m->pieces.emplace_back(piece);
-  m->scores.push_back(score);
-  m->types.push_back(static_cast<uint8_t>(type));
-  return ok && type >= kNormal && type <= kByte;
+  }
+  return false;
 }
 
-bool read_model(std::string_view bytes, ModelInfo* m) {
-  return for_each_field(bytes, [&](uint32_t field, uint32_t t, Wire& w) {
-    std::string_view sub;
-    if (t != 2 || field < 1 || field > 3) return w.skip(t);
-    if (!w.bytes(&sub)) return false;
-    if (field == 1) return read_piece(sub, m);
-    if (field == 2) {  // TrainerSpec
-      return for_each_field(sub, [&](uint32_t f, uint32_t ft, Wire& tw) {
-        uint64_t v;
-        if (f == 3 && ft == 0) return tw.varint(&v) ? (m->model_type = static_cast<int>(v), true) : false;
-        if (f == 24 && ft == 0) return read_bool(tw, &m->treat_whitespace_as_suffix);
-        if (f == 35 && ft == 0) return read_bool(tw, &m->byte_fallback);
-        return tw.skip(ft);
-      });
-    }
-    return for_each_field(sub, [&](uint32_t f, uint32_t ft, Wire& nw) {  // NormalizerSpec
-      std::string_view s;
-      if (f == 1 && ft == 2) return nw.bytes(&s) ? (m->normalizer_name = std::string(s), true) : false;
-      if (f == 2 && ft == 2) return nw.bytes(&s) ? (m->precompiled_rules = !s.empty(), true) : false;
-      if (f == 3 && ft == 0) return read_bool(nw, &m->add_dummy_prefix);
-      if (f == 4 && ft == 0) return read_bool(nw, &m->remove_extra_whitespaces);
-      if (f == 5 && ft == 0) return read_bool(nw, &m->escape_whitespaces);
-      return nw.skip(ft);
-    });
-  });
-}
+// ---- BPE ----
 
-// ---- The encoder ----
-
-class BpeEncoder {
+class BpeEncoder : public SpEncoder {
  public:
   // The encoder for `m`, or nullptr with `reason` set when the model needs SentencePiece's own code.
   static std::unique_ptr<BpeEncoder> make(ModelInfo m, std::string* reason);
-  void encode(std::string_view text, std::vector<int>* ids);
+  bool encode(std::string_view text, std::vector<int>* ids) override;
 
  private:
   struct Symbol {
@@ -178,7 +104,6 @@ class BpeEncoder {
     return a.score < b.score || (a.score == b.score && a.left > b.left);
   }
 
-  void normalize(std::string_view text);
   template <typename F>
   void for_each_word(std::string_view s, F f) const;
   void append_word(std::string_view word, std::vector<int>* ids);
@@ -191,15 +116,11 @@ class BpeEncoder {
   std::vector<float> scores_;
   std::unordered_map<std::string_view, int> normal_;    // pieces a merge may produce
   std::unordered_map<std::string_view, int> reserved_;  // control, unknown and byte pieces
-  int unk_id_ = -1;
-  bool byte_fallback_ = false;
-  int byte_id_[256] = {};
-  bool add_dummy_prefix_ = true, remove_extra_whitespaces_ = true, suffix_ = false;
+  bool suffix_ = false;
   std::string_view space_;  // "▁", or " " without escape_whitespaces
   bool split_words_ = false;
 
   // Per call scratch, kept to avoid allocations.
-  std::string norm_;
   std::vector<Symbol> symbols_;
   std::vector<Candidate> heap_;
   std::vector<int> word_ids_;
@@ -214,33 +135,14 @@ class BpeEncoder {
   std::vector<int> cached_ids_;
 };
 
-const char* model_type_name(int t) {
-  switch (t) {
-    case kUnigram: return "unigram";
-    case kWord: return "word";
-    case kChar: return "char";
-    default: return "unknown-type";
-  }
-}
 
 std::unique_ptr<BpeEncoder> BpeEncoder::make(ModelInfo m, std::string* reason) {
-  if (m.model_type != kBpe) {
-    *reason = fmt::format("a {} model (librho's encoder is for BPE models)", model_type_name(m.model_type));
-    return nullptr;
-  }
-  if (m.precompiled_rules) {
-    *reason = fmt::format("normalisation rules ('{}') are applied by the library", m.normalizer_name);
-    return nullptr;
-  }
   std::unique_ptr<BpeEncoder> e(new BpeEncoder);
+  if (!e->init(m, reason) || nan_score(m, reason)) return nullptr;
   e->pieces_ = std::move(m.pieces);
   e->scores_ = std::move(m.scores);
-  e->byte_fallback_ = m.byte_fallback;
-  e->add_dummy_prefix_ = m.add_dummy_prefix;
-  e->remove_extra_whitespaces_ = m.remove_extra_whitespaces;
-  e->suffix_ = m.treat_whitespace_as_suffix;
-  e->space_ = m.escape_whitespaces ? kSpaceSymbol : std::string_view(" ");
-  std::fill(std::begin(e->byte_id_), std::end(e->byte_id_), -1);
+  e->suffix_ = e->normalizer_.suffix();
+  e->space_ = e->normalizer_.space();
   for (size_t i = 0; i < e->pieces_.size(); ++i) {
     const std::string_view p = e->pieces_[i];
     const int id = static_cast<int>(i);
@@ -248,13 +150,7 @@ std::unique_ptr<BpeEncoder> BpeEncoder::make(ModelInfo m, std::string* reason) {
       case kUserDefined: *reason = "user-defined pieces (matched before merging) are handled by the library"; return nullptr;
       case kUnused: *reason = "unused pieces (resegmented) are handled by the library"; return nullptr;
       case kNormal: e->normal_.emplace(p, id); break;
-      case kUnknown: e->unk_id_ = id; e->reserved_.emplace(p, id); break;
-      case kByte:
-        e->reserved_.emplace(p, id);
-        if (p.size() == 6 && p.substr(0, 3) == "<0x" && p[5] == '>')
-          e->byte_id_[std::stoi(std::string(p.substr(3, 2)), nullptr, 16)] = id;
-        break;
-      default: e->reserved_.emplace(p, id); break;  // control
+      default: e->reserved_.emplace(p, id); break;  // control, unknown, byte
     }
   }
   for (const auto& [piece, id] : e->reserved_) {
@@ -272,22 +168,10 @@ std::unique_ptr<BpeEncoder> BpeEncoder::make(ModelInfo m, std::string* reason) {
   bool negative_zero = false, positive_zero = false;
   for (const auto& [piece, id] : e->normal_) {
     const float score = e->scores_[static_cast<size_t>(id)];
-    if (std::isnan(score)) {
-      *reason = fmt::format("the piece '{}' has a NaN score", piece);
-      return nullptr;
-    }
     if (score == 0.0f) (std::signbit(score) ? negative_zero : positive_zero) = true;
   }
   if (negative_zero && positive_zero) {
     *reason = "scores of both -0.0 and +0.0 (SentencePiece versions order them differently)";
-    return nullptr;
-  }
-  if (e->unk_id_ < 0) {
-    *reason = "the model has no unknown piece";
-    return nullptr;
-  }
-  if (e->byte_fallback_ && std::count(std::begin(e->byte_id_), std::end(e->byte_id_), -1) > 0) {
-    *reason = "byte_fallback without all 256 byte pieces";
     return nullptr;
   }
   e->split_words_ = std::none_of(e->normal_.begin(), e->normal_.end(),
@@ -305,43 +189,6 @@ bool BpeEncoder::word_boundary_in(std::string_view piece) const {
     if (suffix_ && at + n < piece.size() && piece.substr(at + n, n) != space_) return true;
   }
   return false;
-}
-
-// SentencePiece's Normalizer::Normalize for a spec without rules or user-defined symbols.
-void BpeEncoder::normalize(std::string_view in) {
-  norm_.clear();
-  size_t i = 0;
-  if (remove_extra_whitespaces_)
-    while (i < in.size() && in[i] == ' ') ++i;
-  if (i == in.size()) return;
-  if (!suffix_ && add_dummy_prefix_) norm_ += space_;
-  bool prev_space = remove_extra_whitespaces_;
-  const auto* s = reinterpret_cast<const unsigned char*>(in.data());
-  while (i < in.size()) {
-    if (s[i] == ' ') {
-      if (!prev_space) norm_ += space_;
-      prev_space = remove_extra_whitespaces_;
-      ++i;
-      continue;
-    }
-    prev_space = false;
-    if (s[i] < 0x80) {
-      norm_ += static_cast<char>(s[i++]);
-      continue;
-    }
-    const size_t len = utf8_char_size(s + i, in.size() - i);  // SentencePiece's DecodeUTF8 validity
-    if (len == 0) {
-      norm_ += kReplacement;
-      ++i;
-    } else {
-      norm_.append(in.data() + i, len);
-      i += len;
-    }
-  }
-  if (remove_extra_whitespaces_)
-    while (norm_.size() >= space_.size() && std::string_view(norm_).substr(norm_.size() - space_.size()) == space_)
-      norm_.resize(norm_.size() - space_.size());
-  if (suffix_ && add_dummy_prefix_) norm_ += space_;
 }
 
 // Calls f(word) for each word of the normalised text: spaces then other characters (spaces after them with
@@ -410,17 +257,15 @@ void BpeEncoder::merge_word(std::string_view word, std::vector<int>* out) {
     add_candidate(word, l.prev, top.left);
     add_candidate(word, top.left, l.next);
   }
-  bool prev_unknown = false;
+  const size_t first = out->size();
   for (int i = 0; i >= 0; i = symbols_[static_cast<size_t>(i)].next) {
     const Symbol& s = symbols_[static_cast<size_t>(i)];
-    if (s.id != unk_id_) {
+    if (s.id != unk_id_)
       out->push_back(s.id);
-    } else if (byte_fallback_) {
-      for (int b = 0; b < s.len; ++b) out->push_back(byte_id_[static_cast<unsigned char>(word[s.start + b])]);
-    } else if (!prev_unknown) {
-      out->push_back(unk_id_);  // a run of unknown symbols is one unknown piece
-    }
-    prev_unknown = s.id == unk_id_;
+    else if (byte_fallback_)
+      append_unknown(word.substr(static_cast<size_t>(s.start), static_cast<size_t>(s.len)), out);
+    else if (out->size() == first || out->back() != unk_id_)  // `out` may hold other words: runs across words
+      out->push_back(unk_id_);                                // are joined in append_word
   }
 }
 
@@ -461,17 +306,190 @@ void BpeEncoder::append_word(std::string_view word, std::vector<int>* ids) {
   ids->insert(ids->end(), first, first + count);
 }
 
-void BpeEncoder::encode(std::string_view text, std::vector<int>* ids) {
+bool BpeEncoder::encode(std::string_view text, std::vector<int>* ids) {
   ids->clear();
-  normalize(text);
+  normalizer_.normalize(text, &norm_);
+  if (norm_.size() > kMaxNormalized) return false;
   for_each_word(norm_, [&](std::string_view word) { append_word(word, ids); });
+  return true;
+}
+
+// ---- Unigram ----
+
+// SentencePiece's unigram::Model::EncodeOptimized (the library's default encoder): a Viterbi pass over the whole
+// normalised text, one character position at a time. Every piece that starts there (found by walking a byte trie
+// of the vocabulary) proposes "best score up to its start + its score" for the position where it ends, and
+// replaces that position's best only when strictly higher (so on ties the earlier start, then the shorter piece,
+// keeps it); a character no one-character piece covers is proposed as unknown at min score - 10. Sums are formed
+// as the library forms them (a piece's score plus the best before it in double, compared with the kept float and
+// rounded to float when kept; an unknown's in float), so the same path wins where rounding decides, as it does
+// in long texts. No word cache: where the text is cut changes those sums.
+class UnigramEncoder : public SpEncoder {
+ public:
+  static std::unique_ptr<UnigramEncoder> make(const ModelInfo& m, std::string* reason);
+  bool encode(std::string_view text, std::vector<int>* ids) override;
+
+ private:
+  // A trie node, 16 bytes; a node's children are consecutive nodes, sorted by label, so a walk reads each
+  // node's piece, score and children from one place.
+  struct Node {
+    float score = 0;         // the piece's score, when `id` >= 0
+    int32_t id = -1;         // the piece ending here, or -1
+    int32_t first_child = 0;  // with more than kDenseChildren children: the index of their table in dense_
+    uint16_t children = 0;
+    unsigned char label = 0;  // the byte leading here from the parent
+  };
+  struct Best {  // the best path ending at a byte position
+    float score;
+    int32_t start, id;
+  };
+  int32_t child(const Node& n, unsigned char label) const;
+  void propose(size_t end, double score, int32_t start, int32_t id);
+
+  static constexpr int kDenseChildren = 16;  // nodes with more children find them in a table by label
+
+  std::vector<Node> nodes_;  // nodes_[0] is the root
+  std::vector<std::array<int32_t, 256>> dense_;  // children by label (-1: none) of the nodes with many
+  int32_t root_[256];        // the root's children by label, -1 for none
+  float unk_score_ = 0;
+  std::vector<Best> best_;  // per call scratch
+  std::vector<std::pair<int32_t, int32_t>> path_;
+};
+
+std::unique_ptr<UnigramEncoder> UnigramEncoder::make(const ModelInfo& m, std::string* reason) {
+  std::unique_ptr<UnigramEncoder> e(new UnigramEncoder);
+  if (!e->init(m, reason) || nan_score(m, reason)) return nullptr;
+  // The trie: normal pieces (the library skips unused ones; user-defined pieces also change normalisation).
+  std::vector<std::pair<std::string_view, int32_t>> keys;
+  float min_score = FLT_MAX;
+  for (size_t i = 0; i < m.pieces.size(); ++i) {
+    if (m.types[i] == kUserDefined) {
+      *reason = "user-defined pieces (kept whole by the normaliser) are handled by the library";
+      return nullptr;
+    }
+    if ((m.types[i] == kNormal || m.types[i] == kUnused) && m.pieces[i].find('\0') != std::string::npos) {
+      *reason = "a piece holds a NUL byte (the library's trie cuts it there)";
+      return nullptr;
+    }
+    if (m.types[i] != kNormal) continue;
+    min_score = std::min(min_score, m.scores[i]);
+    keys.emplace_back(m.pieces[i], static_cast<int32_t>(i));
+  }
+  if (keys.empty()) {
+    *reason = "the model has no normal pieces";
+    return nullptr;
+  }
+  e->unk_score_ = min_score - 10.0f;  // the library's kUnkPenalty
+  std::sort(keys.begin(), keys.end());
+  // Built breadth first from the sorted keys: node n covers the keys [lo, hi) that share its first `depth` bytes.
+  struct Range {
+    size_t lo, hi, depth;
+  };
+  std::vector<Range> ranges = {{0, keys.size(), 0}};
+  e->nodes_.emplace_back();
+  for (size_t n = 0; n < e->nodes_.size(); ++n) {
+    const Range r = ranges[n];
+    size_t lo = r.lo;
+    if (lo < r.hi && keys[lo].first.size() == r.depth) {  // the key that ends here sorts first
+      e->nodes_[n].id = keys[lo].second;
+      e->nodes_[n].score = m.scores[static_cast<size_t>(keys[lo++].second)];
+    }
+    e->nodes_[n].first_child = static_cast<int32_t>(e->nodes_.size());
+    while (lo < r.hi) {
+      const auto label = static_cast<unsigned char>(keys[lo].first[r.depth]);
+      size_t hi = lo;
+      while (hi < r.hi && static_cast<unsigned char>(keys[hi].first[r.depth]) == label) ++hi;
+      e->nodes_.emplace_back();
+      e->nodes_.back().label = label;
+      ranges.push_back({lo, hi, r.depth + 1});
+      ++e->nodes_[n].children;  // at most 256
+      lo = hi;
+    }
+  }
+  std::fill(std::begin(e->root_), std::end(e->root_), -1);
+  for (int32_t c = e->nodes_[0].first_child; c < e->nodes_[0].first_child + e->nodes_[0].children; ++c)
+    e->root_[e->nodes_[static_cast<size_t>(c)].label] = c;
+  for (Node& node : e->nodes_) {
+    if (node.children <= kDenseChildren) continue;
+    auto& table = e->dense_.emplace_back();
+    table.fill(-1);
+    for (int32_t c = node.first_child; c < node.first_child + node.children; ++c)
+      table[e->nodes_[static_cast<size_t>(c)].label] = c;
+    node.first_child = static_cast<int32_t>(e->dense_.size() - 1);
+  }
+  return e;
+}
+
+int32_t UnigramEncoder::child(const Node& n, unsigned char label) const {
+  if (n.children > kDenseChildren) return dense_[static_cast<size_t>(n.first_child)][label];
+  const Node* first = nodes_.data() + n.first_child;
+  for (const Node* c = first; c != first + n.children; ++c) {
+    if (c->label == label) return static_cast<int32_t>(c - nodes_.data());
+    if (c->label > label) break;
+  }
+  return -1;
+}
+
+void UnigramEncoder::propose(size_t end, double score, int32_t start, int32_t id) {
+  Best& b = best_[end];
+  if (b.start < 0 || score > b.score) b = {static_cast<float>(score), start, id};
+}
+
+bool UnigramEncoder::encode(std::string_view text, std::vector<int>* ids) {
+  ids->clear();
+  normalizer_.normalize(text, &norm_);
+  const std::string_view s = norm_;
+  const size_t n = s.size();
+  if (n > kMaxNormalized) return false;
+  if (n == 0) return true;
+  best_.assign(n + 1, Best{0.0f, -1, -1});
+  for (size_t start = 0; start < n;) {
+    const float here = best_[start].score;
+    const size_t char_len = std::min(utf8_lead_size(static_cast<unsigned char>(s[start])), n - start);
+    bool one_char_piece = false;
+    int32_t node = root_[static_cast<unsigned char>(s[start])];
+    for (size_t end = start + 1; node >= 0; ++end) {
+      const Node& at = nodes_[static_cast<size_t>(node)];
+      if (at.id >= 0) {
+        propose(end, static_cast<double>(at.score) + here, static_cast<int32_t>(start), at.id);
+        one_char_piece |= end - start == char_len;
+      }
+      if (end == n) break;
+      node = child(at, static_cast<unsigned char>(s[end]));
+    }
+    if (!one_char_piece) propose(start + char_len, unk_score_ + here, static_cast<int32_t>(start), unk_id_);  // float
+    start += char_len;
+  }
+  // The best path, back from the end, then its ids in order (unknown pieces as the library's ids make them).
+  path_.clear();  // (start, end) of each piece, last first
+  for (size_t end = n; end > 0; end = static_cast<size_t>(best_[end].start))
+    path_.emplace_back(best_[end].start, static_cast<int32_t>(end));
+  for (auto it = path_.rbegin(); it != path_.rend(); ++it) {
+    const int32_t id = best_[static_cast<size_t>(it->second)].id;
+    if (id == unk_id_)
+      append_unknown(s.substr(static_cast<size_t>(it->first), static_cast<size_t>(it->second - it->first)), ids);
+    else
+      ids->push_back(id);
+  }
+  return true;
 }
 
 }  // namespace
 
+// librho's encoder for `m`, or nullptr with `reason` when the library must encode.
+std::unique_ptr<SpEncoder> make_encoder(ModelInfo m, std::string* reason) {
+  switch (m.model_type) {
+    case kBpe: return BpeEncoder::make(std::move(m), reason);
+    case kUnigram: return UnigramEncoder::make(m, reason);
+    case kWord: *reason = "a word model (librho encodes BPE and unigram models)"; return nullptr;
+    case kChar: *reason = "a char model (librho encodes BPE and unigram models)"; return nullptr;
+    default: *reason = fmt::format("an unknown model type ({})", m.model_type); return nullptr;
+  }
+}
+
 struct SpTokenizer::Impl {
   sentencepiece::SentencePieceProcessor sp;
-  std::unique_ptr<BpeEncoder> bpe;
+  std::unique_ptr<SpEncoder> own;
   std::string source;
   std::string library_reason;
 };
@@ -492,7 +510,7 @@ SpTokenizer SpTokenizer::parse(const std::string& model_bytes, const std::string
   } else if (!read_model(model_bytes, &info)) {
     t.impl_->library_reason = "librho's reader could not read the model file";
   } else {
-    t.impl_->bpe = BpeEncoder::make(std::move(info), &t.impl_->library_reason);
+    t.impl_->own = make_encoder(std::move(info), &t.impl_->library_reason);
   }
   return t;
 }
@@ -502,14 +520,17 @@ SpTokenizer SpTokenizer::load(const std::string& path, Engine engine) {
 }
 
 std::vector<int> SpTokenizer::encode(std::string_view text) {
-  // Both encoders index characters with int, and normalising can triple the text.
+  // The encoders index the normalised text with int: normalising makes a text at least as long (malformed bytes
+  // triple, rule tables may do more), so longer texts are refused before and after it.
   constexpr size_t kMaxBytes = INT_MAX / 3;
-  if (text.size() > kMaxBytes)
-    throw Error(fmt::format("{}: a text of {} bytes is more than SentencePiece encodes at once ({} bytes)",
-                            impl_->source, text.size(), kMaxBytes));
+  const auto too_long = [&] {
+    return Error(fmt::format("{}: a text of {} bytes is more than SentencePiece encodes at once ({} bytes, {} once "
+                             "normalised)", impl_->source, text.size(), kMaxBytes, SpEncoder::kMaxNormalized));
+  };
+  if (text.size() > kMaxBytes) throw too_long();
   std::vector<int> ids;
-  if (impl_->bpe) {
-    impl_->bpe->encode(text, &ids);
+  if (impl_->own) {
+    if (!impl_->own->encode(text, &ids)) throw too_long();
     return ids;
   }
   const auto status = impl_->sp.Encode(text, &ids);
@@ -533,7 +554,7 @@ std::string SpTokenizer::piece(int id) const {
 int64_t SpTokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
 int64_t SpTokenizer::bos_id() const { return impl_->sp.bos_id(); }
 int64_t SpTokenizer::eos_id() const { return impl_->sp.eos_id(); }
-bool SpTokenizer::own_encoder() const { return impl_->bpe != nullptr; }
+bool SpTokenizer::own_encoder() const { return impl_->own != nullptr; }
 const std::string& SpTokenizer::library_reason() const { return impl_->library_reason; }
 
 }  // namespace rho

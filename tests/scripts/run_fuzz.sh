@@ -10,7 +10,7 @@ SECONDS_PER=${1:-60}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(fuzz_safetensors_header fuzz_manifest fuzz_jsonl)
+  TARGETS=(fuzz_safetensors_header fuzz_manifest fuzz_jsonl fuzz_sp_encoder)
   # The Parquet/Arrow readers when pyarrow (their Arrow libraries) is there, as the build finds it.
   ! .venv/bin/python -c "import pyarrow" 2>/dev/null || TARGETS+=(fuzz_columnar)
 fi

@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstring>
 #include <random>
-#include <sentencepiece_trainer.h>
 #include <set>
 #include <unordered_map>
 
@@ -20,6 +19,7 @@
 #include "librho/util/error.h"
 #include "librho/util/files.h"
 #include "librho/util/sha256.h"
+#include "sp_train.h"
 
 using Catch::Matchers::Contains;
 
@@ -361,22 +361,9 @@ TEST_CASE("HfTokenizer: byte-level BPE by merge rank, added tokens first, decode
   CHECK_THROWS_WITH(rho::HfTokenizer::parse("{not json", "", "tok.json"), Contains("tok.json: invalid JSON"));
 }
 
-// ---- SentencePiece: librho's BPE encoder against the library, id for id ----
+// ---- SentencePiece: librho's BPE and unigram encoders against the library, id for id ----
 
 namespace {
-
-class LinesIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit LinesIterator(const std::vector<std::string>& lines) : lines_(lines) {}
-  bool done() const override { return i_ >= lines_.size(); }
-  void Next() override { ++i_; }
-  const std::string& value() const override { return lines_[i_]; }
-  sentencepiece::util::Status status() const override { return {}; }
-
- private:
-  const std::vector<std::string>& lines_;
-  size_t i_ = 0;
-};
 
 // Text with what a BPE encoder can get wrong: words that share prefixes, digits, runs of spaces at both ends,
 // tabs and newlines, runs of one letter (equal scores: the leftmost pair merges first), accents, CJK, emoji, the escaped-space character itself, and characters too rare to be in a
@@ -405,12 +392,30 @@ std::string train_sp(const std::vector<std::string>& lines, std::unordered_map<s
   args.emplace("normalization_rule_name", "identity");
   args.emplace("minloglevel", "2");
   args.emplace("num_threads", "1");
-  LinesIterator it(lines);
-  std::string model;
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
-  INFO(status.ToString());
-  REQUIRE(status.ok());
+  std::string error;
+  const auto model = rho_test::train_sentencepiece(lines, args, &error);
+  INFO(error);
+  REQUIRE(error.empty());
   return model;
+}
+
+struct Comparison {
+  size_t mismatches = 0, tokens = 0, unknowns = 0;
+  std::string first;  // the first text encoded differently
+};
+
+// Every text through both encoders, twice (the second pass reads the BPE encoder's word cache).
+Comparison compare_encoders(rho::SpTokenizer& own, rho::SpTokenizer& library, const std::vector<std::string>& texts) {
+  Comparison c;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& t : texts) {
+      const auto a = own.encode(t), b = library.encode(t);
+      c.tokens += b.size();
+      c.unknowns += static_cast<size_t>(std::count(b.begin(), b.end(), 0));
+      if (a != b && c.mismatches++ == 0) c.first = t;
+    }
+  }
+  return c;
 }
 
 }  // namespace
@@ -433,6 +438,8 @@ TEST_CASE("SpTokenizer: librho's BPE encoder gives the library's ids on every op
       {"whitespace as suffix", {{"treat_whitespace_as_suffix", "true"}, {"byte_fallback", "true"}}, true},
       {"no dummy prefix", {{"add_dummy_prefix", "false"}, {"remove_extra_whitespaces", "false"}}, true},
       {"pieces across spaces", {{"split_by_whitespace", "false"}, {"byte_fallback", "true"}}, false},
+      {"nmt_nfkc rules", {{"normalization_rule_name", "nmt_nfkc"}, {"byte_fallback", "true"}}, true},
+      {"nfkc_cf rules", {{"normalization_rule_name", "nfkc_cf"}, {"character_coverage", "0.98"}}, true},
   };
   for (const auto& v : variants) {
     const std::string model = train_sp(corpus, v.args);
@@ -441,44 +448,82 @@ TEST_CASE("SpTokenizer: librho's BPE encoder gives the library's ids on every op
     INFO(v.name << ": " << own.library_reason());
     REQUIRE(own.own_encoder());
     REQUIRE_FALSE(library.own_encoder());
-    size_t mismatches = 0, tokens = 0, unknowns = 0;
-    std::string first;
-    for (int pass = 0; pass < 2; ++pass) {  // the second pass reads the word cache
-      for (const auto& t : texts) {
-        const auto a = own.encode(t), b = library.encode(t);
-        tokens += b.size();
-        unknowns += static_cast<size_t>(std::count(b.begin(), b.end(), 0));
-        if (a != b && mismatches++ == 0) first = t;
-      }
-    }
-    INFO("first mismatch: [" << first << "]");
-    CHECK(mismatches == 0);
-    CHECK(tokens > 50000);
-    if (std::string(v.name) == "unk runs") CHECK(unknowns > 100);  // the unknown path was exercised
+    const auto c = compare_encoders(own, library, texts);
+    INFO("first mismatch: [" << c.first << "]");
+    CHECK(c.mismatches == 0);
+    CHECK(c.tokens > 50000);
+    if (std::string(v.name) == "unk runs") CHECK(c.unknowns > 100);  // the unknown path was exercised
+  }
+}
+
+TEST_CASE("SpTokenizer: librho's unigram encoder gives the library's ids on every option set", "[data][tokenizer][sp]") {
+  std::mt19937 rng(11);
+  std::vector<std::string> corpus;
+  for (int i = 0; i < 3000; ++i) corpus.push_back(random_text(rng, false));
+  std::vector<std::string> texts = {"", " ", "   ", "▁", "a", " a ", "  the  then  ", "\xff", "\xff\xff a",
+                                    std::string("a\0b", 3), "日本語の😀😀 x", "ﬁ ① Ａ\u3000x\t\ty"};
+  for (int i = 0; i < 4000; ++i) texts.push_back(random_text(rng, true));
+  // Long texts: path scores summed over thousands of pieces, where float rounding decides between equal paths.
+  for (int i = 0; i < 6; ++i) {
+    std::string doc;
+    for (int j = 0; j < 2000; ++j) doc += random_text(rng, i % 2 == 1) + (j % 5 ? " " : "\n");
+    texts.push_back(doc);
+  }
+  struct Variant {
+    const char* name;
+    std::unordered_map<std::string, std::string> args;
+  };
+  const std::vector<Variant> variants = {
+      {"rho_tokenize --train-tokenizer", {{"normalization_rule_name", "nmt_nfkc"}, {"byte_fallback", "true"}}},
+      {"identity, unk runs", {{"character_coverage", "0.98"}}},
+      {"nfkc_cf, whitespace as suffix", {{"normalization_rule_name", "nfkc_cf"}, {"treat_whitespace_as_suffix", "true"}}},
+      {"no dummy prefix, spaces kept", {{"add_dummy_prefix", "false"}, {"remove_extra_whitespaces", "false"},
+                                        {"byte_fallback", "true"}}},
+      {"pieces across spaces", {{"split_by_whitespace", "false"}, {"normalization_rule_name", "nmt_nfkc"}}},
+  };
+  for (const auto& v : variants) {
+    auto args = v.args;
+    args["model_type"] = "unigram";
+    args["hard_vocab_limit"] = "false";
+    const std::string model = train_sp(corpus, args);
+    auto own = rho::SpTokenizer::parse(model, v.name);
+    auto library = rho::SpTokenizer::parse(model, v.name, rho::SpTokenizer::Engine::Library);
+    INFO(v.name << ": " << own.library_reason());
+    REQUIRE(own.own_encoder());
+    const auto c = compare_encoders(own, library, texts);
+    INFO("first mismatch: [" << c.first << "]");
+    CHECK(c.mismatches == 0);
+    CHECK(c.tokens > 100000);
+    if (std::string(v.name) == "identity, unk runs") CHECK(c.unknowns > 100);
   }
 }
 
 namespace {
 
-// A serialized ModelProto written field by field: BPE, no dummy prefix, pieces <unk> <s> </s> a b ab with the
-// given score for "ab" (and `a_score` for "a").
-std::string tiny_bpe_model(float ab_score, float a_score = -1.0f) {
+// A serialized ModelProto written field by field: pieces <unk> <s> </s> and then `pieces` (normal, with their
+// scores), a model of `type` (1 unigram, 2 BPE), identity normalisation, no dummy prefix.
+std::string tiny_model(int type, const std::vector<std::pair<std::string, float>>& pieces) {
   auto varint = [](uint64_t v) {
     std::string out;
     for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7F) | 0x80);
     return out + static_cast<char>(v);
   };
   auto field = [&](int number, const std::string& bytes) { return varint((number << 3) | 2) + varint(bytes.size()) + bytes; };
-  auto piece = [&](const std::string& text, float score, int type) {
+  auto piece = [&](const std::string& text, float score, int piece_type) {
     std::string bits(4, '\0');
     std::memcpy(&bits[0], &score, 4);
-    return field(1, field(1, text) + varint((2 << 3) | 5) + bits + varint(3 << 3) + varint(type));
+    return field(1, field(1, text) + varint((2 << 3) | 5) + bits + varint(3 << 3) + varint(piece_type));
   };
-  std::string m = piece("<unk>", 0, 2) + piece("<s>", 0, 3) + piece("</s>", 0, 3) + piece("a", a_score, 1) +
-                  piece("b", -2, 1) + piece("ab", ab_score, 1);
-  m += field(2, varint(3 << 3) + varint(2));                                // trainer_spec.model_type = BPE
+  std::string m = piece("<unk>", 0, 2) + piece("<s>", 0, 3) + piece("</s>", 0, 3);
+  for (const auto& [text, score] : pieces) m += piece(text, score, 1);
+  m += field(2, varint(3 << 3) + varint(type));                             // trainer_spec.model_type
   m += field(3, field(1, "identity") + varint(3 << 3) + varint(0));         // no dummy prefix
   return m;
+}
+
+// BPE with pieces a b ab (ids 3 4 5), the given score for "ab" (and `a_score` for "a").
+std::string tiny_bpe_model(float ab_score, float a_score = -1.0f) {
+  return tiny_model(2, {{"a", a_score}, {"b", -2}, {"ab", ab_score}});
 }
 
 }  // namespace
@@ -500,20 +545,49 @@ TEST_CASE("SpTokenizer: scores SentencePiece versions order differently go to th
   CHECK_THROWS_WITH(plain.piece(-1), Contains("token id -1 is outside"));
 }
 
+TEST_CASE("SpTokenizer: the unigram encoder's tie rule and unknown penalty are the library's", "[data][tokenizer][sp]") {
+  auto both = [](const std::string& model, const std::string& text) {
+    auto own = rho::SpTokenizer::parse(model, "tiny.model");
+    auto library = rho::SpTokenizer::parse(model, "tiny.model", rho::SpTokenizer::Engine::Library);
+    REQUIRE(own.own_encoder());
+    const auto ids = own.encode(text);
+    CHECK(ids == library.encode(text));
+    return ids;
+  };
+  // "a"+"b" and "ab" score -2 alike: the path found first (the piece from the earlier start) is kept.
+  CHECK(both(tiny_model(1, {{"a", -1}, {"b", -1}, {"ab", -2}}), "ab") == std::vector<int>{5});
+  CHECK(both(tiny_model(1, {{"a", -1}, {"b", -1}, {"ab", -2.5f}}), "ab") == std::vector<int>{3, 4});
+  // Sums as the library forms them: "a" + "b" is exactly -(1 + 0.75 * 2^-23), above "ab" at -(1 + 2^-23), though
+  // both round to the same float; the library compares the exact sum with the kept float, so "a" "b" wins.
+  const float a = -std::nextafter(1.0f, 2.0f), b = std::ldexp(1.0f, -25);
+  CHECK(both(tiny_model(1, {{"a", a}, {"b", b}, {"ab", a}}), "ab") == std::vector<int>{3, 4});
+  // An unknown "y" scores the lowest score - 10 = -40: "x" + unknown = -20 loses to "xy" at -19.5 (with a penalty
+  // of 9 it would win) and wins against "xy" at -20.5.
+  CHECK(both(tiny_model(1, {{"x", 20}, {"xy", -19.5f}, {"z", -30}}), "xy") == std::vector<int>{4});
+  CHECK(both(tiny_model(1, {{"x", 20}, {"xy", -20.5f}, {"z", -30}}), "xy") == std::vector<int>{3, 0});
+}
+
 TEST_CASE("SpTokenizer: models the encoder does not cover are encoded by the library, which says why",
           "[data][tokenizer][sp]") {
   std::mt19937 rng(3);
   std::vector<std::string> corpus;
   for (int i = 0; i < 2000; ++i) corpus.push_back(random_text(rng, false));
-  const auto unigram = train_sp(corpus, {{"model_type", "unigram"}, {"hard_vocab_limit", "false"}});
-  const auto nfkc = train_sp(corpus, {{"normalization_rule_name", "nmt_nfkc"}});
+  const auto word = train_sp(corpus, {{"model_type", "word"}, {"hard_vocab_limit", "false"}});
+  const auto chars = train_sp(corpus, {{"model_type", "char"}, {"hard_vocab_limit", "false"}});
   const auto user = train_sp(corpus, {{"user_defined_symbols", "<tool>"}});
+  const auto user_unigram = train_sp(corpus, {{"user_defined_symbols", "<tool>"}, {"model_type", "unigram"},
+                                              {"hard_vocab_limit", "false"}});
   for (const auto& [model, reason] : std::vector<std::pair<std::string, std::string>>{
-           {unigram, "a unigram model"}, {nfkc, "normalisation rules ('nmt_nfkc')"}, {user, "user-defined pieces"}}) {
+           {word, "a word model"}, {chars, "a char model"}, {user, "user-defined pieces"},
+           {user_unigram, "user-defined pieces"}}) {
     auto t = rho::SpTokenizer::parse(model, "m.model");
     CHECK_FALSE(t.own_encoder());
     CHECK_THAT(t.library_reason(), Contains(reason));
     CHECK_FALSE(t.encode("the answer is 42").empty());
   }
+  // A unigram piece with a NUL byte: the library's trie keeps it only up to the NUL, which librho's does not copy.
+  auto nul = rho::SpTokenizer::parse(tiny_model(1, {{std::string("a\0b", 3), -1}, {"b", -2}}), "nul.model");
+  CHECK_FALSE(nul.own_encoder());
+  CHECK_THAT(nul.library_reason(), Contains("a piece holds a NUL byte"));
   CHECK_THROWS_WITH(rho::SpTokenizer::parse("not a model", "bad.model"), Contains("bad.model: not a SentencePiece model"));
 }
