@@ -6,6 +6,7 @@
 #include "librho/data/corpus.h"
 #include "librho/data/token_dataset.h"
 #include "librho/data/tokenize.h"
+#include "librho/data/tokenizer.h"
 #include "librho/dist/context.h"
 #include "librho/dist/grad_reducer.h"
 #include "librho/dist/sharded.h"

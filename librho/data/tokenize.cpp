@@ -3,7 +3,7 @@
 #include "librho/data/shard_writer.h"
 
 #include "librho/data/hf_tokenizer.h"
-#include "librho/data/sp_tokenizer.h"
+#include "librho/data/tokenizer.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -221,32 +221,27 @@ struct Chunk {
 
 // One worker's encoder: a SentencePiece model or a Hugging Face tokenizer.json (byte-level BPE), from the bytes
 // the dataset folder keeps. Each worker makes its own (both cache words).
+// A Tokenizer whose failures become an error string for the record being encoded (the record is then skipped).
 class Encoder {
  public:
   Encoder(const std::string& model_bytes, const std::string& config_bytes, bool hf, const std::string& source,
-          SpTokenizer::Engine engine) {
-    if (hf)
-      hf_ = std::make_unique<HfTokenizer>(HfTokenizer::parse(model_bytes, config_bytes, source));
-    else
-      sp_ = std::make_unique<SpTokenizer>(SpTokenizer::parse(model_bytes, source, engine));
-  }
+          SpTokenizer::Engine engine)
+      : tok_(Tokenizer::parse(hf ? Tokenizer::Kind::HuggingFace : Tokenizer::Kind::SentencePiece, model_bytes,
+                              config_bytes, source, engine)) {}
   // false with `error` set when the text cannot be encoded.
   bool encode(const std::string& text, std::vector<int>* ids, std::string* error) {
     try {
-      *ids = hf_ ? hf_->encode(text) : sp_->encode(text);
+      *ids = tok_.encode(text);
       return true;
     } catch (const std::exception& e) {
       *error = e.what();
       return false;
     }
   }
-  int64_t vocab_size() const { return hf_ ? hf_->vocab_size() : sp_->vocab_size(); }
-  int64_t bos_id() const { return hf_ ? hf_->bos_id() : sp_->bos_id(); }
-  int64_t eos_id() const { return hf_ ? hf_->eos_id() : sp_->eos_id(); }
+  const Tokenizer& tokenizer() const { return tok_; }
 
  private:
-  std::unique_ptr<SpTokenizer> sp_;
-  std::unique_ptr<HfTokenizer> hf_;
+  Tokenizer tok_;
 };
 
 class TokenizeJob {
@@ -364,14 +359,15 @@ void TokenizeJob::set_up_tokenizer(const json& progress) {
     if (!config_bytes_.empty()) write_file_atomic(out(kHfConfigName), config_bytes_);
   }
   const auto& model_path = opt_.tokenizer.empty() ? out(kTrainedName) : opt_.tokenizer;
-  const Encoder sp(model_bytes_, config_bytes_, hf_, model_path, opt_.sp_engine);
-  if (sp.eos_id() < 0) throw Error(fmt::format("{}: the tokenizer has no EOS piece to end documents", model_path));
-  manifest_.vocab_size = sp.vocab_size();
+  const Encoder enc(model_bytes_, config_bytes_, hf_, model_path, opt_.sp_engine);
+  const Tokenizer& tok = enc.tokenizer();
+  if (tok.eos_id() < 0) throw Error(fmt::format("{}: the tokenizer has no EOS piece to end documents", model_path));
+  manifest_.vocab_size = tok.vocab_size();
   manifest_.dtype = manifest_.vocab_size <= 65536 ? "uint16" : "uint32";
   manifest_.tokenizer_name = tokenizer_name_;
   manifest_.tokenizer_sha256 = tokenizer_sha_;
-  manifest_.bos_id = sp.bos_id();
-  manifest_.eos_id = sp.eos_id();
+  manifest_.bos_id = tok.bos_id();
+  manifest_.eos_id = tok.eos_id();
 }
 
 std::vector<ShardRecord> TokenizeJob::verified_shards(const json& progress) {
