@@ -19,34 +19,39 @@ cd "$(dirname "$0")/../.."
 KIT_ARG=${1:-gpu-kit}
 source scripts/gpu_kit/env.sh
 CONFIG=${PAPER_CONFIG:-configs/demo/paper-mini-gpu.yaml}
-exec > >(tee -a "$OUT/paper.log") 2>&1
 
 setting() {  # setting KEY DEFAULT: a top-level key of the config, its bases included
   "$PY" -c 'import sys; sys.path.insert(0, "scripts/demo"); from pipeline import load_config
 print(load_config(sys.argv[1]).get(sys.argv[2], sys.argv[3]))' "$CONFIG" "$1" "$2"
 }
-device=$(setting device cpu) || { echo "paper.sh: cannot read $CONFIG"; exit 2; }
-if [[ $device == cuda && $GPU == 0 ]]; then
-  echo "=== SKIP paper: no CUDA device ($CONFIG runs on cuda)"
-  exit 0
-fi
+# The run, its output also in $OUT/paper.log (a pipe into tee, so that every line is written when the script ends).
+paper() {
+  device=$(setting device cpu) || { echo "paper.sh: cannot read $CONFIG"; return 2; }
+  if [[ $device == cuda && $GPU == 0 ]]; then
+    echo "=== SKIP paper: no CUDA device ($CONFIG runs on cuda)"
+    return 0
+  fi
+  config=$work/paper.yaml
+  { echo "base: $(pwd)/$CONFIG"
+    if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
+      echo "tokenizer: {model: $KIT/data/tokenizers/llama2-32k.model}"
+    elif grep -q "^tokenizer: *{model:" "$CONFIG"; then
+      echo "tokenizer: {train_vocab_size: 8000}"  # the kit holds no Llama-2 model: train one on the corpus
+    fi
+  } > "$config"
+  out_dir=${PAPER_OUT:-$(setting out_dir out/demo)}
+  echo "=== paper: $CONFIG into $out_dir, limit ${PAPER_SECONDS:-300}s; $(head -1 "$KIT/VERSION")"
+  timeout -k 10 "${PAPER_SECONDS:-300}" "$PY" scripts/demo/pipeline.py --config "$config" --bin "$B/apps" --out "$out_dir"
+  rc=$?
+  echo "=== paper: exit $rc after $SECONDS s$( ((rc == 124)) && echo ' (time limit: run the command again to continue)')"
+  for f in summary.json:paper_summary.json report.html:report.html; do
+    src=$out_dir/report/${f%%:*}
+    [[ -f $src && $(stat -c %s "$src") -lt 16000000 ]] && cp "$src" "$OUT/${f#*:}"
+  done
+  ((rc == 0))
+}
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-config=$work/paper.yaml
-{ echo "base: $(pwd)/$CONFIG"
-  if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
-    echo "tokenizer: {model: $KIT/data/tokenizers/llama2-32k.model}"
-  elif grep -q "^tokenizer: *{model:" "$CONFIG"; then
-    echo "tokenizer: {train_vocab_size: 8000}"  # the kit holds no Llama-2 model: train one on the corpus
-  fi
-} > "$config"
-out_dir=${PAPER_OUT:-$(setting out_dir out/demo)}
-echo "=== paper: $CONFIG into $out_dir, limit ${PAPER_SECONDS:-300}s; $(head -1 "$KIT/VERSION")"
-timeout -k 10 "${PAPER_SECONDS:-300}" "$PY" scripts/demo/pipeline.py --config "$config" --bin "$B/apps" --out "$out_dir"
-rc=$?
-echo "=== paper: exit $rc after $SECONDS s$( ((rc == 124)) && echo ' (time limit: run the command again to continue)')"
-for f in summary.json:paper_summary.json report.html:report.html; do
-  src=$out_dir/report/${f%%:*}
-  [[ -f $src && $(stat -c %s "$src") -lt 16000000 ]] && cp "$src" "$OUT/${f#*:}"
-done
-((rc == 0))
+paper 2>&1 | tee -a "$OUT/paper.log"
+exit "${PIPESTATUS[0]}"

@@ -18,7 +18,6 @@ source scripts/gpu_kit/env.sh
 BUDGET=${KIT_SECONDS:-450}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-exec > >(tee -a "$OUT/kit.log") 2>&1
 
 FAILED=()
 # part NAME LIMIT_SECONDS NEEDS(gpu|any) COMMAND...: runs COMMAND under a time limit (cut to what is left of the
@@ -79,34 +78,40 @@ sanitize() {
 
 export -f env_report bench sanitize
 export B OUT WORK PY KIT
-M=configs/model/tinyllama-1.1b.yaml
-part env 60 any env_report > >(tee "$OUT/env.txt")
-part "tests[cuda]" 120 gpu "$B/tests/rho_tests" "[cuda]" --durations yes
-part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
-part topk 60 gpu bench topk "$PY" bench/bench_topk.py --device cuda --build "$B"
-part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
-  --warmup "${KIT_TRAIN_WARMUP:-3}" --steps "${KIT_TRAIN_STEPS:-10}" --build "$B" --profile-dir "$WORK"
-part score 150 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
-  --precisions autocast,bf16 --windows "${KIT_SCORE_WINDOWS:-64}" --build "$B" --profile-dir "$WORK"
-part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
-  "$WORK/train_slm.json" > >(tee "$OUT/profile.txt")
-[[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
-# rho_model plan against the measured peak of a first step, unsharded and sharded (one process: the sharded code
-# paths on CUDA, not yet NCCL between ranks), with and without activation checkpointing.
-part memory_plan 150 gpu bench memory_plan "$PY" bench/bench_memory_plan.py --device cuda --model-config $M \
-  --seq 2048 --batch 8 --build "$B"
-if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
-  devs=cpu
-  ((GPU)) && devs=cuda,cpu
-  part e2e 150 any "$PY" scripts/gpu_kit/e2e.py --bin "$B/apps" --data "$KIT/data" --out "$WORK/e2e" \
-    --devices $devs > >(tee "$OUT/e2e.txt")
-else
-  echo "=== SKIP e2e: the kit holds no GSM8K / Llama-2 tokenizer data"
-fi
+# Every part, the output also in $OUT/kit.log (a pipe into tee, so that every line is written when the script ends).
+kit() {
+  M=configs/model/tinyllama-1.1b.yaml
+  part env 60 any env_report > >(tee "$OUT/env.txt")
+  part "tests[cuda]" 120 gpu "$B/tests/rho_tests" "[cuda]" --durations yes
+  part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
+  part topk 60 gpu bench topk "$PY" bench/bench_topk.py --device cuda --build "$B"
+  part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
+    --warmup "${KIT_TRAIN_WARMUP:-3}" --steps "${KIT_TRAIN_STEPS:-10}" --build "$B" --profile-dir "$WORK"
+  part score 150 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
+    --precisions autocast,bf16 --windows "${KIT_SCORE_WINDOWS:-64}" --build "$B" --profile-dir "$WORK"
+  part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
+    "$WORK/train_slm.json" > >(tee "$OUT/profile.txt")
+  [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
+  # rho_model plan against the measured peak of a first step, unsharded and sharded (one process: the sharded code
+  # paths on CUDA, not yet NCCL between ranks), with and without activation checkpointing.
+  part memory_plan 150 gpu bench memory_plan "$PY" bench/bench_memory_plan.py --device cuda --model-config $M \
+    --seq 2048 --batch 8 --build "$B"
+  if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
+    devs=cpu
+    ((GPU)) && devs=cuda,cpu
+    part e2e 150 any "$PY" scripts/gpu_kit/e2e.py --bin "$B/apps" --data "$KIT/data" --out "$WORK/e2e" \
+      --devices $devs > >(tee "$OUT/e2e.txt")
+  else
+    echo "=== SKIP e2e: the kit holds no GSM8K / Llama-2 tokenizer data"
+  fi
 
-part linear_ce 60 gpu bench linear_ce "$B/bench/bench_linear_ce" --device cuda --dtype bf16 --hidden 2048
-part generate 90 gpu bench generate "$PY" bench/bench_generate.py --device cuda --model-config $M --dtype bf16 \
-  --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --build "$B"
+  part linear_ce 60 gpu bench linear_ce "$B/bench/bench_linear_ce" --device cuda --dtype bf16 --hidden 2048
+  part generate 90 gpu bench generate "$PY" bench/bench_generate.py --device cuda --model-config $M --dtype bf16 \
+    --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --build "$B"
 
-echo "=== done in $SECONDS s; failed: ${FAILED[*]:-none}"
-((${#FAILED[@]} == 0))
+  echo "=== done in $SECONDS s; failed: ${FAILED[*]:-none}"
+  ((${#FAILED[@]} == 0))
+}
+
+kit 2>&1 | tee -a "$OUT/kit.log"
+exit "${PIPESTATUS[0]}"

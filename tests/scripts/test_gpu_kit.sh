@@ -35,7 +35,7 @@ grep -Eq "=== SKIP e2e: (in KIT_SKIP|the kit holds no GSM8K)" "$tmp/run.log" || 
 for f in kit.log env.txt; do [[ -s $tmp/out/$f ]] || fail "no $f in OUT"; done
 if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   OUT=$tmp/out scripts/gpu_kit/paper.sh "$tmp/kit" > "$tmp/paper.log" 2>&1 || fail "paper.sh without a GPU exited $?"
-  grep -q "=== SKIP paper: no CUDA device" "$tmp/paper.log" || fail "paper.sh did not skip its CUDA config"
+  grep -q "=== SKIP paper: no CUDA device" "$tmp/paper.log" || { cat "$tmp/paper.log"; fail "paper.sh did not skip its CUDA config"; }
 fi
 OUT=$tmp/out PAPER_CONFIG=configs/demo/continual-ci.yaml PAPER_OUT=$tmp/paper PAPER_SECONDS=300 \
   scripts/gpu_kit/paper.sh "$tmp/kit" > "$tmp/paper.log" 2>&1 || { cat "$tmp/paper.log"; fail "paper.sh (CI config) failed"; }
