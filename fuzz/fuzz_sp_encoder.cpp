@@ -45,8 +45,6 @@ std::vector<Pair>& models() {
     for (auto args : settings) {
       args.emplace("vocab_size", "300");
       args.emplace("hard_vocab_limit", "false");
-      args.emplace("minloglevel", "2");
-      args.emplace("num_threads", "1");
       std::string error;
       const auto model = rho_test::train_sentencepiece(lines, args, &error);
       rho_fuzz::check(error.empty(), "training a model failed: " + error);

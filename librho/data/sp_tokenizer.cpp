@@ -28,10 +28,18 @@ class SpEncoder {
  public:
   virtual ~SpEncoder() = default;
   // The ids of `text`; false when it normalises to more than kMaxNormalized bytes (positions are int32).
-  virtual bool encode(std::string_view text, std::vector<int>* ids) = 0;
+  bool encode(std::string_view text, std::vector<int>* ids) {
+    ids->clear();
+    normalizer_.normalize(text, &norm_);
+    if (norm_.size() > kMaxNormalized) return false;
+    encode_normalized(norm_, ids);
+    return true;
+  }
   static constexpr size_t kMaxNormalized = INT_MAX - 1;
 
  protected:
+  // Appends the ids of normalised text `s` to `ids`.
+  virtual void encode_normalized(std::string_view s, std::vector<int>* ids) = 0;
   // The normaliser, the unknown piece and the byte pieces of `m`; false with `reason` when one is missing.
   bool init(const ModelInfo& m, std::string* reason);
   // Appends the ids of an unknown piece covering normalised `text`: its UTF-8 bytes' <0xXX> pieces under
@@ -45,10 +53,12 @@ class SpEncoder {
   }
 
   Normalizer normalizer_;
-  std::string norm_;  // per call scratch
   int unk_id_ = -1;
   bool byte_fallback_ = false;
   int byte_id_[256] = {};
+
+ private:
+  std::string norm_;  // per call scratch
 };
 
 bool SpEncoder::init(const ModelInfo& m, std::string* reason) {
@@ -89,9 +99,9 @@ class BpeEncoder : public SpEncoder {
  public:
   // The encoder for `m`, or nullptr with `reason` set when the model needs SentencePiece's own code.
   static std::unique_ptr<BpeEncoder> make(ModelInfo m, std::string* reason);
-  bool encode(std::string_view text, std::vector<int>* ids) override;
 
  private:
+  void encode_normalized(std::string_view s, std::vector<int>* ids) override;
   struct Symbol {
     int start, len, prev, next, id;
   };
@@ -116,8 +126,6 @@ class BpeEncoder : public SpEncoder {
   std::vector<float> scores_;
   std::unordered_map<std::string_view, int> normal_;    // pieces a merge may produce
   std::unordered_map<std::string_view, int> reserved_;  // control, unknown and byte pieces
-  bool suffix_ = false;
-  std::string_view space_;  // "▁", or " " without escape_whitespaces
   bool split_words_ = false;
 
   // Per call scratch, kept to avoid allocations.
@@ -135,14 +143,11 @@ class BpeEncoder : public SpEncoder {
   std::vector<int> cached_ids_;
 };
 
-
 std::unique_ptr<BpeEncoder> BpeEncoder::make(ModelInfo m, std::string* reason) {
   std::unique_ptr<BpeEncoder> e(new BpeEncoder);
   if (!e->init(m, reason) || nan_score(m, reason)) return nullptr;
   e->pieces_ = std::move(m.pieces);
   e->scores_ = std::move(m.scores);
-  e->suffix_ = e->normalizer_.suffix();
-  e->space_ = e->normalizer_.space();
   for (size_t i = 0; i < e->pieces_.size(); ++i) {
     const std::string_view p = e->pieces_[i];
     const int id = static_cast<int>(i);
@@ -183,10 +188,12 @@ std::unique_ptr<BpeEncoder> BpeEncoder::make(ModelInfo m, std::string* reason) {
 // (or, with treat_whitespace_as_suffix, a space followed by a non-space). When no piece does, no merge can cross
 // a cut, and encoding word by word equals encoding the whole text.
 bool BpeEncoder::word_boundary_in(std::string_view piece) const {
-  const size_t n = space_.size();
-  for (size_t at = piece.find(space_); at != std::string_view::npos; at = piece.find(space_, at + n)) {
-    if (!suffix_ && at > 0 && !(at >= n && piece.substr(at - n, n) == space_)) return true;
-    if (suffix_ && at + n < piece.size() && piece.substr(at + n, n) != space_) return true;
+  const std::string_view space = normalizer_.space();
+  const bool suffix = normalizer_.suffix();
+  const size_t n = space.size();
+  for (size_t at = piece.find(space); at != std::string_view::npos; at = piece.find(space, at + n)) {
+    if (!suffix && at > 0 && !(at >= n && piece.substr(at - n, n) == space)) return true;
+    if (suffix && at + n < piece.size() && piece.substr(at + n, n) != space) return true;
   }
   return false;
 }
@@ -199,15 +206,17 @@ void BpeEncoder::for_each_word(std::string_view s, F f) const {
     if (!s.empty()) f(s);
     return;
   }
-  const size_t n = space_.size();
-  auto at_space = [&](size_t i) { return s.compare(i, n, space_) == 0; };
+  const std::string_view space = normalizer_.space();
+  const bool suffix = normalizer_.suffix();
+  const size_t n = space.size();
+  auto at_space = [&](size_t i) { return s.compare(i, n, space) == 0; };
   size_t i = 0;
   while (i < s.size()) {
     const size_t begin = i;
-    if (!suffix_)
+    if (!suffix)
       while (i < s.size() && at_space(i)) i += n;
-    i = std::min(s.find(space_, i), s.size());
-    if (suffix_)
+    i = std::min(s.find(space, i), s.size());
+    if (suffix)
       while (i < s.size() && at_space(i)) i += n;
     f(s.substr(begin, i - begin));
   }
@@ -306,12 +315,8 @@ void BpeEncoder::append_word(std::string_view word, std::vector<int>* ids) {
   ids->insert(ids->end(), first, first + count);
 }
 
-bool BpeEncoder::encode(std::string_view text, std::vector<int>* ids) {
-  ids->clear();
-  normalizer_.normalize(text, &norm_);
-  if (norm_.size() > kMaxNormalized) return false;
-  for_each_word(norm_, [&](std::string_view word) { append_word(word, ids); });
-  return true;
+void BpeEncoder::encode_normalized(std::string_view s, std::vector<int>* ids) {
+  for_each_word(s, [&](std::string_view word) { append_word(word, ids); });
 }
 
 // ---- Unigram ----
@@ -327,9 +332,9 @@ bool BpeEncoder::encode(std::string_view text, std::vector<int>* ids) {
 class UnigramEncoder : public SpEncoder {
  public:
   static std::unique_ptr<UnigramEncoder> make(const ModelInfo& m, std::string* reason);
-  bool encode(std::string_view text, std::vector<int>* ids) override;
 
  private:
+  void encode_normalized(std::string_view s, std::vector<int>* ids) override;
   // A trie node, 16 bytes; a node's children are consecutive nodes, sorted by label, so a walk reads each
   // node's piece, score and children from one place.
   struct Node {
@@ -435,13 +440,9 @@ void UnigramEncoder::propose(size_t end, double score, int32_t start, int32_t id
   if (b.start < 0 || score > b.score) b = {static_cast<float>(score), start, id};
 }
 
-bool UnigramEncoder::encode(std::string_view text, std::vector<int>* ids) {
-  ids->clear();
-  normalizer_.normalize(text, &norm_);
-  const std::string_view s = norm_;
+void UnigramEncoder::encode_normalized(std::string_view s, std::vector<int>* ids) {
   const size_t n = s.size();
-  if (n > kMaxNormalized) return false;
-  if (n == 0) return true;
+  if (n == 0) return;
   best_.assign(n + 1, Best{0.0f, -1, -1});
   for (size_t start = 0; start < n;) {
     const float here = best_[start].score;
@@ -471,7 +472,6 @@ bool UnigramEncoder::encode(std::string_view text, std::vector<int>* ids) {
     else
       ids->push_back(id);
   }
-  return true;
 }
 
 }  // namespace

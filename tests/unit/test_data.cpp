@@ -390,8 +390,6 @@ std::string train_sp(const std::vector<std::string>& lines, std::unordered_map<s
   args.emplace("vocab_size", "400");
   args.emplace("model_type", "bpe");
   args.emplace("normalization_rule_name", "identity");
-  args.emplace("minloglevel", "2");
-  args.emplace("num_threads", "1");
   std::string error;
   const auto model = rho_test::train_sentencepiece(lines, args, &error);
   INFO(error);
