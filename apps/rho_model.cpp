@@ -65,6 +65,9 @@ int main(int argc, char** argv) {
   plan->add_option("--backend", backend, "collectives: nccl (GPUs) or gloo (CPUs: one more buffer per reduce-scatter)")
       ->check(CLI::IsMember({"nccl", "gloo"}));
   plan->add_flag("--json", plan_json, "print JSON (parameters, total, items) instead of a table");
+  bool plan_largest = false;
+  plan->add_flag("--largest-micro-batch", plan_largest,
+                 "plan the largest micro-batch that fits --gpu-memory instead of --micro-batch (JSON: largest_micro_batch)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -86,7 +89,17 @@ int main(int argc, char** argv) {
         if (sharding == name) po.sharding = level;
       po.bf16 = precision == "bf16";
       po.gloo = backend == "gloo";
-      const auto result = rho::plan_memory(read_config(in), po);
+      const auto config = read_config(in);
+      if (plan_largest) {
+        po.micro_batch = rho::largest_micro_batch(config, po);
+        if (po.micro_batch == 0) {
+          po.micro_batch = 1;
+          throw rho::Error(fmt::format("not even a micro-batch of one sequence fits --gpu-memory {:g} GiB: it needs {:.2f} GiB",
+                                       po.device_gib, rho::plan_memory(config, po).total() / double(1 << 30)));
+        }
+        if (!plan_json) std::cout << fmt::format("largest micro-batch that fits: {}\n\n", po.micro_batch);
+      }
+      const auto result = rho::plan_memory(config, po);
       std::cout << (plan_json ? result.json() + "\n" : result.table(po));
     } else if (*logits) {
       auto model = rho::load_hf_model(in);

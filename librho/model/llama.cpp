@@ -7,9 +7,7 @@
 #include <ATen/ops/linear.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/outer.h>
-#include <ATen/ops/rms_norm.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
-#include <ATen/ops/silu.h>
 #include <ATen/ops/where.h>
 #include <fmt/format.h>
 
@@ -20,6 +18,7 @@
 #include <torch/nn/init.h>
 
 #include "librho/model/autocast.h"
+#include "librho/model/lean_ops.h"
 #include "librho/model/linear_cross_entropy.h"
 #include "librho/util/error.h"
 #include "librho/util/sha256.h"
@@ -30,11 +29,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps(eps) {
   weight = register_parameter("weight", at::ones({dim}));
 }
 
-at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
-  // As transformers: normalise in fp32, then scale in the input's dtype.
-  auto y = at::rms_norm(x.to(at::kFloat), {x.size(-1)}, std::nullopt, eps).to(x.scalar_type());
-  return weight.to(x.scalar_type()) * y;
-}
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) { return rho::rms_norm(x, weight, eps); }
 
 AttentionImpl::AttentionImpl(const LlamaConfig& c)
     : num_heads(c.num_heads), num_kv_heads(c.num_kv_heads), head_dim(c.head_size()), sliding_window(c.sliding_window) {
@@ -66,9 +61,10 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
                                   int64_t layer) {
   const int64_t b = x.size(0), t = x.size(1);
-  auto q = project(q_proj, x).view({b, t, num_heads, head_dim}).transpose(1, 2);
-  auto k = project(k_proj, x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
-  auto v = project(v_proj, x).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  const SharedInput in(x);
+  auto q = project(q_proj, in.view()).view({b, t, num_heads, head_dim}).transpose(1, 2);
+  auto k = project(k_proj, in.view()).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  auto v = project(v_proj, in.view()).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
   // Rotate in q's dtype (bf16 under autocast), not in the fp32 of the normalised input.
   const auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = apply_rope(q, c, s);
@@ -121,7 +117,10 @@ MLPImpl::MLPImpl(const LlamaConfig& c) {
 }
 
 at::Tensor MLPImpl::forward(const at::Tensor& x) {
-  return project(down_proj, at::silu(project(gate_proj, x)) * project(up_proj, x));
+  const SharedInput in(x);
+  const auto gate = project(gate_proj, in.view());
+  const auto up = project(up_proj, in.view());
+  return project(down_proj, rho::swiglu(gate, up));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c) {

@@ -17,20 +17,26 @@ std::string gib(int64_t bytes) {
   return b >= (1 << 30) ? fmt::format("{:.2f} GiB", b / (1 << 30)) : fmt::format("{:.2f} MiB", b / (1 << 20));
 }
 
-// Bytes autograd keeps per token of one decoder layer (librho/model/llama.cpp), by what saves it:
-//   each RMSNorm: its fp32 input, the normalised fp32 values (kept by `weight * y`), and the scaled output kept by
-//     the projections that read it (fp32, or its bf16 cast under autocast);
+// Bytes autograd keeps per token of one decoder layer (librho/model/llama.cpp, lean_ops.cpp), by what saves it:
+//   each RMSNorm (lean_ops' rms_norm): its fp32 input and one fp32 per token; the projections after it keep its
+//     output, shared: fp32, or one copy in the compute dtype under autocast (SharedInput);
 //   attention: the rotated queries and keys, the values and the output kept by scaled-dot-product attention
-//     (with its log-sum-exp, one fp32 per head), and the output's contiguous copy kept by o_proj (the rotary
-//     multiplications keep nothing per token: cos and sin need no gradient);
-//   MLP: gate (kept by silu), silu(gate) and up (kept by their product), and the product (kept by down_proj).
+//     (with its log-sum-exp, one fp32 per head); o_proj reads the output through a view of the same memory
+//     (the fused kernels lay it out [batch, seq, heads, head_dim]); the rotary multiplications keep their cos
+//     and sin, per position, not per token (rope_bytes);
+//   MLP: gate and up (kept by lean_ops' swiglu) and their gated product (kept by down_proj).
 int64_t layer_bytes_per_token(const LlamaConfig& c, int64_t cb) {
   const int64_t h = c.hidden_size, i = c.intermediate_size, d = c.head_size();
   const int64_t q = c.num_heads * d, kv = c.num_kv_heads * d;
-  const int64_t norms = 2 * (4 * h + 4 * h + cb * h);
-  const int64_t attention = cb * (2 * q + 2 * kv + q) + 4 * c.num_heads;
-  const int64_t mlp = 4 * cb * i;
+  const int64_t norms = 2 * (4 * h + 4 + cb * h);
+  const int64_t attention = cb * (2 * q + 2 * kv) + 4 * c.num_heads;
+  const int64_t mlp = 3 * cb * i;
   return norms + attention + mlp;
+}
+
+// Per layer: cos and sin cast to the compute dtype for the rotary multiplications (none in fp32: views).
+int64_t rope_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
+  return o.bf16 ? 2 * 2 * o.seq_len * c.head_size() : 0;
 }
 
 int64_t layer_parameters(const LlamaConfig& c) {
@@ -44,6 +50,37 @@ int64_t layer_parameters(const LlamaConfig& c) {
 }
 
 }  // namespace
+
+int64_t forward_activation_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
+  const int64_t h = c.hidden_size, cb = o.bf16 ? 2 : 4;
+  const int64_t N = o.seq_len * o.micro_batch;
+  // The final norm's fp32 input and one fp32 per token; the LM head's input in the compute dtype and one
+  // log-sum-exp per token (linear_cross_entropy); the per-token losses.
+  const int64_t head = N * (4 * h + 4 + cb * h + 4 + 4);
+  // (Under activation checkpointing no layer is recomputed yet at the end of the forward: that comes in the
+  // backward, counted at the later moments of plan_memory.)
+  if (o.activation_checkpointing) return c.num_layers * 4 * N * h + head;
+  return c.num_layers * (N * layer_bytes_per_token(c, cb) + rope_bytes(c, o)) + head;
+}
+
+int64_t largest_micro_batch(const LlamaConfig& c, MemoryPlanOptions o) {
+  auto fits = [&](int64_t micro_batch) {
+    o.micro_batch = micro_batch;
+    return plan_memory(c, o).fits(o.device_gib);
+  };
+  if (!fits(1)) return 0;
+  int64_t good = 1, bad = 2;  // the plan grows with the micro-batch: double until it does not fit, then bisect
+  while (fits(bad)) {
+    good = bad;
+    if (bad > (int64_t{1} << 40)) return good;
+    bad *= 2;
+  }
+  while (bad - good > 1) {
+    const int64_t mid = good + (bad - good) / 2;
+    (fits(mid) ? good : bad) = mid;
+  }
+  return good;
+}
 
 int64_t MemoryPlan::total() const {
   int64_t t = 0;
@@ -69,6 +106,7 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
 
   MemoryPlan plan;
   plan.parameters = P;
+  plan.micro_batch = o.micro_batch;
   auto add = [&](const char* category, std::string detail, int64_t bytes) {
     if (bytes > 0) plan.items.push_back({category, std::move(detail), bytes});
   };
@@ -98,11 +136,8 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
   if (sharded) grads_kept += 4 * S;             // the shard (fp32), allocated once
 
   // Activations at the end of the forward.
-  const int64_t per_layer = N * layer_bytes_per_token(c, cb);
-  const int64_t final_norm = N * 12 * h;  // fp32 input, normalised values, output read by the LM head
-  // (Under activation checkpointing no layer is recomputed yet at the end of the forward: that comes in the
-  // backward, counted at the later moments below.)
-  const int64_t activations = o.activation_checkpointing ? L * 4 * N * h + final_norm : L * per_layer + final_norm;
+  const int64_t per_layer = N * layer_bytes_per_token(c, cb) + rope_bytes(c, o);
+  const int64_t activations = forward_activation_bytes(c, o);
   const int64_t rows = std::min(N, o.rows_per_chunk);
   const int64_t head = rows * V * (8 + (o.bf16 ? 2 : 0)) + 4 * N * h;
 
@@ -167,6 +202,7 @@ std::string MemoryPlan::table(const MemoryPlanOptions& o) const {
 std::string MemoryPlan::json() const {
   nlohmann::ordered_json j;
   j["parameters"] = parameters;
+  j["micro_batch"] = micro_batch;
   j["total"] = total();
   j["items"] = nlohmann::ordered_json::array();
   for (const auto& item : items) j["items"].push_back({{"category", item.category}, {"detail", item.detail}, {"bytes", item.bytes}});

@@ -11,14 +11,14 @@
 //               of the unit being reduced;
 //   optimizer   AdamW's two fp32 moments, whole or a shard;
 //   activations the tensors autograd keeps from forward to backward, per layer (or only each layer's input with
-//               activation checkpointing, plus one layer recomputed at a time);
+//               activation checkpointing, plus one layer recomputed at a time): forward_activation_bytes;
 //   lm_head     the chunked cross-entropy's logits (rows_per_chunk rows at a time, fp32, and bf16 under
 //               autocast) with their gradient, and the hidden states' gradient;
 //   buffers     communication: gradient buckets (none); under sharding the reduce-scatter inputs (at most three
 //               units in flight) are counted with the gradients.
-// Validated against PeakMemory on the CPU by ctest dist_cpu (each level, fp32 and bf16, with and without
-// activation checkpointing: within 10%). On a GPU one unsharded run measured 12% more than planned (CUDA's kernels
-// keep other tensors; docs/scaling.md), and the allocator's caching and fragmentation come on top.
+// Validated against PeakMemory on the CPU: the activations to 0.5% by ctest [memory], the whole step by ctest
+// dist_cpu (each level, fp32 and bf16, with and without activation checkpointing: within 10%). Not yet validated
+// on a GPU for the current layer (docs/scaling.md); the allocator's caching and fragmentation come on top.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -50,12 +50,22 @@ struct MemoryPlan {
   };
   std::vector<Item> items;     // in the order above
   int64_t parameters = 0;      // the model's parameter count
+  int64_t micro_batch = 0;     // the micro-batch planned for
   int64_t total() const;       // the step's peak per device
   bool fits(double device_gib) const;
   std::string table(const MemoryPlanOptions& o) const;  // a Markdown table and a verdict
-  std::string json() const;
+  std::string json() const;  // parameters, micro_batch, total, items
 };
 
 MemoryPlan plan_memory(const LlamaConfig& config, const MemoryPlanOptions& options);
+
+// The largest micro-batch (sequences per device) whose step fits o.device_gib, the other options as given; 0 when
+// not even one sequence fits.
+int64_t largest_micro_batch(const LlamaConfig& config, MemoryPlanOptions options);
+
+// Bytes the forward of one micro-batch leaves allocated for its backward, autocast's weight copies aside: every
+// layer's saved tensors (under activation checkpointing, each layer's input), the final norm's and the LM head's,
+// and the per-token losses. The activations of plan_memory; ctest [memory] measures it exactly on the CPU.
+int64_t forward_activation_bytes(const LlamaConfig& config, const MemoryPlanOptions& options);
 
 }  // namespace rho

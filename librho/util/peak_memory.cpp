@@ -62,4 +62,15 @@ int64_t PeakMemory::peak() const {
   return 0;
 }
 
+int64_t PeakMemory::current() const {
+  if (impl_->cpu) return impl_->cpu->current.load();
+#ifdef RHO_WITH_CUDA
+  if (impl_->device.is_cuda()) {
+    const auto index = impl_->device.has_index() ? impl_->device.index() : c10::DeviceIndex(0);
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].current - impl_->cuda_start;
+  }
+#endif
+  return 0;
+}
+
 }  // namespace rho

@@ -17,7 +17,8 @@ class PeakMemory {
   ~PeakMemory();
   PeakMemory(const PeakMemory&) = delete;
   PeakMemory& operator=(const PeakMemory&) = delete;
-  int64_t peak() const;  // bytes above the allocation at construction
+  int64_t peak() const;     // bytes above the allocation at construction
+  int64_t current() const;  // bytes allocated now above the allocation at construction (may be negative)
 
  private:
   struct Impl;

@@ -4,7 +4,11 @@
 #include <catch2/catch.hpp>
 
 #include "helpers.h"
+#include "librho/model/autocast.h"
+#include "librho/model/lean_ops.h"
 #include "librho/model/llama.h"
+#include "librho/model/memory_plan.h"
+#include "librho/util/peak_memory.h"
 
 namespace {
 rho::LlamaConfig tiny(bool tied = false, int64_t kv = 2) {
@@ -88,4 +92,231 @@ TEST_CASE("CUDA forward matches CPU (fp32)", "[model][cuda]") {
   m->to(at::kCUDA);
   auto gpu = m->forward(x.to(at::kCUDA)).cpu();
   CHECK(at::allclose(cpu, gpu, 1e-3, 1e-3));
+}
+
+namespace {
+// Leaf tensors with gradients, random values.
+at::Tensor leaf(at::IntArrayRef shape, at::ScalarType dtype, uint64_t seed) {
+  return at::randn(shape, at::make_generator<at::CPUGeneratorImpl>(seed)).to(dtype).requires_grad_(true);
+}
+// The result and the gradients of `inputs` after backward from sum(result * g) for a fixed random g.
+std::vector<at::Tensor> value_and_grads(const at::Tensor& result, const std::vector<at::Tensor>& inputs) {
+  const auto g = at::randn(result.sizes(), at::make_generator<at::CPUGeneratorImpl>(99)).to(result.scalar_type());
+  (result * g).sum().backward();
+  std::vector<at::Tensor> out{result.detach()};
+  for (const auto& t : inputs) out.push_back(t.grad().clone());
+  return out;
+}
+void check_bitwise(const std::vector<at::Tensor>& lean, const std::vector<at::Tensor>& plain) {
+  REQUIRE(lean.size() == plain.size());
+  for (size_t i = 0; i < lean.size(); ++i) {
+    INFO("tensor " << i << " (0: the result, then the inputs' gradients)");
+    CHECK(lean[i].scalar_type() == plain[i].scalar_type());
+    CHECK(at::equal(lean[i], plain[i]));
+  }
+}
+}  // namespace
+
+TEST_CASE("lean rms_norm and swiglu: values and gradients bitwise those of the plain operations", "[model]") {
+  for (auto dt : {at::kFloat, at::kBFloat16}) {
+    INFO("dtype " << dt);
+    auto lean = [&](bool use_lean) {
+      auto x = leaf({3, 5, 64}, dt, 1), w = leaf({64}, dt, 2);
+      const auto y = use_lean ? rho::rms_norm(x, w, 1e-5)
+                              : w.to(dt) * at::rms_norm(x.to(at::kFloat), {64}, std::nullopt, 1e-5).to(dt);
+      return value_and_grads(y, {x, w});
+    };
+    check_bitwise(lean(true), lean(false));
+    auto gated = [&](bool use_lean) {
+      auto gate = leaf({4, 7, 48}, dt, 3), up = leaf({4, 7, 48}, dt, 4);
+      return value_and_grads(use_lean ? rho::swiglu(gate, up) : at::silu(gate) * up, {gate, up});
+    };
+    check_bitwise(gated(true), gated(false));
+  }
+  // Without gradients both take the plain path's values too.
+  at::NoGradGuard no_grad;
+  const auto x = at::randn({2, 32}), w = at::randn({32});
+  CHECK(at::equal(rho::rms_norm(x, w, 1e-6), w * at::rms_norm(x, {32}, std::nullopt, 1e-6)));
+}
+
+TEST_CASE("SharedInput under bf16 autocast: one copy for every projection, values and gradients bitwise autocast's",
+          "[model][autocast]") {
+  // Three projections of one fp32 input, read by different operations after them (as q, k and v are), so the
+  // gradients reach the input along paths of different lengths.
+  // (x is not a leaf, as in the model: autocast caches the cast of a leaf, which the projections would share.)
+  auto run = [](bool shared) {
+    auto x_leaf = leaf({2, 9, 32}, at::kFloat, 5);
+    const auto x = x_leaf * 1.0;
+    std::vector<at::Tensor> w{leaf({24, 32}, at::kFloat, 6), leaf({8, 32}, at::kFloat, 7), leaf({8, 32}, at::kFloat, 8)};
+    rho::AutocastScope autocast(at::kCPU, at::kBFloat16);
+    const rho::SharedInput in(x);
+    std::vector<at::Tensor> views, outs;
+    for (const auto& wi : w) {
+      views.push_back(shared ? in.view() : x);
+      outs.push_back(at::linear(views.back(), wi));
+    }
+    if (shared) {
+      CHECK(views[0].scalar_type() == at::kBFloat16);
+      CHECK(views[0].data_ptr() == views[2].data_ptr());  // one copy, however many projections read it
+    }
+    const auto y = at::cat({outs[0] * 1.5, (outs[1] * 2).sin(), outs[2]}, -1).to(at::kFloat);
+    auto result = value_and_grads(y, {x_leaf, w[0], w[1], w[2]});
+    CHECK(result[1].scalar_type() == at::kFloat);
+    return result;
+  };
+  check_bitwise(run(true), run(false));
+}
+
+namespace {
+// A decoder layer written with plain operations, as transformers' LlamaDecoderLayer computes it, on `l`'s weights.
+at::Tensor plain_layer(rho::DecoderLayerImpl& l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  auto norm = [](const rho::RMSNorm& n, const at::Tensor& h) {
+    return n->weight.to(h.scalar_type()) *
+           at::rms_norm(h.to(at::kFloat), {h.size(-1)}, std::nullopt, n->eps).to(h.scalar_type());
+  };
+  auto rope = [](const at::Tensor& t, const at::Tensor& c, const at::Tensor& s) {
+    const int64_t half = t.size(-1) / 2;
+    return t * c + at::cat({-t.narrow(-1, half, half), t.narrow(-1, 0, half)}, -1) * s;
+  };
+  const auto& a = *l.self_attn;
+  const int64_t b = x.size(0), t = x.size(1), d = a.head_dim;
+  const auto n1 = norm(l.input_layernorm, x);
+  auto q = at::linear(n1, a.q_proj->weight).view({b, t, a.num_heads, d}).transpose(1, 2);
+  auto k = at::linear(n1, a.k_proj->weight).view({b, t, a.num_kv_heads, d}).transpose(1, 2);
+  const auto v = at::linear(n1, a.v_proj->weight).view({b, t, a.num_kv_heads, d}).transpose(1, 2);
+  const auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
+  q = rope(q, c, s);
+  k = rope(k, c, s);
+  const auto y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, a.num_kv_heads != a.num_heads);
+  const auto h = x + at::linear(y.transpose(1, 2).reshape({b, t, -1}), a.o_proj->weight);
+  const auto n2 = norm(l.post_attention_layernorm, h);
+  const auto& m = *l.mlp;
+  return h + at::linear(at::silu(at::linear(n2, m.gate_proj->weight)) * at::linear(n2, m.up_proj->weight),
+                        m.down_proj->weight);
+}
+}  // namespace
+
+// Alone, each lean piece gives autograd's gradients bit for bit; in a layer, where a tensor's gradient is the sum of
+// several paths' (the residual stream and a norm), autograd adds them in another order, so the layer's gradients
+// agree to fp32 rounding only.
+TEST_CASE("a decoder layer: values bitwise, gradients to fp32 rounding those of the plain operations",
+          "[model][autocast]") {
+  auto c = tiny();
+  c.hidden_size = 64;
+  c.num_heads = 4;
+  c.intermediate_size = 96;
+  rho::Llama model(c);
+  model->reset_parameters(12);
+  auto& layer = model->layers->at<rho::DecoderLayerImpl>(0);
+  const auto cos = at::randn({16, 16}, at::make_generator<at::CPUGeneratorImpl>(13)),
+             sin = at::randn({16, 16}, at::make_generator<at::CPUGeneratorImpl>(14));
+  for (const bool bf16 : {false, true}) {
+    INFO((bf16 ? "bf16 autocast" : "fp32"));
+    auto run = [&](bool lean) {
+      const auto x_leaf = leaf({3, 16, 64}, at::kFloat, 15);
+      const auto x = x_leaf * 1.0;
+      at::Tensor out;
+      {
+        rho::AutocastScope autocast(at::kCPU, at::kBFloat16, bf16);
+        out = lean ? layer.forward(x, cos, sin, nullptr, 0) : plain_layer(layer, x, cos, sin);
+      }
+      std::vector<at::Tensor> inputs{x_leaf};
+      for (const auto& p : layer.parameters()) inputs.push_back(p);
+      auto result = value_and_grads(out, inputs);
+      for (auto& p : layer.parameters()) p.mutable_grad().reset();
+      return result;
+    };
+    const auto lean = run(true), plain = run(false);
+    CHECK(at::equal(lean[0], plain[0]));
+    for (size_t i = 1; i < lean.size(); ++i) {
+      INFO("gradient " << i << " (1: the input's, then the layer's parameters')");
+      const auto a = lean[i].to(at::kDouble), b = plain[i].to(at::kDouble);
+      CHECK(((a - b).norm() / b.norm()).item<double>() < 1e-6);
+    }
+  }
+}
+
+TEST_CASE("the forward keeps the bytes the memory planner counts (fp32, bf16 autocast, checkpointing)", "[model][memory]") {
+  auto c = rho::test::tiny_llama(256, 256);
+  c.hidden_size = 128;
+  c.intermediate_size = 352;
+  c.num_layers = 3;
+  rho::Llama m(c);
+  const int64_t batch = 4, seq = 128;
+  const auto x = at::randint(3, 256, {batch, seq + 1}, at::make_generator<at::CPUGeneratorImpl>(1));
+  const auto inputs = x.narrow(1, 0, seq), targets = x.narrow(1, 1, seq);
+  // Autocast's bf16 copies of the layers' matrices, kept from forward to backward (weights, not activations).
+  int64_t matrices = 0;
+  for (const auto& p : m->layers->parameters())
+    if (p.dim() == 2) matrices += p.numel();
+  {
+    at::NoGradGuard warm_up;  // the rotary tables are made once, by the first forward
+    m->token_loss(inputs, targets);
+  }
+  for (const bool bf16 : {false, true})
+    for (const bool checkpointing : {false, true}) {
+      INFO((bf16 ? "bf16 autocast" : "fp32") << (checkpointing ? ", activation checkpointing" : ""));
+      m->activation_checkpointing = checkpointing;
+      rho::MemoryPlanOptions o;
+      o.seq_len = seq;
+      o.micro_batch = batch;
+      o.bf16 = bf16;
+      o.activation_checkpointing = checkpointing;
+      const int64_t planned = rho::forward_activation_bytes(c, o);
+      rho::AutocastScope autocast(at::kCPU, at::kBFloat16, bf16);
+      rho::PeakMemory memory(at::kCPU);
+      auto loss = m->token_loss(inputs, targets);
+      const int64_t copies = bf16 && !checkpointing ? 2 * matrices : 0;
+      const double kept = static_cast<double>(memory.current() - copies);
+      CHECK(kept / planned == Approx(1.0).epsilon(0.005));
+      loss.sum().backward();
+      for (auto& p : m->parameters()) p.mutable_grad().reset();
+    }
+}
+
+TEST_CASE("lean rms_norm and swiglu on CUDA: values bitwise, gradients to fp32 rounding those of the plain operations",
+          "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  auto on_cuda = [](const at::Tensor& t) { return t.detach().to(at::kCUDA).requires_grad_(true); };
+  auto run = [&](bool lean) {
+    const auto x = on_cuda(leaf({4, 33, 256}, at::kFloat, 21)), w = on_cuda(leaf({256}, at::kFloat, 22));
+    const auto gate = on_cuda(leaf({4, 33, 96}, at::kBFloat16, 23)), up = on_cuda(leaf({4, 33, 96}, at::kBFloat16, 24));
+    const auto y = lean ? rho::rms_norm(x, w, 1e-5) : w * at::rms_norm(x, {256}, std::nullopt, 1e-5);
+    const auto z = lean ? rho::swiglu(gate, up) : at::silu(gate) * up;
+    auto a = value_and_grads(y, {x, w}), b = value_and_grads(z, {gate, up});
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const auto lean = run(true), plain = run(false);
+  CHECK(at::equal(lean[0], plain[0]));
+  CHECK(at::equal(lean[3], plain[3]));
+  for (size_t i : {1, 2, 4, 5}) {
+    INFO("gradient " << i);
+    const auto a = lean[i].cpu().to(at::kDouble), b = plain[i].cpu().to(at::kDouble);
+    CHECK(((a - b).norm() / b.norm()).item<double>() < 1e-6);
+  }
+}
+
+TEST_CASE("largest_micro_batch: the largest micro-batch that fits, 0 when none does", "[memory]") {
+  const auto c = rho::LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/tinyllama-1.1b.yaml"));
+  rho::MemoryPlanOptions o;
+  o.seq_len = 2048;
+  for (const double gib : {24.0, 80.0, 141.0})
+    for (const bool checkpointing : {false, true}) {
+      INFO(gib << " GiB, activation checkpointing " << checkpointing);
+      o.device_gib = gib;
+      o.activation_checkpointing = checkpointing;
+      const int64_t m = rho::largest_micro_batch(c, o);
+      REQUIRE(m >= 1);
+      auto at = [&](int64_t micro_batch) {
+        auto p = o;
+        p.micro_batch = micro_batch;
+        return rho::plan_memory(c, p);
+      };
+      CHECK(at(m).fits(gib));
+      CHECK_FALSE(at(m + 1).fits(gib));
+      CHECK(at(m).micro_batch == m);
+    }
+  o.device_gib = 8;  // fp32 weights, gradients and AdamW alone are 16 GiB
+  CHECK(rho::largest_micro_batch(c, o) == 0);
 }

@@ -1,0 +1,112 @@
+#include "librho/model/lean_ops.h"
+
+#include <ATen/autocast_mode.h>
+#include <ATen/ops/_fused_rms_norm.h>
+#include <ATen/ops/_fused_rms_norm_backward.h>
+#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/silu_backward.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace rho {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// y = x / rms(x) over the last dimension in fp32, and the reciprocal RMS r of each row (one fp32 per row). On CUDA
+// through torch's fused kernel (what at::rms_norm runs there), elsewhere as at::rms_norm's decomposition.
+std::pair<at::Tensor, at::Tensor> normalise(const at::Tensor& xf, double eps) {
+  if (xf.is_cuda()) {
+    auto [y, r] = at::_fused_rms_norm(xf, {xf.size(-1)}, std::nullopt, eps);
+    return {y, r};
+  }
+  const auto r = at::rsqrt(xf.pow(2).mean(-1, true).add(eps));
+  return {xf * r, r};
+}
+
+// Gradients of out = weight.to(dt) * y.to(dt), dt = x's dtype: the weight's as autograd's mul and cast compute it;
+// x's from the fused backward kernel on CUDA, elsewhere by autograd's formulas for each operation of the
+// decomposition (mul, rsqrt, mean, pow), applied in the same order.
+struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps) {
+    const auto [y, r] = normalise(x.to(at::kFloat), eps);
+    ctx->save_for_backward({x, weight, r});
+    return weight.to(x.scalar_type()) * y.to(x.scalar_type());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1], &r = saved[2], &g = grads[0];
+    const auto xf = x.to(at::kFloat);
+    at::Tensor grad_x, grad_weight;
+    if (ctx->needs_input_grad(1))
+      grad_weight = (g * (xf * r).to(x.scalar_type())).sum_to_size(weight.sizes()).to(weight.scalar_type());
+    if (ctx->needs_input_grad(0)) {
+      const auto gy = (g * weight.to(x.scalar_type())).to(at::kFloat);
+      if (x.is_cuda()) {
+        grad_x = std::get<0>(at::_fused_rms_norm_backward(gy, xf, {x.size(-1)}, r, std::nullopt, {true, false}));
+      } else {
+        const auto gr = (gy * xf).sum(-1, true);                                       // mul, towards r
+        const auto gmean = (-0.5 * gr * r.pow(3)).expand(xf.sizes()) / xf.size(-1);  // rsqrt, then mean
+        grad_x = gy * r + gmean * (2.0 * xf.pow(1.0));                                // mul towards xf, plus pow
+      }
+      grad_x = grad_x.to(x.scalar_type());
+    }
+    return {grad_x, grad_weight, at::Tensor()};
+  }
+};
+
+struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
+    ctx->save_for_backward({gate, up});
+    return at::silu(gate) * up;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &gate = saved[0], &up = saved[1], &g = grads[0];
+    at::Tensor grad_gate, grad_up;
+    if (ctx->needs_input_grad(0)) grad_gate = at::silu_backward(g * up, gate);
+    if (ctx->needs_input_grad(1)) grad_up = g * at::silu(gate);
+    return {grad_gate, grad_up};
+  }
+};
+
+// Hands out `copy` (x already cast, no gradient of its own) with a gradient edge to x: the gradient arrives in
+// copy's dtype and leaves in x's, as from the cast autocast would have made.
+struct SharedCastFunction : torch::autograd::Function<SharedCastFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& copy) {
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
+    return copy;  // an input returned as is: autograd makes it a view with this node as its gradient function
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {grads[0].to(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt())), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad()))
+    return RmsNormFunction::apply(x, weight, eps);
+  return weight.to(x.scalar_type()) * normalise(x.to(at::kFloat), eps).first.to(x.scalar_type());
+}
+
+at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
+  if (at::GradMode::is_enabled() && (gate.requires_grad() || up.requires_grad())) return SwigluFunction::apply(gate, up);
+  return at::silu(gate) * up;
+}
+
+SharedInput::SharedInput(const at::Tensor& x) : x_(x) {
+  const auto device = x.device().type();
+  if (x.scalar_type() != at::kFloat || !at::autocast::is_autocast_enabled(device)) return;
+  copy_ = x.detach().to(at::autocast::get_autocast_dtype(device));
+}
+
+at::Tensor SharedInput::view() const {
+  if (!copy_.defined()) return x_;
+  if (at::GradMode::is_enabled() && x_.requires_grad()) return SharedCastFunction::apply(x_, copy_);
+  return copy_;
+}
+
+}  // namespace rho
