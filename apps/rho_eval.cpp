@@ -7,9 +7,10 @@
 // docs/eval.md describes the formats, the prompt and stop rules and answer extraction.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+
 #include <filesystem>
 #include <iostream>
-
+#include <tuple>
 
 #include "librho/data/token_dataset.h"
 #include "librho/eval/benchmarks.h"
@@ -21,9 +22,6 @@
 #include "librho/util/files.h"
 #include "librho/util/device.h"
 #include "librho/util/enum_names.h"
-#include <fstream>
-#include <map>
-#include <nlohmann/json.hpp>
 
 namespace {
 // The training window of the rho_pretrain run a model comes from (the run folder, its hf/ export or one of its
@@ -43,241 +41,188 @@ int64_t run_seq_len(const std::string& model_dir) {
   return 0;
 }
 
-// --bench values: names, comma lists, or "all" (every benchmark whose test set is there and that has a prompt
-// for the style).
-std::vector<rho::Benchmark> chosen_benchmarks(const std::vector<std::string>& values, const rho::SuiteOptions& o) {
-  namespace fs = std::filesystem;
-  std::vector<rho::Benchmark> out;
-  for (const auto& value : values) {
-    size_t from = 0;
-    while (from <= value.size()) {
-      const size_t comma = std::min(value.find(',', from), value.size());
-      const std::string name = value.substr(from, comma - from);
-      from = comma + 1;
-      if (name.empty()) continue;
-      if (name == "all") {
-        for (const auto& [b, n] : rho::kBenchmarkNames) {
-          const auto& spec = rho::benchmark_spec(b);
-          const bool has_prompt = o.style == rho::PromptStyle::Cot || *spec.tool_prompt != '\0';
-          const bool has_data = o.data_files.count(n) || fs::exists(fs::path(o.eval_dir) / spec.data);
-          if (has_prompt && has_data && std::find(out.begin(), out.end(), b) == out.end()) out.push_back(b);
-        }
-        continue;
-      }
-      const auto b = rho::enum_from_name(rho::kBenchmarkNames, name);
-      if (!b) throw rho::Error(fmt::format("--bench {}: not a benchmark (one of: {}, all)", name, rho::enum_names(rho::kBenchmarkNames)));
-      if (std::find(out.begin(), out.end(), *b) == out.end()) out.push_back(*b);
-    }
-  }
-  if (out.empty()) throw rho::Error("--bench: no benchmark chosen (with \"all\": no test set found under --eval-dir)");
-  return out;
+// Every option of the command line.
+struct Args {
+  std::string model_dir, tokenizer_path, json_out, device = "auto", dtype = "auto";
+  std::vector<std::string> data, stop, bench, bench_files;
+  rho::HeldoutOptions heldout;
+  rho::FewShotOptions fs;
+  rho::ChoiceOptions mc;
+  rho::SuiteOptions suite;
+  int64_t limit = 0;
+  bool no_bos = false, quiet = false;
+  std::string grade_file, records_out, markdown_out, style = "cot";
+  Args() { heldout.seq_len = 0; }
+};
+
+void add_options(CLI::App& app, Args& a) {
+  app.add_option("--model", a.model_dir, "Hugging Face, checkpoint or rho_pretrain run directory (not with --grade)");
+  app.add_option("--data", a.data, "NAME=DIR: token dataset for held-out loss (repeatable)");
+  app.add_option("--seq-len", a.heldout.seq_len,
+                 "held-out loss window (default: the training seq_len of the run the model comes from, else "
+                 "min(2048, max_position_embeddings))")
+      ->default_str("");
+  app.add_option("--batch-size", a.heldout.batch_size, "held-out loss windows per forward pass");
+  app.add_option("--tokenizer", a.tokenizer_path,
+                 "SentencePiece .model, Hugging Face tokenizer.json, or a token dataset folder (default: the first --data folder, else the model folder's tokenizer.json or tokenizer.model)");
+  app.add_option("--fewshot", a.fs.items, "JSON Lines of generation items (question, answer)");
+  app.add_option("--fewshot-prompt", a.fs.prompt_file, "few-shot examples put before every item");
+  app.add_option("--template", a.fs.template_text, "item prompt; {field} is the item's field (\\n = newline)")
+      ->default_str("Question: {question}\\nAnswer:");
+  app.add_option("--separator", a.fs.separator, "between the few-shot text and the item prompt")->default_str("\\n\\n\\n");
+  app.add_option("--stop", a.stop, "stop string (repeatable; default \"\\n\\nQuestion:\")");
+  app.add_option("--max-new-tokens", a.fs.max_new_tokens,
+                 "generation length limit (default 256 for --fewshot, 1024 per call for --bench)")
+      ->default_str("");
+  app.add_option("--answer-field", a.fs.answer_field, "item field holding the reference answer");
+  app.add_option("--choice", a.mc.items, "JSON Lines of multiple-choice items (question, choices, answer)");
+  app.add_option("--choice-prompt", a.mc.prompt_file, "few-shot text put before every multiple-choice item");
+  app.add_option("--choice-template", a.mc.template_text, "multiple-choice prompt template")
+      ->default_str("Question: {question}\\nAnswer:");
+  app.add_option("--bench", a.bench, "math benchmarks of the Rho-1 suite (names, comma lists, or all)");
+  app.add_option("--eval-dir", a.suite.eval_dir, "the suite's folder: NAME/test.jsonl and prompts/STYLE/NAME.md");
+  app.add_option("--bench-file", a.bench_files, "NAME=FILE: a benchmark's test set from FILE (repeatable)");
+  app.add_option("--style", a.style, "cot or tool-integrated");
+  app.add_option("--bench-batch", a.suite.batch_size, "chain of thought: prompts generated together (left-padded batch)");
+  app.add_option("--max-tool-calls", a.suite.max_tool_calls, "tool-integrated: program runs per item");
+  app.add_option("--python", a.suite.sandbox.python, "tool-integrated: the interpreter that runs model-written code");
+  app.add_option("--grade", a.grade_file, "JSON Lines of {benchmark, idx, completion}: grade them, no model");
+  app.add_option("--records", a.records_out, "per-item JSON Lines of the benchmarks (question, completion, answer, verdict)");
+  app.add_option("--markdown", a.markdown_out, "the benchmarks' table as Markdown");
+  app.add_option("--limit", a.limit, "evaluate only the first N items of each task (0: all)");
+  app.add_flag("--no-bos", a.no_bos, "do not start prompts with BOS");
+  app.add_option("--json", a.json_out, "write every figure and per-item predictions here");
+  app.add_option("--device", a.device, "auto, cpu or cuda");
+  app.add_option("--dtype", a.dtype, "auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16");
+  app.add_flag("--quiet", a.quiet, "no progress lines");
 }
 
-// --grade FILE: JSON Lines of {"benchmark", "idx", "completion"}; "benchmark" may be left out when one
-// benchmark is chosen. Returns benchmark -> idx -> completion.
-std::map<rho::Benchmark, std::map<std::string, std::string>> read_completions(const std::string& path,
-                                                                           const std::vector<rho::Benchmark>& chosen) {
-  using json = nlohmann::json;
-  std::ifstream in(path);
-  if (!in) throw rho::Error(fmt::format("{}: cannot open", path));
-  std::map<rho::Benchmark, std::map<std::string, std::string>> out;
-  std::string text;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = fmt::format("{}:{}", path, line);
-    json v;
-    try {
-      v = json::parse(text);
-    } catch (const json::exception& e) {
-      throw rho::Error(fmt::format("{}: not valid JSON ({})", where, e.what()));
-    }
-    if (!v.is_object()) throw rho::Error(fmt::format("{}: not a JSON object", where));
-    rho::Benchmark b;
-    if (v.contains("benchmark")) {
-      const auto named = v["benchmark"].is_string() ? rho::enum_from_name(rho::kBenchmarkNames, v["benchmark"].get<std::string>())
-                                                    : std::nullopt;
-      if (!named) throw rho::Error(fmt::format("{}: field 'benchmark' must be one of: {}", where, rho::enum_names(rho::kBenchmarkNames)));
-      b = *named;
-      if (std::find(chosen.begin(), chosen.end(), b) == chosen.end())
-        throw rho::Error(fmt::format("{}: benchmark {} is not among --bench", where, v["benchmark"].get<std::string>()));
-    } else if (chosen.size() == 1) {
-      b = chosen[0];
-    } else {
-      throw rho::Error(fmt::format("{}: field 'benchmark' is missing (needed when --bench names several)", where));
-    }
-    if (!v.contains("idx") || !(v["idx"].is_string() || v["idx"].is_number_integer()))
-      throw rho::Error(fmt::format("{}: field 'idx' must be the item's idx (a string or an integer)", where));
-    if (!v.contains("completion") || !v["completion"].is_string())
-      throw rho::Error(fmt::format("{}: field 'completion' must be a string", where));
-    const std::string idx = v["idx"].is_string() ? v["idx"].get<std::string>() : v["idx"].dump();
-    if (!out[b].emplace(idx, v["completion"].get<std::string>()).second)
-      throw rho::Error(fmt::format("{}: idx {} of {} given twice", where, idx, rho::enum_name(rho::kBenchmarkNames, b)));
+// NAME and VALUE of an option given as NAME=VALUE; `form` names the parts in the error ("NAME=DIR").
+std::pair<std::string, std::string> name_value(const std::string& spec, const char* option, const char* form) {
+  const auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+    throw rho::Error(fmt::format("{} {}: expected {}", option, spec, form));
+  return {spec.substr(0, eq), spec.substr(eq + 1)};
+}
+
+// The options every task shares, copied into each task's own (limits, BOS, progress, prompts' escapes).
+void set_up_tasks(Args& a, bool explicit_max_new_tokens) {
+  if (!explicit_max_new_tokens) a.fs.max_new_tokens = 256;
+  const auto style = rho::enum_from_name(rho::kPromptStyleNames, a.style);
+  if (!style) throw rho::Error(fmt::format("--style {}: one of {}", a.style, rho::enum_names(rho::kPromptStyleNames)));
+  a.suite.style = *style;
+  a.suite.limit = a.fs.limit = a.mc.limit = a.limit;
+  a.suite.add_bos = a.fs.add_bos = a.mc.add_bos = !a.no_bos;
+  a.suite.progress = a.heldout.progress = a.fs.progress = a.mc.progress = !a.quiet;
+  if (explicit_max_new_tokens) a.suite.max_new_tokens = a.fs.max_new_tokens;
+  for (const auto& spec : a.bench_files) {
+    const auto [name, file] = name_value(spec, "--bench-file", "NAME=FILE");
+    if (!rho::enum_from_name(rho::kBenchmarkNames, name))
+      throw rho::Error(fmt::format("--bench-file {}: not a benchmark (one of: {})", spec, rho::enum_names(rho::kBenchmarkNames)));
+    a.suite.data_files[name] = file;
   }
-  return out;
+  a.fs.template_text = rho::unescape(a.fs.template_text);
+  a.fs.separator = a.mc.separator = rho::unescape(a.fs.separator);
+  a.mc.template_text = rho::unescape(a.mc.template_text);
+  if (!a.stop.empty()) {
+    a.fs.stop.clear();
+    for (const auto& s : a.stop) a.fs.stop.push_back(rho::unescape(s));
+  }
+}
+
+// --grade: the suite's grading of given completions, without a model.
+rho::EvalReport grade(const Args& a, const std::vector<rho::Benchmark>& benchmarks) {
+  if (!a.model_dir.empty() || !a.data.empty() || !a.fs.items.empty() || !a.mc.items.empty())
+    throw rho::Error("--grade grades given completions: it takes --bench and --eval-dir, not a model or other tasks");
+  if (benchmarks.empty()) throw rho::Error("--grade needs --bench (the benchmarks the completions answer)");
+  rho::EvalReport report;
+  for (const auto& [b, completions] : rho::read_completions(a.grade_file, benchmarks))
+    report.suite.push_back(rho::grade_benchmark(b, a.suite, completions, a.grade_file));
+  return report;
+}
+
+// The model on the device and in the dtype asked for, in eval mode; the report names them.
+rho::Llama load_for_eval(const Args& a, rho::EvalReport& report) {
+  auto model = rho::load_model(a.model_dir);
+  report.model_dir = a.model_dir;
+  report.model_sha256 = model->weights_sha256();
+  const bool cuda = rho::resolve_device(a.device).is_cuda();
+  const std::string dtype = a.dtype == "auto" ? (cuda ? "bfloat16" : "float32") : a.dtype;
+  if (dtype != "float32" && dtype != "bfloat16") throw rho::Error("--dtype must be auto, float32 or bfloat16");
+  model->to(cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU), dtype == "float32" ? at::kFloat : at::kBFloat16);
+  model->eval();
+  report.device = fmt::format("{} {}", cuda ? "cuda" : "cpu", dtype);
+  return model;
+}
+
+// Held-out loss of each --data set, over windows of the run's training length unless --seq-len says.
+void heldout_losses(rho::Llama& model, Args& a, rho::EvalReport& report) {
+  if (a.heldout.seq_len <= 0) a.heldout.seq_len = run_seq_len(a.model_dir);
+  if (a.heldout.seq_len <= 0) a.heldout.seq_len = std::min<int64_t>(2048, model->config.max_position_embeddings);
+  for (const auto& spec : a.data) {
+    rho::LossResult l;
+    std::tie(l.name, l.dir) = name_value(spec, "--data", "NAME=DIR");
+    l.seq_len = a.heldout.seq_len;
+    const auto ds = rho::TokenDataset::open(l.dir);
+    if (ds.manifest().vocab_size > model->config.vocab_size)
+      throw rho::Error(fmt::format("{}: dataset vocab_size {} exceeds the model's {}", l.dir,
+                                   ds.manifest().vocab_size, model->config.vocab_size));
+    l.loss = rho::heldout_loss(model, ds, a.heldout);
+    report.losses.push_back(l);
+  }
+}
+
+// The tokenizer of the text tasks: --tokenizer, else the first --data folder's, else the model folder's own.
+std::string tokenizer_of(const Args& a) {
+  if (!a.tokenizer_path.empty()) return a.tokenizer_path;
+  if (!a.data.empty()) return name_value(a.data.front(), "--data", "NAME=DIR").second;
+  for (const char* name : {"tokenizer.json", "tokenizer.model"})
+    if (std::filesystem::exists(std::filesystem::path(a.model_dir) / name))
+      return (std::filesystem::path(a.model_dir) / name).string();
+  throw rho::Error("--fewshot, --choice and --bench need --tokenizer (or a --data folder, or a model folder "
+                   "with tokenizer.json or tokenizer.model)");
+}
+
+rho::EvalReport evaluate(Args& a, const std::vector<rho::Benchmark>& benchmarks) {
+  if (a.model_dir.empty()) throw rho::Error("--model is required (except with --grade)");
+  if (a.data.empty() && a.fs.items.empty() && a.mc.items.empty() && benchmarks.empty())
+    throw rho::Error("nothing to evaluate: give --data, --fewshot, --choice or --bench");
+  rho::EvalReport report;
+  auto model = load_for_eval(a, report);
+  heldout_losses(model, a, report);
+  if (a.fs.items.empty() && a.mc.items.empty() && benchmarks.empty()) return report;
+  const auto tok = rho::TextTokenizer::load(tokenizer_of(a));
+  report.tokenizer = tok.path();
+  if (!a.fs.items.empty()) report.fewshot.push_back(rho::run_fewshot(*model, tok, a.fs));
+  if (!a.mc.items.empty()) report.choice.push_back(rho::run_choice(*model, tok, a.mc));
+  for (const auto b : benchmarks) report.suite.push_back(rho::run_benchmark(*model, tok, b, a.suite));
+  return report;
+}
+
+// The table on stdout, and each file asked for, written atomically.
+void write_outputs(const rho::EvalReport& report, const Args& a) {
+  std::cout << report.table();
+  auto write = [](const std::string& path, const std::string& text) {
+    if (path.empty()) return;
+    rho::write_file_atomic(path, text);
+    std::cout << "written: " << path << "\n";
+  };
+  write(a.records_out, rho::suite_records_jsonl(report.suite));
+  write(a.markdown_out, rho::suite_markdown(report.suite));
+  write(a.json_out, report.to_json());
 }
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"librho evaluation: held-out loss, few-shot generation, multiple choice, the math benchmark suite"};
   app.option_defaults()->always_capture_default();  // --help shows every default
-  std::string model_dir, tokenizer_path, json_out, device = "auto", dtype = "auto";
-  std::vector<std::string> data;
-  rho::HeldoutOptions heldout;
-  heldout.seq_len = 0;
-  rho::FewShotOptions fs;
-  rho::ChoiceOptions mc;
-  std::vector<std::string> stop;
-  int64_t limit = 0;
-  bool no_bos = false, quiet = false;
-  std::vector<std::string> bench, bench_files;
-  std::string grade_file, records_out, markdown_out, style = "cot";
-  rho::SuiteOptions suite;
-  app.add_option("--model", model_dir, "Hugging Face, checkpoint or rho_pretrain run directory (not with --grade)");
-  app.add_option("--data", data, "NAME=DIR: token dataset for held-out loss (repeatable)");
-  app.add_option("--seq-len", heldout.seq_len,
-                 "held-out loss window (default: the training seq_len of the run the model comes from, else "
-                 "min(2048, max_position_embeddings))")
-      ->default_str("");
-  app.add_option("--batch-size", heldout.batch_size, "held-out loss windows per forward pass");
-  app.add_option("--tokenizer", tokenizer_path,
-                 "SentencePiece .model, Hugging Face tokenizer.json, or a token dataset folder (default: the first --data folder, else the model folder's tokenizer.json or tokenizer.model)");
-  app.add_option("--fewshot", fs.items, "JSON Lines of generation items (question, answer)");
-  app.add_option("--fewshot-prompt", fs.prompt_file, "few-shot examples put before every item");
-  app.add_option("--template", fs.template_text, "item prompt; {field} is the item's field (\\n = newline)")
-      ->default_str("Question: {question}\\nAnswer:");
-  app.add_option("--separator", fs.separator, "between the few-shot text and the item prompt")->default_str("\\n\\n\\n");
-  app.add_option("--stop", stop, "stop string (repeatable; default \"\\n\\nQuestion:\")");
-  app.add_option("--max-new-tokens", fs.max_new_tokens,
-                 "generation length limit (default 256 for --fewshot, 1024 per call for --bench)")
-      ->default_str("");
-  app.add_option("--answer-field", fs.answer_field, "item field holding the reference answer");
-  app.add_option("--choice", mc.items, "JSON Lines of multiple-choice items (question, choices, answer)");
-  app.add_option("--choice-prompt", mc.prompt_file, "few-shot text put before every multiple-choice item");
-  app.add_option("--choice-template", mc.template_text, "multiple-choice prompt template")
-      ->default_str("Question: {question}\\nAnswer:");
-  app.add_option("--bench", bench, "math benchmarks of the Rho-1 suite (names, comma lists, or all)");
-  app.add_option("--eval-dir", suite.eval_dir, "the suite's folder: NAME/test.jsonl and prompts/STYLE/NAME.md");
-  app.add_option("--bench-file", bench_files, "NAME=FILE: a benchmark's test set from FILE (repeatable)");
-  app.add_option("--style", style, "cot or tool-integrated");
-  app.add_option("--bench-batch", suite.batch_size, "chain of thought: prompts generated together (left-padded batch)");
-  app.add_option("--max-tool-calls", suite.max_tool_calls, "tool-integrated: program runs per item");
-  app.add_option("--python", suite.sandbox.python, "tool-integrated: the interpreter that runs model-written code");
-  app.add_option("--grade", grade_file, "JSON Lines of {benchmark, idx, completion}: grade them, no model");
-  app.add_option("--records", records_out, "per-item JSON Lines of the benchmarks (question, completion, answer, verdict)");
-  app.add_option("--markdown", markdown_out, "the benchmarks' table as Markdown");
-  app.add_option("--limit", limit, "evaluate only the first N items of each task (0: all)");
-  app.add_flag("--no-bos", no_bos, "do not start prompts with BOS");
-  app.add_option("--json", json_out, "write every figure and per-item predictions here");
-  app.add_option("--device", device, "auto, cpu or cuda");
-  app.add_option("--dtype", dtype, "auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16");
-  app.add_flag("--quiet", quiet, "no progress lines");
+  Args a;
+  add_options(app, a);
   CLI11_PARSE(app, argc, argv);
   try {
-    const bool explicit_max_new = app.count("--max-new-tokens") > 0;
-    if (!explicit_max_new) fs.max_new_tokens = 256;
-    const auto style_value = rho::enum_from_name(rho::kPromptStyleNames, style);
-    if (!style_value) throw rho::Error(fmt::format("--style {}: one of {}", style, rho::enum_names(rho::kPromptStyleNames)));
-    suite.style = *style_value;
-    suite.limit = limit;
-    suite.add_bos = !no_bos;
-    suite.progress = !quiet;
-    if (explicit_max_new) suite.max_new_tokens = fs.max_new_tokens;
-    for (const auto& spec : bench_files) {
-      const auto eq = spec.find('=');
-      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
-        throw rho::Error(fmt::format("--bench-file {}: expected NAME=FILE", spec));
-      if (!rho::enum_from_name(rho::kBenchmarkNames, spec.substr(0, eq)))
-        throw rho::Error(fmt::format("--bench-file {}: not a benchmark (one of: {})", spec, rho::enum_names(rho::kBenchmarkNames)));
-      suite.data_files[spec.substr(0, eq)] = spec.substr(eq + 1);
-    }
-    const auto benchmarks = bench.empty() ? std::vector<rho::Benchmark>{} : chosen_benchmarks(bench, suite);
-    auto write_suite_files = [&](const std::vector<rho::BenchmarkResult>& results) {
-      if (!records_out.empty()) {
-        rho::write_file_atomic(records_out, rho::suite_records_jsonl(results));
-        std::cout << "written: " << records_out << "\n";
-      }
-      if (!markdown_out.empty()) {
-        rho::write_file_atomic(markdown_out, rho::suite_markdown(results));
-        std::cout << "written: " << markdown_out << "\n";
-      }
-    };
-    if (!grade_file.empty()) {
-      if (!model_dir.empty() || !data.empty() || !fs.items.empty() || !mc.items.empty())
-        throw rho::Error("--grade grades given completions: it takes --bench and --eval-dir, not a model or other tasks");
-      if (benchmarks.empty()) throw rho::Error("--grade needs --bench (the benchmarks the completions answer)");
-      rho::EvalReport report;
-      for (const auto& [b, completions] : read_completions(grade_file, benchmarks))
-        report.suite.push_back(rho::grade_benchmark(b, suite, completions, grade_file));
-      std::cout << report.table();
-      write_suite_files(report.suite);
-      if (!json_out.empty()) {
-        rho::write_file_atomic(json_out, report.to_json());
-        std::cout << "written: " << json_out << "\n";
-      }
-      return 0;
-    }
-    if (model_dir.empty()) throw rho::Error("--model is required (except with --grade)");
-    if (data.empty() && fs.items.empty() && mc.items.empty() && benchmarks.empty())
-      throw rho::Error("nothing to evaluate: give --data, --fewshot, --choice or --bench");
-    auto model = rho::load_model(model_dir);
-    rho::EvalReport report;
-    report.model_dir = model_dir;
-    report.model_sha256 = model->weights_sha256();
-    const bool cuda = rho::resolve_device(device).is_cuda();
-    if (dtype == "auto") dtype = cuda ? "bfloat16" : "float32";
-    if (dtype != "float32" && dtype != "bfloat16") throw rho::Error("--dtype must be auto, float32 or bfloat16");
-    model->to(cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU), dtype == "float32" ? at::kFloat : at::kBFloat16);
-    model->eval();
-    report.device = fmt::format("{} {}", cuda ? "cuda" : "cpu", dtype);
-    const int64_t max_pos = model->config.max_position_embeddings;
-    if (heldout.seq_len <= 0) heldout.seq_len = run_seq_len(model_dir);
-    if (heldout.seq_len <= 0) heldout.seq_len = std::min<int64_t>(2048, max_pos);
-    heldout.progress = fs.progress = mc.progress = !quiet;
-    fs.limit = mc.limit = limit;
-    fs.add_bos = mc.add_bos = !no_bos;
-    fs.template_text = rho::unescape(fs.template_text);
-    fs.separator = mc.separator = rho::unescape(fs.separator);
-    mc.template_text = rho::unescape(mc.template_text);
-    if (!stop.empty()) {
-      fs.stop.clear();
-      for (const auto& s : stop) fs.stop.push_back(rho::unescape(s));
-    }
-
-    for (const auto& spec : data) {
-      const auto eq = spec.find('=');
-      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
-        throw rho::Error(fmt::format("--data {}: expected NAME=DIR", spec));
-      rho::LossResult l;
-      l.name = spec.substr(0, eq);
-      l.dir = spec.substr(eq + 1);
-      l.seq_len = heldout.seq_len;
-      const auto ds = rho::TokenDataset::open(l.dir);
-      if (ds.manifest().vocab_size > model->config.vocab_size)
-        throw rho::Error(fmt::format("{}: dataset vocab_size {} exceeds the model's {}", l.dir,
-                                     ds.manifest().vocab_size, model->config.vocab_size));
-      l.loss = rho::heldout_loss(model, ds, heldout);
-      report.losses.push_back(l);
-      if (tokenizer_path.empty()) tokenizer_path = l.dir;
-    }
-    if (!fs.items.empty() || !mc.items.empty() || !benchmarks.empty()) {
-      for (const char* name : {"tokenizer.json", "tokenizer.model"})  // a Hugging Face folder's own tokenizer
-        if (tokenizer_path.empty() && std::filesystem::exists(std::filesystem::path(model_dir) / name))
-          tokenizer_path = (std::filesystem::path(model_dir) / name).string();
-      if (tokenizer_path.empty())
-        throw rho::Error("--fewshot, --choice and --bench need --tokenizer (or a --data folder, or a model folder "
-                         "with tokenizer.json or tokenizer.model)");
-      const auto tok = rho::TextTokenizer::load(tokenizer_path);
-      report.tokenizer = tok.path();
-      if (!fs.items.empty()) report.fewshot.push_back(rho::run_fewshot(*model, tok, fs));
-      if (!mc.items.empty()) report.choice.push_back(rho::run_choice(*model, tok, mc));
-      for (const auto b : benchmarks) report.suite.push_back(rho::run_benchmark(*model, tok, b, suite));
-    }
-    std::cout << report.table();
-    write_suite_files(report.suite);
-    if (!json_out.empty()) {
-      rho::write_file_atomic(json_out, report.to_json());
-      std::cout << "written: " << json_out << "\n";
-    }
+    set_up_tasks(a, app.count("--max-new-tokens") > 0);
+    const auto benchmarks = a.bench.empty() ? std::vector<rho::Benchmark>{} : rho::choose_benchmarks(a.bench, a.suite);
+    write_outputs(a.grade_file.empty() ? evaluate(a, benchmarks) : grade(a, benchmarks), a);
   } catch (const std::exception& e) {
     std::cerr << "\nrho_eval: error: " << e.what() << "\n";
     return 1;

@@ -549,6 +549,73 @@ BenchmarkResult grade_benchmark(Benchmark b, const SuiteOptions& o, const std::m
   return r;
 }
 
+std::vector<Benchmark> choose_benchmarks(const std::vector<std::string>& values, const SuiteOptions& o) {
+  namespace fs = std::filesystem;
+  std::vector<Benchmark> out;
+  for (const auto& value : values) {
+    size_t from = 0;
+    while (from <= value.size()) {
+      const size_t comma = std::min(value.find(',', from), value.size());
+      const std::string name = value.substr(from, comma - from);
+      from = comma + 1;
+      if (name.empty()) continue;
+      if (name == "all") {
+        for (const auto& [b, n] : kBenchmarkNames) {
+          const auto& spec = benchmark_spec(b);
+          const bool has_prompt = o.style == PromptStyle::Cot || *spec.tool_prompt != '\0';
+          const bool has_data = o.data_files.count(n) || fs::exists(fs::path(o.eval_dir) / spec.data);
+          if (has_prompt && has_data && std::find(out.begin(), out.end(), b) == out.end()) out.push_back(b);
+        }
+        continue;
+      }
+      const auto b = enum_from_name(kBenchmarkNames, name);
+      if (!b) throw Error(fmt::format("--bench {}: not a benchmark (one of: {}, all)", name, enum_names(kBenchmarkNames)));
+      if (std::find(out.begin(), out.end(), *b) == out.end()) out.push_back(*b);
+    }
+  }
+  if (out.empty()) throw Error("--bench: no benchmark chosen (with \"all\": no test set found under --eval-dir)");
+  return out;
+}
+
+std::map<Benchmark, std::map<std::string, std::string>> read_completions(const std::string& path,
+                                                                           const std::vector<Benchmark>& chosen) {
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot open", path));
+  std::map<Benchmark, std::map<std::string, std::string>> out;
+  std::string text;
+  for (int64_t line = 1; std::getline(in, text); ++line) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = fmt::format("{}:{}", path, line);
+    json v;
+    try {
+      v = json::parse(text);
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: not valid JSON ({})", where, e.what()));
+    }
+    if (!v.is_object()) throw Error(fmt::format("{}: not a JSON object", where));
+    Benchmark b;
+    if (v.contains("benchmark")) {
+      const auto named = v["benchmark"].is_string() ? enum_from_name(kBenchmarkNames, v["benchmark"].get<std::string>())
+                                                    : std::nullopt;
+      if (!named) throw Error(fmt::format("{}: field 'benchmark' must be one of: {}", where, enum_names(kBenchmarkNames)));
+      b = *named;
+      if (std::find(chosen.begin(), chosen.end(), b) == chosen.end())
+        throw Error(fmt::format("{}: benchmark {} is not among --bench", where, v["benchmark"].get<std::string>()));
+    } else if (chosen.size() == 1) {
+      b = chosen[0];
+    } else {
+      throw Error(fmt::format("{}: field 'benchmark' is missing (needed when --bench names several)", where));
+    }
+    if (!v.contains("idx") || !(v["idx"].is_string() || v["idx"].is_number_integer()))
+      throw Error(fmt::format("{}: field 'idx' must be the item's idx (a string or an integer)", where));
+    if (!v.contains("completion") || !v["completion"].is_string())
+      throw Error(fmt::format("{}: field 'completion' must be a string", where));
+    const std::string idx = v["idx"].is_string() ? v["idx"].get<std::string>() : v["idx"].dump();
+    if (!out[b].emplace(idx, v["completion"].get<std::string>()).second)
+      throw Error(fmt::format("{}: idx {} of {} given twice", where, idx, enum_name(kBenchmarkNames, b)));
+  }
+  return out;
+}
 std::string suite_markdown(const std::vector<BenchmarkResult>& results) {
   std::string s = "| benchmark | style | items | correct | accuracy (%) |\n| --- | --- | ---: | ---: | ---: |\n";
   double sum = 0;

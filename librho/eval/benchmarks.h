@@ -129,6 +129,16 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tokenizer, 
 BenchmarkResult grade_benchmark(Benchmark b, const SuiteOptions& o, const std::map<std::string, std::string>& completions,
                                 const std::string& source);
 
+// Benchmarks named on a command line: names, comma lists, or "all" (every benchmark whose test set is there, in
+// o.data_files or under o.eval_dir, and that has a prompt for o.style); each once, in the order given. Errors
+// name the value.
+std::vector<Benchmark> choose_benchmarks(const std::vector<std::string>& values, const SuiteOptions& o);
+
+// Completions to grade, from JSON Lines of {"benchmark", "idx", "completion"} ("benchmark" may be left out when
+// `chosen` has one benchmark): benchmark -> idx -> completion. Errors name the file, the line and the field.
+std::map<Benchmark, std::map<std::string, std::string>> read_completions(const std::string& path,
+                                                                      const std::vector<Benchmark>& chosen);
+
 // The seed's summary table (benchmark, items, accuracy in %, and the average), as Markdown.
 std::string suite_markdown(const std::vector<BenchmarkResult>& results);
 // Per-item JSON Lines: benchmark, idx, question, completion, predicted, gold, correct, and generation figures.
