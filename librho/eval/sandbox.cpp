@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -235,6 +236,219 @@ std::string last_line(const std::string& text) {
   const size_t begin = text.rfind('\n', end);
   return text.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin == std::string::npos ? 0 : begin + 1) + 1);
 }
+
+// The interpreter `name` names, asked once per process.
+Interpreter interpreter_for(const std::string& name) {
+  static std::mutex mutex;
+  static std::map<std::string, Interpreter> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto at = known.find(name);
+  if (at == known.end()) at = known.emplace(name, ask_interpreter(find_program(name))).first;
+  return at->second;
+}
+
+// A fresh folder under $TMPDIR (else /tmp) for one program, removed with what the program left there.
+class ScratchFolder {
+ public:
+  ScratchFolder() {
+    const fs::path base = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+    std::string templ = (base / "rho-sandbox-XXXXXX").string();
+    if (!mkdtemp(templ.data())) throw Error(fmt::format("sandbox: cannot create a directory under {}", base.string()));
+    dir_ = templ;
+  }
+  ~ScratchFolder() {
+    make_removable(dir_);
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  ScratchFolder(const ScratchFolder&) = delete;
+  ScratchFolder& operator=(const ScratchFolder&) = delete;
+  const fs::path& path() const { return dir_; }
+
+ private:
+  fs::path dir_;
+};
+
+// Everything the child needs, made before fork: after it, a threaded parent's child may only make
+// async-signal-safe calls. Pointers into its own members: built in place, never copied.
+struct ChildSetup {
+  ChildSetup(const Interpreter& python, const fs::path& dir, const SandboxOptions& o)
+      : workdir(dir.string()), filter(build_seccomp()), ruleset(build_landlock(landlock_abi(), python, workdir)) {
+    env_text = {"PATH=/usr/bin:/bin", "HOME=" + workdir, "TMPDIR=" + workdir, "LANG=C.UTF-8",
+                "PYTHONDONTWRITEBYTECODE=1", "PYTHONIOENCODING=utf-8", "OMP_NUM_THREADS=1",
+                "OPENBLAS_NUM_THREADS=1", "MKL_NUM_THREADS=1", "MPLBACKEND=Agg"};
+    for (auto& e : env_text) env.push_back(e.data());
+    env.push_back(nullptr);
+    argv_text = {python.executable, "-B", "main.py"};
+    for (auto& a : argv_text) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    prog = {static_cast<unsigned short>(filter.code.size()), const_cast<sock_filter*>(filter.code.data())};
+    const rlim_t cpu = static_cast<rlim_t>(std::max(1.0, o.cpu_seconds));
+    limits = {{RLIMIT_CPU, {cpu, cpu + 1}},
+              {RLIMIT_AS, {static_cast<rlim_t>(o.memory_bytes), static_cast<rlim_t>(o.memory_bytes)}},
+              {RLIMIT_FSIZE, {static_cast<rlim_t>(o.file_bytes), static_cast<rlim_t>(o.file_bytes)}},
+              {RLIMIT_CORE, {0, 0}},
+              {RLIMIT_NOFILE, {256, 256}}};
+  }
+  ~ChildSetup() { close_ruleset(); }
+  ChildSetup(const ChildSetup&) = delete;
+  ChildSetup& operator=(const ChildSetup&) = delete;
+  void close_ruleset() {
+    if (ruleset >= 0) close(ruleset);
+    ruleset = -1;
+  }
+
+  std::string workdir;
+  std::vector<std::string> env_text, argv_text;
+  std::vector<char*> env, argv;
+  SeccompFilter filter;
+  sock_fprog prog{};
+  std::vector<std::pair<int, rlimit>> limits;
+  int ruleset = -1;  // the Landlock ruleset's descriptor
+};
+
+// The child, after fork: its own session, /dev/null in, the pipes out, the limits, no new privileges, Landlock,
+// no inherited descriptors, seccomp, then the interpreter. A step that fails says which on stderr (write is
+// async-signal-safe) and exits with 126.
+[[noreturn]] void run_child(const ChildSetup& s, int out_fd, int err_fd) {
+  auto fail = [](const char* what) {
+    const char prefix[] = "sandbox set-up failed: ";
+    (void)!write(2, prefix, sizeof prefix - 1);
+    (void)!write(2, what, std::strlen(what));
+    (void)!write(2, "\n", 1);
+    _exit(126);
+  };
+  setsid();
+  const int devnull = open("/dev/null", O_RDONLY);
+  if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
+  if (chdir(s.workdir.c_str()) != 0) fail("chdir");
+  for (const auto& [resource, limit] : s.limits)
+    if (setrlimit(resource, &limit) != 0) fail("setrlimit");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("no_new_privs");
+  if (syscall(kSysRestrictSelf, s.ruleset, 0U) != 0) fail("landlock_restrict_self");
+  // Nothing the parent holds open reaches the program (Landlock does not check descriptors already open).
+  if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+    for (int fd = 3; fd < 4096; ++fd) close(fd);
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &s.prog) != 0) fail("seccomp");
+  execve(s.argv[0], s.argv.data(), s.env.data());
+  fail("execve");
+  _exit(126);  // (fail does not return)
+}
+
+// The child's process group, killed, and the child reaped, however the run ends.
+struct Child {
+  pid_t pid;
+  bool reaped = false;
+  int status = 0;
+  rusage usage{};
+  void reap() {
+    while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+    }
+    reaped = true;
+  }
+  void kill_and_reap() {
+    if (reaped) return;
+    kill(-pid, SIGKILL);
+    reap();
+  }
+  ~Child() { kill_and_reap(); }
+  double cpu_seconds() const {
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+  }
+};
+
+// What stopped the watch before the program ended on its own.
+struct Watch {
+  std::chrono::steady_clock::time_point deadline;
+  fs::path dir;
+  const SandboxOptions& o;
+  bool over_output = false, over_wall = false, over_folder = false;
+  bool stopped() const { return over_output || over_wall || over_folder; }
+  // The wall clock and the folder's size; true when either is over its limit.
+  bool over_time_or_folder() {
+    if (std::chrono::steady_clock::now() >= deadline) over_wall = true;
+    else if (folder_bytes(dir) > o.folder_bytes) over_folder = true;
+    return stopped();
+  }
+};
+
+// The program's stdout and stderr until both pipes close (or a limit is reached), checking the clock and the
+// folder at least every 250 ms; output past o.output_bytes in all is dropped and stops the program.
+void read_output(int out_fd, int err_fd, SandboxResult& r, Watch& w) {
+  pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+  std::string* sinks[2] = {&r.out, &r.err};
+  int open_pipes = 2;
+  char buf[65536];
+  while (open_pipes > 0 && !w.over_time_or_folder()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(w.deadline - std::chrono::steady_clock::now());
+    if (poll(fds, 2, static_cast<int>(std::clamp<int64_t>(left.count(), 0, 250))) < 0 && errno != EINTR) break;
+    for (int k = 0; k < 2; ++k) {
+      if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const ssize_t n = read(fds[k].fd, buf, sizeof buf);
+      if (n <= 0) {
+        close(fds[k].fd);
+        fds[k].fd = -1;
+        --open_pipes;
+        continue;
+      }
+      const size_t cap = static_cast<size_t>(w.o.output_bytes);
+      const size_t room = cap - std::min(r.out.size() + r.err.size(), cap);
+      sinks[k]->append(buf, std::min(room, static_cast<size_t>(n)));
+      if (static_cast<size_t>(n) > room) w.over_output = true;
+    }
+    if (w.over_output) break;
+  }
+  for (auto& f : fds)
+    if (f.fd >= 0) close(f.fd);
+}
+
+// Then the program's exit, under the same clock and folder limit (a program may close its output and sleep).
+void wait_for_exit(Child& child, Watch& w) {
+  while (!w.stopped()) {
+    const pid_t done = wait4(child.pid, &child.status, WNOHANG, &child.usage);
+    if (done == child.pid) {
+      child.reaped = true;
+      return;
+    }
+    if (done < 0 && errno != EINTR) return;
+    if (!w.over_time_or_folder()) usleep(10000);
+  }
+}
+
+// The verdict: a limit the watch reached, else how the program ended (exit status, or the signal and why).
+void judge(SandboxResult& r, const Watch& w, const Child& child) {
+  using S = SandboxResult::Status;
+  const auto& o = w.o;
+  const int status = child.status;
+  if (w.over_output) {
+    r.status = S::OutputLimit;
+    r.message = fmt::format("Output Error: more than {} bytes of output", o.output_bytes);
+  } else if (w.over_wall) {
+    r.status = S::WallLimit;
+    r.message = fmt::format("Timeout Error: over {} s", o.wall_seconds);
+  } else if (w.over_folder) {
+    r.status = S::FolderLimit;
+    r.message = fmt::format("File Error: more than {} bytes written", o.folder_bytes);
+  } else if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    r.exit_code = 128 + sig;
+    // RLIMIT_CPU sends SIGXCPU, then SIGKILL at the hard limit.
+    if (sig == SIGXCPU || (sig == SIGKILL && child.cpu_seconds() >= o.cpu_seconds)) {
+      r.status = S::CpuLimit;
+      r.message = fmt::format("Timeout Error: over {} s of CPU time", o.cpu_seconds);
+    } else {
+      r.status = S::Killed;
+      r.message = fmt::format("killed by signal {} ({})", sig, strsignal(sig));
+    }
+  } else if (WEXITSTATUS(status) != 0) {
+    r.status = S::Error;
+    r.exit_code = WEXITSTATUS(status);
+    r.message = last_line(r.err);
+    if (r.message.empty()) r.message = fmt::format("exit code {}", r.exit_code);
+    r.missing_module = r.message.rfind("ModuleNotFoundError", 0) == 0;
+  }
+}
 }  // namespace
 
 const char* status_name(SandboxResult::Status s) {
@@ -266,188 +480,29 @@ SandboxResult run_python(const std::string& code, const SandboxOptions& o) {
     r.message = why;
     return r;
   }
-  static std::mutex mutex;
-  static std::map<std::string, Interpreter> known;  // asked once per interpreter name
-  Interpreter python;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto at = known.find(o.python);
-    if (at == known.end()) at = known.emplace(o.python, ask_interpreter(find_program(o.python))).first;
-    python = at->second;
-  }
-  const fs::path base = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
-  std::string templ = (base / "rho-sandbox-XXXXXX").string();
-  if (!mkdtemp(templ.data())) throw Error(fmt::format("sandbox: cannot create a directory under {}", base.string()));
-  const fs::path dir = templ;
-  struct RemoveAtEnd {  // the folder goes, however this ends
-    fs::path dir;
-    ~RemoveAtEnd() {
-      make_removable(dir);
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } remove_at_end{dir};
-  write_file_atomic((dir / "main.py").string(), code);
-
-  const SeccompFilter filter = build_seccomp();
-  struct Fd {  // closed however this ends
-    int fd = -1;
-    void reset() {
-      if (fd >= 0) close(fd);
-      fd = -1;
-    }
-    ~Fd() { reset(); }
-  } ruleset{build_landlock(landlock_abi(), python, dir.string())};
-  // Everything the child needs is made before fork: after it, a threaded parent's child may only make
-  // async-signal-safe calls.
-  std::vector<std::string> env_s = {"PATH=/usr/bin:/bin", "HOME=" + dir.string(), "TMPDIR=" + dir.string(),
-                                    "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONIOENCODING=utf-8",
-                                    "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "MKL_NUM_THREADS=1",
-                                    "MPLBACKEND=Agg"};
-  std::vector<char*> env, argv;
-  for (auto& e : env_s) env.push_back(e.data());
-  env.push_back(nullptr);
-  std::string a0 = python.executable, a1 = "-B", a2 = "main.py";
-  argv = {a0.data(), a1.data(), a2.data(), nullptr};
-  const std::string workdir = dir.string();
-  sock_fprog prog{static_cast<unsigned short>(filter.code.size()), const_cast<sock_filter*>(filter.code.data())};
-  const rlim_t cpu = static_cast<rlim_t>(std::max(1.0, o.cpu_seconds));
-  const rlimit lim_cpu{cpu, cpu + 1}, lim_as{static_cast<rlim_t>(o.memory_bytes), static_cast<rlim_t>(o.memory_bytes)},
-      lim_fsize{static_cast<rlim_t>(o.file_bytes), static_cast<rlim_t>(o.file_bytes)}, lim_core{0, 0},
-      lim_nofile{256, 256};
+  const Interpreter python = interpreter_for(o.python);
+  const ScratchFolder scratch;
+  write_file_atomic((scratch.path() / "main.py").string(), code);
+  ChildSetup setup(python, scratch.path(), o);
 
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) throw Error("sandbox: pipe failed");
   const pid_t pid = fork();
   if (pid < 0) throw Error(fmt::format("sandbox: fork: {}", std::strerror(errno)));
-  if (pid == 0) {
-    // A step that fails says which on stderr (write is async-signal-safe) and exits with 126.
-    auto fail = [](const char* what) {
-      const char prefix[] = "sandbox set-up failed: ";
-      (void)!write(2, prefix, sizeof prefix - 1);
-      (void)!write(2, what, std::strlen(what));
-      (void)!write(2, "\n", 1);
-      _exit(126);
-    };
-    setsid();
-    const int devnull = open("/dev/null", O_RDONLY);
-    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out_pipe[1], 1) < 0 || dup2(err_pipe[1], 2) < 0) _exit(126);
-    if (chdir(workdir.c_str()) != 0) fail("chdir");
-    if (setrlimit(RLIMIT_CPU, &lim_cpu) || setrlimit(RLIMIT_AS, &lim_as) || setrlimit(RLIMIT_FSIZE, &lim_fsize) ||
-        setrlimit(RLIMIT_CORE, &lim_core) || setrlimit(RLIMIT_NOFILE, &lim_nofile))
-      fail("setrlimit");
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("no_new_privs");
-    if (syscall(kSysRestrictSelf, ruleset.fd, 0U) != 0) fail("landlock_restrict_self");
-    // Nothing the parent holds open reaches the program (Landlock does not check descriptors already open).
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
-      for (int fd = 3; fd < 4096; ++fd) close(fd);
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) fail("seccomp");
-    execve(argv[0], argv.data(), env.data());
-    fail("execve");
-  }
-  ruleset.reset();
+  if (pid == 0) run_child(setup, out_pipe[1], err_pipe[1]);
+  setup.close_ruleset();
   close(out_pipe[1]);
   close(err_pipe[1]);
-  struct Child {  // killed and reaped however this ends
-    pid_t pid;
-    bool reaped = false;
-    int status = 0;
-    rusage usage{};
-    void reap() {
-      while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
-      }
-      reaped = true;
-    }
-    ~Child() {
-      if (reaped) return;
-      kill(-pid, SIGKILL);
-      reap();
-    }
-  } child{pid};
+  Child child{pid};
 
-  bool over_output = false, over_wall = false, over_folder = false;
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  std::string* sinks[2] = {&r.out, &r.err};
-  int open_pipes = 2;
-  const auto deadline = t0 + std::chrono::duration<double>(o.wall_seconds);
-  auto folder_full = [&] { return folder_bytes(dir) > o.folder_bytes; };
-  char buf[65536];
-  // Output until both pipes close, checking the clock and the folder's size at least every 250 ms.
-  while (open_pipes > 0 && !over_output) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      over_wall = true;
-      break;
-    }
-    if (folder_full()) {
-      over_folder = true;
-      break;
-    }
-    if (poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 250))) < 0 && errno != EINTR) break;
-    for (int k = 0; k < 2; ++k) {
-      if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      const ssize_t n = read(fds[k].fd, buf, sizeof buf);
-      if (n <= 0) {
-        close(fds[k].fd);
-        fds[k].fd = -1;
-        --open_pipes;
-        continue;
-      }
-      const size_t room = static_cast<size_t>(o.output_bytes) - std::min<size_t>(r.out.size() + r.err.size(), o.output_bytes);
-      sinks[k]->append(buf, std::min<size_t>(room, static_cast<size_t>(n)));
-      if (static_cast<size_t>(n) > room) over_output = true;
-    }
-  }
-  for (auto& f : fds)
-    if (f.fd >= 0) close(f.fd);
-  // Then its exit, under the same clock and folder limit (a program may close its output and sleep).
-  while (!over_output && !over_wall && !over_folder) {
-    const pid_t done = wait4(pid, &child.status, WNOHANG, &child.usage);
-    if (done == pid) {
-      child.reaped = true;
-      break;
-    }
-    if (done < 0 && errno != EINTR) break;
-    if (std::chrono::steady_clock::now() >= deadline) over_wall = true;
-    else if (folder_full()) over_folder = true;
-    else usleep(10000);
-  }
-  if (!child.reaped) {
-    kill(-pid, SIGKILL);
-    child.reap();
-  }
-  const int status = child.status;
-  const double cpu_used = static_cast<double>(child.usage.ru_utime.tv_sec + child.usage.ru_stime.tv_sec) +
-                     1e-6 * static_cast<double>(child.usage.ru_utime.tv_usec + child.usage.ru_stime.tv_usec);
+  Watch watch{t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                       std::chrono::duration<double>(o.wall_seconds)),
+              scratch.path(), o};
+  read_output(out_pipe[0], err_pipe[0], r, watch);
+  wait_for_exit(child, watch);
+  child.kill_and_reap();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  using S = SandboxResult::Status;
-  if (over_output) {
-    r.status = S::OutputLimit;
-    r.message = fmt::format("Output Error: more than {} bytes of output", o.output_bytes);
-  } else if (over_wall) {
-    r.status = S::WallLimit;
-    r.message = fmt::format("Timeout Error: over {} s", o.wall_seconds);
-  } else if (over_folder) {
-    r.status = S::FolderLimit;
-    r.message = fmt::format("File Error: more than {} bytes written", o.folder_bytes);
-  } else if (WIFSIGNALED(status)) {
-    const int sig = WTERMSIG(status);
-    r.exit_code = 128 + sig;
-    if (sig == SIGXCPU || (sig == SIGKILL && cpu_used >= o.cpu_seconds)) {  // RLIMIT_CPU: SIGXCPU, then SIGKILL
-      r.status = S::CpuLimit;
-      r.message = fmt::format("Timeout Error: over {} s of CPU time", o.cpu_seconds);
-    } else {
-      r.status = S::Killed;
-      r.message = fmt::format("killed by signal {} ({})", sig, strsignal(sig));
-    }
-  } else if (WEXITSTATUS(status) != 0) {
-    r.status = S::Error;
-    r.exit_code = WEXITSTATUS(status);
-    r.message = last_line(r.err);
-    if (r.message.empty()) r.message = fmt::format("exit code {}", r.exit_code);
-    r.missing_module = r.message.rfind("ModuleNotFoundError", 0) == 0;
-  }
+  judge(r, watch, child);
   return r;
 }
 
