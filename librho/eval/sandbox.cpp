@@ -269,6 +269,31 @@ class ScratchFolder {
   fs::path dir_;
 };
 
+// A descriptor closed however the run ends.
+struct OwnedFd {
+  int fd = -1;
+  OwnedFd() = default;
+  explicit OwnedFd(int f) : fd(f) {}
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  ~OwnedFd() { reset(); }
+  void reset() {
+    if (fd >= 0) close(fd);
+    fd = -1;
+  }
+};
+
+// A pipe: the parent reads `read`, the child writes `write` (both close on exec).
+struct Pipe {
+  OwnedFd read, write;
+  Pipe() {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) throw Error(fmt::format("sandbox: pipe: {}", std::strerror(errno)));
+    read.fd = fds[0];
+    write.fd = fds[1];
+  }
+};
+
 // Everything the child needs, made before fork: after it, a threaded parent's child may only make
 // async-signal-safe calls. Pointers into its own members: built in place, never copied.
 struct ChildSetup {
@@ -290,13 +315,8 @@ struct ChildSetup {
               {RLIMIT_CORE, {0, 0}},
               {RLIMIT_NOFILE, {256, 256}}};
   }
-  ~ChildSetup() { close_ruleset(); }
   ChildSetup(const ChildSetup&) = delete;
   ChildSetup& operator=(const ChildSetup&) = delete;
-  void close_ruleset() {
-    if (ruleset >= 0) close(ruleset);
-    ruleset = -1;
-  }
 
   std::string workdir;
   std::vector<std::string> env_text, argv_text;
@@ -304,7 +324,7 @@ struct ChildSetup {
   SeccompFilter filter;
   sock_fprog prog{};
   std::vector<std::pair<int, rlimit>> limits;
-  int ruleset = -1;  // the Landlock ruleset's descriptor
+  OwnedFd ruleset;  // the Landlock ruleset
 };
 
 // The child, after fork: its own session, /dev/null in, the pipes out, the limits, no new privileges, Landlock,
@@ -325,7 +345,7 @@ struct ChildSetup {
   for (const auto& [resource, limit] : s.limits)
     if (setrlimit(resource, &limit) != 0) fail("setrlimit");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("no_new_privs");
-  if (syscall(kSysRestrictSelf, s.ruleset, 0U) != 0) fail("landlock_restrict_self");
+  if (syscall(kSysRestrictSelf, s.ruleset.fd, 0U) != 0) fail("landlock_restrict_self");
   // Nothing the parent holds open reaches the program (Landlock does not check descriptors already open).
   if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
     for (int fd = 3; fd < 4096; ++fd) close(fd);
@@ -340,15 +360,19 @@ struct Child {
   pid_t pid;
   bool reaped = false;
   int status = 0;
+  int lost = 0;  // wait4's errno when the exit status could not be read
   rusage usage{};
   void reap() {
-    while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+    while (wait4(pid, &status, 0, &usage) < 0) {
+      if (errno == EINTR) continue;
+      lost = errno;
+      break;
     }
     reaped = true;
   }
   void kill_and_reap() {
     if (reaped) return;
-    kill(-pid, SIGKILL);
+    if (kill(-pid, SIGKILL) != 0) kill(pid, SIGKILL);  // no group yet: the child has not reached setsid
     reap();
   }
   ~Child() { kill_and_reap(); }
@@ -360,7 +384,7 @@ struct Child {
 
 // What stopped the watch before the program ended on its own.
 struct Watch {
-  std::chrono::steady_clock::time_point deadline;
+  std::chrono::time_point<std::chrono::steady_clock, std::chrono::duration<double>> deadline;
   fs::path dir;
   const SandboxOptions& o;
   bool over_output = false, over_wall = false, over_folder = false;
@@ -375,19 +399,24 @@ struct Watch {
 
 // The program's stdout and stderr until both pipes close (or a limit is reached), checking the clock and the
 // folder at least every 250 ms; output past o.output_bytes in all is dropped and stops the program.
-void read_output(int out_fd, int err_fd, SandboxResult& r, Watch& w) {
-  pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+void read_output(OwnedFd& out, OwnedFd& err, SandboxResult& r, Watch& w) {
+  pollfd fds[2] = {{out.fd, POLLIN, 0}, {err.fd, POLLIN, 0}};
+  OwnedFd* owners[2] = {&out, &err};
   std::string* sinks[2] = {&r.out, &r.err};
   int open_pipes = 2;
   char buf[65536];
   while (open_pipes > 0 && !w.over_time_or_folder()) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(w.deadline - std::chrono::steady_clock::now());
-    if (poll(fds, 2, static_cast<int>(std::clamp<int64_t>(left.count(), 0, 250))) < 0 && errno != EINTR) break;
+    if (left.count() <= 0) {
+      w.over_wall = true;
+      break;
+    }
+    if (poll(fds, 2, static_cast<int>(std::min<int64_t>(left.count(), 250))) < 0 && errno != EINTR) break;
     for (int k = 0; k < 2; ++k) {
       if (fds[k].fd < 0 || !(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       const ssize_t n = read(fds[k].fd, buf, sizeof buf);
       if (n <= 0) {
-        close(fds[k].fd);
+        owners[k]->reset();
         fds[k].fd = -1;
         --open_pipes;
         continue;
@@ -399,8 +428,8 @@ void read_output(int out_fd, int err_fd, SandboxResult& r, Watch& w) {
     }
     if (w.over_output) break;
   }
-  for (auto& f : fds)
-    if (f.fd >= 0) close(f.fd);
+  out.reset();  // the program writing on gets SIGPIPE
+  err.reset();
 }
 
 // Then the program's exit, under the same clock and folder limit (a program may close its output and sleep).
@@ -411,7 +440,11 @@ void wait_for_exit(Child& child, Watch& w) {
       child.reaped = true;
       return;
     }
-    if (done < 0 && errno != EINTR) return;
+    if (done < 0 && errno != EINTR) {
+      child.lost = errno;
+      child.reaped = true;
+      return;
+    }
     if (!w.over_time_or_folder()) usleep(10000);
   }
 }
@@ -430,6 +463,9 @@ void judge(SandboxResult& r, const Watch& w, const Child& child) {
   } else if (w.over_folder) {
     r.status = S::FolderLimit;
     r.message = fmt::format("File Error: more than {} bytes written", o.folder_bytes);
+  } else if (child.lost) {
+    r.status = S::Killed;
+    r.message = fmt::format("sandbox: the program's exit status was lost ({})", std::strerror(child.lost));
   } else if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
     r.exit_code = 128 + sig;
@@ -485,20 +521,17 @@ SandboxResult run_python(const std::string& code, const SandboxOptions& o) {
   write_file_atomic((scratch.path() / "main.py").string(), code);
   ChildSetup setup(python, scratch.path(), o);
 
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) throw Error("sandbox: pipe failed");
+  Pipe out, err;
   const pid_t pid = fork();
   if (pid < 0) throw Error(fmt::format("sandbox: fork: {}", std::strerror(errno)));
-  if (pid == 0) run_child(setup, out_pipe[1], err_pipe[1]);
-  setup.close_ruleset();
-  close(out_pipe[1]);
-  close(err_pipe[1]);
+  if (pid == 0) run_child(setup, out.write.fd, err.write.fd);
+  setup.ruleset.reset();
+  out.write.reset();
+  err.write.reset();
   Child child{pid};
 
-  Watch watch{t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                       std::chrono::duration<double>(o.wall_seconds)),
-              scratch.path(), o};
-  read_output(out_pipe[0], err_pipe[0], r, watch);
+  Watch watch{t0 + std::chrono::duration<double>(o.wall_seconds), scratch.path(), o};
+  read_output(out.read, err.read, r, watch);
   wait_for_exit(child, watch);
   child.kill_and_reap();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -36,6 +36,8 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
     return weight.to(x.scalar_type()) * y.to(x.scalar_type());
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // r is saved as a constant and the CUDA kernel has no derivative of its own: second derivatives would be wrong.
+    TORCH_CHECK(!at::GradMode::is_enabled(), "rho::rms_norm: no double backward (create_graph)");
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &r = saved[2], &g = grads[0];
     const auto xf = x.to(at::kFloat);

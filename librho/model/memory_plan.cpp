@@ -69,11 +69,11 @@ int64_t largest_micro_batch(const LlamaConfig& c, MemoryPlanOptions o) {
     return plan_memory(c, o).fits(o.device_gib);
   };
   if (!fits(1)) return 0;
-  int64_t good = 1, bad = 2;  // the plan grows with the micro-batch: double until it does not fit, then bisect
-  while (fits(bad)) {
+  // The plan grows with the micro-batch: double until it does not fit (or a bound far past any device), then bisect.
+  int64_t good = 1, bad = 2;
+  for (; fits(bad); bad *= 2) {
     good = bad;
-    if (bad > (int64_t{1} << 40)) return good;
-    bad *= 2;
+    if (bad >= (int64_t{1} << 30)) return good;
   }
   while (bad - good > 1) {
     const int64_t mid = good + (bad - good) / 2;

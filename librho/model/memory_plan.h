@@ -16,6 +16,9 @@
 //               autocast) with their gradient, and the hidden states' gradient;
 //   buffers     communication: gradient buckets (none); under sharding the reduce-scatter inputs (at most three
 //               units in flight) are counted with the gradients.
+// Attention is planned as the fused kernels keep it (the CPU's, and flash or cuDNN in bf16 on CUDA): fp32 on CUDA
+// with grouped-query attention runs torch's math attention, which keeps [batch, heads, seq, seq] probabilities
+// that this plan does not count.
 // Validated against PeakMemory on the CPU: the activations to 0.5% by ctest [memory], the whole step by ctest
 // dist_cpu (each level, fp32 and bf16, with and without activation checkpointing: within 10%). Not yet validated
 // on a GPU for the current layer (docs/scaling.md); the allocator's caching and fragmentation come on top.

@@ -1,4 +1,5 @@
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/cuda.h>
 
 #include <catch2/catch.hpp>
@@ -134,10 +135,14 @@ TEST_CASE("lean rms_norm and swiglu: values and gradients bitwise those of the p
     };
     check_bitwise(gated(true), gated(false));
   }
+  // No second derivatives: the reciprocal RMS is kept as a constant.
+  const auto x = leaf({2, 8}, at::kFloat, 9), w = leaf({8}, at::kFloat, 10);
+  CHECK_THROWS_WITH(torch::autograd::grad({rho::rms_norm(x, w, 1e-6).pow(2).sum()}, {x}, {}, true, true),
+                    Catch::Matchers::Contains("no double backward"));
   // Without gradients both take the plain path's values too.
   at::NoGradGuard no_grad;
-  const auto x = at::randn({2, 32}), w = at::randn({32});
-  CHECK(at::equal(rho::rms_norm(x, w, 1e-6), w * at::rms_norm(x, {32}, std::nullopt, 1e-6)));
+  const auto a = at::randn({2, 32}), v = at::randn({32});
+  CHECK(at::equal(rho::rms_norm(a, v, 1e-6), v * at::rms_norm(a, {32}, std::nullopt, 1e-6)));
 }
 
 TEST_CASE("SharedInput under bf16 autocast: one copy for every projection, values and gradients bitwise autocast's",
