@@ -3,9 +3,13 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/ops/_fused_rms_norm.h>
 #include <ATen/ops/_fused_rms_norm_backward.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/silu.h>
 #include <ATen/ops/silu_backward.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace rho {
@@ -74,6 +78,36 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
   }
 };
 
+// Under autocast: the product in autocast's dtype from the cached casts of weight and bias; the gradients of
+// weight and bias in fp32 (the GEMM's own fp32 output on CUDA), x's in x's dtype. Without a bias, `bias` is an
+// empty placeholder (autograd's inputs must be defined tensors).
+struct AutocastLinearFunction : torch::autograd::Function<AutocastLinearFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                            int64_t compute_dtype) {
+    const auto dt = static_cast<at::ScalarType>(compute_dtype);
+    const auto device = x.device().type();
+    const auto x16 = x.to(dt), w16 = at::autocast::cached_cast(dt, weight, device);
+    ctx->save_for_backward({x16, w16});
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // cast above, once
+    ctx->saved_data["bias"] = bias.numel() > 0;
+    return bias.numel() > 0 ? at::linear(x16, w16, at::autocast::cached_cast(dt, bias, device)) : at::linear(x16, w16);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x16 = saved[0], &w16 = saved[1];
+    const auto g = grads[0].to(x16.scalar_type());
+    const auto g2 = g.reshape({-1, g.size(-1)}), x2 = x16.reshape({-1, x16.size(-1)});
+    at::Tensor grad_x, grad_w, grad_b;
+    if (ctx->needs_input_grad(0))
+      grad_x = g.matmul(w16).to(static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
+    if (ctx->needs_input_grad(1))
+      grad_w = g.is_cuda() ? at::mm(g2.t(), x2, at::kFloat) : at::mm(g2.t(), x2).to(at::kFloat);
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) grad_b = g.is_cuda() ? g2.sum(0, false, at::kFloat) : g2.sum(0).to(at::kFloat);
+    return {grad_x, grad_w, grad_b, at::Tensor()};
+  }
+};
+
 // Hands out `copy` (x already cast, no gradient of its own) with a gradient edge to x: the gradient arrives in
 // copy's dtype and leaves in x's, as from the cast autocast would have made.
 struct SharedCastFunction : torch::autograd::Function<SharedCastFunction> {
@@ -97,6 +131,17 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
   if (at::GradMode::is_enabled() && (gate.requires_grad() || up.requires_grad())) return SwigluFunction::apply(gate, up);
   return at::silu(gate) * up;
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const auto device = x.device().type();
+  const bool lean = at::GradMode::is_enabled() && at::autocast::is_autocast_enabled(device) &&
+                    weight.scalar_type() == at::kFloat && (!bias.defined() || bias.scalar_type() == at::kFloat) &&
+                    (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+  if (lean)
+    return AutocastLinearFunction::apply(x, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
+                                         static_cast<int64_t>(at::autocast::get_autocast_dtype(device)));
+  return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
 }
 
 SharedInput::SharedInput(const at::Tensor& x) : x_(x) {

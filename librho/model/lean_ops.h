@@ -1,10 +1,11 @@
 #pragma once
-// Three pieces of the decoder layer with a backward of their own, so that autograd keeps less between the
-// forward and the backward, with the numbers of the plain operations they replace:
+// Pieces of the decoder layer with a backward of their own. Three keep less between the forward and the
+// backward than autograd would, with the numbers of the plain operations they replace:
 //   rms_norm     keeps its input and one fp32 per row, not the fp32 normalised values as well;
 //   swiglu       keeps gate and up, not silu(gate) as well;
 //   SharedInput  under autocast, casts the input of several projections (q, k, v; gate, up) once, where each
 //                projection would cast and keep a copy of its own.
+// and `linear` makes its weight's gradient in fp32 directly.
 // At the TinyLlama-1.1B shape (bf16 autocast, 8 x 2048 tokens) the layers keep 22.7 GiB for the backward instead
 // of 36.1 (librho/model/memory_plan.cpp counts what is kept; ctest [memory] measures it). Each piece's values and
 // gradients are bitwise those of the operations it replaces; in a whole layer, where the residual stream's
@@ -20,6 +21,12 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 // silu(gate) * up, the SwiGLU MLP's gate.
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
+
+// x W^T (+ b) under autocast as at::linear computes it (the weight and bias cast once per autocast scope, through
+// autocast's cache), with the weight's and bias's gradients formed in fp32: on CUDA the GEMM writes the fp32
+// gradient itself (no bf16 rounding of it, no separate cast); elsewhere the bf16 product is cast, as autograd does.
+// Without autocast, or for a weight not in fp32 (sharded layers gathered in bf16), it is at::linear.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
 
 // What several projections read. Without autocast (or outside its reach: a tensor not in fp32, a device
 // autocast is off for) each view is `x` itself. Under autocast `x` is cast to autocast's dtype once; with

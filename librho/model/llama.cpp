@@ -43,10 +43,11 @@ AttentionImpl::AttentionImpl(const LlamaConfig& c)
 }
 
 namespace {
-// x W^T through at::linear, as Python's F.linear: under autocast the cast of W is cached for the scope, once per
-// weight (torch::nn::Linear's C++ forward multiplies by the view W.t(), which autocast casts anew at every use).
+// x W^T through rho::linear (lean_ops.h), as Python's F.linear: under autocast the cast of W is cached for the
+// scope, once per weight (torch::nn::Linear's C++ forward multiplies by the view W.t(), which autocast casts anew
+// at every use), and W's gradient is made in fp32.
 at::Tensor project(const torch::nn::Linear& proj, const at::Tensor& x) {
-  return proj->bias.defined() ? at::linear(x, proj->weight, proj->bias) : at::linear(x, proj->weight);
+  return rho::linear(x, proj->weight, proj->bias);
 }
 
 // Rotary embedding in the "rotate half" layout used by Hugging Face Llama checkpoints.

@@ -346,3 +346,61 @@ TEST_CASE("largest_micro_batch: the largest micro-batch that fits, 0 when none d
   o.device_gib = 8;  // fp32 weights, gradients and AdamW alone are 16 GiB
   CHECK(rho::largest_micro_batch(c, o) == 0);
 }
+
+namespace {
+// Forward values and gradients (input, weight, bias) of a projection under bf16 autocast on `device`, through
+// rho::linear or at::linear, and the gradients in fp64 from the same bf16-rounded operands.
+struct LinearRun {
+  std::vector<at::Tensor> lean, plain, exact;
+};
+LinearRun linear_run(at::Device device) {
+  auto make = [&](at::IntArrayRef shape, uint64_t seed) {
+    return at::randn(shape, at::make_generator<at::CPUGeneratorImpl>(seed)).to(device).requires_grad_(true);
+  };
+  const auto g = at::randn({3, 40, 48}, at::make_generator<at::CPUGeneratorImpl>(30)).to(device);
+  auto run = [&](int kind) {  // 0 lean, 1 plain, 2 exact
+    const auto x_leaf = make({3, 40, 64}, 31), w = make({48, 64}, 32), b = make({48}, 33);
+    const auto x = x_leaf * 1.0;  // not a leaf, as in the model
+    at::Tensor y;
+    if (kind == 2) {
+      auto r = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); };
+      y = at::linear(r(x), r(w), r(b));
+    } else {
+      rho::AutocastScope autocast(device.type(), at::kBFloat16);
+      y = kind == 0 ? rho::linear(x, w, b) : at::linear(x, w, b);
+    }
+    (y * g.to(y.scalar_type())).sum().backward();
+    return std::vector<at::Tensor>{y.detach().cpu(), x_leaf.grad().cpu(), w.grad().cpu(), b.grad().cpu()};
+  };
+  return {run(0), run(1), run(2)};
+}
+double relative_error(const at::Tensor& a, const at::Tensor& exact) {
+  return ((a.to(at::kDouble) - exact.to(at::kDouble)).norm() / exact.to(at::kDouble).norm()).item<double>();
+}
+}  // namespace
+
+TEST_CASE("rho::linear under CPU bf16 autocast: autocast's values, fp32 gradients as autograd makes them", "[model][autocast]") {
+  const auto r = linear_run(at::kCPU);
+  CHECK(at::equal(r.lean[0], r.plain[0]));
+  for (size_t i = 1; i < 4; ++i) {
+    INFO("gradient " << i << " (input, weight, bias)");
+    CHECK(r.lean[i].scalar_type() == at::kFloat);
+    CHECK(relative_error(r.lean[i], r.plain[i]) < 1e-6);
+  }
+  // Without autocast it is at::linear.
+  const auto x = at::randn({4, 8}), w = at::randn({3, 8});
+  CHECK(at::equal(rho::linear(x, w), at::linear(x, w)));
+}
+
+TEST_CASE("rho::linear on CUDA: autocast's values, weight and bias gradients without bf16 rounding", "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  const auto r = linear_run(at::kCUDA);
+  CHECK(at::equal(r.lean[0], r.plain[0]));
+  CHECK(relative_error(r.lean[1], r.plain[1]) < 1e-6);  // the input's gradient: the same bf16 GEMM
+  for (size_t i : {2, 3}) {
+    INFO("gradient " << i << " (weight, bias): lean " << relative_error(r.lean[i], r.exact[i]) << ", autocast "
+                     << relative_error(r.plain[i], r.exact[i]) << " from fp64");
+    CHECK(r.lean[i].scalar_type() == at::kFloat);
+    CHECK(relative_error(r.lean[i], r.exact[i]) < 0.1 * relative_error(r.plain[i], r.exact[i]));
+  }
+}
