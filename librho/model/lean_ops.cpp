@@ -78,20 +78,20 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
   }
 };
 
-// Under autocast: the product in autocast's dtype from the cached casts of weight and bias; the gradients of
-// weight and bias in fp32 (the GEMM's own fp32 output on CUDA), x's in x's dtype. Without a bias, `bias` is an
-// empty placeholder (autograd's inputs must be defined tensors).
+// Under autocast: the product in autocast's dtype of x and the low-precision copies of weight and bias (made by
+// rho::linear, through autocast's cache; they carry no gradient edge here, weight and bias do); the gradients of
+// weight and bias in fp32 (the GEMM's own fp32 output on CUDA), x's in x's dtype. Without a bias, `bias` and
+// `bias16` are empty placeholders (autograd's inputs must be defined tensors).
 struct AutocastLinearFunction : torch::autograd::Function<AutocastLinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                            int64_t compute_dtype) {
-    const auto dt = static_cast<at::ScalarType>(compute_dtype);
-    const auto device = x.device().type();
-    const auto x16 = x.to(dt), w16 = at::autocast::cached_cast(dt, weight, device);
-    ctx->save_for_backward({x16, w16});
+                            const at::Tensor& weight16, const at::Tensor& bias16) {
+    (void)weight;  // an input for its gradient edge; the product reads weight16
+    const auto x16 = x.to(weight16.scalar_type());
+    ctx->save_for_backward({x16, weight16});
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());
-    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // cast above, once
     ctx->saved_data["bias"] = bias.numel() > 0;
-    return bias.numel() > 0 ? at::linear(x16, w16, at::autocast::cached_cast(dt, bias, device)) : at::linear(x16, w16);
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // cast once, by rho::linear
+    return bias.numel() > 0 ? at::linear(x16, weight16, bias16) : at::linear(x16, weight16);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -103,8 +103,9 @@ struct AutocastLinearFunction : torch::autograd::Function<AutocastLinearFunction
       grad_x = g.matmul(w16).to(static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
     if (ctx->needs_input_grad(1))
       grad_w = g.is_cuda() ? at::mm(g2.t(), x2, at::kFloat) : at::mm(g2.t(), x2).to(at::kFloat);
-    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) grad_b = g.is_cuda() ? g2.sum(0, false, at::kFloat) : g2.sum(0).to(at::kFloat);
-    return {grad_x, grad_w, grad_b, at::Tensor()};
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2))
+      grad_b = g.is_cuda() ? g2.sum(0, false, at::kFloat) : g2.sum(0).to(at::kFloat);
+    return {grad_x, grad_w, grad_b, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -138,10 +139,14 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   const bool lean = at::GradMode::is_enabled() && at::autocast::is_autocast_enabled(device) &&
                     weight.scalar_type() == at::kFloat && (!bias.defined() || bias.scalar_type() == at::kFloat) &&
                     (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-  if (lean)
-    return AutocastLinearFunction::apply(x, weight, bias.defined() ? bias : at::empty({0}, weight.options()),
-                                         static_cast<int64_t>(at::autocast::get_autocast_dtype(device)));
-  return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
+  if (!lean) return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
+  // The copies are made here, with gradients on, as autocast makes them: a copy cached for the scope then has its
+  // gradient edge for any later plain use of the same weight.
+  const auto dt = at::autocast::get_autocast_dtype(device);
+  const auto none = at::empty({0}, weight.options());
+  return AutocastLinearFunction::apply(x, weight, bias.defined() ? bias : none,
+                                       at::autocast::cached_cast(dt, weight, device).detach(),
+                                       bias.defined() ? at::autocast::cached_cast(dt, bias, device).detach() : none);
 }
 
 SharedInput::SharedInput(const at::Tensor& x) : x_(x) {

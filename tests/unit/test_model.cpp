@@ -359,17 +359,18 @@ LinearRun linear_run(at::Device device) {
   };
   const auto g = at::randn({3, 40, 48}, at::make_generator<at::CPUGeneratorImpl>(30)).to(device);
   auto run = [&](int kind) {  // 0 lean, 1 plain, 2 exact
-    const auto x_leaf = make({3, 40, 64}, 31), w = make({48, 64}, 32), b = make({48}, 33);
-    const auto x = x_leaf * 1.0;  // not a leaf, as in the model
+    auto x_leaf = make({3, 40, 64}, 31), w = make({48, 64}, 32), b = make({48}, 33);
     at::Tensor y;
-    if (kind == 2) {
-      auto r = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); };
-      y = at::linear(r(x), r(w), r(b));
+    if (kind == 2) {  // fp64 leaves holding the bf16-rounded operands
+      auto r = [](const at::Tensor& t) { return t.detach().to(at::kBFloat16).to(at::kDouble).requires_grad_(true); };
+      x_leaf = r(x_leaf), w = r(w), b = r(b);
+      y = at::linear(x_leaf, w, b);
     } else {
+      const auto x = x_leaf * 1.0;  // not a leaf, as in the model
       rho::AutocastScope autocast(device.type(), at::kBFloat16);
       y = kind == 0 ? rho::linear(x, w, b) : at::linear(x, w, b);
     }
-    (y * g.to(y.scalar_type())).sum().backward();
+    (y * g.to(at::kBFloat16).to(y.scalar_type())).sum().backward();
     return std::vector<at::Tensor>{y.detach().cpu(), x_leaf.grad().cpu(), w.grad().cpu(), b.grad().cpu()};
   };
   return {run(0), run(1), run(2)};
@@ -390,6 +391,20 @@ TEST_CASE("rho::linear under CPU bf16 autocast: autocast's values, fp32 gradient
   // Without autocast it is at::linear.
   const auto x = at::randn({4, 8}), w = at::randn({3, 8});
   CHECK(at::equal(rho::linear(x, w), at::linear(x, w)));
+  // A plain at::linear after it in the same scope reads autocast's cached copy of the weight, and that copy has
+  // its gradient edge: the weight's gradient counts both uses.
+  auto twice = [&](bool lean_first) {
+    const auto wl = w.clone().requires_grad_(true);
+    {
+      rho::AutocastScope autocast(at::kCPU, at::kBFloat16);
+      const auto y = lean_first ? rho::linear(x, wl) : at::linear(x, wl);
+      (y.sum() + at::linear(x, wl).sum()).to(at::kFloat).backward();
+    }
+    return wl.grad();
+  };
+  const auto both = twice(true);
+  REQUIRE(both.defined());
+  CHECK(relative_error(both, twice(false)) < 1e-6);
 }
 
 TEST_CASE("rho::linear on CUDA: autocast's values, weight and bias gradients without bf16 rounding", "[model][cuda]") {
