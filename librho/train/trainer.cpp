@@ -24,6 +24,7 @@
 #include "librho/dist/sharded.h"
 #include "librho/io/hf_checkpoint.h"
 #include "librho/model/autocast.h"
+#include "librho/model/memory_plan.h"
 #include "librho/score/token_scorer.h"
 #include "librho/train/tensorboard.h"
 #include "librho/slm/reference.h"
@@ -610,7 +611,18 @@ void Trainer::State::log_memory() {
   for (int64_t r = 0; r < W; ++r)
     ranks.push_back({{"weights", t[r][0].item<int64_t>()}, {"gradients", t[r][1].item<int64_t>()},
                      {"optimizer", t[r][2].item<int64_t>()}, {"peak", t[r][3].item<int64_t>()}});
-  write_log({{"type", "memory"}, {"step", step}, {"sharding", enum_name(kShardingNames, cfg.sharding)}, {"ranks", ranks}});
+  // What rho_model plan says of the same step (docs/scaling.md), beside what it measured.
+  MemoryPlanOptions po;
+  po.world_size = W;
+  po.seq_len = cfg.seq_len;
+  po.micro_batch = cfg.batch_size;
+  po.grad_accum = cfg.grad_accum;
+  po.sharding = cfg.sharding;
+  po.bf16 = autocast;
+  po.activation_checkpointing = cfg.activation_checkpointing;
+  po.gloo = dist->backend() == "gloo";
+  write_log({{"type", "memory"}, {"step", step}, {"sharding", enum_name(kShardingNames, cfg.sharding)}, {"ranks", ranks},
+             {"planned", plan_memory(model->config, po).total()}});
 }
 
 // The step's scores as two histograms over every rank's tokens: slm/score (every valid token with a finite score)

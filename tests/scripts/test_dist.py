@@ -21,7 +21,8 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or SLURM_PROCID / SLURM_NTASKS, a
      127.0.0.1), and 4 processes with SLURM-style variables as on 2 nodes, train (sharding parameters) to one
      process's weights; a worker of node 1 killed mid-run: node 0's workers exit naming the failed ranks, both
      agents exit non-zero, and --resume on two nodes again ends with the uninterrupted run's weights exactly;
-  6. rho_model plan against the memory each rank measured (PeakMemory) in its first step, within 10%: a 4-layer
+  6. rho_model plan against the memory each rank measured (PeakMemory) in its first step, within 10%, and equal to
+     the plan the run logs beside it: a 4-layer
      model in fp32 and bf16, with and without activation checkpointing and accumulation, at every sharding level
      with 1, 2 and 3 processes.
 Exit 77 (skipped) when the build has no Gloo backend."""
@@ -289,6 +290,9 @@ train: {{export_hf: false, tensorboard: false}}
                             "--json"] + flags, capture_output=True, text=True, check=True)
         planned = json.loads(r.stdout)["total"]
         ratios = [planned / p for p in peaks]
+        logged = memory_line(d).get("planned")
+        check(logged == planned, f"the memory log line's plan, {level}, {world} process(es), {name}: {logged} bytes, "
+              f"rho_model plan {planned}")
         check(all(0.9 <= x <= 1.1 for x in ratios),
               f"rho_model plan, {level}, {world} process(es), {name}: planned {planned / 2**20:.2f} MiB, measured "
               + " / ".join(f"{p / 2**20:.2f}" for p in peaks) + " MiB (ratio "
