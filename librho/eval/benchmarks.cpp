@@ -586,13 +586,7 @@ std::map<Benchmark, std::map<std::string, std::string>> read_completions(const s
   for (int64_t line = 1; std::getline(in, text); ++line) {
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path, line);
-    json v;
-    try {
-      v = json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}: not valid JSON ({})", where, e.what()));
-    }
-    if (!v.is_object()) throw Error(fmt::format("{}: not a JSON object", where));
+    json v = JsonFields{where}.parse_object(text);
     Benchmark b;
     if (v.contains("benchmark")) {
       const auto named = v["benchmark"].is_string() ? enum_from_name(kBenchmarkNames, v["benchmark"].get<std::string>())

@@ -86,14 +86,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 std::string fill_template(const std::string& tmpl, const std::string& item_json, const std::string& source) {
-  json item;
-  try {
-    item = json::parse(item_json);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON ({})", source, e.what()));
-  }
-  if (!item.is_object()) throw Error(fmt::format("{}: not a JSON object", source));
-  return fill(tmpl, item, source);
+  return fill(tmpl, JsonFields{source}.parse_object(item_json), source);
 }
 
 std::string unescape(const std::string& s) {

@@ -30,14 +30,20 @@ std::pair<at::Tensor, at::Tensor> normalise(const at::Tensor& xf, double eps) {
   return {xf * r, r};
 }
 
-// Gradients of out = weight.to(dt) * y.to(dt), dt = x's dtype: the weight's as autograd's mul and cast compute it;
+// out = weight.to(dt) * y.to(dt), dt = x's dtype (transformers' LlamaRMSNorm), and r.
+std::pair<at::Tensor, at::Tensor> rms_norm_values(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const auto [y, r] = normalise(x.to(at::kFloat), eps);
+  return {weight.to(x.scalar_type()) * y.to(x.scalar_type()), r};
+}
+
+// Gradients of out (rms_norm_values): the weight's as autograd's mul and cast compute it;
 // x's from the fused backward kernel on CUDA, elsewhere by autograd's formulas for each operation of the
 // decomposition (mul, rsqrt, mean, pow), applied in the same order.
 struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps) {
-    const auto [y, r] = normalise(x.to(at::kFloat), eps);
+    auto [out, r] = rms_norm_values(x, weight, eps);
     ctx->save_for_backward({x, weight, r});
-    return weight.to(x.scalar_type()) * y.to(x.scalar_type());
+    return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     // r is saved as a constant and the CUDA kernel has no derivative of its own: second derivatives would be wrong.
@@ -102,7 +108,7 @@ struct AutocastLinearFunction : torch::autograd::Function<AutocastLinearFunction
     if (ctx->needs_input_grad(0))
       grad_x = g.matmul(w16).to(static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
     if (ctx->needs_input_grad(1))
-      grad_w = g.is_cuda() ? at::mm(g2.t(), x2, at::kFloat) : at::mm(g2.t(), x2).to(at::kFloat);
+      grad_w = mm_as(g2.t(), x2, at::kFloat);
     if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2))
       grad_b = g.is_cuda() ? g2.sum(0, false, at::kFloat) : g2.sum(0).to(at::kFloat);
     return {grad_x, grad_w, grad_b, at::Tensor(), at::Tensor()};
@@ -123,10 +129,14 @@ struct SharedCastFunction : torch::autograd::Function<SharedCastFunction> {
 
 }  // namespace
 
+at::Tensor mm_as(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
+  return a.is_cuda() ? at::mm(a, b, dtype) : at::mm(a, b).to(dtype);
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad()))
     return RmsNormFunction::apply(x, weight, eps);
-  return weight.to(x.scalar_type()) * normalise(x.to(at::kFloat), eps).first.to(x.scalar_type());
+  return rms_norm_values(x, weight, eps).first;
 }
 
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {

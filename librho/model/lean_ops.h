@@ -28,6 +28,10 @@ at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
 // Without autocast, or for a weight not in fp32 (sharded layers gathered in bf16), it is at::linear.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
 
+// a @ b with its result in `dtype`: on CUDA the GEMM writes `dtype` itself (bf16 operands, an fp32 result, no
+// rounding to bf16 in between); elsewhere (no such GEMM on the CPU) the product in the operands' dtype, cast.
+at::Tensor mm_as(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype);
+
 // What several projections read. Without autocast (or outside its reach: a tensor not in fp32, a device
 // autocast is off for) each view is `x` itself. Under autocast `x` is cast to autocast's dtype once; with
 // gradients on, each view is that copy with a gradient edge of its own, whose gradient is cast back to x's dtype

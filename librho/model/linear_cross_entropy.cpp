@@ -13,17 +13,14 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "librho/model/lean_ops.h"
+
 namespace rho {
 namespace {
 
 // Softmax, log-sum-exp and the weight's gradient are kept in fp32 (fp64 for fp64 inputs).
 at::ScalarType accumulate_dtype(at::ScalarType compute) { return at::promote_types(compute, at::kFloat); }
 
-// acc += a @ b for low-precision a and b: on CUDA the GEMM with an fp32 output, so the weight's gradient is
-// summed over chunks without bf16 rounding in between.
-void addmm_acc(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
-  acc.add_(a.is_cuda() ? at::mm(a, b, acc.scalar_type()) : at::mm(a, b).to(acc.scalar_type()));
-}
 
 // One full-precision chunk's gradients {hidden, weight} by autograd through the unfused ops (linear,
 // log_softmax, nll_loss), recomputed here: training then gives the numbers of the chunked loss this function
@@ -118,7 +115,8 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
         auto out = grad_h.narrow(0, r, m);
         at::mm_out(out, dc, w);
       }
-      if (need_w) addmm_acc(grad_w, dc.t(), hc);
+      // The weight's gradient is summed over chunks in fp32, each chunk's GEMM writing fp32 on CUDA.
+      if (need_w) grad_w.add_(mm_as(dc.t(), hc, grad_w.scalar_type()));
     }
     return {need_h ? grad_h.to(hidden_dtype) : at::Tensor(), need_w ? grad_w.to(weight.scalar_type()) : at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -39,6 +39,11 @@ int64_t rope_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
   return o.bf16 ? 2 * 2 * o.seq_len * c.head_size() : 0;
 }
 
+// One layer's saved tensors for a micro-batch.
+int64_t layer_activation_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
+  return o.seq_len * o.micro_batch * layer_bytes_per_token(c, o.bf16 ? 2 : 4) + rope_bytes(c, o);
+}
+
 int64_t layer_parameters(const LlamaConfig& c) {
   const int64_t h = c.hidden_size, i = c.intermediate_size, d = c.head_size();
   const int64_t q = c.num_heads * d, kv = c.num_kv_heads * d;
@@ -60,7 +65,7 @@ int64_t forward_activation_bytes(const LlamaConfig& c, const MemoryPlanOptions& 
   // (Under activation checkpointing no layer is recomputed yet at the end of the forward: that comes in the
   // backward, counted at the later moments of plan_memory.)
   if (o.activation_checkpointing) return c.num_layers * 4 * N * h + head;
-  return c.num_layers * (N * layer_bytes_per_token(c, cb) + rope_bytes(c, o)) + head;
+  return c.num_layers * layer_activation_bytes(c, o) + head;
 }
 
 int64_t largest_micro_batch(const LlamaConfig& c, MemoryPlanOptions o) {
@@ -136,7 +141,7 @@ MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
   if (sharded) grads_kept += 4 * S;             // the shard (fp32), allocated once
 
   // Activations at the end of the forward.
-  const int64_t per_layer = N * layer_bytes_per_token(c, cb) + rope_bytes(c, o);
+  const int64_t per_layer = layer_activation_bytes(c, o);
   const int64_t activations = forward_activation_bytes(c, o);
   const int64_t rows = std::min(N, o.rows_per_chunk);
   const int64_t head = rows * V * (8 + (o.bf16 ? 2 : 0)) + 4 * N * h;

@@ -30,6 +30,7 @@ struct PeakMemory::Impl {
   std::shared_ptr<PeakMemoryCpuReporter> cpu;
   std::optional<c10::DebugInfoGuard> guard;
   int64_t cuda_start = 0;
+  c10::DeviceIndex index() const { return device.has_index() ? device.index() : c10::DeviceIndex(0); }
 };
 
 PeakMemory::PeakMemory(c10::Device device) : impl_(std::make_unique<Impl>()) {
@@ -40,9 +41,8 @@ PeakMemory::PeakMemory(c10::Device device) : impl_(std::make_unique<Impl>()) {
   }
 #ifdef RHO_WITH_CUDA
   if (device.is_cuda()) {
-    const auto index = device.has_index() ? device.index() : c10::DeviceIndex(0);
-    c10::cuda::CUDACachingAllocator::resetPeakStats(index);
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    c10::cuda::CUDACachingAllocator::resetPeakStats(impl_->index());
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(impl_->index());
     impl_->cuda_start = stats.allocated_bytes[0].current;  // 0: the aggregate over pool kinds
   }
 #endif
@@ -54,9 +54,7 @@ int64_t PeakMemory::peak() const {
   if (impl_->cpu) return impl_->cpu->peak.load();
 #ifdef RHO_WITH_CUDA
   if (impl_->device.is_cuda()) {
-    const auto index = impl_->device.has_index() ? impl_->device.index() : c10::DeviceIndex(0);
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
-    return stats.allocated_bytes[0].peak - impl_->cuda_start;
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(impl_->index()).allocated_bytes[0].peak - impl_->cuda_start;
   }
 #endif
   return 0;
@@ -66,8 +64,8 @@ int64_t PeakMemory::current() const {
   if (impl_->cpu) return impl_->cpu->current.load();
 #ifdef RHO_WITH_CUDA
   if (impl_->device.is_cuda()) {
-    const auto index = impl_->device.has_index() ? impl_->device.index() : c10::DeviceIndex(0);
-    return c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].current - impl_->cuda_start;
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(impl_->index()).allocated_bytes[0].current -
+           impl_->cuda_start;
   }
 #endif
   return 0;

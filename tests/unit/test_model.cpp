@@ -109,6 +109,10 @@ std::vector<at::Tensor> value_and_grads(const at::Tensor& result, const std::vec
   for (const auto& t : inputs) out.push_back(t.grad().clone());
   return out;
 }
+// |a - b| / |b| in fp64.
+double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  return ((a.to(at::kDouble) - b.to(at::kDouble)).norm() / b.to(at::kDouble).norm()).item<double>();
+}
 void check_bitwise(const std::vector<at::Tensor>& lean, const std::vector<at::Tensor>& plain) {
   REQUIRE(lean.size() == plain.size());
   for (size_t i = 0; i < lean.size(); ++i) {
@@ -236,8 +240,7 @@ TEST_CASE("a decoder layer: values bitwise, gradients to fp32 rounding those of 
     CHECK(at::equal(lean[0], plain[0]));
     for (size_t i = 1; i < lean.size(); ++i) {
       INFO("gradient " << i << " (1: the input's, then the layer's parameters')");
-      const auto a = lean[i].to(at::kDouble), b = plain[i].to(at::kDouble);
-      CHECK(((a - b).norm() / b.norm()).item<double>() < 1e-6);
+      CHECK(relative_error(lean[i], plain[i]) < 1e-6);
     }
   }
 }
@@ -318,8 +321,7 @@ TEST_CASE("lean rms_norm and swiglu on CUDA: values bitwise, gradients to fp32 r
   CHECK(at::equal(lean[3], plain[3]));
   for (size_t i : {1, 2, 4, 5}) {
     INFO("gradient " << i);
-    const auto a = lean[i].cpu().to(at::kDouble), b = plain[i].cpu().to(at::kDouble);
-    CHECK(((a - b).norm() / b.norm()).item<double>() < 1e-6);
+    CHECK(relative_error(lean[i], plain[i]) < 1e-6);
   }
 }
 
@@ -374,9 +376,6 @@ LinearRun linear_run(at::Device device) {
     return std::vector<at::Tensor>{y.detach().cpu(), x_leaf.grad().cpu(), w.grad().cpu(), b.grad().cpu()};
   };
   return {run(0), run(1), run(2)};
-}
-double relative_error(const at::Tensor& a, const at::Tensor& exact) {
-  return ((a.to(at::kDouble) - exact.to(at::kDouble)).norm() / exact.to(at::kDouble).norm()).item<double>();
 }
 }  // namespace
 
