@@ -83,7 +83,9 @@ void add_options(CLI::App& app, Args& a) {
   app.add_option("--eval-dir", a.suite.eval_dir, "the suite's folder: NAME/test.jsonl and prompts/STYLE/NAME.md");
   app.add_option("--bench-file", a.bench_files, "NAME=FILE: a benchmark's test set from FILE (repeatable)");
   app.add_option("--style", a.style, "cot or tool-integrated");
-  app.add_option("--bench-batch", a.suite.batch_size, "chain of thought: prompts generated together (left-padded batch)");
+  app.add_option("--generate-batch", a.suite.batch_size,
+                 "--fewshot and --bench: sequences decoded together (continuous batching: a finished one's row takes "
+                 "the next prompt)");
   app.add_option("--max-tool-calls", a.suite.max_tool_calls, "tool-integrated: program runs per item");
   app.add_option("--python", a.suite.sandbox.python, "tool-integrated: the interpreter that runs model-written code");
   app.add_option("--grade", a.grade_file, "JSON Lines of {benchmark, idx, completion}: grade them, no model");
@@ -112,6 +114,7 @@ void set_up_tasks(Args& a, bool explicit_max_new_tokens) {
   if (!style) throw rho::Error(fmt::format("--style {}: one of {}", a.style, rho::enum_names(rho::kPromptStyleNames)));
   a.suite.style = *style;
   a.suite.limit = a.fs.limit = a.mc.limit = a.limit;
+  a.fs.batch_size = a.suite.batch_size;
   a.suite.add_bos = a.fs.add_bos = a.mc.add_bos = !a.no_bos;
   a.suite.progress = a.heldout.progress = a.fs.progress = a.mc.progress = !a.quiet;
   if (explicit_max_new_tokens) a.suite.max_new_tokens = a.fs.max_new_tokens;

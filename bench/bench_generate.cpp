@@ -1,10 +1,14 @@
-// librho's side of bench_generate.py: greedy generation of a batch of token prompts through the KV cache
-// (greedy_generate_batch, as rho_eval --bench runs it), every row generating exactly --new tokens (no EOS), timed
-// after a one-batch warm-up. Writes the generated ids (int64, rows in order) to --out for the Python side to
-// compare, and prints one JSON line.
-//   bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--new 64] [--batch 8] [--device cpu|cuda]
+// librho's side of bench_generate.py: greedy generation of token prompts through the KV cache, --batch sequences
+// at a time (greedy_generate_batch, as rho_eval --bench runs it), prompt i generating exactly new[i] tokens (no
+// EOS), timed after a one-batch warm-up. --static generates in fixed batches instead (--batch prompts, the batch
+// done when its longest is), for comparison with continuous batching. Writes the generated ids (int64, prompts in
+// order, concatenated) to --out for the Python side to compare, and prints one JSON line.
+//   bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--device cpu|cuda]
 //                  [--dtype fp32|bf16]
+// prompts.json: {"prompts": [[ids...], ...], "new": [tokens to generate for each prompt]}
 #include <nlohmann/json.hpp>
+
+#include <algorithm>
 
 #include "bench/bench_common.h"
 #include "librho/eval/lm.h"
@@ -12,7 +16,7 @@
 #include "librho/util/files.h"
 
 constexpr const char* kUsage =
-    "bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--new 64] [--batch 8] [--device cpu|cuda]\n"
+    "bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--device cpu|cuda]\n"
     "               [--dtype fp32|bf16]\n"
     "librho's side of bench/bench_generate.py (run that).\n";
 
@@ -20,23 +24,33 @@ int main(int argc, char** argv) {
   const rho::bench::Args a(argc, argv, kUsage);
   const at::Device dev(a.str("device", "cpu"));
   const int64_t batch = a.num("batch", 8);
+  const bool fixed_batches = a.has("static");
+  const auto spec = nlohmann::json::parse(rho::read_text_file(a.str("prompts", "")));
+  const auto prompts = spec.at("prompts").get<std::vector<std::vector<int64_t>>>();
+  const auto lengths = spec.at("new").get<std::vector<int64_t>>();
   rho::GenerateOptions o;
-  o.max_new_tokens = a.num("new", 64);
-  o.eos_id = -1;  // every row generates max_new_tokens, as transformers does with min_new_tokens
-  const auto prompts = nlohmann::json::parse(rho::read_text_file(a.str("prompts", ""))).get<std::vector<std::vector<int64_t>>>();
+  o.max_new_tokens = *std::max_element(lengths.begin(), lengths.end());
+  o.eos_id = -1;  // no EOS stop: prompt i ends after lengths[i] tokens (transformers: a stopping criterion)
   auto model = rho::load_model(a.str("model", ""));
   model->to(dev, a.str("dtype", "fp32") == "bf16" ? at::kBFloat16 : at::kFloat);
   model->eval();
+  // prompts [first, first + count): all in one batch (static), or batch rows at a time, a finished row taking
+  // the next prompt (continuous)
   auto run = [&](size_t first, size_t count) {
-    return rho::greedy_generate_batch(*model, {prompts.begin() + first, prompts.begin() + first + count}, o);
+    o.batch_size = fixed_batches ? 0 : batch;
+    return rho::greedy_generate_batch(*model, {prompts.begin() + first, prompts.begin() + first + count}, o,
+                                      [&](size_t p, const std::vector<int64_t>& ids) {
+                                        return static_cast<int64_t>(ids.size()) >= lengths[first + p];
+                                      });
   };
   run(0, std::min<size_t>(batch, prompts.size()));  // warm-up
   rho::bench::sync(dev);
   const rho::bench::Timer timer;
   std::vector<int64_t> ids;
   int64_t generated = 0;
-  for (size_t first = 0; first < prompts.size(); first += batch) {
-    for (const auto& g : run(first, std::min<size_t>(batch, prompts.size() - first))) {
+  const size_t step = fixed_batches ? static_cast<size_t>(batch) : prompts.size();
+  for (size_t first = 0; first < prompts.size(); first += step) {
+    for (const auto& g : run(first, std::min(step, prompts.size() - first))) {
       ids.insert(ids.end(), g.ids.begin(), g.ids.end());
       generated += static_cast<int64_t>(g.ids.size());
     }

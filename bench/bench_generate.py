@@ -1,14 +1,19 @@
-"""Generation: librho's batched greedy decoding (greedy_generate_batch: the KV cache, prompts left-padded into one
-batch, what `rho_eval --bench` runs) against transformers' generate (greedy, SDPA attention, left padding with an
+"""Generation: librho's batched greedy decoding (greedy_generate_batch: a ragged KV cache, --batch sequences at
+a time, what `rho_eval --bench` runs) against transformers' generate (greedy, SDPA attention, left padding with an
 attention mask, its KV cache) on the same weights, the same prompts and the same batch size; every row generates
 exactly --new tokens (no EOS stop: min_new_tokens on transformers' side). Generated tokens per second over all
 prompts, after a one-batch warm-up on each side, and the share of generated tokens that agree (random weights
 give near-ties, where summation order may pick another token and the rows then diverge). One JSON line.
 
     python bench/bench_generate.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--batch 8]
-                                   [--prompts 16] [--prompt-min 64] [--prompt-max 256] [--new 64] [--dtype fp32|bf16]
+                                   [--prompts 16] [--prompt-min 64] [--prompt-max 256] [--new 64] [--new-min N]
+                                   [--dtype fp32|bf16]
 Goal: librho >= transformers' tokens/s on the CPU and on the GPU, same model, prompts and batch. The evaluation
-harness itself uses vLLM on GPUs (continuous batching, paged KV cache), which this does not measure.
+harness itself uses vLLM on GPUs (continuous batching, paged KV cache, CUDA graphs), which this does not measure.
+With --new-min, prompt i stops after its own length, drawn from [new-min, new] (a stopping criterion on
+transformers' side), as generations of different lengths do in an evaluation: librho's continuous batching (a
+finished row takes the next prompt) then does less work than fixed batches, and librho's fixed batches
+(--static) are timed too. Without it every row generates --new tokens and both sides do the same work.
 """
 import json
 import os
@@ -23,12 +28,22 @@ import torch
 import common
 
 
-def hf_side(hf_dir, prompts, a, device):
-    import transformers  # noqa: F401
+def hf_side(hf_dir, prompts, lengths, a, device):
+    import transformers
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     model = common.hf_model(hf_dir, device, dtype).eval()
 
-    def run(batch):
+    class RowLengths(transformers.StoppingCriteria):
+        """Row r is done after want[r] new tokens (rows that are done keep their place in the batch)."""
+
+        def __init__(self, width, want):
+            self.width, self.want = width, torch.tensor(want, device=device)
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return (input_ids.shape[1] - self.width) >= self.want
+
+    def run(first, count):
+        batch, want = prompts[first:first + count], lengths[first:first + count]
         width = max(len(p) for p in batch)
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros(len(batch), width, dtype=torch.long)
@@ -36,19 +51,20 @@ def hf_side(hf_dir, prompts, a, device):
             ids[r, width - len(p):] = torch.tensor(p)
             mask[r, width - len(p):] = 1
         with torch.no_grad():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=a.new,
-                                 min_new_tokens=a.new, do_sample=False, num_beams=1, pad_token_id=0)
-        return out[:, width:].cpu()
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(want),
+                                 min_new_tokens=min(want), do_sample=False, num_beams=1, pad_token_id=0,
+                                 stopping_criteria=transformers.StoppingCriteriaList([RowLengths(width, want)]))
+        return [out[r, width:width + want[r]].cpu() for r in range(len(batch))]
 
-    run(prompts[:a.batch])  # warm-up
+    run(0, a.batch)  # warm-up
     common.sync(device)
     t0 = time.perf_counter()
     rows = []
     for first in range(0, len(prompts), a.batch):
-        rows += list(run(prompts[first:first + a.batch]))
+        rows += run(first, min(a.batch, len(prompts) - first))
     common.sync(device)
     secs = time.perf_counter() - t0
-    return torch.stack(rows), secs
+    return rows, secs
 
 
 def main():
@@ -57,6 +73,8 @@ def main():
     ap.add_argument("--prompt-min", type=int, default=64)
     ap.add_argument("--prompt-max", type=int, default=256)
     ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--new-min", type=int, default=None,
+                    help="each prompt generates a length drawn from [new-min, new] (default: all --new)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     a = ap.parse_args()
     build = common.build_dir(a.build)
@@ -66,27 +84,39 @@ def main():
         rng = random.Random(0)
         prompts = [[rng.randrange(1, config["vocab_size"]) for _ in range(rng.randint(a.prompt_min, a.prompt_max))]
                    for _ in range(a.prompts)]
+        new_min = a.new if a.new_min is None else a.new_min
+        lengths = [rng.randint(new_min, a.new) for _ in range(a.prompts)]
         with open(os.path.join(tmp, "prompts.json"), "w") as f:
-            json.dump(prompts, f)
-        rho = common.run_json([os.path.join(build, "bench", "bench_generate"), "--model", os.path.join(tmp, "hf"),
-                               "--prompts", os.path.join(tmp, "prompts.json"), "--out", os.path.join(tmp, "ids.i64"),
-                               "--new", str(a.new), "--batch", str(a.batch), "--device", a.device, "--dtype", a.dtype])
-        rho_ids = torch.from_file(os.path.join(tmp, "ids.i64"), size=a.prompts * a.new, dtype=torch.long)
-        hf_ids, hf_secs = hf_side(os.path.join(tmp, "hf"), prompts, a, a.device)
+            json.dump({"prompts": prompts, "new": lengths}, f)
+
+        def librho(*extra):
+            return common.run_json([os.path.join(build, "bench", "bench_generate"), "--model", os.path.join(tmp, "hf"),
+                                    "--prompts", os.path.join(tmp, "prompts.json"), "--out",
+                                    os.path.join(tmp, "ids.i64"), "--batch", str(a.batch), "--device", a.device,
+                                    "--dtype", a.dtype, *extra])
+        rho_static = librho("--static") if new_min < a.new else None
+        rho = librho()
+        rho_ids = torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths), dtype=torch.long)
+        rho_rows = list(rho_ids.split(lengths))
+        hf_rows, hf_secs = hf_side(os.path.join(tmp, "hf"), prompts, lengths, a, a.device)
         # Agreement per row up to its first difference (after one, the rows continue from different text).
-        rho_rows = rho_ids.view(a.prompts, a.new)
         agree_prefix = []
         for r in range(a.prompts):
-            diff = (rho_rows[r] != hf_ids[r]).nonzero()
-            agree_prefix.append(a.new if len(diff) == 0 else int(diff[0]))
-        generated = a.prompts * a.new
-        common.emit({"bench": "generate", "device": a.device, "dtype": a.dtype,
-                     "model_config": os.path.basename(a.model_config), "batch": a.batch, "prompts": a.prompts,
-                     "prompt_tokens": [a.prompt_min, a.prompt_max], "new_tokens": a.new,
-                     "librho_tokens_per_s": rho["tokens_per_s"], "transformers_tokens_per_s": generated / hf_secs,
-                     "speedup": rho["tokens_per_s"] / (generated / hf_secs),
-                     "rows_identical": sum(p == a.new for p in agree_prefix) / a.prompts,
-                     "tokens_before_first_difference_mean": sum(agree_prefix) / a.prompts})
+            diff = (rho_rows[r] != hf_rows[r]).nonzero()
+            agree_prefix.append(lengths[r] if len(diff) == 0 else int(diff[0]))
+        generated = sum(lengths)
+        out = {"bench": "generate", "device": a.device, "dtype": a.dtype,
+               "model_config": os.path.basename(a.model_config), "batch": a.batch, "prompts": a.prompts,
+               "prompt_tokens": [a.prompt_min, a.prompt_max], "new_tokens": [new_min, a.new],
+               "generated_tokens": generated,
+               "librho_tokens_per_s": rho["tokens_per_s"], "transformers_tokens_per_s": generated / hf_secs,
+               "speedup": rho["tokens_per_s"] / (generated / hf_secs),
+               "rows_identical": sum(p == n for p, n in zip(agree_prefix, lengths)) / a.prompts,
+               "tokens_before_first_difference_mean": sum(agree_prefix) / a.prompts}
+        if rho_static:  # continuous batching against librho's own fixed batches
+            out["librho_static_tokens_per_s"] = rho_static["tokens_per_s"]
+            out["continuous_over_static"] = rho["tokens_per_s"] / rho_static["tokens_per_s"]
+        common.emit(out)
 
 
 if __name__ == "__main__":

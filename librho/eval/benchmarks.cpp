@@ -436,24 +436,38 @@ std::string program_to_run(const std::string& completion) {
   return program;
 }
 
-Solution solve_item(const std::string& prompt, const std::function<std::string(const std::string&)>& generate,
-                    const SuiteOptions& o) {
-  Solution s;
-  std::string text;  // the completion so far
-  const int64_t rounds = o.style == PromptStyle::ToolIntegrated ? std::max<int64_t>(1, o.max_tool_calls) : 1;
-  for (int64_t round = 0; round < rounds; ++round) {
-    const std::string out = rtrim(generate(prompt + text));
-    text += out;
-    if (o.style != PromptStyle::ToolIntegrated) break;
-    if (out.find("boxed") != std::string::npos || !ends_with(out, "```")) break;  // no program to run
-    const auto run = run_python(program_to_run(text), o.sandbox);
-    s.tool_status.push_back(status_name(run.status));
-    s.missing_module = s.missing_module || run.missing_module;
-    text += "\n```output\n" + tool_output(run) + "\n```\n";
-    if (round == rounds - 1) text += "\nReach max function call limit.";
+std::vector<Solution> solve_items(const std::vector<std::string>& prompts, const GenerateBatch& generate,
+                                  const SuiteOptions& o) {
+  std::vector<Solution> solutions(prompts.size());
+  std::vector<std::string> work(prompts.size());  // each item's completion so far
+  std::vector<size_t> active(prompts.size());     // the items still working
+  for (size_t i = 0; i < active.size(); ++i) active[i] = i;
+  const bool tools = o.style == PromptStyle::ToolIntegrated;
+  const int64_t rounds = tools ? std::max<int64_t>(1, o.max_tool_calls) : 1;
+  for (int64_t round = 0; round < rounds && !active.empty(); ++round) {
+    std::vector<std::string> texts;
+    for (size_t i : active) texts.push_back(prompts[i] + work[i]);
+    const auto outs = generate(texts, active);
+    if (outs.size() != active.size()) throw Error("solve_items: the generator returned the wrong number of texts");
+    std::vector<size_t> still;
+    for (size_t j = 0; j < active.size(); ++j) {
+      const size_t i = active[j];
+      const std::string out = rtrim(outs[j]);
+      work[i] += out;
+      if (!tools || out.find("boxed") != std::string::npos || !ends_with(out, "```")) continue;  // no program to run
+      const auto run = run_python(program_to_run(work[i]), o.sandbox);
+      solutions[i].tool_status.push_back(status_name(run.status));
+      solutions[i].missing_module = solutions[i].missing_module || run.missing_module;
+      work[i] += "\n```output\n" + tool_output(run) + "\n```\n";
+      if (round == rounds - 1)
+        work[i] += "\nReach max function call limit.";
+      else
+        still.push_back(i);
+    }
+    active = std::move(still);
   }
-  s.completion = trim(text);
-  return s;
+  for (size_t i = 0; i < prompts.size(); ++i) solutions[i].completion = trim(work[i]);
+  return solutions;
 }
 
 BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchmark b, const SuiteOptions& o) {
@@ -475,46 +489,49 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchm
   r.style = o.style;
   r.data_file = set.data_file;
   r.prompt_file = set.prompt_file;
-  const auto stops = benchmark_stop_strings(o.style);
   Progress progress(fmt::format("{} ({})", name_of(b), enum_name(kPromptStyleNames, o.style)),
                     static_cast<int64_t>(set.items.size()), "item");
-  // Chain of thought generates batch_size items at once; tool-integrated items go one by one (their rounds
-  // depend on their programs).
   const size_t n = set.items.size();
-  const size_t batch = o.style == PromptStyle::Cot ? static_cast<size_t>(std::max<int64_t>(1, o.batch_size)) : 1;
-  for (size_t first = 0; first < n; first += batch) {
-    const size_t count = std::min(batch, n - first);
-    std::vector<std::string> prompts;
-    for (size_t k = 0; k < count; ++k) prompts.push_back(benchmark_prompt(set, set.items[first + k], o.style));
-    std::vector<TextGeneration> generated;
-    if (o.style == PromptStyle::Cot) generated = generate_texts(model, tok, prompts, stops, o.max_new_tokens, o.add_bos);
-    for (size_t k = 0; k < count; ++k) {
-      std::string stop_reason;
-      int64_t prompt_tokens = 0, new_tokens = 0;
-      bool truncated = false;
-      auto generate = [&](const std::string& text) {
-        const auto g = generated.empty() ? generate_text(model, tok, text, stops, o.max_new_tokens, o.add_bos)
-                                         : generated[k];  // chain of thought: the batch's generation of this prompt
-        if (prompt_tokens == 0) prompt_tokens = g.prompt_tokens;
-        new_tokens += g.new_tokens;
-        truncated = truncated || g.truncated;
-        stop_reason = g.stop_reason;
-        return g.text;
-      };
-      auto solution = solve_item(prompts[k], generate, o);
-      auto rec = record_of(set.items[first + k], b, solution.completion);
-      rec.stop_reason = stop_reason;
-      rec.prompt_tokens = prompt_tokens;
-      rec.new_tokens = new_tokens;
-      rec.tool_status = std::move(solution.tool_status);
-      rec.missing_module = solution.missing_module;
-      r.correct += rec.correct;
-      r.truncated_prompts += truncated;
-      r.missing_module += rec.missing_module;
-      r.records.push_back(std::move(rec));
-    }
-    if (o.progress)
-      progress.update(static_cast<int64_t>(r.records.size()), fmt::format("accuracy {:.3f}", r.accuracy()));
+  std::vector<std::string> prompts;
+  for (const auto& item : set.items) prompts.push_back(benchmark_prompt(set, item, o.style));
+  struct Tally {  // an item's generation calls: its first prompt's tokens, all new tokens, the last stop reason
+    int64_t prompt_tokens = 0, new_tokens = 0;
+    std::string stop_reason;
+    bool truncated = false;
+  };
+  std::vector<Tally> gen(n);
+  int64_t generations = 0;
+  TextGenerateOptions to;
+  to.stops = benchmark_stop_strings(o.style);
+  to.max_new_tokens = o.max_new_tokens;
+  to.add_bos = o.add_bos;
+  to.batch_size = o.batch_size;
+  auto generate = [&](const std::vector<std::string>& texts, const std::vector<size_t>& items) {
+    to.on_finish = [&](size_t j, const TextGeneration& g) {
+      auto& rec = gen[items[j]];
+      if (rec.prompt_tokens == 0) rec.prompt_tokens = g.prompt_tokens;
+      rec.new_tokens += g.new_tokens;
+      rec.stop_reason = g.stop_reason;
+      rec.truncated = rec.truncated || g.truncated;
+      ++generations;  // one per item with chain of thought; tool-integrated items may take several
+      if (o.progress) progress.update(std::min<int64_t>(generations, static_cast<int64_t>(n)), fmt::format("{} generations", generations));
+    };
+    std::vector<std::string> outs;
+    for (auto& g : generate_texts(model, tok, texts, to)) outs.push_back(std::move(g.text));
+    return outs;
+  };
+  auto solutions = solve_items(prompts, generate, o);
+  for (size_t i = 0; i < n; ++i) {
+    auto rec = record_of(set.items[i], b, solutions[i].completion);
+    rec.stop_reason = gen[i].stop_reason;
+    rec.prompt_tokens = gen[i].prompt_tokens;
+    rec.new_tokens = gen[i].new_tokens;
+    rec.tool_status = std::move(solutions[i].tool_status);
+    rec.missing_module = solutions[i].missing_module;
+    r.correct += rec.correct;
+    r.truncated_prompts += gen[i].truncated;
+    r.missing_module += rec.missing_module;
+    r.records.push_back(std::move(rec));
   }
   if (o.progress) progress.finish(fmt::format("accuracy {:.3f}", r.accuracy()));
   r.seconds = seconds_since(t0);

@@ -80,25 +80,29 @@ struct SuiteOptions {
   PromptStyle style = PromptStyle::Cot;
   int64_t max_new_tokens = 1024;  // per generation call (the harness's max_tokens_per_call)
   int64_t max_tool_calls = 4;     // tool-integrated rounds (the harness's max_func_call)
-  int64_t batch_size = 8;         // chain of thought: prompts generated together (greedy_generate_batch)
+  int64_t batch_size = 8;         // sequences decoded together (generate_texts, continuous batching)
   int64_t limit = 0;              // > 0: the first `limit` items of each benchmark
   bool add_bos = true;
   bool progress = true;
   SandboxOptions sandbox;
 };
 
-// One item's completion. Chain of thought: one call of `generate` (prompt -> continuation, stop strings cut).
-// Tool-integrated: while the continuation ends with a ```python block (and gives no \boxed answer), the program
-// runs in the sandbox and "```output\n<its stdout, or its error's last line>\n```" is appended, then `generate`
-// continues from the prompt and the work so far; after max_tool_calls programs, "Reach max function call
-// limit." ends it. The harness's rules, as its math_eval.py loop has them.
+// Items' completions, solved together. Chain of thought: one generation per item. Tool-integrated: while an
+// item's continuation ends with a ```python block (and gives no \boxed answer), the program runs in the sandbox
+// and "```output\n<its stdout, or its error's last line>\n```" is appended, then the item is generated again from
+// the prompt and its work so far; after max_tool_calls programs, "Reach max function call limit." ends it. The
+// harness's rules, as its math_eval.py loop has them. Each round, one call of `generate` continues every item
+// still working (texts[j] is item items[j]'s prompt + work so far; it returns each continuation, stop strings cut),
+// so the model decodes them in one batch.
 struct Solution {
   std::string completion;                // trimmed
   std::vector<std::string> tool_status;  // per program run
   bool missing_module = false;
 };
-Solution solve_item(const std::string& prompt, const std::function<std::string(const std::string&)>& generate,
-                    const SuiteOptions& o);
+using GenerateBatch =
+    std::function<std::vector<std::string>(const std::vector<std::string>& texts, const std::vector<size_t>& items)>;
+std::vector<Solution> solve_items(const std::vector<std::string>& prompts, const GenerateBatch& generate,
+                                  const SuiteOptions& o);
 
 struct BenchmarkRecord {
   std::string id;

@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "librho/score/token_scorer.h"
@@ -25,100 +26,177 @@ Generation greedy_generate(LlamaImpl& model, const std::vector<int64_t>& prompt,
   return greedy_generate_batch(model, {prompt}, options, row_stop)[0];
 }
 
+namespace {
+using RowStop = std::function<bool(size_t prompt, const std::vector<int64_t>&)>;
+
+// greedy_generate_batch's state: a ragged KV cache whose rows each hold one prompt's sequence. A row whose
+// sequence ends takes the next waiting prompt (its prefill); when none waits, finished rows leave the batch.
+class BatchDecoder {
+ public:
+  BatchDecoder(LlamaImpl& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options,
+               const RowStop& stop)
+      : model_(model), prompts_(prompts), options_(options), stop_(stop), out_(prompts.size()),
+        device_(model.output_weight().device()) {}
+
+  std::vector<Generation> run() {
+    if (prompts_.empty()) return out_;
+    size_t longest = 0;
+    for (const auto& p : prompts_) longest = std::max(longest, p.size());
+    const int64_t n = static_cast<int64_t>(prompts_.size());
+    const int64_t rows = options_.batch_size > 0 ? std::min(options_.batch_size, n) : n;
+    // A row's last new token needs no position, so a row never holds more than its prompt + max_new_tokens - 1.
+    const int64_t capacity = std::min(model_.config.max_position_embeddings,
+                                      static_cast<int64_t>(longest) + options_.max_new_tokens - 1);
+    cache_ = KVCache::ragged(rows, capacity);
+    row_prompt_.assign(rows, -1);
+    row_next_.assign(rows, 0);
+    std::vector<int64_t> all(rows);
+    for (int64_t r = 0; r < rows; ++r) all[r] = r;
+    fill(all);
+    while (drop_free_rows()) fill(step());
+    return std::move(out_);
+  }
+
+ private:
+  // The stop rules, in this order, after the prompt's sequence produced `id`; true: it goes on with `id`.
+  bool accept(size_t prompt, int64_t id) {
+    auto& g = out_[prompt];
+    const char* reason = nullptr;
+    if (id == options_.eos_id) {
+      reason = "eos";
+    } else {
+      g.ids.push_back(id);
+      if (stop_ && stop_(prompt, g.ids))
+        reason = "stop";
+      else if (static_cast<int64_t>(g.ids.size()) >= options_.max_new_tokens)
+        reason = "max_new_tokens";
+      else if (static_cast<int64_t>(prompts_[prompt].size() + g.ids.size()) - 1 >= model_.config.max_position_embeddings)
+        reason = "context";  // no position left for it
+    }
+    if (!reason) return true;
+    g.stop_reason = reason;
+    if (options_.on_finish) options_.on_finish(prompt, g);
+    return false;
+  }
+
+  // Greedy choice for each row of hidden states [rows, hidden], on the CPU.
+  std::vector<int64_t> choose(const at::Tensor& hidden) {
+    auto logits = model_.logits(hidden);
+    if (options_.vocab_limit > 0 && options_.vocab_limit < logits.size(-1))
+      logits = logits.narrow(-1, 0, options_.vocab_limit);
+    const auto ids = logits.argmax(-1).cpu();
+    return {ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()};
+  }
+
+  // Prefills waiting prompts into the free rows, several at once (right-padded: causal attention keeps each
+  // prompt's positions to itself, and padding comes after them), until the rows or the prompts run out.
+  void fill(const std::vector<int64_t>& free_rows) {
+    size_t used = 0;
+    while (used < free_rows.size() && next_prompt_ < prompts_.size()) {
+      const size_t first = next_prompt_, count = std::min(free_rows.size() - used, prompts_.size() - first);
+      next_prompt_ += count;
+      int64_t width = 0;
+      for (size_t i = 0; i < count; ++i) width = std::max<int64_t>(width, prompts_[first + i].size());
+      auto tokens = at::zeros({static_cast<int64_t>(count), width}, at::kLong);
+      std::vector<int64_t> last(count);  // flat index of each prompt's last position
+      for (size_t i = 0; i < count; ++i) {
+        const auto& p = prompts_[first + i];
+        tokens[i].narrow(0, 0, p.size()).copy_(at::tensor(at::ArrayRef<int64_t>(p), at::kLong));
+        last[i] = static_cast<int64_t>(i) * width + static_cast<int64_t>(p.size()) - 1;
+      }
+      KVCache prefill;
+      const auto h = model_.hidden_states(tokens.to(device_), &prefill);
+      const auto ids = choose(h.reshape({-1, h.size(-1)})
+                                  .index_select(0, at::tensor(at::ArrayRef<int64_t>(last), at::kLong).to(device_)));
+      for (size_t i = 0; i < count; ++i) {
+        if (!accept(first + i, ids[i])) continue;
+        const int64_t row = free_rows[used++];
+        cache_.set_row(row, prefill, static_cast<int64_t>(i), static_cast<int64_t>(prompts_[first + i].size()));
+        row_prompt_[row] = static_cast<int64_t>(first + i);
+        row_next_[row] = ids[i];
+      }
+    }
+  }
+
+  // Rows without a sequence leave the cache (only when no prompt waits: fill takes them otherwise). False when
+  // no row is left.
+  bool drop_free_rows() {
+    std::vector<int64_t> keep, prompt, next;
+    for (size_t r = 0; r < row_prompt_.size(); ++r)
+      if (row_prompt_[r] >= 0) {
+        keep.push_back(static_cast<int64_t>(r));
+        prompt.push_back(row_prompt_[r]);
+        next.push_back(row_next_[r]);
+      }
+    if (keep.empty()) return false;
+    if (keep.size() < row_prompt_.size()) {
+      cache_.keep_rows(keep);
+      row_prompt_ = std::move(prompt);
+      row_next_ = std::move(next);
+    }
+    return true;
+  }
+
+  // One new token for every row; returns the rows whose sequence ended.
+  std::vector<int64_t> step() {
+    const auto input = at::tensor(at::ArrayRef<int64_t>(row_next_), at::kLong).view({-1, 1}).to(device_);
+    const auto ids = choose(model_.hidden_states(input, &cache_).select(1, 0));
+    std::vector<int64_t> freed;
+    for (size_t r = 0; r < row_prompt_.size(); ++r) {
+      if (accept(static_cast<size_t>(row_prompt_[r]), ids[r])) {
+        row_next_[r] = ids[r];
+      } else {
+        row_prompt_[r] = -1;
+        freed.push_back(static_cast<int64_t>(r));
+      }
+    }
+    return freed;
+  }
+
+  LlamaImpl& model_;
+  const std::vector<std::vector<int64_t>>& prompts_;
+  const GenerateOptions& options_;
+  const RowStop& stop_;
+  std::vector<Generation> out_;
+  const at::Device device_;
+  KVCache cache_;
+  std::vector<int64_t> row_prompt_;  // the prompt each row's sequence continues; -1: none
+  std::vector<int64_t> row_next_;    // the token each row is given at the next step
+  size_t next_prompt_ = 0;           // prompts before it have been started
+};
+}  // namespace
+
 std::vector<Generation> greedy_generate_batch(
     LlamaImpl& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options,
-    const std::function<bool(size_t row, const std::vector<int64_t>&)>& stop) {
+    const std::function<bool(size_t prompt, const std::vector<int64_t>&)>& stop) {
   const int64_t max_pos = model.config.max_position_embeddings;
   if (options.max_new_tokens < 1) throw Error("greedy_generate: max_new_tokens must be at least 1");
-  size_t longest = 0;
+  if (options.batch_size < 0) throw Error("greedy_generate: batch_size must be >= 0 (0: every prompt at once)");
   for (const auto& p : prompts) {
     if (p.empty()) throw Error("greedy_generate: a prompt is empty");
     if (static_cast<int64_t>(p.size()) >= max_pos)
       throw Error(fmt::format("greedy_generate: a prompt of {} tokens leaves no room under max_position_embeddings={}",
                               p.size(), max_pos));
-    longest = std::max(longest, p.size());
   }
-  std::vector<Generation> out(prompts.size());
-  if (prompts.empty()) return out;
   c10::InferenceMode guard;
-  const auto device = model.output_weight().device();
-  const int64_t n = static_cast<int64_t>(prompts.size()), width = static_cast<int64_t>(longest);
-  auto tokens = at::zeros({n, width}, at::kLong);  // left padding: id 0, masked out
-  auto valid = at::zeros({n, width}, at::kBool);
-  for (int64_t r = 0; r < n; ++r) {
-    const auto& p = prompts[r];
-    const int64_t pad = width - static_cast<int64_t>(p.size());
-    tokens[r].narrow(0, pad, static_cast<int64_t>(p.size())).copy_(at::tensor(at::ArrayRef<int64_t>(p), at::kLong));
-    valid[r].narrow(0, pad, static_cast<int64_t>(p.size())).fill_(true);
-  }
-  // Prompts of one length need no padding: the plain causal path (flash attention where there is one).
-  bool padded = false;
-  for (const auto& p : prompts) padded = padded || static_cast<int64_t>(p.size()) != width;
-  KVCache cache;
-  auto next_tokens = [&](const at::Tensor& input, const at::Tensor& input_valid) {
-    auto h = padded ? model.hidden_states(input.to(device), &cache, input_valid.to(device))
-                    : model.hidden_states(input.to(device), &cache);
-    auto logits = model.logits(h.select(1, h.size(1) - 1));  // the last position is real in every row
-    if (options.vocab_limit > 0 && options.vocab_limit < logits.size(-1)) logits = logits.narrow(-1, 0, options.vocab_limit);
-    return logits.argmax(-1).cpu();
-  };
-  std::vector<int64_t> rows(n);  // batch row -> prompt index, for the rows still generating
-  for (int64_t r = 0; r < n; ++r) rows[r] = r;
-  auto next = next_tokens(tokens, valid);
-  for (;;) {
-    std::vector<int64_t> keep, fed;
-    for (size_t k = 0; k < rows.size(); ++k) {
-      const int64_t r = rows[k], id = next[static_cast<int64_t>(k)].item<int64_t>();
-      auto& g = out[r];
-      // the same order of checks as greedy_generate
-      if (id == options.eos_id) {
-        g.stop_reason = "eos";
-        continue;
-      }
-      g.ids.push_back(id);
-      if (stop && stop(static_cast<size_t>(r), g.ids)) {
-        g.stop_reason = "stop";
-        continue;
-      }
-      if (static_cast<int64_t>(g.ids.size()) >= options.max_new_tokens) {
-        g.stop_reason = "max_new_tokens";
-        continue;
-      }
-      if (static_cast<int64_t>(prompts[r].size() + g.ids.size()) - 1 >= max_pos) {  // no position left for it
-        g.stop_reason = "context";
-        continue;
-      }
-      keep.push_back(static_cast<int64_t>(k));
-      fed.push_back(id);
-    }
-    if (keep.empty()) break;
-    if (keep.size() < rows.size()) {
-      cache.keep_rows(at::tensor(at::ArrayRef<int64_t>(keep), at::kLong).to(device));
-      std::vector<int64_t> still;
-      for (int64_t k : keep) still.push_back(rows[k]);
-      rows = std::move(still);
-    }
-    const auto input = at::tensor(at::ArrayRef<int64_t>(fed), at::kLong).view({-1, 1});
-    next = next_tokens(input, at::ones_like(input, at::kBool));
-  }
-  return out;
+  return BatchDecoder(model, prompts, options, stop).run();
 }
 
 std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer& tok,
-                                           const std::vector<std::string>& prompts, const std::vector<std::string>& stops,
-                                           int64_t max_new_tokens, bool add_bos) {
-  const int64_t max_pos = model.config.max_position_embeddings;
-  if (max_new_tokens < 1 || max_new_tokens >= max_pos)
-    throw Error(fmt::format("max_new_tokens {} must be in [1, max_position_embeddings={})", max_new_tokens, max_pos));
+                                           const std::vector<std::string>& prompts, const TextGenerateOptions& options) {
+  const int64_t max_pos = model.config.max_position_embeddings, max_new = options.max_new_tokens;
+  if (max_new < 1 || max_new >= max_pos)
+    throw Error(fmt::format("max_new_tokens {} must be in [1, max_position_embeddings={})", max_new, max_pos));
+  const bool bos = options.add_bos && tok.bos_id() >= 0;
   std::vector<TextGeneration> out(prompts.size());
   std::vector<std::vector<int64_t>> ids(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
-    if (add_bos && tok.bos_id() >= 0) ids[i].push_back(tok.bos_id());
+    if (bos) ids[i].push_back(tok.bos_id());
     const auto body = tok.encode(prompts[i]);
     ids[i].insert(ids[i].end(), body.begin(), body.end());
-    const auto budget = static_cast<size_t>(max_pos - max_new_tokens);
+    const auto budget = static_cast<size_t>(max_pos - max_new);
     if (ids[i].size() > budget) {  // keep BOS and the end of the prompt, which holds the question
-      const size_t front = add_bos && tok.bos_id() >= 0 ? 1 : 0;
+      const size_t front = bos ? 1 : 0;
       ids[i].erase(ids[i].begin() + front, ids[i].end() - (budget - front));
       out[i].truncated = true;
     }
@@ -126,29 +204,31 @@ std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer
   }
   auto stop_at = [&](const std::string& text) {  // the earliest stop string in the text
     size_t at = std::string::npos;
-    for (const auto& s : stops)
+    for (const auto& s : options.stops)
       if (!s.empty()) at = std::min(at, text.find(s));
     return at;
   };
   GenerateOptions gen;
-  gen.max_new_tokens = max_new_tokens;
+  gen.max_new_tokens = max_new;
   gen.eos_id = tok.eos_id();
   gen.vocab_limit = tok.vocab_size();
-  const auto gens = greedy_generate_batch(model, ids, gen, [&](size_t, const std::vector<int64_t>& new_ids) {
+  gen.batch_size = options.batch_size;
+  gen.on_finish = [&](size_t i, const Generation& g) {
+    out[i].new_tokens = static_cast<int64_t>(g.ids.size());
+    out[i].stop_reason = g.stop_reason;
+    out[i].text = tok.decode(g.ids);
+    if (const auto at = stop_at(out[i].text); at != std::string::npos) out[i].text.erase(at);
+    if (options.on_finish) options.on_finish(i, out[i]);
+  };
+  greedy_generate_batch(model, ids, gen, [&](size_t, const std::vector<int64_t>& new_ids) {
     return stop_at(tok.decode(new_ids)) != std::string::npos;
   });
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    out[i].new_tokens = static_cast<int64_t>(gens[i].ids.size());
-    out[i].stop_reason = gens[i].stop_reason;
-    out[i].text = tok.decode(gens[i].ids);
-    if (const auto at = stop_at(out[i].text); at != std::string::npos) out[i].text.erase(at);
-  }
   return out;
 }
 
 TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const std::string& prompt,
-                             const std::vector<std::string>& stops, int64_t max_new_tokens, bool add_bos) {
-  return generate_texts(model, tok, {prompt}, stops, max_new_tokens, add_bos)[0];
+                             const TextGenerateOptions& options) {
+  return generate_texts(model, tok, {prompt}, options)[0];
 }
 
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,

@@ -12,16 +12,20 @@
 
 namespace rho {
 
-struct GenerateOptions {
-  int64_t max_new_tokens = 256;
-  int64_t eos_id = -1;      // generating it ends the generation (it is not returned); < 0: no EOS stop
-  int64_t vocab_limit = 0;  // > 0: only ids below it are chosen (a model vocabulary padded past the tokenizer's)
-};
-
 struct Generation {
   std::vector<int64_t> ids;  // the new tokens
   // "eos", "stop" (the callback said so), "max_new_tokens", or "context" (max_position_embeddings reached)
   std::string stop_reason;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 256;
+  int64_t eos_id = -1;      // generating it ends the generation (it is not returned); < 0: no EOS stop
+  int64_t vocab_limit = 0;  // > 0: only ids below it are chosen (a model vocabulary padded past the tokenizer's)
+  // greedy_generate_batch: sequences decoded together; 0: every prompt at once.
+  int64_t batch_size = 0;
+  // greedy_generate_batch: called once per prompt, when its generation has ended (e.g. for progress).
+  std::function<void(size_t prompt, const Generation&)> on_finish;
 };
 
 // Greedy decoding: the prompt is prefilled once into a KV cache, then each new token costs one forward pass
@@ -37,24 +41,34 @@ struct TextGeneration {
   bool truncated = false;    // the prompt was cut from the left to fit
 };
 
-// Greedy continuation of a text prompt: [BOS when add_bos and the tokenizer has one] + the prompt's tokens, cut
-// from the left (BOS kept) when they leave fewer than max_new_tokens positions under max_position_embeddings; it
-// stops at EOS, at the first of `stops` in the decoded text (the text is cut there), after max_new_tokens, or
-// when the context is full. Only ids below the tokenizer's vocabulary are chosen.
-TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tokenizer, const std::string& prompt,
-                             const std::vector<std::string>& stops, int64_t max_new_tokens, bool add_bos);
-
-// Greedy decoding of several prompts at once: left-padded into one batch (each row computes what it would alone,
-// up to floating-point summation order), prefilled together, then one position per row per step; a row that
-// stops leaves the batch. `stop(row, ids)` is asked as for greedy_generate. Results in the prompts' order.
+// Greedy decoding of many prompts, options.batch_size sequences at a time (continuous batching): each batch row
+// holds one sequence in a ragged KV cache (KVCache::ragged: no padding, nothing copied per step); every step
+// gives each row one new token; when a sequence ends, the next waiting prompt is prefilled into its row, and
+// when none waits the row leaves the batch. Each sequence computes what it would alone, up to floating-point
+// summation order. `stop(prompt, ids)` is asked as for greedy_generate. Results in the prompts' order.
 std::vector<Generation> greedy_generate_batch(
     LlamaImpl& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options,
-    const std::function<bool(size_t row, const std::vector<int64_t>&)>& stop = {});
+    const std::function<bool(size_t prompt, const std::vector<int64_t>&)>& stop = {});
 
-// generate_text for several prompts at once (greedy_generate_batch).
+struct TextGenerateOptions {
+  std::vector<std::string> stops;  // generation ends at the first of them in the decoded text (cut there)
+  int64_t max_new_tokens = 256;
+  bool add_bos = true;             // begin with the tokenizer's BOS, when it has one
+  int64_t batch_size = 0;          // generate_texts: sequences decoded together (GenerateOptions::batch_size)
+  // generate_texts: called once per prompt, when its generation has ended.
+  std::function<void(size_t prompt, const TextGeneration&)> on_finish;
+};
+
+// Greedy continuation of a text prompt: [BOS when add_bos and the tokenizer has one] + the prompt's tokens, cut
+// from the left (BOS kept) when they leave fewer than max_new_tokens positions under max_position_embeddings; it
+// stops at EOS, at the first stop string in the decoded text (the text is cut there), after max_new_tokens, or
+// when the context is full. Only ids below the tokenizer's vocabulary are chosen.
+TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tokenizer, const std::string& prompt,
+                             const TextGenerateOptions& options);
+
+// generate_text for several prompts (greedy_generate_batch: options.batch_size at a time, continuous batching).
 std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer& tokenizer,
-                                           const std::vector<std::string>& prompts, const std::vector<std::string>& stops,
-                                           int64_t max_new_tokens, bool add_bos);
+                                           const std::vector<std::string>& prompts, const TextGenerateOptions& options);
 
 // For each continuation, log p(c[i] | prompt, c[<i]) for every token i (natural log). The prompt is prefilled
 // once; each continuation extends its own copy of the cache.

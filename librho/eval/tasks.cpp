@@ -113,7 +113,7 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
   const auto prefix = prompt_prefix(options.prompt_file, options.separator);
   FewShotResult r;
   r.options = options;
-  Progress progress("few-shot " + stem(options.items), static_cast<int64_t>(items.size()), "item");
+  std::vector<std::string> prompts;
   for (const auto& item : items) {
     FewShotPrediction p;
     p.line = item.line;
@@ -121,7 +121,18 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
     p.gold = normalize_answer(extract_answer(field_text(item.value, options.answer_field, item.source)));
     if (p.gold.empty())
       throw Error(fmt::format("{}: field '{}' holds no answer (no number found)", item.source, options.answer_field));
-    const auto g = generate_text(model, tok, prefix + p.question, options.stop, options.max_new_tokens, options.add_bos);
+    prompts.push_back(prefix + p.question);
+    r.predictions.push_back(std::move(p));
+  }
+  Progress progress("few-shot " + stem(options.items), static_cast<int64_t>(items.size()), "item");
+  int64_t finished = 0;
+  TextGenerateOptions gen;
+  gen.stops = options.stop;
+  gen.max_new_tokens = options.max_new_tokens;
+  gen.add_bos = options.add_bos;
+  gen.batch_size = options.batch_size;
+  gen.on_finish = [&](size_t i, const TextGeneration& g) {
+    auto& p = r.predictions[i];
     p.prompt_tokens = g.prompt_tokens;
     p.new_tokens = g.new_tokens;
     p.stop_reason = g.stop_reason;
@@ -130,10 +141,10 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
     p.predicted = normalize_answer(extract_answer(p.generation));
     p.correct = answers_match(p.predicted, p.gold);
     r.correct += p.correct;
-    r.predictions.push_back(std::move(p));
-    if (options.progress)
-      progress.update(static_cast<int64_t>(r.predictions.size()), fmt::format("accuracy {:.3f}", r.accuracy()));
-  }
+    ++finished;
+    if (options.progress) progress.update(finished, fmt::format("accuracy {:.3f}", double(r.correct) / finished));
+  };
+  generate_texts(model, tok, prompts, gen);
   if (options.progress) progress.finish(fmt::format("accuracy {:.3f}", r.accuracy()));
   r.seconds = seconds_since(t0);
   return r;

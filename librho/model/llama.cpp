@@ -9,8 +9,10 @@
 #include <ATen/ops/outer.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -71,7 +73,20 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   q = apply_rope(q, c, s);
   k = apply_rope(k, c, s);
   int64_t past = 0;
-  if (cache) {
+  std::optional<at::Tensor> mask;
+  bool causal = true;
+  if (cache && cache->is_ragged()) {  // one new token per row, written after the row's last position
+    auto& ck = cache->keys.at(layer);
+    auto& cv = cache->values.at(layer);
+    const auto column = cache->step_columns.view({b, 1, 1, 1}).expand({b, num_kv_heads, 1, head_dim});
+    ck.scatter_(2, column, k);
+    cv.scatter_(2, column, v);
+    k = ck.narrow(2, 0, cache->step_keys);
+    v = cv.narrow(2, 0, cache->step_keys);
+    past = cache->step_keys - t;
+    causal = false;
+    if (cache->step_mask.defined()) mask = cache->step_mask;
+  } else if (cache) {
     if (static_cast<int64_t>(cache->keys.size()) <= layer) {
       cache->keys.resize(layer + 1);
       cache->values.resize(layer + 1);
@@ -85,24 +100,19 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
     }
     ck = k;
     cv = v;
+    if (past > 0) {
+      causal = false;
+      if (t > 1) {  // new queries see every past key and the causal part of the new ones
+        auto qi = at::arange(past, past + t, x.options().dtype(at::kLong)).unsqueeze(1);
+        auto ki = at::arange(0, past + t, x.options().dtype(at::kLong)).unsqueeze(0);
+        mask = ki <= qi;
+      }
+    }
   }
   const int64_t total = past + t;
   if (sliding_window > 0 && total > sliding_window)
     throw Error(fmt::format("sequence of {} positions exceeds the model's sliding window of {} (not implemented)",
                             total, sliding_window));
-  std::optional<at::Tensor> mask;
-  bool causal = true;
-  if (cache && cache->step_mask.defined()) {  // batched, left-padded rows (hidden_states made the mask)
-    causal = false;
-    mask = cache->step_mask;
-  } else if (past > 0) {
-    causal = false;
-    if (t > 1) {  // new queries see every past key and the causal part of the new ones
-      auto qi = at::arange(past, total, x.options().dtype(at::kLong)).unsqueeze(1);
-      auto ki = at::arange(0, total, x.options().dtype(at::kLong)).unsqueeze(0);
-      mask = ki <= qi;
-    }
-  }
   auto y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, std::nullopt,
                                             /*enable_gqa=*/num_kv_heads != num_heads);
   return project(o_proj, y.transpose(1, 2).reshape({b, t, num_heads * head_dim}));
@@ -274,37 +284,79 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 };
 }  // namespace
 
-void KVCache::keep_rows(const at::Tensor& rows) {
-  for (auto* list : {&keys, &values})
-    for (auto& t : *list)
-      if (t.defined()) t = t.index_select(0, rows);
-  if (valid.defined()) valid = valid.index_select(0, rows);
-  step_mask = at::Tensor();
+int64_t KVCache::length() const {
+  TORCH_CHECK(!is_ragged(), "KVCache::length: a ragged cache's rows have their own lengths (row_lengths)");
+  return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2);
 }
 
-at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache, const at::Tensor& valid) {
+KVCache KVCache::ragged(int64_t rows, int64_t capacity) {
+  TORCH_CHECK(rows > 0 && capacity > 0, "KVCache::ragged: rows and capacity must be positive, got ", rows, " and ",
+              capacity);
+  KVCache c;
+  c.capacity = capacity;
+  c.row_lengths.assign(rows, 0);
+  return c;
+}
+
+void KVCache::set_row(int64_t row, const KVCache& source, int64_t source_row, int64_t length) {
+  TORCH_CHECK(is_ragged() && !source.is_ragged(), "KVCache::set_row copies a growing cache's row into a ragged one");
+  TORCH_CHECK(row >= 0 && row < static_cast<int64_t>(row_lengths.size()), "KVCache::set_row: no row ", row);
+  TORCH_CHECK(length > 0 && length <= source.length() && length <= capacity, "KVCache::set_row: length ", length,
+              " is not within the source's ", source.length(), " positions and the capacity ", capacity);
+  if (keys.empty()) {  // zeros, not empty: unused columns are read (masked out) and must hold finite values
+    for (const auto& k : source.keys)
+      keys.push_back(at::zeros({static_cast<int64_t>(row_lengths.size()), k.size(1), capacity, k.size(3)}, k.options()));
+    for (const auto& v : source.values)
+      values.push_back(at::zeros({static_cast<int64_t>(row_lengths.size()), v.size(1), capacity, v.size(3)}, v.options()));
+  }
+  TORCH_CHECK(keys.size() == source.keys.size(), "KVCache::set_row: the caches have different layer counts");
+  for (size_t l = 0; l < keys.size(); ++l) {
+    keys[l][row].narrow(1, 0, length).copy_(source.keys[l][source_row].narrow(1, 0, length));
+    values[l][row].narrow(1, 0, length).copy_(source.values[l][source_row].narrow(1, 0, length));
+  }
+  row_lengths[row] = length;
+}
+
+void KVCache::keep_rows(const std::vector<int64_t>& rows) {
+  const auto device = keys.empty() ? at::Device(at::kCPU) : keys[0].device();
+  const auto index = at::tensor(at::ArrayRef<int64_t>(rows), at::kLong).to(device);
+  for (auto* list : {&keys, &values})
+    for (auto& t : *list)
+      if (t.defined()) t = t.index_select(0, index);
+  if (is_ragged()) {
+    std::vector<int64_t> kept;
+    for (int64_t r : rows) kept.push_back(row_lengths.at(r));
+    row_lengths = std::move(kept);
+  }
+  step_columns = step_mask = at::Tensor();
+}
+
+at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [batch, seq], got ", tokens.sizes());
-  const int64_t start = cache ? cache->length() : 0;
   auto x = embed_tokens(tokens);
   at::Tensor cos, sin;
-  if (valid.defined() || (cache && cache->valid.defined())) {
-    TORCH_CHECK(cache && valid.defined(), "hidden_states: padded batches need a cache and a valid mask on every call");
-    TORCH_CHECK(valid.sizes() == tokens.sizes() && valid.scalar_type() == at::kBool,
-                "hidden_states: valid must be a bool tensor shaped like tokens");
-    const int64_t b = tokens.size(0), t = tokens.size(1), total = start + t;
-    const auto all = start > 0 ? at::cat({cache->valid, valid.to(x.device())}, 1) : valid.to(x.device());
-    const auto positions = (all.to(at::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, start, t);  // real tokens only
-    const int64_t last = positions.max().item<int64_t>();
-    rope(last, 1, x);  // checks the position and makes the tables
-    cos = rope_cos_.index_select(0, positions.reshape(-1)).view({b, 1, t, -1});
-    sin = rope_sin_.index_select(0, positions.reshape(-1)).view({b, 1, t, -1});
-    // A query sees the real keys up to itself, and itself (a padding query would otherwise see nothing).
-    const auto qi = at::arange(start, total, all.options().dtype(at::kLong)).view({1, 1, t, 1});
-    const auto ki = at::arange(0, total, all.options().dtype(at::kLong)).view({1, 1, 1, total});
-    cache->step_mask = ((ki <= qi) & all.view({b, 1, 1, total})) | (ki == qi);
-    cache->valid = all;
+  if (cache && cache->is_ragged()) {
+    const auto& lengths = cache->row_lengths;
+    const int64_t b = tokens.size(0);
+    TORCH_CHECK(b == static_cast<int64_t>(lengths.size()) && tokens.size(1) == 1 && !cache->keys.empty(),
+                "hidden_states: a ragged cache takes one token for each of its ", lengths.size(),
+                " rows, after set_row has filled them; got ", tokens.sizes());
+    const auto [shortest, longest] = std::minmax_element(lengths.begin(), lengths.end());
+    if (*longest >= cache->capacity)
+      throw Error(fmt::format("hidden_states: a row of the ragged cache is full ({} positions)", cache->capacity));
+    rope(*longest, 1, x);  // checks the position and makes the tables
+    const auto columns = at::tensor(at::ArrayRef<int64_t>(lengths), at::kLong).to(x.device());
+    cos = rope_cos_.index_select(0, columns).view({b, 1, 1, -1});
+    sin = rope_sin_.index_select(0, columns).view({b, 1, 1, -1});
+    cache->step_columns = columns;
+    cache->step_keys = *longest + 1;
+    cache->step_mask = at::Tensor();
+    if (*shortest != *longest) {
+      const auto seen = at::arange(cache->step_keys, columns.options());
+      cache->step_mask = (seen.view({1, -1}) <= columns.view({-1, 1})).view({b, 1, 1, cache->step_keys});
+    }
   } else {
-    std::tie(cos, sin) = rope(start, tokens.size(1), x);
+    std::tie(cos, sin) = rope(cache ? cache->length() : 0, tokens.size(1), x);
   }
   const bool checkpoint = activation_checkpointing && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers->size(); ++i) {
@@ -314,6 +366,8 @@ at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache, co
                    : layer.forward(x, cos, sin, cache, static_cast<int64_t>(i));
     if (layer_hooks) x = layer_hooks->after_layer(i, x);
   }
+  if (cache && cache->is_ragged())
+    for (auto& n : cache->row_lengths) ++n;
   return norm(x);
 }
 

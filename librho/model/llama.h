@@ -21,16 +21,30 @@ struct RMSNormImpl : torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-// Keys and values of the positions seen so far, one pair per layer, for incremental decoding.
+// Keys and values of the positions seen so far, one pair per layer, for incremental decoding. Two layouts:
+//  - growing (the default): every row holds length() positions, and each call appends its tokens to every row by
+//    concatenation (so a copy of the cache is not changed by later calls on the original);
+//  - ragged (KVCache::ragged): a fixed number of rows and of columns per row; row r holds its own row_lengths[r]
+//    positions in columns [0, row_lengths[r]), and each call gives one new token per row, written in place after
+//    the row's last position. Batched decoding of sequences of different lengths, with rows joining (set_row)
+//    and leaving (keep_rows) between calls: nothing is padded and no call copies the cache.
 struct KVCache {
-  std::vector<at::Tensor> keys, values;  // [batch, kv_heads, past, head_dim]
-  // Batched decoding of prompts of different lengths (left padding), set by LlamaImpl::hidden_states when it is
-  // given a `valid` mask: which cached positions hold real tokens ([batch, past] bool), and the attention mask of
-  // the current call ([batch, 1, new, past + new] bool). Undefined for one unpadded sequence.
-  at::Tensor valid, step_mask;
-  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
-  // Keeps only batch rows `rows` ([k] int64, on the cache's device): finished sequences leave the batch.
-  void keep_rows(const at::Tensor& rows);
+  std::vector<at::Tensor> keys, values;  // [rows, kv_heads, positions (growing) or capacity (ragged), head_dim]
+  std::vector<int64_t> row_lengths;      // ragged: positions held by each row
+  int64_t capacity = 0;                  // ragged: columns per row; 0 for a growing cache
+  // Set by LlamaImpl::hidden_states for a ragged call, read by the attention layers: the column each row writes
+  // ([rows] int64), the columns read (longest row + 1), and which of them each row's query sees ([rows, 1, 1,
+  // step_keys] bool; undefined when every row has the same length, so sees them all).
+  at::Tensor step_columns, step_mask;
+  int64_t step_keys = 0;
+
+  static KVCache ragged(int64_t rows, int64_t capacity);  // rows of length 0; memory is taken by the first set_row
+  bool is_ragged() const { return capacity > 0; }
+  int64_t length() const;  // growing: the positions every row holds
+  // Ragged: row `row` takes the first `length` positions of row `source_row` of a growing cache (its prefill).
+  void set_row(int64_t row, const KVCache& source, int64_t source_row, int64_t length);
+  // Keeps only the rows `rows`, in that order (rows of a finished sequence leave the batch).
+  void keep_rows(const std::vector<int64_t>& rows);
 };
 
 struct AttentionImpl : torch::nn::Module {
@@ -71,11 +85,10 @@ struct LlamaImpl : torch::nn::Module {
   explicit LlamaImpl(const LlamaConfig& config);
 
   // tokens: [batch, seq] int64 -> final hidden states [batch, seq, hidden] (after the last RMSNorm).
-  // With a cache, positions continue after the cached ones and the cache is extended.
-  // `valid` ([batch, seq] bool, with a cache only): batched decoding of left-padded sequences; false marks
-  // padding, which no real token attends to, and each row's positions count its real tokens only, so every row
-  // computes what it would alone. Once a cache has been used with `valid`, every call on it must give one.
-  at::Tensor hidden_states(const at::Tensor& tokens, KVCache* cache = nullptr, const at::Tensor& valid = {});
+  // With a growing cache, positions continue after the cached ones and the cache is extended. With a ragged one,
+  // tokens is [rows, 1]: row r's token takes position row_lengths[r], sees that row's positions only, and is
+  // added to the row.
+  at::Tensor hidden_states(const at::Tensor& tokens, KVCache* cache = nullptr);
   at::Tensor logits(const at::Tensor& hidden);  // [..., hidden] -> [..., vocab]
   at::Tensor forward(const at::Tensor& tokens) { return logits(hidden_states(tokens)); }
   // Next-token loss per position, no reduction: [batch, seq] fp32, where targets[b, t] is the token after

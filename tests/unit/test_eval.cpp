@@ -186,7 +186,7 @@ TEST_CASE("KV-cached greedy generation equals argmax of uncached full passes", "
   CHECK_THROWS_WITH(rho::greedy_generate(*m, std::vector<int64_t>(64, 1), {}), Contains("max_position_embeddings=64"));
 }
 
-TEST_CASE("left-padded batches compute what each sequence computes alone", "[eval]") {
+TEST_CASE("a ragged KV cache: each row computes what its sequence computes alone", "[eval]") {
   auto m = tiny_model(11);
   at::manual_seed(5);
   const std::vector<int64_t> lengths = {3, 9, 1, 14};
@@ -195,50 +195,93 @@ TEST_CASE("left-padded batches compute what each sequence computes alone", "[eva
     auto t = at::randint(1, 64, {len}, at::kLong);
     prompts.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + len);
   }
-  // Hidden states: every real position of every padded row equals the row run alone.
-  {
-    c10::InferenceMode guard;
-    const int64_t width = 14;
-    auto tokens = at::zeros({4, width}, at::kLong);
-    auto valid = at::zeros({4, width}, at::kBool);
-    for (int64_t r = 0; r < 4; ++r) {
-      tokens[r].narrow(0, width - lengths[r], lengths[r]).copy_(at::tensor(at::ArrayRef<int64_t>(prompts[r])));
-      valid[r].narrow(0, width - lengths[r], lengths[r]).fill_(true);
+  c10::InferenceMode guard;
+  // Rows 0-3 hold the prompts (rows 1 and 3 from one right-padded prefill), then three steps of one token per row;
+  // at the second step row 2 leaves and row 0 is refilled with another prompt.
+  auto cache = rho::KVCache::ragged(4, 20);
+  auto prefill = [&](const std::vector<size_t>& which, const std::vector<int64_t>& rows) {
+    int64_t width = 0;
+    for (size_t p : which) width = std::max<int64_t>(width, prompts[p].size());
+    auto tokens = at::zeros({static_cast<int64_t>(which.size()), width}, at::kLong);
+    for (size_t i = 0; i < which.size(); ++i)
+      tokens[i].narrow(0, 0, prompts[which[i]].size()).copy_(at::tensor(at::ArrayRef<int64_t>(prompts[which[i]])));
+    rho::KVCache grown;
+    m->hidden_states(tokens, &grown);
+    for (size_t i = 0; i < which.size(); ++i) cache.set_row(rows[i], grown, i, prompts[which[i]].size());
+  };
+  prefill({1, 3}, {1, 3});
+  prefill({0}, {0});
+  prefill({2}, {2});
+  std::vector<std::vector<int64_t>> seqs = {prompts[0], prompts[1], prompts[2], prompts[3]};
+  auto check_step = [&](const std::vector<int64_t>& fed) {
+    const auto h = m->hidden_states(at::tensor(at::ArrayRef<int64_t>(fed)).view({-1, 1}), &cache);
+    for (size_t r = 0; r < fed.size(); ++r) {
+      seqs[r].push_back(fed[r]);
+      CHECK(cache.row_lengths[r] == static_cast<int64_t>(seqs[r].size()));
+      const auto alone = m->hidden_states(at::tensor(at::ArrayRef<int64_t>(seqs[r])).unsqueeze(0));
+      INFO("row " << r << " of " << fed.size());
+      CHECK(at::allclose(h[r][0], alone[0][-1], 1e-5, 1e-5));
     }
-    rho::KVCache cache;
-    const auto batched = m->hidden_states(tokens, &cache, valid);
-    // and one more step for every row, as decoding does
-    const auto step = m->hidden_states(at::full({4, 1}, 7, at::kLong), &cache, at::ones({4, 1}, at::kBool));
-    for (int64_t r = 0; r < 4; ++r) {
-      auto alone = m->hidden_states(at::tensor(at::ArrayRef<int64_t>(prompts[r])).unsqueeze(0));
-      CHECK(at::allclose(batched[r].narrow(0, width - lengths[r], lengths[r]), alone[0], 1e-5, 1e-5));
-      auto seq = prompts[r];
-      seq.push_back(7);
-      auto alone_next = m->hidden_states(at::tensor(at::ArrayRef<int64_t>(seq)).unsqueeze(0));
-      CHECK(at::allclose(step[r][0], alone_next[0][lengths[r]], 1e-5, 1e-5));
-    }
+  };
+  check_step({7, 8, 9, 10});
+  cache.keep_rows({0, 1, 3});  // row 2 leaves
+  seqs.erase(seqs.begin() + 2);
+  std::vector<std::vector<int64_t>> more = {{4, 4, 2, 60, 1, 1}};
+  prompts.push_back(more[0]);
+  prefill({4}, {0});  // another prompt takes row 0
+  seqs[0] = more[0];
+  check_step({11, 12, 13});
+  check_step({63, 0, 5});  // rows of equal length would need no mask; here all three differ
+  CHECK_THROWS_WITH(m->hidden_states(at::ones({2, 1}, at::kLong), &cache), Contains("one token for each of its 3 rows"));
+  cache.row_lengths[1] = 20;
+  CHECK_THROWS_WITH(m->hidden_states(at::ones({3, 1}, at::kLong), &cache), Contains("full (20 positions)"));
+}
+
+TEST_CASE("batched generation: every prompt gets what it gets alone, whatever the batch", "[eval]") {
+  auto m = tiny_model(11);
+  at::manual_seed(5);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : {3, 9, 1, 14, 5, 2, 11}) {
+    auto t = at::randint(1, 64, {len}, at::kLong);
+    prompts.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + len);
   }
-  // Generation: the same tokens and stop reasons as one by one, rows leaving the batch at different steps
-  // (a stop rule for row 1, EOS, max_new_tokens, and the context limit for the longest).
+  // Rows leave at different steps: a stop rule for prompt 1, EOS, max_new_tokens, the context limit for the
+  // longest, and a prompt whose first token is EOS (it never takes a row).
   rho::GenerateOptions o;
   o.max_new_tokens = 20;
   o.eos_id = 5;
   prompts.push_back(std::vector<int64_t>(62, 3));  // ends at EOS here
   prompts.push_back(std::vector<int64_t>(63, 9));  // 63 + 20 > max_position_embeddings 64: "context"
-  auto stop = [](size_t row, const std::vector<int64_t>& ids) { return row == 1 && ids.size() == 4; };
-  const auto batch = rho::greedy_generate_batch(*m, prompts, o, stop);
-  REQUIRE(batch.size() == prompts.size());
+  auto stop = [](size_t prompt, const std::vector<int64_t>& ids) { return prompt == 1 && ids.size() == 4; };
+  std::vector<rho::Generation> alone;
   std::set<std::string> reasons;
-  for (size_t r = 0; r < prompts.size(); ++r) {
-    const auto alone = rho::greedy_generate(*m, prompts[r], o, [&](const std::vector<int64_t>& ids) { return stop(r, ids); });
-    INFO("row " << r);
-    CHECK(batch[r].ids == alone.ids);
-    CHECK(batch[r].stop_reason == alone.stop_reason);
-    reasons.insert(batch[r].stop_reason);
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    alone.push_back(rho::greedy_generate(*m, prompts[p], o, [&](const std::vector<int64_t>& ids) { return stop(p, ids); }));
+    reasons.insert(alone.back().stop_reason);
   }
   CHECK(reasons.count("stop"));
   CHECK(reasons.count("context"));
   CHECK(reasons.count("eos"));
+  CHECK(reasons.count("max_new_tokens"));
+  for (int64_t batch : {0, 1, 2, 3, 9}) {  // 0: all at once; 1-3: rows are refilled as sequences end
+    o.batch_size = batch;
+    std::vector<size_t> finished;
+    o.on_finish = [&](size_t p, const rho::Generation& g) {
+      finished.push_back(p);
+      CHECK(!g.stop_reason.empty());
+    };
+    const auto got = rho::greedy_generate_batch(*m, prompts, o, stop);
+    REQUIRE(got.size() == prompts.size());
+    CHECK(finished.size() == prompts.size());
+    CHECK(std::set<size_t>(finished.begin(), finished.end()).size() == prompts.size());
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      INFO("batch " << batch << ", prompt " << p);
+      CHECK(got[p].ids == alone[p].ids);
+      CHECK(got[p].stop_reason == alone[p].stop_reason);
+    }
+  }
+  o.batch_size = -1;
+  CHECK_THROWS_WITH(rho::greedy_generate_batch(*m, prompts, o), Contains("batch_size must be >= 0"));
 }
 
 TEST_CASE("continuation log-probabilities equal an uncached forward pass", "[eval]") {

@@ -234,29 +234,44 @@ TEST_CASE("tool-integrated solving runs the model's programs and feeds their out
   rho::SuiteOptions o;
   o.style = rho::PromptStyle::ToolIntegrated;
   o.max_tool_calls = 2;
-  std::vector<std::string> seen;
-  auto scripted = [&](const std::string& text) -> std::string {
-    seen.push_back(text);
-    if (seen.size() == 1) return "Compute it.\n```python\nprint(6 * 7)\n```\n";
-    return "So the answer is $\\boxed{42}$.";
+  // Three items solved together: A runs one program then answers, B only writes programs (it stops after
+  // max_tool_calls, errors coming back as their last line), C answers at once.
+  std::vector<std::vector<std::string>> calls;  // the texts of each round
+  auto scripted = [&](const std::vector<std::string>& texts, const std::vector<size_t>& items) {
+    calls.push_back(texts);
+    std::vector<std::string> outs;
+    for (size_t j = 0; j < items.size(); ++j) {
+      if (items[j] == 1)
+        outs.push_back("```python\nprint(1/0)\n```");
+      else if (items[j] == 2 || calls.size() > 1)
+        outs.push_back("So the answer is $\\boxed{42}$.");
+      else
+        outs.push_back("Compute it.\n```python\nprint(6 * 7)\n```\n");
+    }
+    return outs;
   };
-  const auto s = rho::solve_item("PROMPT", scripted, o);
-  REQUIRE(seen.size() == 2);
-  CHECK(seen[1] == "PROMPTCompute it.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\n");
-  CHECK(s.completion == "Compute it.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo the answer is $\\boxed{42}$.");
-  CHECK(s.tool_status == std::vector<std::string>{"ok"});
-  CHECK(rho::predicted_answer(rho::Benchmark::Gsm8k, s.completion) == "42");
-
-  // A model that only writes programs stops after max_tool_calls, and errors come back as their last line.
-  auto looping = [&](const std::string&) -> std::string { return "```python\nprint(1/0)\n```"; };
-  const auto l = rho::solve_item("P", looping, o);
-  CHECK(l.tool_status == std::vector<std::string>{"error", "error"});
-  CHECK_THAT(l.completion, Contains("```output\nZeroDivisionError: division by zero\n```"));
-  CHECK_THAT(l.completion, Contains("Reach max function call limit."));
+  const auto s = rho::solve_items({"PROMPT", "P", "Q"}, scripted, o);
+  REQUIRE(s.size() == 3);
+  REQUIRE(calls.size() == 2);
+  CHECK(calls[0] == std::vector<std::string>{"PROMPT", "P", "Q"});
+  REQUIRE(calls[1].size() == 2);  // C is done after one round
+  CHECK(calls[1][0] == "PROMPTCompute it.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\n");
+  CHECK(s[0].completion == "Compute it.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\nSo the answer is $\\boxed{42}$.");
+  CHECK(s[0].tool_status == std::vector<std::string>{"ok"});
+  CHECK(rho::predicted_answer(rho::Benchmark::Gsm8k, s[0].completion) == "42");
+  CHECK(s[1].tool_status == std::vector<std::string>{"error", "error"});
+  CHECK_THAT(s[1].completion, Contains("```output\nZeroDivisionError: division by zero\n```"));
+  CHECK_THAT(s[1].completion, Contains("Reach max function call limit."));
+  CHECK(s[2].completion == "So the answer is $\\boxed{42}$.");
+  CHECK(s[2].tool_status.empty());
 
   // Chain of thought calls the model once and runs nothing.
   o.style = rho::PromptStyle::Cot;
-  CHECK(rho::solve_item("P", looping, o).tool_status.empty());
+  calls.clear();
+  const auto cot = rho::solve_items({"PROMPT", "P"}, scripted, o);
+  CHECK(calls.size() == 1);
+  CHECK(cot[1].tool_status.empty());
+  CHECK(cot[1].completion == "```python\nprint(1/0)\n```");
 }
 
 TEST_CASE("the sandbox stops hostile programs and leaves nothing changed outside", "[sandbox]") {
