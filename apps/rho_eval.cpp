@@ -85,7 +85,8 @@ void add_options(CLI::App& app, Args& a) {
   app.add_option("--style", a.style, "cot or tool-integrated");
   app.add_option("--generate-batch", a.suite.batch_size,
                  "--fewshot and --bench: sequences decoded together (continuous batching: a finished one's row takes "
-                 "the next prompt)");
+                 "the next prompt)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-tool-calls", a.suite.max_tool_calls, "tool-integrated: program runs per item");
   app.add_option("--python", a.suite.sandbox.python, "tool-integrated: the interpreter that runs model-written code");
   app.add_option("--grade", a.grade_file, "JSON Lines of {benchmark, idx, completion}: grade them, no model");

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   const auto spec = nlohmann::json::parse(rho::read_text_file(a.str("prompts", "")));
   const auto prompts = spec.at("prompts").get<std::vector<std::vector<int64_t>>>();
   const auto lengths = spec.at("new").get<std::vector<int64_t>>();
+  if (prompts.empty() || lengths.size() != prompts.size() || *std::min_element(lengths.begin(), lengths.end()) < 1)
+    throw std::runtime_error("prompts.json: \"new\" needs one length >= 1 for each of the prompts");
   rho::GenerateOptions o;
   o.max_new_tokens = *std::max_element(lengths.begin(), lengths.end());
   o.eos_id = -1;  // no EOS stop: prompt i ends after lengths[i] tokens (transformers: a stopping criterion)

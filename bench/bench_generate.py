@@ -52,7 +52,7 @@ def hf_side(hf_dir, prompts, lengths, a, device):
             mask[r, width - len(p):] = 1
         with torch.no_grad():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(want),
-                                 min_new_tokens=min(want), do_sample=False, num_beams=1, pad_token_id=0,
+                                 min_new_tokens=max(want), do_sample=False, num_beams=1, pad_token_id=0,
                                  stopping_criteria=transformers.StoppingCriteriaList([RowLengths(width, want)]))
         return [out[r, width:width + want[r]].cpu() for r in range(len(batch))]
 

@@ -43,11 +43,12 @@ class SpEncoder {
   // The normaliser, the unknown piece and the byte pieces of `m`; false with `reason` when one is missing.
   bool init(const ModelInfo& m, std::string* reason);
   // Appends the ids of an unknown piece covering normalised `text`: its UTF-8 bytes' <0xXX> pieces under
-  // byte_fallback, else unk, with a run of unknown pieces giving one unk (`ids` may end with the run so far).
-  void append_unknown(std::string_view text, std::vector<int>* ids) const {
+  // byte_fallback, else unk, with a run of unknown pieces giving one unk (`ids` may end with the run so far; only
+  // ids from index `from` on count as the run).
+  void append_unknown(std::string_view text, std::vector<int>* ids, size_t from = 0) const {
     if (byte_fallback_) {
       for (const char b : text) ids->push_back(byte_id_[static_cast<unsigned char>(b)]);
-    } else if (ids->empty() || ids->back() != unk_id_) {
+    } else if (ids->size() == from || ids->back() != unk_id_) {
       ids->push_back(unk_id_);
     }
   }
@@ -271,10 +272,8 @@ void BpeEncoder::merge_word(std::string_view word, std::vector<int>* out) {
     const Symbol& s = symbols_[static_cast<size_t>(i)];
     if (s.id != unk_id_)
       out->push_back(s.id);
-    else if (byte_fallback_)
-      append_unknown(word.substr(static_cast<size_t>(s.start), static_cast<size_t>(s.len)), out);
-    else if (out->size() == first || out->back() != unk_id_)  // `out` may hold other words: runs across words
-      out->push_back(unk_id_);                                // are joined in append_word
+    else  // `out` may hold other (cached) words: runs across words are joined in append_word
+      append_unknown(word.substr(static_cast<size_t>(s.start), static_cast<size_t>(s.len)), out, first);
   }
 }
 

@@ -470,6 +470,61 @@ std::vector<Solution> solve_items(const std::vector<std::string>& prompts, const
   return solutions;
 }
 
+namespace {
+// run_benchmark's model calls: each round of solve_items decoded as one continuous batch, with a progress line
+// per round (with chain of thought, the running accuracy) and each item's generation figures.
+struct SuiteGenerator {
+  struct Tally {  // an item's generation calls: its first prompt's tokens, all new tokens, the last stop reason
+    int64_t prompt_tokens = 0, new_tokens = 0;
+    std::string stop_reason;
+    bool truncated = false;
+  };
+  LlamaImpl& model;
+  const TextTokenizer& tok;
+  const BenchmarkSet& set;
+  Benchmark which;
+  const SuiteOptions& o;
+  std::vector<Tally> tally;  // per item
+  int64_t round = 0;
+
+  std::vector<std::string> operator()(const std::vector<std::string>& texts, const std::vector<size_t>& items) {
+    const bool tools = o.style == PromptStyle::ToolIntegrated;
+    ++round;
+    Progress progress(tools ? fmt::format("{} (tool-integrated, round {})", name_of(which), round)
+                            : fmt::format("{} (cot)", name_of(which)),
+                      static_cast<int64_t>(texts.size()), "item");
+    int64_t finished = 0, correct = 0;
+    TextGenerateOptions to;
+    to.stops = benchmark_stop_strings(o.style);
+    to.max_new_tokens = o.max_new_tokens;
+    to.add_bos = o.add_bos;
+    to.batch_size = o.batch_size;
+    to.on_finish = [&](size_t j, const TextGeneration& g) {
+      auto& t = tally[items[j]];
+      if (t.prompt_tokens == 0) t.prompt_tokens = g.prompt_tokens;
+      t.new_tokens += g.new_tokens;
+      t.stop_reason = g.stop_reason;
+      t.truncated = t.truncated || g.truncated;
+      ++finished;
+      if (o.progress && tools) {
+        progress.update(finished);
+      } else if (o.progress) {  // chain of thought: this generation is the item's completion (as solve_items makes it)
+        correct += record_of(set.items[items[j]], which, trim(g.text)).correct;
+        progress.update(finished, accuracy(correct, finished));
+      }
+    };
+    std::vector<std::string> outs;
+    for (auto& g : generate_texts(model, tok, texts, to)) outs.push_back(std::move(g.text));
+    if (o.progress) progress.finish(tools ? "" : accuracy(correct, finished));
+    return outs;
+  }
+
+  static std::string accuracy(int64_t correct, int64_t items) {
+    return fmt::format("accuracy {:.3f}", items ? static_cast<double>(correct) / items : 0.0);
+  }
+};
+}  // namespace
+
 BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchmark b, const SuiteOptions& o) {
   if (tok.vocab_size() > model.config.vocab_size)
     throw Error(fmt::format("{}: the tokenizer has {} pieces but the model's vocab_size is {}", tok.path(),
@@ -477,6 +532,7 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchm
   const int64_t max_pos = model.config.max_position_embeddings;
   if (o.max_new_tokens < 1 || o.max_new_tokens >= max_pos)
     throw Error(fmt::format("max_new_tokens {} must be in [1, max_position_embeddings={})", o.max_new_tokens, max_pos));
+  if (o.batch_size < 1) throw Error(fmt::format("batch_size {} must be >= 1", o.batch_size));
   if (o.style == PromptStyle::ToolIntegrated)
     if (const auto why = sandbox_unavailable_reason(); !why.empty()) throw Error(why);
   const auto t0 = std::chrono::steady_clock::now();
@@ -489,51 +545,26 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchm
   r.style = o.style;
   r.data_file = set.data_file;
   r.prompt_file = set.prompt_file;
-  Progress progress(fmt::format("{} ({})", name_of(b), enum_name(kPromptStyleNames, o.style)),
-                    static_cast<int64_t>(set.items.size()), "item");
   const size_t n = set.items.size();
   std::vector<std::string> prompts;
   for (const auto& item : set.items) prompts.push_back(benchmark_prompt(set, item, o.style));
-  struct Tally {  // an item's generation calls: its first prompt's tokens, all new tokens, the last stop reason
-    int64_t prompt_tokens = 0, new_tokens = 0;
-    std::string stop_reason;
-    bool truncated = false;
-  };
-  std::vector<Tally> gen(n);
-  int64_t generations = 0;
-  TextGenerateOptions to;
-  to.stops = benchmark_stop_strings(o.style);
-  to.max_new_tokens = o.max_new_tokens;
-  to.add_bos = o.add_bos;
-  to.batch_size = o.batch_size;
-  auto generate = [&](const std::vector<std::string>& texts, const std::vector<size_t>& items) {
-    to.on_finish = [&](size_t j, const TextGeneration& g) {
-      auto& rec = gen[items[j]];
-      if (rec.prompt_tokens == 0) rec.prompt_tokens = g.prompt_tokens;
-      rec.new_tokens += g.new_tokens;
-      rec.stop_reason = g.stop_reason;
-      rec.truncated = rec.truncated || g.truncated;
-      ++generations;  // one per item with chain of thought; tool-integrated items may take several
-      if (o.progress) progress.update(std::min<int64_t>(generations, static_cast<int64_t>(n)), fmt::format("{} generations", generations));
-    };
-    std::vector<std::string> outs;
-    for (auto& g : generate_texts(model, tok, texts, to)) outs.push_back(std::move(g.text));
-    return outs;
-  };
-  auto solutions = solve_items(prompts, generate, o);
+  SuiteGenerator generate{model, tok, set, b, o, std::vector<SuiteGenerator::Tally>(n)};
+  auto solutions = solve_items(
+      prompts, [&](const std::vector<std::string>& texts, const std::vector<size_t>& items) { return generate(texts, items); },
+      o);
   for (size_t i = 0; i < n; ++i) {
+    const auto& gen = generate.tally[i];
     auto rec = record_of(set.items[i], b, solutions[i].completion);
-    rec.stop_reason = gen[i].stop_reason;
-    rec.prompt_tokens = gen[i].prompt_tokens;
-    rec.new_tokens = gen[i].new_tokens;
+    rec.stop_reason = gen.stop_reason;
+    rec.prompt_tokens = gen.prompt_tokens;
+    rec.new_tokens = gen.new_tokens;
     rec.tool_status = std::move(solutions[i].tool_status);
     rec.missing_module = solutions[i].missing_module;
     r.correct += rec.correct;
-    r.truncated_prompts += gen[i].truncated;
+    r.truncated_prompts += gen.truncated;
     r.missing_module += rec.missing_module;
     r.records.push_back(std::move(rec));
   }
-  if (o.progress) progress.finish(fmt::format("accuracy {:.3f}", r.accuracy()));
   r.seconds = seconds_since(t0);
   return r;
 }

@@ -231,7 +231,18 @@ TEST_CASE("a ragged KV cache: each row computes what its sequence computes alone
   prefill({4}, {0});  // another prompt takes row 0
   seqs[0] = more[0];
   check_step({11, 12, 13});
-  check_step({63, 0, 5});  // rows of equal length would need no mask; here all three differ
+  check_step({63, 0, 5});  // lengths now 8, 12 and 17
+  // A shorter prompt takes the longest row: its old columns past the new length must stay unseen.
+  prompts.push_back({2, 2, 2, 30, 31, 2, 2, 2});
+  prefill({5}, {2});
+  seqs[2] = prompts[5];
+  check_step({1, 2, 3});  // lengths 9, 13, 9: row 2 reads 13 columns, 4 of them left from its old sequence
+  // Rows of one length (9, 9, 9) attend without a mask, also over a refilled row with old columns past its end.
+  prompts.push_back({8, 7, 6, 5, 4, 3, 2, 1, 9});
+  prefill({6}, {1});
+  seqs[1] = prompts[6];
+  check_step({4, 5, 6});
+  CHECK(!cache.step_mask.defined());
   CHECK_THROWS_WITH(m->hidden_states(at::ones({2, 1}, at::kLong), &cache), Contains("one token for each of its 3 rows"));
   cache.row_lengths[1] = 20;
   CHECK_THROWS_WITH(m->hidden_states(at::ones({3, 1}, at::kLong), &cache), Contains("full (20 positions)"));
