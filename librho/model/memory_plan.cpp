@@ -95,102 +95,125 @@ int64_t MemoryPlan::total() const {
 
 bool MemoryPlan::fits(double device_gib) const { return static_cast<double>(total()) <= device_gib * (1 << 30); }
 
-MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
-  if (o.world_size < 1 || o.seq_len < 1 || o.micro_batch < 1 || o.grad_accum < 1 || o.rows_per_chunk < 1)
-    throw Error("plan_memory: world size, sequence length, micro-batch, accumulation and chunk rows must be >= 1");
-  const int64_t W = o.world_size, L = c.num_layers, h = c.hidden_size, V = c.vocab_size;
-  const int64_t cb = o.bf16 ? 2 : 4;
-  const int64_t N = o.seq_len * o.micro_batch;  // tokens per micro-batch
-  const int64_t P_layer = layer_parameters(c);
-  const int64_t P_root = V * h * (c.tie_word_embeddings ? 1 : 2) + h;
-  const int64_t P = P_root + L * P_layer;
-  auto shard = [&](int64_t n) { return (n + W - 1) / W; };
-  const bool sharded = o.sharding != Sharding::None;
-  const int64_t S = sharded ? shard(P_root) + L * shard(P_layer) : P;  // this rank's elements of every unit
-  const int64_t padded = sharded ? (shard(P_root) + L * shard(P_layer)) * W : P;
+namespace {
+// The element counts plan_memory works with, for one rank.
+struct PlanSizes {
+  PlanSizes(const LlamaConfig& c, const MemoryPlanOptions& o)
+      : W(o.world_size), L(c.num_layers), h(c.hidden_size), V(c.vocab_size), cb(o.bf16 ? 2 : 4),
+        N(o.seq_len * o.micro_batch), P_layer(layer_parameters(c)),
+        P_root(V * h * (c.tie_word_embeddings ? 1 : 2) + h), P(P_root + L * P_layer),
+        sharded(o.sharding != Sharding::None),
+        whole_grads(o.sharding == Sharding::None || o.sharding == Sharding::Optimizer),
+        S(sharded ? shard(P_root) + L * shard(P_layer) : P),
+        padded(sharded ? (shard(P_root) + L * shard(P_layer)) * W : P) {}
+  int64_t shard(int64_t n) const { return (n + W - 1) / W; }
 
-  MemoryPlan plan;
-  plan.parameters = P;
-  plan.micro_batch = o.micro_batch;
-  auto add = [&](const char* category, std::string detail, int64_t bytes) {
-    if (bytes > 0) plan.items.push_back({category, std::move(detail), bytes});
-  };
+  int64_t W, L, h, V;
+  int64_t cb;       // bytes of an activation element (bf16 under autocast, else fp32)
+  int64_t N;        // tokens per micro-batch
+  int64_t P_layer;  // parameters of one decoder layer, of the root unit (embedding, final norm, lm_head), of all
+  int64_t P_root, P;
+  bool sharded;      // sharding beyond none
+  bool whole_grads;  // every rank keeps whole gradients (none, optimizer)
+  int64_t S;         // this rank's elements of every unit (sharded), else P
+  int64_t padded;    // elements of all units, padded to whole shards
+};
 
-  // Always there: the weights and AdamW's moments.
+void add_item(MemoryPlan& plan, const char* category, std::string detail, int64_t bytes) {
+  if (bytes > 0) plan.items.push_back({category, std::move(detail), bytes});
+}
+
+// There for the whole step: the fp32 weights (sharded or whole, plus gathered or autocast copies) and AdamW's moments.
+void add_resident(MemoryPlan& plan, const PlanSizes& z, const MemoryPlanOptions& o) {
   const bool shard_weights = o.sharding == Sharding::Parameters;
   if (shard_weights) {
-    add("weights", "fp32 root unit (embedding, final norm, lm_head), whole", 4 * shard(P_root) * W);
-    add("weights", "fp32 shard of each layer", 4 * L * shard(P_layer));
-    add("weights", fmt::format("gathered layers ({}: the current and the next)", o.bf16 ? "bf16" : "fp32"),
-        std::min<int64_t>(L, 2) * cb * shard(P_layer) * W);
+    add_item(plan, "weights", "fp32 root unit (embedding, final norm, lm_head), whole", 4 * z.shard(z.P_root) * z.W);
+    add_item(plan, "weights", "fp32 shard of each layer", 4 * z.L * z.shard(z.P_layer));
+    add_item(plan, "weights", fmt::format("gathered layers ({}: the current and the next)", o.bf16 ? "bf16" : "fp32"),
+             std::min<int64_t>(z.L, 2) * z.cb * z.shard(z.P_layer) * z.W);
   } else {
-    add("weights", "fp32, whole", 4 * padded);
+    add_item(plan, "weights", "fp32, whole", 4 * z.padded);
   }
-  add("optimizer", sharded ? "AdamW exp_avg + exp_avg_sq, this rank's shard" : "AdamW exp_avg + exp_avg_sq", 8 * S);
+  add_item(plan, "optimizer", z.sharded ? "AdamW exp_avg + exp_avg_sq, this rank's shard" : "AdamW exp_avg + exp_avg_sq",
+           8 * z.S);
   // Under activation checkpointing the forward keeps no copies (it runs without autocast's cache); the recompute
   // makes one layer's.
   if (o.bf16 && !shard_weights)
-    add("weights", o.activation_checkpointing ? "autocast's bf16 copies of one layer's matrices (the recompute)"
-                                              : "autocast's bf16 copies of the layers' matrices, forward to backward",
-        2 * (o.activation_checkpointing ? 1 : L) * (P_layer - 2 * h));
+    add_item(plan, "weights",
+             o.activation_checkpointing ? "autocast's bf16 copies of one layer's matrices (the recompute)"
+                                        : "autocast's bf16 copies of the layers' matrices, forward to backward",
+             2 * (o.activation_checkpointing ? 1 : z.L) * (z.P_layer - 2 * z.h));
+}
 
-  // Gradients held through the forward of a micro-batch.
-  int64_t grads_kept = 0;
-  if (o.sharding == Sharding::None || o.sharding == Sharding::Optimizer)
-    grads_kept = o.grad_accum > 1 ? 4 * P : 0;  // accumulated whole over the micro-batches
-  if (sharded) grads_kept += 4 * S;             // the shard (fp32), allocated once
-
+// The peak comes at one of these moments, whichever needs most:
+//   the start of the backward: activations, the LM head's chunk, and the last layer's gradients on their way to
+//     the reduction (beyond the activations they replace);
+//   sharded, once reductions pile up: the shards and up to three units' reduce-scatter inputs in flight
+//     (ShardedModel finishes the oldest beyond two), beside the activations not yet freed
+//     (every layer's input under activation checkpointing, plus the layer recomputed);
+//   the backward of the model's first layer: every gradient (whole for none and optimizer), that layer's
+//     activations (recomputed under activation checkpointing) and its input. (The end of the backward holds
+//     the same gradients without those activations, so it is never the peak.)
+// Adds the gradients, activations and LM-head items of the largest, and the all-reduce buckets of `none`.
+void add_backward_peak(MemoryPlan& plan, const PlanSizes& z, const LlamaConfig& c, const MemoryPlanOptions& o) {
+  // Gradients held through the forward of a micro-batch: accumulated whole over the micro-batches (none,
+  // optimizer), and the shard (fp32), allocated once.
+  const int64_t grads_kept = (z.whole_grads && o.grad_accum > 1 ? 4 * z.P : 0) + (z.sharded ? 4 * z.S : 0);
   // Activations at the end of the forward.
   const int64_t per_layer = layer_activation_bytes(c, o);
   const int64_t activations = forward_activation_bytes(c, o);
-  const int64_t rows = std::min(N, o.rows_per_chunk);
-  const int64_t head = rows * V * (8 + (o.bf16 ? 2 : 0)) + 4 * N * h;
-
-  // The peak comes at one of these moments, whichever needs most:
-  //   the start of the backward: activations, the LM head's chunk, and the last layer's gradients on their way to
-  //     the reduction (beyond the activations they replace);
-  //   sharded, once reductions pile up: the shards and up to three units' reduce-scatter inputs in flight
-  //     (ShardedModel finishes the oldest beyond two), beside the activations not yet freed
-  //     (every layer's input under activation checkpointing, plus the layer recomputed);
-  //   the backward of the model's first layer: every gradient (whole for none and optimizer), that layer's
-  //     activations (recomputed under activation checkpointing) and its input. (The end of the backward holds
-  //     the same gradients without those activations, so it is never the peak.)
+  const int64_t rows = std::min(z.N, o.rows_per_chunk);
+  const int64_t head = rows * z.V * (8 + (o.bf16 ? 2 : 0)) + 4 * z.N * z.h;
   // Unit-sized reduce-scatter buffers per reduction (one process: a plain copy).
-  const int64_t copies = sharded ? (o.gloo && W > 1 ? 2 : 1) : 0;
-  const int64_t unit_grads = 4 * P_layer * (1 + copies);
+  const int64_t copies = z.sharded ? (o.gloo && z.W > 1 ? 2 : 1) : 0;
+  const int64_t unit_grads = 4 * z.P_layer * (1 + copies);
   // The LM head's weight gradient (lm_head's, or the tied embedding's) exists from the start of the backward until
   // the root unit is reduced, last; accumulated gradients already hold it.
-  const bool whole_grads = o.sharding == Sharding::None || o.sharding == Sharding::Optimizer;
-  const int64_t head_grad = whole_grads && o.grad_accum > 1 ? 0 : 4 * V * h;
+  const int64_t head_grad = z.whole_grads && o.grad_accum > 1 ? 0 : 4 * z.V * z.h;
   // (The last layer's gradients appear as its activations are freed: only what exceeds them adds.)
-  const int64_t start = activations + head + grads_kept + head_grad + std::max<int64_t>(0, unit_grads - per_layer);
-  const int64_t in_flight = std::min<int64_t>(L, 3);
-  const int64_t piled_grads = grads_kept + head_grad + 4 * P_layer * in_flight * copies;
-  const int64_t piled_acts = o.activation_checkpointing ? L * 4 * N * h + per_layer
-                                                        : std::max<int64_t>(0, L - in_flight) * per_layer + 4 * N * h;
-  const int64_t piled = sharded ? piled_grads + piled_acts : 0;
+  const int64_t last_grads = std::max<int64_t>(0, unit_grads - per_layer);
+  const int64_t start = activations + head + grads_kept + head_grad + last_grads;
+  const int64_t in_flight = std::min<int64_t>(z.L, 3);
+  const int64_t piled_grads = grads_kept + head_grad + 4 * z.P_layer * in_flight * copies;
+  const int64_t piled_acts = o.activation_checkpointing ? z.L * 4 * z.N * z.h + per_layer
+                                                        : std::max<int64_t>(0, z.L - in_flight) * per_layer + 4 * z.N * z.h;
+  const int64_t piled = z.sharded ? piled_grads + piled_acts : 0;
   // By the first layer's backward a sharded run holds the root unit's gradients and their reduce-scatter input(s).
-  const int64_t grads_at_end = whole_grads ? 4 * P + (sharded ? 4 * S : 0)
-                                           : grads_kept + std::max(unit_grads + head_grad, 4 * P_root * (1 + copies));
-  const int64_t last_layer = grads_at_end + per_layer + 4 * N * h;
+  const int64_t grads_at_end = z.whole_grads ? 4 * z.P + (z.sharded ? 4 * z.S : 0)
+                                             : grads_kept + std::max(unit_grads + head_grad, 4 * z.P_root * (1 + copies));
+  const int64_t last_layer = grads_at_end + per_layer + 4 * z.N * z.h;
   // Across ranks, `none` keeps its all-reduce buckets (the size of the gradients) from the start.
-  if (o.sharding == Sharding::None && W > 1) add("buffers", "gradient all-reduce buckets", 4 * P);
+  if (o.sharding == Sharding::None && z.W > 1) add_item(plan, "buffers", "gradient all-reduce buckets", 4 * z.P);
   const int64_t peak = std::max({start, piled, last_layer});
   if (peak == start) {
-    add("gradients", "kept through the forward (accumulated, or the shard)", grads_kept);
-    add("gradients", "the LM head's weight", head_grad);
-    add("gradients", "the last layer's, on their way to the reduction, beyond its freed activations",
-        std::max<int64_t>(0, unit_grads - per_layer));
-    add("activations", o.activation_checkpointing ? "each layer's input" : "every layer's saved tensors", activations);
-    add("lm_head", fmt::format("{} rows of {} logits at a time, and the hidden states' gradient", rows, V), head);
+    add_item(plan, "gradients", "kept through the forward (accumulated, or the shard)", grads_kept);
+    add_item(plan, "gradients", "the LM head's weight", head_grad);
+    add_item(plan, "gradients", "the last layer's, on their way to the reduction, beyond its freed activations",
+             last_grads);
+    add_item(plan, "activations", o.activation_checkpointing ? "each layer's input" : "every layer's saved tensors",
+             activations);
+    add_item(plan, "lm_head", fmt::format("{} rows of {} logits at a time, and the hidden states' gradient", rows, z.V),
+             head);
   } else if (peak == piled) {
-    add("gradients", fmt::format("the shard, the LM head's weight, and {} layers' reductions in flight", in_flight),
-        piled_grads);
-    add("activations", "not yet freed", piled_acts);
+    add_item(plan, "gradients",
+             fmt::format("the shard, the LM head's weight, and {} layers' reductions in flight", in_flight), piled_grads);
+    add_item(plan, "activations", "not yet freed", piled_acts);
   } else {
-    add("gradients", "by the backward of the model's first layer", grads_at_end);
-    add("activations", "the first layer's, and its input", per_layer + 4 * N * h);
+    add_item(plan, "gradients", "by the backward of the model's first layer", grads_at_end);
+    add_item(plan, "activations", "the first layer's, and its input", per_layer + 4 * z.N * z.h);
   }
+}
+}  // namespace
+
+MemoryPlan plan_memory(const LlamaConfig& c, const MemoryPlanOptions& o) {
+  if (o.world_size < 1 || o.seq_len < 1 || o.micro_batch < 1 || o.grad_accum < 1 || o.rows_per_chunk < 1)
+    throw Error("plan_memory: world size, sequence length, micro-batch, accumulation and chunk rows must be >= 1");
+  const PlanSizes sizes(c, o);
+  MemoryPlan plan;
+  plan.parameters = sizes.P;
+  plan.micro_batch = o.micro_batch;
+  add_resident(plan, sizes, o);
+  add_backward_peak(plan, sizes, c, o);
   return plan;
 }
 
