@@ -1,10 +1,11 @@
 // librho's side of bench_generate.py: greedy generation of token prompts through the KV cache, --batch sequences
 // at a time (greedy_generate_batch, as rho_eval --bench runs it), prompt i generating exactly new[i] tokens (no
 // EOS), timed after a one-batch warm-up. --static generates in fixed batches instead (--batch prompts, the batch
-// done when its longest is), for comparison with continuous batching. Writes the generated ids (int64, prompts in
+// done when its longest is), for comparison with continuous batching; --cuda-graphs replays the decoding steps
+// from CUDA graphs (GenerateOptions::cuda_graphs). Writes the generated ids (int64, prompts in
 // order, concatenated) to --out for the Python side to compare, and prints one JSON line.
-//   bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--device cpu|cuda]
-//                  [--dtype fp32|bf16]
+//   bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--cuda-graphs]
+//                  [--device cpu|cuda] [--dtype fp32|bf16]
 // prompts.json: {"prompts": [[ids...], ...], "new": [tokens to generate for each prompt]}
 #include <nlohmann/json.hpp>
 
@@ -16,8 +17,8 @@
 #include "librho/util/files.h"
 
 constexpr const char* kUsage =
-    "bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--device cpu|cuda]\n"
-    "               [--dtype fp32|bf16]\n"
+    "bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--cuda-graphs]\n"
+    "               [--device cpu|cuda] [--dtype fp32|bf16]\n"
     "librho's side of bench/bench_generate.py (run that).\n";
 
 int main(int argc, char** argv) {
@@ -33,6 +34,8 @@ int main(int argc, char** argv) {
   rho::GenerateOptions o;
   o.max_new_tokens = *std::max_element(lengths.begin(), lengths.end());
   o.eos_id = -1;  // no EOS stop: prompt i ends after lengths[i] tokens (transformers: a stopping criterion)
+  o.cuda_graphs = a.has("cuda-graphs");
+  rho::DecodeStats stats;
   auto model = rho::load_model(a.str("model", ""));
   model->to(dev, a.str("dtype", "fp32") == "bf16" ? at::kBFloat16 : at::kFloat);
   model->eval();
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
   };
   run(0, std::min<size_t>(batch, prompts.size()));  // warm-up
   rho::bench::sync(dev);
+  o.stats = &stats;  // the timed run's
   const rho::bench::Timer timer;
   std::vector<int64_t> ids;
   int64_t generated = 0;
@@ -61,7 +65,8 @@ int main(int argc, char** argv) {
   const double secs = timer.seconds();
   rho::write_file_atomic(a.str("out", ""), ids.data(), ids.size() * sizeof(int64_t));
   const nlohmann::json out = {{"prompts", prompts.size()}, {"generated_tokens", generated}, {"seconds", secs},
-                              {"tokens_per_s", generated / secs}};
+                              {"tokens_per_s", generated / secs}, {"decode_steps", stats.steps},
+                              {"graph_replays", stats.graph_replays}, {"graphs_recorded", stats.graph_captures}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

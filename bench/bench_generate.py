@@ -7,7 +7,7 @@ give near-ties, where summation order may pick another token and the rows then d
 
     python bench/bench_generate.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--batch 8]
                                    [--prompts 16] [--prompt-min 64] [--prompt-max 256] [--new 64] [--new-min N]
-                                   [--dtype fp32|bf16]
+                                   [--dtype fp32|bf16] [--cuda-graphs]
 Goal: librho >= transformers' tokens/s on the CPU and on the GPU, same model, prompts and batch. The evaluation
 harness itself uses vLLM on GPUs (continuous batching, paged KV cache, CUDA graphs), which this does not measure.
 With --new-min, prompt i stops after its own length, drawn from [new-min, new] (a stopping criterion on
@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--prompt-min", type=int, default=64)
     ap.add_argument("--prompt-max", type=int, default=256)
     ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="also time librho with its decoding steps replayed from CUDA graphs")
     ap.add_argument("--new-min", type=int, default=None,
                     help="each prompt generates a length drawn from [new-min, new] (default: all --new)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
@@ -95,6 +97,11 @@ def main():
                                     os.path.join(tmp, "ids.i64"), "--batch", str(a.batch), "--device", a.device,
                                     "--dtype", a.dtype, *extra])
         rho_static = librho("--static") if new_min < a.new else None
+        rho_graphs, graph_rows = None, None
+        if a.cuda_graphs:
+            rho_graphs = librho("--cuda-graphs")
+            graph_rows = list(torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths),
+                                              dtype=torch.long).split(lengths))
         rho = librho()
         rho_ids = torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths), dtype=torch.long)
         rho_rows = list(rho_ids.split(lengths))
@@ -116,6 +123,13 @@ def main():
         if rho_static:  # continuous batching against librho's own fixed batches
             out["librho_static_tokens_per_s"] = rho_static["tokens_per_s"]
             out["continuous_over_static"] = rho["tokens_per_s"] / rho_static["tokens_per_s"]
+        if rho_graphs:  # decoding steps replayed from CUDA graphs, against librho's eager steps
+            out["librho_cuda_graphs_tokens_per_s"] = rho_graphs["tokens_per_s"]
+            out["cuda_graphs_replayed_steps"] = [rho_graphs["graph_replays"], rho_graphs["decode_steps"]]
+            out["cuda_graphs_recorded"] = rho_graphs["graphs_recorded"]
+            out["cuda_graphs_over_eager"] = rho_graphs["tokens_per_s"] / rho["tokens_per_s"]
+            out["cuda_graphs_rows_identical_to_eager"] = sum(
+                bool(torch.equal(g, e)) for g, e in zip(graph_rows, rho_rows)) / a.prompts
         common.emit(out)
 
 

@@ -1,11 +1,22 @@
 #include "librho/eval/lm.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
+#ifdef RHO_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
+#include <map>
+#include <memory>
 
 #include "librho/score/token_scorer.h"
 #include "librho/util/error.h"
@@ -28,6 +39,117 @@ Generation greedy_generate(LlamaImpl& model, const std::vector<int64_t>& prompt,
 
 namespace {
 using RowStop = std::function<bool(size_t prompt, const std::vector<int64_t>&)>;
+
+// Greedy choice for each row of hidden states [rows, hidden], on the hidden states' device.
+at::Tensor greedy_ids(LlamaImpl& model, const at::Tensor& hidden, int64_t vocab_limit) {
+  auto logits = model.logits(hidden);
+  if (vocab_limit > 0 && vocab_limit < logits.size(-1)) logits = logits.narrow(-1, 0, vocab_limit);
+  return logits.argmax(-1);
+}
+
+std::vector<int64_t> to_host(const at::Tensor& ids) {
+  const auto c = ids.cpu();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+#ifdef RHO_WITH_CUDA
+// Fixed-shape decoding steps replayed from CUDA graphs, one per (rows, keys read): a step's few hundred kernels
+// are recorded once and then launched together, removing the per-operation launch and dispatch cost that
+// dominates a small decoding step. Inputs go through each graph's own device buffer (tokens and columns, copied
+// from one pinned host buffer); the graphs read and write the KV cache's tensors in place, so they are cleared
+// whenever those tensors move (KVCache::keep_rows). All graphs record on one side stream into one memory pool:
+// they replay one at a time, and each keeps its output alive.
+class StepGraphs {
+ public:
+  explicit StepGraphs(at::Device device)
+      : device_(device), side_(at::cuda::getStreamFromPool(false, device.index())), pool_(at::cuda::graph_pool_handle()) {}
+
+  // Records the step for this (rows, keys) when it is new (may throw: then nothing is kept), then replays it.
+  std::vector<int64_t> run(LlamaImpl& model, KVCache& cache, const std::vector<int64_t>& tokens,
+                           const std::vector<int64_t>& columns, int64_t keys, int64_t vocab_limit, DecodeStats* stats) {
+    const auto rows = static_cast<int64_t>(tokens.size());
+    if (!host_.defined() || host_.size(1) != rows)
+      host_ = at::empty({2, rows}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+    std::copy(tokens.begin(), tokens.end(), host_.data_ptr<int64_t>());
+    std::copy(columns.begin(), columns.end(), host_.data_ptr<int64_t>() + rows);
+    auto& g = graphs_[{rows, keys}];
+    if (!g) {
+      try {
+        g = capture(model, cache, keys, vocab_limit);
+      } catch (const std::exception& e) {
+        graphs_.erase({rows, keys});
+        throw CaptureFailed(e.what());
+      }
+      if (stats) ++stats->graph_captures;
+    }
+    g->inputs.copy_(host_, /*non_blocking=*/true);  // the host buffer is rewritten only after to_host's wait
+    g->graph.replay();
+    if (stats) ++stats->graph_replays;
+    return to_host(g->ids);
+  }
+  void clear() { graphs_.clear(); }
+
+  struct CaptureFailed : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
+ private:
+  struct Graph {
+    at::cuda::CUDAGraph graph;
+    at::Tensor inputs, ids;  // [2, rows]: tokens, columns; the output
+  };
+
+  // Records the step on the side stream (as torch.cuda.graph does), after one eager run there that makes any lazy
+  // allocations outside the capture; that run's cache writes are the ones the replay makes again.
+  std::unique_ptr<Graph> capture(LlamaImpl& model, KVCache& cache, int64_t keys, int64_t vocab_limit) {
+    auto g = std::make_unique<Graph>();
+    g->inputs = host_.to(device_);
+    const auto tokens = g->inputs[0].view({-1, 1}), columns = g->inputs[1];
+    auto step = [&] {
+      return greedy_ids(model, model.ragged_step(tokens, columns, keys, /*mask=*/true, cache).select(1, 0), vocab_limit);
+    };
+    const auto main = at::cuda::getCurrentCUDAStream(device_.index());
+    at::cuda::CUDAEvent ready, done;
+    ready.record(main);
+    ready.block(side_);
+    {
+      const c10::cuda::CUDAStreamGuard guard(side_);
+      try {
+        step();
+        g->graph.capture_begin(pool_);
+        capturing_ = true;
+        g->ids = step();
+        capturing_ = false;
+        g->graph.capture_end();
+      } catch (...) {
+        if (capturing_) {
+          capturing_ = false;
+          try {
+            g->graph.capture_end();  // leave capture mode
+          } catch (...) {
+            try {  // capture_end stopped before handing the pool back to the allocator
+              c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool_);
+            } catch (...) {
+            }
+          }
+        }
+        side_.synchronize();  // the warm-up may still read buffers that are freed with g
+        throw;
+      }
+    }
+    done.record(side_);
+    done.block(main);
+    return g;
+  }
+
+  at::Device device_;
+  c10::cuda::CUDAStream side_;
+  c10::MempoolId_t pool_;
+  at::Tensor host_;  // pinned [2, rows]: the next step's tokens and columns
+  bool capturing_ = false;
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Graph>> graphs_;
+};
+#endif
 
 // greedy_generate_batch's state: a ragged KV cache whose rows each hold one prompt's sequence. A row whose
 // sequence ends takes the next waiting prompt (its prefill); when none waits, finished rows leave the batch.
@@ -81,11 +203,7 @@ class BatchDecoder {
 
   // Greedy choice for each row of hidden states [rows, hidden], on the CPU.
   std::vector<int64_t> choose(const at::Tensor& hidden) {
-    auto logits = model_.logits(hidden);
-    if (options_.vocab_limit > 0 && options_.vocab_limit < logits.size(-1))
-      logits = logits.narrow(-1, 0, options_.vocab_limit);
-    const auto ids = logits.argmax(-1).cpu();
-    return {ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel()};
+    return to_host(greedy_ids(model_, hidden, options_.vocab_limit));
   }
 
   // Prefills waiting prompts into the free rows, several at once (right-padded: causal attention keeps each
@@ -118,7 +236,8 @@ class BatchDecoder {
     }
   }
 
-  // Rows without a sequence leave the cache (only when no prompt waits: fill takes them otherwise). False when
+  // Rows without a sequence leave the cache (only when no prompt waits: fill takes them otherwise); with
+  // fixed-shape steps only once half the rows are idle, since every new row count needs new graphs. False when
   // no row is left.
   bool drop_free_rows() {
     std::vector<int64_t> keep, prompt, next;
@@ -129,20 +248,25 @@ class BatchDecoder {
         next.push_back(row_next_[r]);
       }
     if (keep.empty()) return false;
-    if (keep.size() < row_prompt_.size()) {
+    const bool compact = options_.cuda_graphs ? 2 * keep.size() <= row_prompt_.size() : keep.size() < row_prompt_.size();
+    if (compact) {
       cache_.keep_rows(keep);
+#ifdef RHO_WITH_CUDA
+      if (graphs_) graphs_->clear();  // the cache's tensors moved
+#endif
       row_prompt_ = std::move(prompt);
       row_next_ = std::move(next);
     }
     return true;
   }
 
-  // One new token for every row; returns the rows whose sequence ended.
+  // One new token for every row that holds a sequence; returns the rows whose sequence ended.
   std::vector<int64_t> step() {
-    const auto input = at::tensor(at::ArrayRef<int64_t>(row_next_), at::kLong).view({-1, 1}).to(device_);
-    const auto ids = choose(model_.hidden_states(input, &cache_).select(1, 0));
+    const auto ids = options_.cuda_graphs ? fixed_step() : eager_step();
+    if (options_.stats) ++options_.stats->steps;
     std::vector<int64_t> freed;
     for (size_t r = 0; r < row_prompt_.size(); ++r) {
+      if (row_prompt_[r] < 0) continue;  // an idle row of a fixed-shape step
       if (accept(static_cast<size_t>(row_prompt_[r]), ids[r])) {
         row_next_[r] = ids[r];
       } else {
@@ -151,6 +275,53 @@ class BatchDecoder {
       }
     }
     return freed;
+  }
+
+  std::vector<int64_t> eager_step() {
+    const auto input = at::tensor(at::ArrayRef<int64_t>(row_next_), at::kLong).view({-1, 1}).to(device_);
+    return choose(model_.hidden_states(input, &cache_).select(1, 0));
+  }
+
+  // A step whose shapes repeat (options.cuda_graphs): every row, idle ones given token 0 at column 0 (their own
+  // row, which a new sequence overwrites), through a mask, reading the columns up to the longest row rounded up to
+  // kKeyBucket. Replayed from a CUDA graph on CUDA, run eagerly elsewhere.
+  static constexpr int64_t kKeyBucket = 128;
+  std::vector<int64_t> fixed_step() {
+    const size_t rows = row_prompt_.size();
+    std::vector<int64_t> tokens(rows, 0), columns(rows, 0);
+    int64_t longest = 0;
+    for (size_t r = 0; r < rows; ++r)
+      if (row_prompt_[r] >= 0) {
+        tokens[r] = row_next_[r];
+        columns[r] = cache_.row_lengths[r];
+        longest = std::max(longest, columns[r]);
+      }
+    if (longest >= cache_.capacity)
+      throw Error(fmt::format("greedy_generate: a row of the ragged cache is full ({} positions)", cache_.capacity));
+    const int64_t keys = std::min(cache_.capacity, (longest + kKeyBucket) / kKeyBucket * kKeyBucket);
+    std::vector<int64_t> ids;
+#ifdef RHO_WITH_CUDA
+    // Not with layer hooks (sharded parameters gather in them) or CUDA autocast (its weight copies are freed when
+    // its scope ends, under a replay's feet).
+    if (device_.is_cuda() && graphs_usable_ && !model_.layer_hooks && !at::autocast::is_autocast_enabled(at::kCUDA)) {
+      if (!graphs_) graphs_ = std::make_unique<StepGraphs>(device_);
+      try {
+        ids = graphs_->run(model_, cache_, tokens, columns, keys, options_.vocab_limit, options_.stats);
+      } catch (const StepGraphs::CaptureFailed& e) {  // a step that cannot be captured still decodes, eagerly
+        std::cerr << "greedy_generate: CUDA graph capture failed, decoding without graphs: " << e.what() << "\n";
+        graphs_usable_ = false;
+        graphs_.reset();
+      }
+    }
+#endif
+    if (ids.empty()) {
+      const auto t = at::tensor(at::ArrayRef<int64_t>(tokens), at::kLong).view({-1, 1}).to(device_);
+      const auto c = at::tensor(at::ArrayRef<int64_t>(columns), at::kLong).to(device_);
+      ids = choose(model_.ragged_step(t, c, keys, /*mask=*/true, cache_).select(1, 0));
+    }
+    for (size_t r = 0; r < rows; ++r)
+      if (row_prompt_[r] >= 0) ++cache_.row_lengths[r];
+    return ids;
   }
 
   LlamaImpl& model_;
@@ -163,6 +334,10 @@ class BatchDecoder {
   std::vector<int64_t> row_prompt_;  // the prompt each row's sequence continues; -1: none
   std::vector<int64_t> row_next_;    // the token each row is given at the next step
   size_t next_prompt_ = 0;           // prompts before it have been started
+#ifdef RHO_WITH_CUDA
+  std::unique_ptr<StepGraphs> graphs_;  // made on the first fixed-shape step on CUDA
+  bool graphs_usable_ = true;
+#endif
 };
 }  // namespace
 

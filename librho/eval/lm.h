@@ -18,6 +18,12 @@ struct Generation {
   std::string stop_reason;
 };
 
+// What greedy_generate_batch did (GenerateOptions::stats): decoding steps after the prefills, and of them those
+// replayed from CUDA graphs, and the graphs recorded.
+struct DecodeStats {
+  int64_t steps = 0, graph_replays = 0, graph_captures = 0;
+};
+
 struct GenerateOptions {
   int64_t max_new_tokens = 256;
   int64_t eos_id = -1;      // generating it ends the generation (it is not returned); < 0: no EOS stop
@@ -26,6 +32,12 @@ struct GenerateOptions {
   int64_t batch_size = 0;
   // greedy_generate_batch: called once per prompt, when its generation has ended (e.g. for progress).
   std::function<void(size_t prompt, const Generation&)> on_finish;
+  // greedy_generate_batch: decoding steps of fixed shapes (finished rows idle in the batch until half are, the
+  // keys read rounded up to a multiple of 128), replayed from CUDA graphs on CUDA (one per row count and key
+  // bucket; eager again, with a message, if a capture fails) and run eagerly elsewhere. Same tokens as without.
+  // Off by default: not yet measured on a GPU.
+  bool cuda_graphs = false;
+  DecodeStats* stats = nullptr;  // not owned; counts are added when given
 };
 
 // Greedy decoding: the prompt is prefilled once into a KV cache, then each new token costs one forward pass

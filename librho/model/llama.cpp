@@ -333,31 +333,45 @@ void KVCache::keep_rows(const std::vector<int64_t>& rows) {
 
 at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [batch, seq], got ", tokens.sizes());
-  auto x = embed_tokens(tokens);
-  at::Tensor cos, sin;
   if (cache && cache->is_ragged()) {
     const auto& lengths = cache->row_lengths;
-    const int64_t b = tokens.size(0);
-    TORCH_CHECK(b == static_cast<int64_t>(lengths.size()) && tokens.size(1) == 1 && !cache->keys.empty(),
-                "hidden_states: a ragged cache takes one token for each of its ", lengths.size(),
-                " rows, after set_row has filled them; got ", tokens.sizes());
     const auto [shortest, longest] = std::minmax_element(lengths.begin(), lengths.end());
     if (*longest >= cache->capacity)
       throw Error(fmt::format("hidden_states: a row of the ragged cache is full ({} positions)", cache->capacity));
-    rope(*longest, 1, x);  // checks the position and makes the tables
-    const auto columns = at::tensor(at::ArrayRef<int64_t>(lengths), at::kLong).to(x.device());
-    cos = rope_cos_.index_select(0, columns).view({b, 1, 1, -1});
-    sin = rope_sin_.index_select(0, columns).view({b, 1, 1, -1});
-    cache->step_columns = columns;
-    cache->step_keys = *longest + 1;
-    cache->step_mask = at::Tensor();
-    if (*shortest != *longest) {
-      const auto seen = at::arange(cache->step_keys, columns.options());
-      cache->step_mask = (seen.view({1, -1}) <= columns.view({-1, 1})).view({b, 1, 1, cache->step_keys});
-    }
-  } else {
-    std::tie(cos, sin) = rope(cache ? cache->length() : 0, tokens.size(1), x);
+    const auto columns = at::tensor(at::ArrayRef<int64_t>(lengths), at::kLong).to(tokens.device());
+    auto h = ragged_step(tokens, columns, *longest + 1, /*mask=*/*shortest != *longest, *cache);
+    for (auto& n : cache->row_lengths) ++n;
+    return h;
   }
+  auto x = embed_tokens(tokens);
+  const auto [cos, sin] = rope(cache ? cache->length() : 0, tokens.size(1), x);
+  return run_layers(x, cos, sin, cache);
+}
+
+at::Tensor LlamaImpl::ragged_step(const at::Tensor& tokens, const at::Tensor& columns, int64_t keys, bool mask,
+                                  KVCache& cache) {
+  const int64_t b = tokens.size(0);
+  TORCH_CHECK(cache.is_ragged() && !cache.keys.empty(), "ragged_step: a ragged cache filled by set_row is needed");
+  TORCH_CHECK(tokens.dim() == 2 && b == static_cast<int64_t>(cache.row_lengths.size()) && tokens.size(1) == 1,
+              "ragged_step: a ragged cache takes one token for each of its ", cache.row_lengths.size(), " rows, after "
+              "set_row has filled them; got ", tokens.sizes());
+  TORCH_CHECK(columns.numel() == b && keys >= 1 && keys <= cache.capacity, "ragged_step: ", b, " columns and keys ",
+              keys, " within the capacity ", cache.capacity, " are needed");
+  auto x = embed_tokens(tokens);
+  rope(keys - 1, 1, x);  // checks the position bound and makes the tables (device work only when they exist)
+  const auto cos = rope_cos_.index_select(0, columns).view({b, 1, 1, -1});
+  const auto sin = rope_sin_.index_select(0, columns).view({b, 1, 1, -1});
+  cache.step_columns = columns;
+  cache.step_keys = keys;
+  cache.step_mask = at::Tensor();
+  if (mask) {
+    const auto seen = at::arange(keys, columns.options());
+    cache.step_mask = (seen.view({1, -1}) <= columns.view({-1, 1})).view({b, 1, 1, keys});
+  }
+  return run_layers(x, cos, sin, &cache);
+}
+
+at::Tensor LlamaImpl::run_layers(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache) {
   const bool checkpoint = activation_checkpointing && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = layers->at<DecoderLayerImpl>(i);
@@ -366,8 +380,6 @@ at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, KVCache* cache) {
                    : layer.forward(x, cos, sin, cache, static_cast<int64_t>(i));
     if (layer_hooks) x = layer_hooks->after_layer(i, x);
   }
-  if (cache && cache->is_ragged())
-    for (auto& n : cache->row_lengths) ++n;
   return norm(x);
 }
 

@@ -89,6 +89,12 @@ struct LlamaImpl : torch::nn::Module {
   // tokens is [rows, 1]: row r's token takes position row_lengths[r], sees that row's positions only, and is
   // added to the row.
   at::Tensor hidden_states(const at::Tensor& tokens, KVCache* cache = nullptr);
+  // One step of a ragged cache with its shapes fixed by the caller, as a CUDA graph's replays need them: row r's
+  // token (tokens [rows, 1]) takes position columns[r] ([rows] int64, on the model's device) and sees columns
+  // [0, columns[r]] of its row; `keys` columns are read (every columns[r] < keys <= capacity), through a mask when
+  // `mask` (always, when the rows' lengths may differ). Device work only once the rotary tables exist (after a
+  // first call); the caller keeps row_lengths (hidden_states' ragged calls come here and add one to each).
+  at::Tensor ragged_step(const at::Tensor& tokens, const at::Tensor& columns, int64_t keys, bool mask, KVCache& cache);
   at::Tensor logits(const at::Tensor& hidden);  // [..., hidden] -> [..., vocab]
   at::Tensor forward(const at::Tensor& tokens) { return logits(hidden_states(tokens)); }
   // Next-token loss per position, no reduction: [batch, seq] fp32, where targets[b, t] is the token after
@@ -116,6 +122,7 @@ struct LlamaImpl : torch::nn::Module {
 
  private:
   std::pair<at::Tensor, at::Tensor> rope(int64_t start, int64_t length, const at::Tensor& like);
+  at::Tensor run_layers(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache);  // + final norm
   at::Tensor rope_cos_, rope_sin_;  // [max_positions, head_dim] fp32, made lazily on the model's device
 };
 TORCH_MODULE(Llama);

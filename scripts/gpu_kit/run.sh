@@ -106,8 +106,8 @@ kit() {
   fi
 
   part linear_ce 60 gpu bench linear_ce "$B/bench/bench_linear_ce" --device cuda --dtype bf16 --hidden 2048
-  part generate 120 gpu bench generate "$PY" bench/bench_generate.py --device cuda --model-config $M --dtype bf16 \
-    --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --new-min 16 --build "$B"
+  part generate 150 gpu bench generate "$PY" bench/bench_generate.py --device cuda --model-config $M --dtype bf16 \
+    --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --new-min 16 --cuda-graphs --build "$B"
 
   echo "=== done in $SECONDS s; failed: ${FAILED[*]:-none}"
   ((${#FAILED[@]} == 0))

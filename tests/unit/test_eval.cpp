@@ -274,8 +274,14 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
   CHECK(reasons.count("context"));
   CHECK(reasons.count("eos"));
   CHECK(reasons.count("max_new_tokens"));
-  for (int64_t batch : {0, 1, 2, 3, 9}) {  // 0: all at once; 1-3: rows are refilled as sequences end
+  // 0: all at once; 1-3: rows are refilled as sequences end. Fixed-shape steps (the CUDA-graph path, run eagerly
+  // here): idle rows stay until half the rows are idle, keys read in buckets of 128 (past max_position 64: all).
+  for (const auto& [batch, fixed] : std::vector<std::pair<int64_t, bool>>{
+           {0, false}, {1, false}, {2, false}, {3, false}, {9, false}, {0, true}, {2, true}, {3, true}, {5, true}}) {
     o.batch_size = batch;
+    o.cuda_graphs = fixed;
+    rho::DecodeStats stats;
+    o.stats = &stats;
     std::vector<size_t> finished;
     o.on_finish = [&](size_t p, const rho::Generation& g) {
       finished.push_back(p);
@@ -284,15 +290,54 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
     const auto got = rho::greedy_generate_batch(*m, prompts, o, stop);
     REQUIRE(got.size() == prompts.size());
     CHECK(finished.size() == prompts.size());
+    CHECK(stats.steps >= 19);  // the longest generation's steps at least
+    CHECK(stats.graph_replays == 0);  // no CUDA here
     CHECK(std::set<size_t>(finished.begin(), finished.end()).size() == prompts.size());
     for (size_t p = 0; p < prompts.size(); ++p) {
-      INFO("batch " << batch << ", prompt " << p);
+      INFO("batch " << batch << (fixed ? " (fixed shapes)" : "") << ", prompt " << p);
       CHECK(got[p].ids == alone[p].ids);
       CHECK(got[p].stop_reason == alone[p].stop_reason);
     }
   }
   o.batch_size = -1;
   CHECK_THROWS_WITH(rho::greedy_generate_batch(*m, prompts, o), Contains("batch_size must be >= 0"));
+}
+
+TEST_CASE("batched generation on CUDA: CUDA graphs give the tokens of eager steps", "[eval][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  auto c = rho::test::tiny_llama(64, 512);
+  c.initializer_range = 0.5;
+  rho::Llama m(c);
+  m->reset_parameters(3);
+  m->to(at::Device(at::kCUDA));
+  m->eval();
+  at::manual_seed(7);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : {3, 40, 1, 140, 9, 77, 200, 5, 16, 33, 2, 120}) {  // keys read cross buckets of 128
+    auto t = at::randint(1, 64, {len}, at::kLong);
+    prompts.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + len);
+  }
+  rho::GenerateOptions o;
+  o.max_new_tokens = 90;
+  o.eos_id = 5;
+  o.batch_size = 4;
+  auto stop = [](size_t prompt, const std::vector<int64_t>& ids) { return ids.size() == 10 + 7 * prompt; };
+  const auto eager = rho::greedy_generate_batch(*m, prompts, o, stop);
+  o.cuda_graphs = true;
+  rho::DecodeStats stats;
+  o.stats = &stats;
+  const auto graphed = rho::greedy_generate_batch(*m, prompts, o, stop);
+  WARN("CUDA graphs: " << stats.steps << " steps, " << stats.graph_replays << " replayed, " << stats.graph_captures
+                       << " graphs recorded");
+  CHECK(stats.steps > 100);
+  CHECK(stats.graph_replays == stats.steps);  // no step fell back to eager decoding
+  CHECK(stats.graph_captures >= 3);           // key buckets 128, 256 and 289 at least
+  CHECK(stats.graph_captures < stats.steps / 4);
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    INFO("prompt " << p);
+    CHECK(graphed[p].ids == eager[p].ids);
+    CHECK(graphed[p].stop_reason == eager[p].stop_reason);
+  }
 }
 
 TEST_CASE("continuation log-probabilities equal an uncached forward pass", "[eval]") {
