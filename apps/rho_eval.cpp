@@ -88,6 +88,9 @@ void add_options(CLI::App& app, Args& a) {
                  "the next prompt)")
       ->check(CLI::PositiveNumber);
   app.add_option("--max-tool-calls", a.suite.max_tool_calls, "tool-integrated: program runs per item");
+  app.add_option("--tool-jobs", a.suite.tool_jobs,
+                 "tool-integrated: programs run at once within a round (0: one per CPU core)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--python", a.suite.sandbox.python, "tool-integrated: the interpreter that runs model-written code");
   app.add_option("--grade", a.grade_file, "JSON Lines of {benchmark, idx, completion}: grade them, no model");
   app.add_option("--records", a.records_out, "per-item JSON Lines of the benchmarks (question, completion, answer, verdict)");

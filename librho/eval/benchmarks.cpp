@@ -3,9 +3,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <cmath>
+#include <mutex>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -436,6 +440,32 @@ std::string program_to_run(const std::string& completion) {
   return program;
 }
 
+std::vector<SandboxResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& sandbox,
+                                        int64_t jobs) {
+  std::vector<SandboxResult> results(programs.size());
+  const auto cores = static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  const auto workers = static_cast<size_t>(std::min<int64_t>(jobs > 0 ? jobs : cores, programs.size()));
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    for (size_t k; (k = next++) < programs.size();) {
+      try {
+        results[k] = run_python(programs[k], sandbox);
+      } catch (...) {
+        const std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+  return results;
+}
+
 std::vector<Solution> solve_items(const std::vector<std::string>& prompts, const GenerateBatch& generate,
                                   const SuiteOptions& o) {
   std::vector<Solution> solutions(prompts.size());
@@ -449,16 +479,23 @@ std::vector<Solution> solve_items(const std::vector<std::string>& prompts, const
     for (size_t i : active) texts.push_back(prompts[i] + work[i]);
     const auto outs = generate(texts, active);
     if (outs.size() != active.size()) throw Error("solve_items: the generator returned the wrong number of texts");
-    std::vector<size_t> still;
+    std::vector<size_t> ran;  // the items whose program runs in this round
+    std::vector<std::string> programs;
     for (size_t j = 0; j < active.size(); ++j) {
       const size_t i = active[j];
       const std::string out = rtrim(outs[j]);
       work[i] += out;
       if (!tools || out.find("boxed") != std::string::npos || !ends_with(out, "```")) continue;  // no program to run
-      const auto run = run_python(program_to_run(work[i]), o.sandbox);
-      solutions[i].tool_status.push_back(status_name(run.status));
-      solutions[i].missing_module = solutions[i].missing_module || run.missing_module;
-      work[i] += "\n```output\n" + tool_output(run) + "\n```\n";
+      ran.push_back(i);
+      programs.push_back(program_to_run(work[i]));
+    }
+    const auto runs = run_programs(programs, o.sandbox, o.tool_jobs);
+    std::vector<size_t> still;
+    for (size_t k = 0; k < ran.size(); ++k) {
+      const size_t i = ran[k];
+      solutions[i].tool_status.push_back(status_name(runs[k].status));
+      solutions[i].missing_module = solutions[i].missing_module || runs[k].missing_module;
+      work[i] += "\n```output\n" + tool_output(runs[k]) + "\n```\n";
       if (round == rounds - 1)
         work[i] += "\nReach max function call limit.";
       else

@@ -80,6 +80,7 @@ struct SuiteOptions {
   PromptStyle style = PromptStyle::Cot;
   int64_t max_new_tokens = 1024;  // per generation call (the harness's max_tokens_per_call)
   int64_t max_tool_calls = 4;     // tool-integrated rounds (the harness's max_func_call)
+  int64_t tool_jobs = 0;          // tool-integrated: programs run at once within a round; 0: one per CPU core
   int64_t batch_size = 8;         // sequences decoded together (generate_texts, continuous batching)
   int64_t limit = 0;              // > 0: the first `limit` items of each benchmark
   bool add_bos = true;
@@ -87,13 +88,18 @@ struct SuiteOptions {
   SandboxOptions sandbox;
 };
 
+// Runs the programs in the sandbox, `jobs` at a time (0: one per CPU core), each in its own process; results in
+// the programs' order.
+std::vector<SandboxResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& sandbox,
+                                        int64_t jobs = 0);
+
 // Items' completions, solved together. Chain of thought: one generation per item. Tool-integrated: while an
 // item's continuation ends with a ```python block (and gives no \boxed answer), the program runs in the sandbox
 // and "```output\n<its stdout, or its error's last line>\n```" is appended, then the item is generated again from
 // the prompt and its work so far; after max_tool_calls programs, "Reach max function call limit." ends it. The
 // harness's rules, as its math_eval.py loop has them. Each round, one call of `generate` continues every item
 // still working (texts[j] is item items[j]'s prompt + work so far; it returns each continuation, stop strings cut),
-// so the model decodes them in one batch.
+// so the model decodes them in one batch; the round's programs then run o.tool_jobs at a time (run_programs).
 struct Solution {
   std::string completion;                // trimmed
   std::vector<std::string> tool_status;  // per program run

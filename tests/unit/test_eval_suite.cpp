@@ -1,6 +1,7 @@
 // The math benchmark suite: the answer rules, the judge, the benchmark files and prompts, the tool loop and
 // the sandbox that runs model-written code.
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "librho/eval/math_answer.h"
 #include "librho/eval/sandbox.h"
 #include "librho/util/error.h"
+#include "librho/util/text.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -272,6 +274,39 @@ TEST_CASE("tool-integrated solving runs the model's programs and feeds their out
   CHECK(calls.size() == 1);
   CHECK(cot[1].tool_status.empty());
   CHECK(cot[1].completion == "```python\nprint(1/0)\n```");
+}
+
+TEST_CASE("programs of a round run in parallel sandboxes, each with its own verdict, in order", "[bench][sandbox]") {
+  if (const auto why = rho::sandbox_unavailable_reason(); !why.empty()) {
+    WARN("skipped: " << why);
+    return;
+  }
+  rho::SandboxOptions o;
+  o.cpu_seconds = 1;
+  o.wall_seconds = 5;
+  std::vector<std::string> programs;
+  for (int i = 0; i < 6; ++i) programs.push_back(fmt::format("print({} * 7)", i));
+  programs.push_back("print(1/0)");
+  programs.push_back("import librho_no_such_module");
+  programs.push_back("while True:\n    pass");
+  programs.push_back("open('out.txt', 'w').write('x')\nprint(open('out.txt').read())");  // each its own folder
+  using Status = rho::SandboxResult::Status;
+  for (int64_t jobs : {1, 4}) {
+    INFO("jobs " << jobs);
+    const auto r = rho::run_programs(programs, o, jobs);
+    REQUIRE(r.size() == programs.size());
+    for (int i = 0; i < 6; ++i) {
+      CHECK(r[i].status == Status::Ok);
+      CHECK(rho::trim(r[i].out) == std::to_string(i * 7));
+    }
+    CHECK(r[6].status == Status::Error);
+    CHECK_THAT(r[6].message, Contains("ZeroDivisionError"));
+    CHECK(r[7].missing_module);
+    CHECK(r[8].status == Status::CpuLimit);
+    CHECK(r[9].status == Status::Ok);
+    CHECK(rho::trim(r[9].out) == "x");
+  }
+  CHECK(rho::run_programs({}, o, 0).empty());
 }
 
 TEST_CASE("the sandbox stops hostile programs and leaves nothing changed outside", "[sandbox]") {
