@@ -7,13 +7,14 @@ give near-ties, where summation order may pick another token and the rows then d
 
     python bench/bench_generate.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--batch 8]
                                    [--prompts 16] [--prompt-min 64] [--prompt-max 256] [--new 64] [--new-min N]
-                                   [--dtype fp32|bf16] [--cuda-graphs]
+                                   [--prefix N] [--dtype fp32|bf16] [--cuda-graphs]
 Goal: librho >= transformers' tokens/s on the CPU and on the GPU, same model, prompts and batch. The evaluation
 harness itself uses vLLM on GPUs (continuous batching, paged KV cache, CUDA graphs), which this does not measure.
 With --new-min, prompt i stops after its own length, drawn from [new-min, new] (a stopping criterion on
 transformers' side), as generations of different lengths do in an evaluation: librho's continuous batching (a
 finished row takes the next prompt) then does less work than fixed batches, and librho's fixed batches
-(--static) are timed too. Without it every row generates --new tokens and both sides do the same work.
+(--static) are timed too. Without it every row generates --new tokens and both sides do the same work. With
+--prefix N every prompt starts with the same N tokens, as few-shot prompts do: librho runs them once.
 """
 import json
 import os
@@ -73,6 +74,8 @@ def main():
     ap.add_argument("--prompt-min", type=int, default=64)
     ap.add_argument("--prompt-max", type=int, default=256)
     ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--prefix", type=int, default=0,
+                    help="tokens every prompt starts with (few-shot examples), before its own --prompt-min..max")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="also time librho with its decoding steps replayed from CUDA graphs")
     ap.add_argument("--new-min", type=int, default=None,
@@ -84,7 +87,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         config = common.init_model(build, a.model_config, os.path.join(tmp, "hf"))
         rng = random.Random(0)
-        prompts = [[rng.randrange(1, config["vocab_size"]) for _ in range(rng.randint(a.prompt_min, a.prompt_max))]
+        shared = [rng.randrange(1, config["vocab_size"]) for _ in range(a.prefix)]
+        prompts = [shared + [rng.randrange(1, config["vocab_size"])
+                             for _ in range(rng.randint(a.prompt_min, a.prompt_max))]
                    for _ in range(a.prompts)]
         new_min = a.new if a.new_min is None else a.new_min
         lengths = [rng.randint(new_min, a.new) for _ in range(a.prompts)]
@@ -114,7 +119,8 @@ def main():
         generated = sum(lengths)
         out = {"bench": "generate", "device": a.device, "dtype": a.dtype,
                "model_config": os.path.basename(a.model_config), "batch": a.batch, "prompts": a.prompts,
-               "prompt_tokens": [a.prompt_min, a.prompt_max], "new_tokens": [new_min, a.new],
+               "prompt_tokens": [a.prompt_min, a.prompt_max], "shared_prefix": a.prefix,
+               "new_tokens": [new_min, a.new],
                "generated_tokens": generated,
                "librho_tokens_per_s": rho["tokens_per_s"], "transformers_tokens_per_s": generated / hf_secs,
                "speedup": rho["tokens_per_s"] / (generated / hf_secs),

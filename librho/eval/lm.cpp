@@ -170,6 +170,7 @@ class BatchDecoder {
     const int64_t capacity = std::min(model_.config.max_position_embeddings,
                                       static_cast<int64_t>(longest) + options_.max_new_tokens - 1);
     cache_ = KVCache::ragged(rows, capacity);
+    prefill_shared_prefix();
     row_prompt_.assign(rows, -1);
     row_next_.assign(rows, 0);
     std::vector<int64_t> all(rows);
@@ -206,23 +207,49 @@ class BatchDecoder {
     return to_host(greedy_ids(model_, hidden, options_.vocab_limit));
   }
 
+  // The prompts' longest common prefix, when it is at least kSharedPrefix tokens (the few-shot examples every
+  // item's prompt starts with), is run once; each prompt's prefill then runs only its own tokens after it. Every
+  // prompt keeps at least one token of its own: its last position's logits choose the first new token.
+  static constexpr int64_t kSharedPrefix = 16;
+  void prefill_shared_prefix() {
+    size_t common = prompts_[0].size() - 1;
+    for (const auto& p : prompts_) {
+      common = std::min(common, p.size() - 1);
+      size_t k = 0;
+      while (k < common && p[k] == prompts_[0][k]) ++k;
+      common = k;
+    }
+    if (static_cast<int64_t>(common) < kSharedPrefix) return;
+    shared_ = static_cast<int64_t>(common);
+    const auto tokens = at::tensor(at::ArrayRef<int64_t>(prompts_[0].data(), common), at::kLong).unsqueeze(0);
+    model_.hidden_states(tokens.to(device_), &prefix_);
+    if (options_.stats) options_.stats->prefill_tokens += shared_;
+  }
+
   // Prefills waiting prompts into the free rows, several at once (right-padded: causal attention keeps each
-  // prompt's positions to itself, and padding comes after them), until the rows or the prompts run out.
+  // prompt's positions to itself, and padding comes after them), until the rows or the prompts run out. With a
+  // shared prefix, each batch starts from its keys and values (a view, not a copy) and runs the rest.
   void fill(const std::vector<int64_t>& free_rows) {
     size_t used = 0;
     while (used < free_rows.size() && next_prompt_ < prompts_.size()) {
       const size_t first = next_prompt_, count = std::min(free_rows.size() - used, prompts_.size() - first);
       next_prompt_ += count;
       int64_t width = 0;
-      for (size_t i = 0; i < count; ++i) width = std::max<int64_t>(width, prompts_[first + i].size());
+      for (size_t i = 0; i < count; ++i) width = std::max<int64_t>(width, prompts_[first + i].size() - shared_);
       auto tokens = at::zeros({static_cast<int64_t>(count), width}, at::kLong);
       std::vector<int64_t> last(count);  // flat index of each prompt's last position
       for (size_t i = 0; i < count; ++i) {
         const auto& p = prompts_[first + i];
-        tokens[i].narrow(0, 0, p.size()).copy_(at::tensor(at::ArrayRef<int64_t>(p), at::kLong));
-        last[i] = static_cast<int64_t>(i) * width + static_cast<int64_t>(p.size()) - 1;
+        const auto own = static_cast<int64_t>(p.size()) - shared_;
+        tokens[i].narrow(0, 0, own).copy_(at::tensor(at::ArrayRef<int64_t>(p.data() + shared_, own), at::kLong));
+        last[i] = static_cast<int64_t>(i) * width + own - 1;
+        if (options_.stats) options_.stats->prefill_tokens += own;
       }
       KVCache prefill;
+      for (size_t l = 0; l < prefix_.keys.size(); ++l) {
+        prefill.keys.push_back(prefix_.keys[l].expand({static_cast<int64_t>(count), -1, -1, -1}));
+        prefill.values.push_back(prefix_.values[l].expand({static_cast<int64_t>(count), -1, -1, -1}));
+      }
       const auto h = model_.hidden_states(tokens.to(device_), &prefill);
       const auto ids = choose(h.reshape({-1, h.size(-1)})
                                   .index_select(0, at::tensor(at::ArrayRef<int64_t>(last), at::kLong).to(device_)));
@@ -334,6 +361,8 @@ class BatchDecoder {
   std::vector<int64_t> row_prompt_;  // the prompt each row's sequence continues; -1: none
   std::vector<int64_t> row_next_;    // the token each row is given at the next step
   size_t next_prompt_ = 0;           // prompts before it have been started
+  int64_t shared_ = 0;               // tokens every prompt starts with, run once into prefix_
+  KVCache prefix_;
 #ifdef RHO_WITH_CUDA
   std::unique_ptr<StepGraphs> graphs_;  // made on the first fixed-shape step on CUDA
   bool graphs_usable_ = true;

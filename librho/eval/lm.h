@@ -18,10 +18,11 @@ struct Generation {
   std::string stop_reason;
 };
 
-// What greedy_generate_batch did (GenerateOptions::stats): decoding steps after the prefills, and of them those
-// replayed from CUDA graphs, and the graphs recorded.
+// What greedy_generate_batch did (GenerateOptions::stats): prompt tokens run through the model (a prefix shared
+// by every prompt counts once), decoding steps after the prefills, and of them those replayed from CUDA graphs,
+// and the graphs recorded.
 struct DecodeStats {
-  int64_t steps = 0, graph_replays = 0, graph_captures = 0;
+  int64_t prefill_tokens = 0, steps = 0, graph_replays = 0, graph_captures = 0;
 };
 
 struct GenerateOptions {
@@ -56,7 +57,8 @@ struct TextGeneration {
 // Greedy decoding of many prompts, options.batch_size sequences at a time (continuous batching): each batch row
 // holds one sequence in a ragged KV cache (KVCache::ragged: no padding, nothing copied per step); every step
 // gives each row one new token; when a sequence ends, the next waiting prompt is prefilled into its row, and
-// when none waits the row leaves the batch. Each sequence computes what it would alone, up to floating-point
+// when none waits the row leaves the batch. A prefix of 16 tokens or more that every prompt starts with (few-shot
+// examples) is run once and shared by every prompt's prefill. Each sequence computes what it would alone, up to floating-point
 // summation order. `stop(prompt, ids)` is asked as for greedy_generate. Results in the prompts' order.
 std::vector<Generation> greedy_generate_batch(
     LlamaImpl& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options,

@@ -150,7 +150,10 @@ TEST_CASE("templates fill item fields, command-line escapes work", "[eval]") {
 TEST_CASE("KV-cached greedy generation equals argmax of uncached full passes", "[eval]") {
   for (uint64_t seed : {1, 2, 3}) {
     auto m = tiny_model(seed);
-    const std::vector<int64_t> prompt = {5, 9, 13, 2, 40, 33, 7};
+    // seed 3: a prompt of 20 tokens, whose first 19 are run as a shared prefix, then its last one
+    const std::vector<int64_t> prompt = seed < 3 ? std::vector<int64_t>{5, 9, 13, 2, 40, 33, 7}
+                                                 : std::vector<int64_t>{5, 9, 13, 2, 40, 33, 7, 1, 1, 8, 60, 61, 3, 4,
+                                                                        22, 17, 9, 9, 50, 2};
     rho::GenerateOptions o;
     o.max_new_tokens = 24;
     const auto g = rho::greedy_generate(*m, prompt, o);
@@ -301,6 +304,45 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
   }
   o.batch_size = -1;
   CHECK_THROWS_WITH(rho::greedy_generate_batch(*m, prompts, o), Contains("batch_size must be >= 0"));
+}
+
+TEST_CASE("batched generation: a prefix every prompt starts with is run once", "[eval]") {
+  auto m = tiny_model(13);
+  at::manual_seed(9);
+  const auto few_shot = at::randint(1, 64, {30}, at::kLong);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t own : {1, 5, 12, 2, 8}) {  // each prompt: the 30 shared tokens, then its own
+    auto t = at::cat({few_shot, at::randint(1, 64, {own}, at::kLong)});
+    prompts.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+  }
+  prompts.push_back(std::vector<int64_t>(prompts[0].begin(), prompts[0].begin() + 26));  // a prompt inside the prefix
+  rho::GenerateOptions o;
+  o.max_new_tokens = 12;
+  std::vector<rho::Generation> alone;
+  for (const auto& p : prompts) alone.push_back(rho::greedy_generate(*m, p, o));
+  for (const auto& [batch, fixed] : std::vector<std::pair<int64_t, bool>>{{0, false}, {2, false}, {4, true}}) {
+    o.batch_size = batch;
+    o.cuda_graphs = fixed;
+    rho::DecodeStats stats;
+    o.stats = &stats;
+    const auto got = rho::greedy_generate_batch(*m, prompts, o);
+    // The shared prefix is 25 tokens (the short prompt keeps its last one), run once.
+    int64_t want = 25;
+    for (const auto& p : prompts) want += static_cast<int64_t>(p.size()) - 25;
+    CHECK(stats.prefill_tokens == want);
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      INFO("batch " << batch << ", prompt " << p);
+      CHECK(got[p].ids == alone[p].ids);
+    }
+  }
+  // Below 16 shared tokens every prompt is prefilled whole.
+  rho::DecodeStats stats;
+  o.stats = &stats;
+  o.batch_size = 0;
+  const std::vector<std::vector<int64_t>> short_shared = {{1, 2, 3, 4, 5}, {1, 2, 3, 9, 9, 9}};
+  const auto got = rho::greedy_generate_batch(*m, short_shared, o);
+  CHECK(stats.prefill_tokens == 11);
+  for (size_t p = 0; p < short_shared.size(); ++p) CHECK(got[p].ids == rho::greedy_generate(*m, short_shared[p], o).ids);
 }
 
 TEST_CASE("batched generation on CUDA: CUDA graphs give the tokens of eager steps", "[eval][cuda]") {
