@@ -89,7 +89,7 @@ void add_options(CLI::App& app, Args& a) {
       ->check(CLI::PositiveNumber);
   app.add_option("--max-tool-calls", a.suite.max_tool_calls, "tool-integrated: program runs per item");
   app.add_option("--tool-jobs", a.suite.tool_jobs,
-                 "tool-integrated: programs run at once within a round (0: one per CPU core)")
+                 "tool-integrated: programs run at once within a round (0: one per CPU it may use)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--python", a.suite.sandbox.python, "tool-integrated: the interpreter that runs model-written code");
   app.add_option("--grade", a.grade_file, "JSON Lines of {benchmark, idx, completion}: grade them, no model");

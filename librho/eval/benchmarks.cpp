@@ -3,12 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
-#include <exception>
 #include <functional>
 #include <cmath>
-#include <mutex>
 #include <thread>
 #include <filesystem>
 #include <fstream>
@@ -440,29 +440,37 @@ std::string program_to_run(const std::string& completion) {
   return program;
 }
 
+namespace {
+// The CPUs this process may run on (its affinity mask, which containers and taskset narrow), at least 1.
+int64_t usable_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+}  // namespace
+
 std::vector<SandboxResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& sandbox,
                                         int64_t jobs) {
   std::vector<SandboxResult> results(programs.size());
-  const auto cores = static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
-  const auto workers = static_cast<size_t>(std::min<int64_t>(jobs > 0 ? jobs : cores, programs.size()));
+  const auto workers = static_cast<size_t>(std::min<int64_t>(jobs > 0 ? jobs : usable_cpus(), programs.size()));
   std::atomic<size_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
   auto work = [&] {
     for (size_t k; (k = next++) < programs.size();) {
       try {
         results[k] = run_python(programs[k], sandbox);
-      } catch (...) {
-        const std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
+      } catch (const std::exception& e) {  // e.g. fork failing for want of memory: this program's verdict only
+        results[k].status = SandboxResult::Status::Unavailable;
+        results[k].message = e.what();
       }
     }
   };
   std::vector<std::thread> pool;
-  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  try {
+    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  } catch (...) {  // no more threads: the ones started finish the work
+  }
   work();
   for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
   return results;
 }
 

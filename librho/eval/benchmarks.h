@@ -80,7 +80,7 @@ struct SuiteOptions {
   PromptStyle style = PromptStyle::Cot;
   int64_t max_new_tokens = 1024;  // per generation call (the harness's max_tokens_per_call)
   int64_t max_tool_calls = 4;     // tool-integrated rounds (the harness's max_func_call)
-  int64_t tool_jobs = 0;          // tool-integrated: programs run at once within a round; 0: one per CPU core
+  int64_t tool_jobs = 0;          // tool-integrated: programs run at once within a round; 0: one per usable CPU
   int64_t batch_size = 8;         // sequences decoded together (generate_texts, continuous batching)
   int64_t limit = 0;              // > 0: the first `limit` items of each benchmark
   bool add_bos = true;
@@ -88,8 +88,9 @@ struct SuiteOptions {
   SandboxOptions sandbox;
 };
 
-// Runs the programs in the sandbox, `jobs` at a time (0: one per CPU core), each in its own process; results in
-// the programs' order.
+// Runs the programs in the sandbox, `jobs` at a time (0: one per CPU this process may use), each in its own
+// process; results in the programs' order. A program the sandbox cannot start (fork failing) gets the verdict
+// Unavailable with the reason, and the others run.
 std::vector<SandboxResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& sandbox,
                                         int64_t jobs = 0);
 

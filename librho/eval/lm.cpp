@@ -207,11 +207,13 @@ class BatchDecoder {
     return to_host(greedy_ids(model_, hidden, options_.vocab_limit));
   }
 
-  // The prompts' longest common prefix, when it is at least kSharedPrefix tokens (the few-shot examples every
-  // item's prompt starts with), is run once; each prompt's prefill then runs only its own tokens after it. Every
-  // prompt keeps at least one token of its own: its last position's logits choose the first new token.
+  // The prompts' longest common prefix, when there are several prompts and it is at least kSharedPrefix tokens
+  // (the few-shot examples every item's prompt starts with), is run once; each prompt's prefill then runs only
+  // its own tokens after it. Every prompt keeps at least one token of its own: its last position's logits choose
+  // the first new token.
   static constexpr int64_t kSharedPrefix = 16;
   void prefill_shared_prefix() {
+    if (prompts_.size() < 2) return;
     size_t common = prompts_[0].size() - 1;
     for (const auto& p : prompts_) {
       common = std::min(common, p.size() - 1);
@@ -250,6 +252,7 @@ class BatchDecoder {
         prefill.keys.push_back(prefix_.keys[l].expand({static_cast<int64_t>(count), -1, -1, -1}));
         prefill.values.push_back(prefix_.values[l].expand({static_cast<int64_t>(count), -1, -1, -1}));
       }
+      if (next_prompt_ == prompts_.size()) prefix_ = KVCache();  // every prompt has started: its views are enough
       const auto h = model_.hidden_states(tokens.to(device_), &prefill);
       const auto ids = choose(h.reshape({-1, h.size(-1)})
                                   .index_select(0, at::tensor(at::ArrayRef<int64_t>(last), at::kLong).to(device_)));

@@ -154,7 +154,7 @@ SeccompFilter build_seccomp() {
                            "truncate", "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "setxattr",
                            "lsetxattr", "removexattr", "lremovexattr", "utime", "utimes", "utimensat", "futimesat"})
     deny(name, EPERM);
-  int fd = memfd_create("rho-seccomp", 0);
+  int fd = memfd_create("rho-seccomp", MFD_CLOEXEC);
   if (fd < 0 || seccomp_export_bpf(ctx, fd) < 0) {
     seccomp_release(ctx);
     if (fd >= 0) close(fd);
@@ -170,6 +170,13 @@ SeccompFilter build_seccomp() {
   }
   close(fd);
   return f;
+}
+
+// The filter is the same for every program: built once (libseccomp's set-up is not safe to run from several
+// threads at once, and run_programs runs programs from several).
+const SeccompFilter& seccomp_filter() {
+  static const SeccompFilter filter = build_seccomp();
+  return filter;
 }
 
 // A Landlock ruleset fd: read and execute where the interpreter needs, everything inside `workdir`.
@@ -298,7 +305,7 @@ struct Pipe {
 // async-signal-safe calls. Pointers into its own members: built in place, never copied.
 struct ChildSetup {
   ChildSetup(const Interpreter& python, const fs::path& dir, const SandboxOptions& o)
-      : workdir(dir.string()), filter(build_seccomp()), ruleset(build_landlock(landlock_abi(), python, workdir)) {
+      : workdir(dir.string()), filter(seccomp_filter()), ruleset(build_landlock(landlock_abi(), python, workdir)) {
     env_text = {"PATH=/usr/bin:/bin", "HOME=" + workdir, "TMPDIR=" + workdir, "LANG=C.UTF-8",
                 "PYTHONDONTWRITEBYTECODE=1", "PYTHONIOENCODING=utf-8", "OMP_NUM_THREADS=1",
                 "OPENBLAS_NUM_THREADS=1", "MKL_NUM_THREADS=1", "MPLBACKEND=Agg"};

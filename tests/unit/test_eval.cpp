@@ -150,7 +150,7 @@ TEST_CASE("templates fill item fields, command-line escapes work", "[eval]") {
 TEST_CASE("KV-cached greedy generation equals argmax of uncached full passes", "[eval]") {
   for (uint64_t seed : {1, 2, 3}) {
     auto m = tiny_model(seed);
-    // seed 3: a prompt of 20 tokens, whose first 19 are run as a shared prefix, then its last one
+    // seed 3: a prompt of 20 tokens
     const std::vector<int64_t> prompt = seed < 3 ? std::vector<int64_t>{5, 9, 13, 2, 40, 33, 7}
                                                  : std::vector<int64_t>{5, 9, 13, 2, 40, 33, 7, 1, 1, 8, 60, 61, 3, 4,
                                                                         22, 17, 9, 9, 50, 2};
@@ -318,8 +318,13 @@ TEST_CASE("batched generation: a prefix every prompt starts with is run once", "
   prompts.push_back(std::vector<int64_t>(prompts[0].begin(), prompts[0].begin() + 26));  // a prompt inside the prefix
   rho::GenerateOptions o;
   o.max_new_tokens = 12;
-  std::vector<rho::Generation> alone;
-  for (const auto& p : prompts) alone.push_back(rho::greedy_generate(*m, p, o));
+  std::vector<rho::Generation> alone;  // one prompt: no shared prefix, each prefilled whole
+  for (const auto& p : prompts) {
+    rho::DecodeStats one;
+    o.stats = &one;
+    alone.push_back(rho::greedy_generate(*m, p, o));
+    CHECK(one.prefill_tokens == static_cast<int64_t>(p.size()));
+  }
   for (const auto& [batch, fixed] : std::vector<std::pair<int64_t, bool>>{{0, false}, {2, false}, {4, true}}) {
     o.batch_size = batch;
     o.cuda_graphs = fixed;
