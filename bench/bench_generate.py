@@ -101,15 +101,16 @@ def main():
                                     "--prompts", os.path.join(tmp, "prompts.json"), "--out",
                                     os.path.join(tmp, "ids.i64"), "--batch", str(a.batch), "--device", a.device,
                                     "--dtype", a.dtype, *extra])
+        def librho_rows():  # the ids the last librho run wrote, one tensor per prompt
+            return list(torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths), dtype=torch.long)
+                        .split(lengths))
         rho_static = librho("--static") if new_min < a.new else None
         rho_graphs, graph_rows = None, None
         if a.cuda_graphs:
             rho_graphs = librho("--cuda-graphs")
-            graph_rows = list(torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths),
-                                              dtype=torch.long).split(lengths))
+            graph_rows = librho_rows()
         rho = librho()
-        rho_ids = torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths), dtype=torch.long)
-        rho_rows = list(rho_ids.split(lengths))
+        rho_rows = librho_rows()
         hf_rows, hf_secs = hf_side(os.path.join(tmp, "hf"), prompts, lengths, a, a.device)
         # Agreement per row up to its first difference (after one, the rows continue from different text).
         agree_prefix = []

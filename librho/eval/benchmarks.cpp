@@ -1,10 +1,9 @@
 #include "librho/eval/benchmarks.h"
 
 #include <fmt/format.h>
-
-#include <algorithm>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>

@@ -114,16 +114,16 @@ class StepGraphs {
     ready.block(side_);
     {
       const c10::cuda::CUDAStreamGuard guard(side_);
+      bool capturing = false;
       try {
         step();
         g->graph.capture_begin(pool_);
-        capturing_ = true;
+        capturing = true;
         g->ids = step();
-        capturing_ = false;
+        capturing = false;
         g->graph.capture_end();
       } catch (...) {
-        if (capturing_) {
-          capturing_ = false;
+        if (capturing) {
           try {
             g->graph.capture_end();  // leave capture mode
           } catch (...) {
@@ -146,7 +146,6 @@ class StepGraphs {
   c10::cuda::CUDAStream side_;
   c10::MempoolId_t pool_;
   at::Tensor host_;  // pinned [2, rows]: the next step's tokens and columns
-  bool capturing_ = false;
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Graph>> graphs_;
 };
 #endif
