@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -155,13 +156,17 @@ void ShardedModel::start_gather(size_t u) {
   U.gather_buf = at::empty({U.padded}, U.full.options());
   U.gather_src = U.master.to(compute_dtype_);
   U.gather = dist_.all_gather_async(U.gather_buf, U.gather_src, "parameter all-gather");
+  ++gather_stats_.issued;
 }
 
 void ShardedModel::ensure_gathered(size_t u) {
   auto& U = *units_[u];
   if (U.gathered) return;
+  if (U.gather) ++gather_stats_.prefetched;
   start_gather(u);
+  const auto t0 = std::chrono::steady_clock::now();
   dist_.wait(U.gather);
+  gather_stats_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   U.gather.reset();
   adopt_storage(U.full, U.gather_buf);
   U.gather_buf = U.gather_src = at::Tensor();
@@ -189,13 +194,16 @@ void ShardedModel::before_layer(size_t layer) {
 
 at::Tensor ShardedModel::after_layer(size_t layer, const at::Tensor& output) {
   const size_t u = layer + 1;
-  if (at::GradMode::is_enabled() && output.requires_grad())
+  const bool backward_follows = at::GradMode::is_enabled() && output.requires_grad();
+  if (backward_follows)
     // Runs when backward reaches this layer, before any of its backward: its weights are needed again.
     output.register_hook([this, u](const at::Tensor&) {
       ensure_gathered(u);
       if (u > 1) start_gather(u - 1);
     });
-  release(u);
+  // The last layer is the first one backward needs: it stays gathered until its gradients are reduced (or the
+  // weights change), which saves a gather and the backward's first wait.
+  if (!(backward_follows && u + 1 == units_.size())) release(u);
   return output;
 }
 

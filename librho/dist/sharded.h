@@ -9,7 +9,8 @@
 //   parameters  (ZeRO-3 / FSDP) as gradients, and a rank keeps only its shard of the fp32 weights. A decoder
 //               layer's weights are all-gathered (in the compute dtype: bf16 under autocast) just before the
 //               layer runs, in forward and again in backward, with the next layer's gather in flight while the
-//               current layer computes, and freed after it.
+//               current layer computes, and freed after it (the last layer is kept from its forward to its
+//               backward, which comes next). gather_stats() counts the gathers and those prefetched.
 //
 // Units. The model's parameters form units, each gathered and reduced as one flat buffer: one unit per decoder
 // layer, and a root unit holding the embedding, the final norm and lm_head. The root is used at both ends of the
@@ -57,6 +58,16 @@ struct ShardedMemory {
   int64_t buffers = 0;    // communication buffers kept between steps (unsharded: the all-reduce buckets)
 };
 
+// The parameter all-gathers of decoder layers (level parameters) since the last reset_gather_stats(): how many were
+// issued, how many were already in flight when their layer asked for its weights (prefetched: the transfer ran
+// while the previous layer computed), and the host seconds spent waiting for gathers. On the CPU (Gloo) the wait
+// is the part of the transfers compute did not hide; with NCCL a wait only orders the CUDA streams, so it is near
+// zero and says nothing of the overlap on the device.
+struct GatherStats {
+  int64_t issued = 0, prefetched = 0;
+  double wait_seconds = 0;
+};
+
 class ShardedModel : public LayerHooks {
  public:
   // Takes over `model` (already on the process group's device, identical on every rank): its parameters become
@@ -90,6 +101,8 @@ class ShardedModel : public LayerHooks {
   std::vector<std::pair<std::string, at::Tensor>> gather_unit(size_t u);
 
   ShardedMemory memory() const;
+  const GatherStats& gather_stats() const { return gather_stats_; }
+  void reset_gather_stats() { gather_stats_ = GatherStats{}; }
 
   // LayerHooks (parameters level).
   void before_layer(size_t layer) override;
@@ -118,6 +131,7 @@ class ShardedModel : public LayerHooks {
   static constexpr size_t kReducesInFlight = 2;
   bool armed_ = false;
   at::Tensor step_count_;  // AdamW's step (float scalar on the device)
+  GatherStats gather_stats_;
 };
 
 }  // namespace rho

@@ -557,6 +557,7 @@ StepMetrics Trainer::train_step() {
   std::optional<PeakMemory> peak;  // the first step's allocations, for the memory log line
   if (s.step == 0) {
     s.before_first_step = s.memory_now();
+    if (s.sharded) s.sharded->reset_gather_stats();
     peak.emplace(s.device);
   }
   SLMStep plan = s.plan_step(batches, slm, ratio);
@@ -594,23 +595,30 @@ StepMetrics Trainer::train_step() {
 }
 
 // After the first step, one log line {"type": "memory", "sharding", "ranks": [{"weights", "gradients",
-// "optimizer", "peak"}, ...]}: the bytes each rank held after a backward (the optimizer state as it stands after
+// "optimizer", "peak", and under sharding parameters "gathers": {"issued", "prefetched", "wait_seconds"}}, ...]}: the bytes each rank held after a backward (the optimizer state as it stands after
 // the step), and the step's peak: what it started with plus the most it allocated at once (PeakMemory), for
 // rho_model plan's check and the sharding tests. Collective.
 void Trainer::State::log_memory() {
   resident.optimizer = std::max(resident.optimizer, memory_now().optimizer);
   const int64_t W = dist->world_size();
   const auto& b = before_first_step;
+  const GatherStats g = sharded ? sharded->gather_stats() : GatherStats{};
   const int64_t values[] = {resident.weights, resident.gradients, resident.optimizer,
-                            b.weights + b.gradients + b.optimizer + b.buffers + first_step_peak};
-  constexpr int64_t kValues = 4;
+                            b.weights + b.gradients + b.optimizer + b.buffers + first_step_peak,
+                            g.issued, g.prefetched, std::llround(g.wait_seconds * 1e6)};
+  constexpr int64_t kValues = 7;
   auto t = at::zeros({W, kValues}, at::kLong);
   for (int64_t k = 0; k < kValues; ++k) t[dist->rank()][k] = values[k];
   dist->allreduce_sum(t);
   nlohmann::json ranks = nlohmann::json::array();
-  for (int64_t r = 0; r < W; ++r)
-    ranks.push_back({{"weights", t[r][0].item<int64_t>()}, {"gradients", t[r][1].item<int64_t>()},
-                     {"optimizer", t[r][2].item<int64_t>()}, {"peak", t[r][3].item<int64_t>()}});
+  for (int64_t r = 0; r < W; ++r) {
+    nlohmann::json rank = {{"weights", t[r][0].item<int64_t>()}, {"gradients", t[r][1].item<int64_t>()},
+                           {"optimizer", t[r][2].item<int64_t>()}, {"peak", t[r][3].item<int64_t>()}};
+    if (cfg.sharding == Sharding::Parameters)  // the step's layer gathers (GatherStats)
+      rank["gathers"] = {{"issued", t[r][4].item<int64_t>()}, {"prefetched", t[r][5].item<int64_t>()},
+                         {"wait_seconds", t[r][6].item<int64_t>() * 1e-6}};
+    ranks.push_back(rank);
+  }
   // What rho_model plan says of the same step (docs/scaling.md), beside what it measured.
   MemoryPlanOptions po;
   po.world_size = W;

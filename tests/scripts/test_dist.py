@@ -154,6 +154,20 @@ def check_memory(check, name, level, world, mem, one):
           ("" if ok else f" (got {mem['ranks']}, expected weights {weights} gradients {grads} optimizer {optim})"))
 
 
+def check_gathers(check, name, world, mem, scored, layers=2, accum=2):
+    """The first step's layer all-gathers under sharding parameters (the memory line's "gathers"), on every rank:
+    each forward gathers every layer, all but the first while the previous layer computes (prefetched); backward
+    finds the last layer still gathered and gathers the others, each while the layer after it computes. Scopes
+    global and step add a no-grad scoring forward per micro-batch."""
+    forwards = accum * (2 if scored else 1)
+    want = {"issued": forwards * layers + accum * (layers - 1), "prefetched": (forwards + accum) * (layers - 1)}
+    got = [{k: r["gathers"][k] for k in want} for r in mem["ranks"]]
+    waits = [r["gathers"]["wait_seconds"] for r in mem["ranks"]]
+    check(all(g == want for g in got),
+          f"{name}, sharding parameters, {world} processes: layer gathers {got[0]}, as planned {want}; host wait "
+          f"{max(waits) * 1e3:.2f} ms at most" + ("" if all(g == want for g in got) else f" (got {got})"))
+
+
 def memory_line(out_dir):
     lines = [json.loads(l) for l in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
     return dict(next(l for l in lines if l["type"] == "memory"), dir=out_dir)
@@ -419,6 +433,9 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
                         check(ds <= 1e-5, f"{name}, sharding {level}, {world} processes: same selection at every "
                                           f"step (fraction and kept score), diff {ds:.2e}")
                     mem = memory_line(d)
+                    if level == "parameters":
+                        check_gathers(check, name, world, mem, scored="scope=global" in " ".join(sets) or
+                                      name == "slm_step")
                     if name == "clm" and level == "parameters" and world == 3:
                         units = json.loads((final_ckpt(d) / "state.json").read_text())["sharding"]["units"]
                         check(all(u["numel"] % 3 for u in units),
