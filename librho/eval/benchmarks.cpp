@@ -522,6 +522,7 @@ struct SuiteGenerator {
     int64_t prompt_tokens = 0, new_tokens = 0;
     std::string stop_reason;
     bool truncated = false;
+    std::optional<BenchmarkRecord> graded;  // chain of thought with progress: the record the progress line counted
   };
   LlamaImpl& model;
   const TextTokenizer& tok;
@@ -553,7 +554,8 @@ struct SuiteGenerator {
       if (o.progress && tools) {
         progress.update(finished);
       } else if (o.progress) {  // chain of thought: this generation is the item's completion (as solve_items makes it)
-        correct += record_of(set.items[items[j]], which, trim(g.text)).correct;
+        t.graded = record_of(set.items[items[j]], which, trim(g.text));
+        correct += t.graded->correct;
         progress.update(finished, accuracy(correct, finished));
       }
     };
@@ -597,8 +599,11 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchm
       prompts, [&](const std::vector<std::string>& texts, const std::vector<size_t>& items) { return generate(texts, items); },
       o);
   for (size_t i = 0; i < n; ++i) {
-    const auto& gen = generate.tally[i];
-    auto rec = record_of(set.items[i], b, solutions[i].completion);
+    auto& gen = generate.tally[i];
+    // Graded once: the progress line's record is the item's when it graded the same completion.
+    auto rec = gen.graded && gen.graded->completion == solutions[i].completion
+                   ? std::move(*gen.graded)
+                   : record_of(set.items[i], b, solutions[i].completion);
     rec.stop_reason = gen.stop_reason;
     rec.prompt_tokens = gen.prompt_tokens;
     rec.new_tokens = gen.new_tokens;
