@@ -54,17 +54,19 @@ ColumnarKind columnar_kind(const std::string& path) {
   return ColumnarKind::None;
 }
 
-bool columnar_support() { return columnar_plugin().open != nullptr; }
+std::string columnar_unavailable(const std::string& path) {
+  const auto& plugin = columnar_plugin();
+  if (plugin.open) return "";
+  return fmt::format("{}: reading Parquet and Arrow needs librho's Arrow plugin, librho_columnar.so beside "
+                     "librho_data.so ({}); it is built when CMake finds pyarrow (scripts/setup.sh installs it; "
+                     "docs/building.md)", path, plugin.why);
+}
 
 std::unique_ptr<ColumnarReader> ColumnarReader::open(const std::string& path, ColumnarKind kind,
                                                      const std::vector<std::string>& columns, int64_t start_row) {
   if (kind == ColumnarKind::None) throw Error(fmt::format("{}: not a Parquet or Arrow file", path));
-  const auto& plugin = columnar_plugin();
-  if (!plugin.open)
-    throw Error(fmt::format("{}: reading Parquet and Arrow needs librho's Arrow plugin, librho_columnar.so beside "
-                            "librho_data.so ({}); it is built when CMake finds pyarrow (scripts/setup.sh installs it; "
-                            "docs/building.md)", path, plugin.why));
-  return std::unique_ptr<ColumnarReader>(plugin.open(path, kind, columns, start_row));
+  if (const auto why = columnar_unavailable(path); !why.empty()) throw Error(why);
+  return std::unique_ptr<ColumnarReader>(columnar_plugin().open(path, kind, columns, start_row));
 }
 
 }  // namespace rho

@@ -7,8 +7,9 @@
 //
 //   columnar_kind(path)    by name: .parquet / .pq → Parquet; .arrow / .feather / .ipc → Arrow IPC (file or
 //                          stream, told apart by the file's magic bytes)
-//   columnar_support()     whether librho's Arrow plugin (librho_columnar.so, built when CMake finds pyarrow)
-//                          loads; without it, open() throws and says how to get it
+//   columnar_unavailable(path)  why `path` cannot be read: empty when librho's Arrow plugin (librho_columnar.so,
+//                          built when CMake finds pyarrow) loads, else the message open() throws, saying how to get
+//                          it (CorpusReader checks every input with it before reading any)
 //   ColumnarReader         rows from a given row on: Parquet row groups in batches of 4,096 rows, Arrow record
 //                          batches whole
 //
@@ -26,7 +27,7 @@ namespace rho {
 enum class ColumnarKind { None, Parquet, Arrow };
 
 ColumnarKind columnar_kind(const std::string& path);
-bool columnar_support();
+std::string columnar_unavailable(const std::string& path);
 
 struct ColumnarRow {
   int64_t row = 0;       // 0-based row of the file where this unit starts

@@ -220,6 +220,9 @@ CorpusReader::CorpusReader(std::vector<std::string> files, CorpusOptions options
     const auto size = fs::file_size(f, ec);
     if (ec) throw Error(fmt::format("{}: cannot read its size ({})", f, ec.message()));
     file_sizes_.push_back(size);
+    // A Parquet or Arrow input that cannot be read fails now, not after the files before it.
+    if (columnar_kind(f) != ColumnarKind::None)
+      if (const auto why = columnar_unavailable(f); !why.empty()) throw Error(why);
   }
   for (int64_t i = 0; i < start.file && i < static_cast<int64_t>(files_.size()); ++i) bytes_before_ += file_sizes_[i];
 }

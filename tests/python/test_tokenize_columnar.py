@@ -8,13 +8,17 @@ data-*.arrow streams (with `datasets` itself when it is installed), and the fold
 tests/data/ must tokenise to the same token ids; with two
 columns (--field title --field text) as two JSON fields. Bad input names the file, row group and column, leaves no
 manifest, and --on-error skip counts it: a null, a missing column, a non-string column, a truncated file, a file
-that is not Parquet. A run killed after a shard resumes to byte-identical output.
+that is not Parquet. A run killed after a shard resumes to byte-identical output. Without the Arrow plugin a
+Parquet input is refused, naming it and the plugin, before any input is read.
 
   test_tokenize_columnar.py --rho-tokenize BUILD/apps/rho_tokenize
 """
 import argparse
 import json
+import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -203,6 +207,22 @@ def main():
         check(token_ids(out) == want and m["skipped_documents"] == 2,
               f"a file without the column and a truncated file skipped ({m['skipped_documents']} counted), "
               "the good file's ids as before")
+
+        # Without the Arrow plugin (librho's libraries copied alone; the tools' RUNPATH yields to
+        # LD_LIBRARY_PATH), a Parquet input fails before any file is read, even after a JSON Lines one.
+        libs = Path(tool).resolve().parent.parent / "librho"
+        bare = t / "no-plugin"
+        bare.mkdir()
+        for lib in ("librho.so", "librho_data.so"):
+            shutil.copy(libs / lib, bare / lib)
+        out = t / "no-plugin-out"
+        r = subprocess.run([tool, t / "c.jsonl", t / "c-snappy.parquet", "--out", out, "--quiet",
+                            "--shard-tokens", "1000", *common],
+                           capture_output=True, text=True, env={**os.environ, "LD_LIBRARY_PATH": str(bare)})
+        check(r.returncode != 0 and str(t / "c-snappy.parquet") in r.stderr and "librho_columnar.so" in r.stderr
+              and not list(out.glob("shard_*")) and not (out / "manifest.json").exists(),
+              f"no Arrow plugin: exit {r.returncode}, the Parquet file and the plugin named, no shard written: "
+              f"{r.stderr.strip()[:160]}")
     if failures:
         sys.exit(f"{len(failures)} check(s) failed")
     print("all columnar checks passed")
