@@ -8,7 +8,7 @@ MATH-500 (minerva_math) the Minerva sentence "Final Answer: The final answer is 
 with the data's separate `answer` field, so the judge must find it equal to the \\boxed{} answer of the solution;
 SVAMP's equation followed by "= Answer"; ASDiv's formula and "The answer is ANSWER." (its answer without the
 parenthesised unit); MAWPS and GSM-Hard "The answer is
-TARGET."; the multiple-choice sets "The answer is (LETTER)." Also: a `--grade` file with bad lines is refused with
+TARGET."; TabMWP (when eval/tabmwp/test.jsonl is given) "The answer is ANSWER."; the multiple-choice sets "The answer is (LETTER)." Also: a `--grade` file with bad lines is refused with
 the file and line named.
 
 Needs the suite's data ($RHO_SHARED_DATA/eval, default ../shared/data/eval): exits 77 (skipped) without it.
@@ -45,6 +45,8 @@ def gold_completions(name, items):
             c = f"{it['formula']}. The answer is {re.sub(r'[(].*?[)]', '', it['answer']).strip()}."
         elif name in ("mawps", "gsm_hard"):
             c = f"The answer is {it['target']}."
+        elif name == "tabmwp":  # numbers ("1,000", "3/4", "$2.50") and words ("shortage", "Yes") as given
+            c = f"The answer is {it['answer']}."
         elif name == "mathqa":
             c = f"The answer is ({it['correct'].upper()})."
         elif name == "mmlu_stem":
@@ -71,6 +73,10 @@ def main():
                       ("mawps", "mawps"), ("gsm_hard", "gsm_hard"), ("mathqa", "mathqa"), ("mmlu_stem", "mmlu_stem"),
                       ("sat_math", "sat_math")]:
         files[name] = ev / sub / "test.jsonl"
+    if (ev / "tabmwp" / "test.jsonl").exists():  # TabMWP where its data is given (not in every copy of the suite)
+        files["tabmwp"] = ev / "tabmwp" / "test.jsonl"
+    else:
+        print(f"note: no {ev / 'tabmwp' / 'test.jsonl'}: TabMWP is not graded")
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
