@@ -3,10 +3,12 @@
 // Peak memory counts from before the Trainer exists (weights, gradients, AdamW state, activations). Prints the
 // first step's losses (computed at the initial weights, for the Python side to compare) and one JSON line.
 // --profile PATH: after the timed steps, one more step under the Kineto profiler, saved as a Chrome trace.
+// Joins a process group as rho_pretrain does (launcher variables, RHO_PROCESS_GROUP=always for a group of one).
 //   bench_train --config run.yaml [--warmup 2] [--steps 5] [--profile trace.json]
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_profile.h"
+#include "librho/dist/context.h"
 #include "librho/train/trainer.h"
 
 constexpr const char* kUsage =
@@ -19,8 +21,11 @@ int main(int argc, char** argv) {
   const int64_t warmup = a.num("warmup", 2), steps = a.num("steps", 5);
   const at::Device dev = rho::resolve_device(cfg.device, "run.device");
   const rho::bench::PeakMemory peak(dev);
-  rho::Trainer trainer(cfg, /*resume=*/false);
-  nlohmann::json out = {{"stage", rho::to_string(cfg.stage)}, {"parameters", trainer.model()->num_parameters()}};
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist_timeout * 1000));
+  const auto group = rho::DistContext::connect(rho::DistEnv::from_env(), dev.is_cuda(), timeout);
+  rho::Trainer trainer(cfg, /*resume=*/false, group);
+  nlohmann::json out = {{"stage", rho::to_string(cfg.stage)}, {"parameters", trainer.model()->num_parameters()},
+                        {"backend", group->backend()}};
   for (int64_t i = 0; i < warmup; ++i) {
     const auto m = trainer.train_step();
     if (i == 0) out.update({{"first_loss", m.loss}, {"first_loss_all", m.loss_all}});

@@ -52,6 +52,12 @@ DistEnv DistEnv::from_env() {
   const int64_t port = env_int({"MASTER_PORT"}, 29500);
   if (port <= 0 || port > 65535) throw Error(fmt::format("MASTER_PORT={} is not a TCP port", port));
   e.port = static_cast<int>(port);
+  if (const char* g = std::getenv("RHO_PROCESS_GROUP")) {
+    const std::string v = g;
+    if (v != "auto" && v != "always")
+      throw Error(fmt::format("RHO_PROCESS_GROUP='{}' must be auto or always", v));
+    e.group_of_one = v == "always";
+  }
   if (e.world_size < 1) throw Error(fmt::format("world size {} (WORLD_SIZE / SLURM_NTASKS) must be >= 1", e.world_size));
   if (e.rank < 0 || e.rank >= e.world_size)
     throw Error(fmt::format("rank {} (RANK / SLURM_PROCID) is outside world size {}", e.rank, e.world_size));
@@ -174,7 +180,7 @@ std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda,
   ctx->rank_ = env.rank;
   ctx->world_ = env.world_size;
   ctx->local_rank_ = env.local_rank;
-  if (env.world_size == 1) return ctx;
+  if (env.world_size == 1 && !env.group_of_one) return ctx;
   auto& impl = *ctx->impl_;
   impl.timeout = timeout;
   impl.rank = env.rank;
@@ -221,6 +227,7 @@ std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda,
     throw Error(fmt::format("creating the {} process group of {} ranks failed: {}", cuda ? "nccl" : "gloo",
                             env.world_size, e.what()));
   }
+  ctx->grouped_ = true;
   ctx->barrier();  // every rank is connected before anyone starts work
   return ctx;
 }

@@ -4,7 +4,10 @@
 // DistEnv reads who this process is from the launcher's environment:
 //   torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (and its agent's store, see connect);
 //   srun:     SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; MASTER_ADDR / MASTER_PORT from the environment, else
-//             127.0.0.1:29500 (single node; a multi-node job must export MASTER_ADDR, see docs/distributed.md).
+//             127.0.0.1:29500 (single node; a multi-node job must export MASTER_ADDR, see docs/distributed.md);
+//   RHO_PROCESS_GROUP: auto (default: a process group when the world size is above 1) or always (one process
+//             joins a group of one, so its collectives run through NCCL or Gloo: the distributed code paths,
+//             NCCL's streams included, checked on one device).
 // DistContext joins the group (TCPStore rendezvous, then NCCL on CUDA or Gloo on CPU) and offers the few
 // collectives librho needs. A single-process context (world size 1) makes every collective a no-op, so code
 // that uses it reads the same either way. Every collective is bounded by the context's timeout: a dead or
@@ -24,6 +27,7 @@ struct DistEnv {
   std::string master_addr = "127.0.0.1";
   int port = 29500;
   std::string launcher = "none";  // torchrun | slurm | none
+  bool group_of_one = false;      // RHO_PROCESS_GROUP=always: a process group even when world_size is 1
   // Reads the variables above; throws rho::Error naming a malformed or inconsistent one.
   static DistEnv from_env();
   // This process's GPU: cuda:(local_rank mod visible devices), so a launcher that hides all but one GPU per task
@@ -35,8 +39,8 @@ class DistContext {
  public:
   // The single-process context on `device`.
   explicit DistContext(at::Device device = at::kCPU);
-  // Joins the group described by env (a single-process context when world_size is 1): NCCL on cuda:local_rank
-  // when `cuda`, Gloo on the CPU otherwise.
+  // Joins the group described by env (a single-process context when world_size is 1, unless group_of_one): NCCL
+  // on cuda:local_rank when `cuda`, Gloo on the CPU otherwise.
   static std::shared_ptr<DistContext> connect(const DistEnv& env, bool cuda, std::chrono::milliseconds timeout);
   ~DistContext();
   DistContext(const DistContext&) = delete;
@@ -45,7 +49,7 @@ class DistContext {
   int64_t rank() const { return rank_; }
   int64_t world_size() const { return world_; }
   int64_t local_rank() const { return local_rank_; }
-  bool distributed() const { return world_ > 1; }
+  bool distributed() const { return grouped_; }  // collectives go through a process group (world size > 1, or 1 by choice)
   bool is_main() const { return rank_ == 0; }
   at::Device device() const { return device_; }  // where collectives run: cuda:local_rank (NCCL) or cpu
   const std::string& backend() const;             // "nccl", "gloo" or "none"
@@ -77,6 +81,7 @@ class DistContext {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int64_t rank_ = 0, world_ = 1, local_rank_ = 0;
+  bool grouped_ = false;
   at::Device device_{at::kCPU};
 };
 

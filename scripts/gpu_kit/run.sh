@@ -96,6 +96,10 @@ kit() {
   # paths on CUDA, not yet NCCL between ranks), with and without activation checkpointing.
   part memory_plan 150 gpu bench memory_plan "$PY" bench/bench_memory_plan.py --device cuda --model-config $M \
     --seq 2048 --batch 8 --build "$B"
+  # Sharding parameters through a process group of one: NCCL's all-gathers and reduce-scatters run for real on the
+  # one GPU, and the traced step says how much of their time the compute stream's kernels overlapped.
+  part sharded 120 gpu bench sharded "$PY" bench/bench_sharded.py --device cuda --model-config $M --seq 2048 \
+    --batch 4 --warmup 2 --steps 3 --build "$B" --profile-dir "$WORK"
   if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
     devs=cpu
     ((GPU)) && devs=cuda,cpu

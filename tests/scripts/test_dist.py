@@ -10,7 +10,9 @@ RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or SLURM_PROCID / SLURM_NTASKS, a
      scope sequence; SLM in scopes micro_batch and step (whose pools are a rank's) against unsharded processes of
      the same number; a model whose unit sizes do not divide by 3. Equal losses, exported weights and AdamW state (assembled from the
      shards) to one process's; each rank's resident bytes of weights, gradients and optimizer state against the
-     shares each level promises;
+     shares each level promises; under parameters, the first step's layer gathers (issued, prefetched) as planned;
+  1c. one process in a group of one (RHO_PROCESS_GROUP=always, every collective through Gloo) writes the same
+     checkpoint bytes as a plain run, unsharded and under sharding parameters; RHO_PROCESS_GROUP=yes is refused;
   2. scoring with 2 processes (torchrun-style and SLURM-style variables) writes the same files as 1 process;
   3. a rank killed with SIGKILL mid-run (train.sharding parameters): the other exits with a clear error within
      the collective timeout; --resume from the last checkpoint with 2 processes ends with the uninterrupted run's
@@ -454,6 +456,29 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
         check(final_ckpt(d).name == "step-00000009" and dh == 0,
               f"3-process sharded checkpoint resumed by 1 process (batch 6), one more step, exported: the export "
               f"equals the checkpoint's weights (max diff {dh})")
+
+        # 1c. One process in a group of one (RHO_PROCESS_GROUP=always): every collective goes through Gloo with a
+        # single rank (as NCCL does on one GPU in the GPU kit); the checkpoint is byte-identical to the same run
+        # without a group, unsharded (bucketed all-reduce) and sharded (gathers and reduce-scatters).
+        o = [a for s in sharded_cases["clm"] + adam for a in ("--set", s)]
+        for level in ("none", "parameters"):
+            ckpts, mems = {}, {}
+            for group in ("auto", "always"):
+                d = t / f"group-{level}-{group}"
+                run(*pretrain, "--set", f"run.out_dir={d}", "--set", "data.batch_size=6", "--set",
+                    f"train.sharding={level}", *o,
+                    env={**os.environ, "RHO_PROCESS_GROUP": group, "MASTER_PORT": str(free_port())})
+                ckpts[group], mems[group] = final_ckpt(d), memory_line(d)["ranks"][0]
+            files = sorted(f.name for f in ckpts["auto"].glob("*.safetensors"))
+            same = files and all((ckpts["auto"] / f).read_bytes() == (ckpts["always"] / f).read_bytes() for f in files)
+            gathers = [mems[g].get("gathers", {}).get("issued") for g in ("auto", "always")]
+            check(same and gathers[0] == gathers[1],
+                  f"sharding {level}, 1 process in a group of one (Gloo) vs no group: {len(files)} checkpoint files "
+                  f"byte-identical, layer gathers {gathers}")
+        bad = subprocess.run([*map(str, pretrain), "--set", f"run.out_dir={t / 'group-bad'}"], capture_output=True,
+                             text=True, env={**os.environ, "RHO_PROCESS_GROUP": "yes"})
+        check(bad.returncode != 0 and "RHO_PROCESS_GROUP='yes' must be auto or always" in bad.stderr,
+              f"RHO_PROCESS_GROUP=yes refused: {bad.stderr.strip().splitlines()[-1] if bad.stderr.strip() else ''}")
 
         # 2. Scoring: 2 processes (torchrun and SLURM variables) write what 1 process writes.
         (t / "m.yaml").write_text(model.strip("{}").replace(", ", "\n") + "\n")

@@ -27,7 +27,7 @@ fail() {
 ((rc == 0)) || fail "run.sh exited $rc"
 grep -q "ldd: every library resolves" "$tmp/run.log" || fail "the kit's libraries do not all resolve"
 if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  for part in "tests\[cuda\]" topk score train profile sanitizer linear_ce generate; do
+  for part in "tests\[cuda\]" topk score train profile sanitizer linear_ce generate sharded; do
     grep -q "=== SKIP $part: no CUDA device" "$tmp/run.log" || fail "part $part was not skipped with its reason"
   done
 fi
