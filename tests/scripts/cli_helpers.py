@@ -13,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 WORDS = "the a cat dog sat ran on under table garden quickly slowly 1 2 3 4 5 plus minus equals".split()
 
 
+class Checks:
+    """check(cond, msg) prints "ok" or "FAIL" and the message, and remembers a failure: check.ok at the end."""
+
+    def __init__(self):
+        self.ok = True
+
+    def __call__(self, cond, msg):
+        print(("ok   " if cond else "FAIL ") + msg, flush=True)
+        self.ok &= bool(cond)
+
+
 def run(*args, expect=0, env=None, timeout=600, **kw):
     """Runs a command; checks its exit code unless expect is None. Returns the CompletedProcess (text)."""
     r = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout, **kw)

@@ -15,19 +15,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).parent))
 import bench_sharded  # noqa: E402
+from cli_helpers import Checks  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
     build = ap.parse_args().build
-    ok = True
-
-    def check(cond, msg):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + msg, flush=True)
-        ok &= bool(cond)
+    check = Checks()
 
     with tempfile.TemporaryDirectory() as tmp:
         # A made-up trace: compute kernels on stream 7 at [0, 10) and [20, 30); off it a copy at [5, 15) (half
@@ -60,7 +57,7 @@ def main():
             want = {"issued": 3, "prefetched": 2}
             check(all({k: x["gathers"][k] for k in want} == want for x in rows[1:]) and rows[0]["gathers"] is None,
                   f"layer gathers {[x['gathers'] for x in rows]}")
-    return 0 if ok else 1
+    return 0 if check.ok else 1
 
 
 if __name__ == "__main__":

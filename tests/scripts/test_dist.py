@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from cli_helpers import write_word_corpus
+from cli_helpers import Checks, write_word_corpus
 
 TIMEOUT = 20  # run.dist_timeout of every run (seconds)
 
@@ -320,12 +320,7 @@ def main():
     ap.add_argument("--bin", required=True, help="folder with the rho_* tools")
     args = ap.parse_args()
     b = Path(args.bin)
-    ok = True
-
-    def check(cond, msg):
-        nonlocal ok
-        print(("ok   " if cond else "FAIL ") + msg, flush=True)
-        ok &= bool(cond)
+    check = Checks()
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -565,8 +560,8 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
             multi_node(check, t, pretrain, torchrun)
         else:
             print("SKIPPED two-node launches: torchrun is not in the venv")
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    print("PASS" if check.ok else "FAIL")
+    return 0 if check.ok else 1
 
 
 if __name__ == "__main__":
