@@ -3,7 +3,7 @@
 // Peak memory counts from before the Trainer exists (weights, gradients, AdamW state, activations). Prints the
 // first step's losses (computed at the initial weights, for the Python side to compare) and one JSON line.
 // --profile PATH: after the timed steps, one more step under the Kineto profiler, saved as a Chrome trace.
-// Joins a process group as rho_pretrain does (launcher variables, RHO_PROCESS_GROUP=always for a group of one).
+// One process, whatever a launcher's variables say; RHO_PROCESS_GROUP=always makes it a process group of one.
 //   bench_train --config run.yaml [--warmup 2] [--steps 5] [--profile trace.json]
 #include <nlohmann/json.hpp>
 
@@ -22,7 +22,11 @@ int main(int argc, char** argv) {
   const at::Device dev = rho::resolve_device(cfg.device, "run.device");
   const rho::bench::PeakMemory peak(dev);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist_timeout * 1000));
-  const auto group = rho::DistContext::connect(rho::DistEnv::from_env(), dev.is_cuda(), timeout);
+  // One process always (a launcher's variables are not for a benchmark); a group of one when asked.
+  auto env = rho::DistEnv::from_env();
+  env.rank = env.local_rank = 0;
+  env.world_size = 1;
+  const auto group = rho::DistContext::connect(env, dev.is_cuda(), timeout);
   rho::Trainer trainer(cfg, /*resume=*/false, group);
   nlohmann::json out = {{"stage", rho::to_string(cfg.stage)}, {"parameters", trainer.model()->num_parameters()},
                         {"backend", group->backend()}};

@@ -102,7 +102,7 @@ struct PlanSizes {
       : W(o.world_size), L(c.num_layers), h(c.hidden_size), V(c.vocab_size), cb(o.bf16 ? 2 : 4),
         N(o.seq_len * o.micro_batch), P_layer(layer_parameters(c)),
         P_root(V * h * (c.tie_word_embeddings ? 1 : 2) + h), P(P_root + L * P_layer),
-        sharded(o.sharding != Sharding::None),
+        grouped(o.world_size > 1 || o.group_of_one), sharded(o.sharding != Sharding::None),
         whole_grads(o.sharding == Sharding::None || o.sharding == Sharding::Optimizer),
         S(sharded ? shard(P_root) + L * shard(P_layer) : P),
         padded(sharded ? (shard(P_root) + L * shard(P_layer)) * W : P) {}
@@ -113,6 +113,7 @@ struct PlanSizes {
   int64_t N;        // tokens per micro-batch
   int64_t P_layer;  // parameters of one decoder layer, of the root unit (embedding, final norm, lm_head), of all
   int64_t P_root, P;
+  bool grouped;      // collectives go through a process group
   bool sharded;      // sharding beyond none
   bool whole_grads;  // every rank keeps whole gradients (none, optimizer)
   int64_t S;         // this rank's elements of every unit (sharded), else P
@@ -165,7 +166,7 @@ void add_backward_peak(MemoryPlan& plan, const PlanSizes& z, const LlamaConfig& 
   const int64_t rows = std::min(z.N, o.rows_per_chunk);
   const int64_t head = rows * z.V * (8 + (o.bf16 ? 2 : 0)) + 4 * z.N * z.h;
   // Unit-sized reduce-scatter buffers per reduction (one process: a plain copy).
-  const int64_t copies = z.sharded ? (o.gloo && z.W > 1 ? 2 : 1) : 0;
+  const int64_t copies = z.sharded ? (o.gloo && z.grouped ? 2 : 1) : 0;
   const int64_t unit_grads = 4 * z.P_layer * (1 + copies);
   // The LM head's weight gradient (lm_head's, or the tied embedding's) exists from the start of the backward until
   // the root unit is reduced, last; accumulated gradients already hold it.
@@ -183,7 +184,7 @@ void add_backward_peak(MemoryPlan& plan, const PlanSizes& z, const LlamaConfig& 
                                              : grads_kept + std::max(unit_grads + head_grad, 4 * z.P_root * (1 + copies));
   const int64_t last_layer = grads_at_end + per_layer + 4 * z.N * z.h;
   // Across ranks, `none` keeps its all-reduce buckets (the size of the gradients) from the start.
-  if (o.sharding == Sharding::None && z.W > 1) add_item(plan, "buffers", "gradient all-reduce buckets", 4 * z.P);
+  if (o.sharding == Sharding::None && z.grouped) add_item(plan, "buffers", "gradient all-reduce buckets", 4 * z.P);
   const int64_t peak = std::max({start, piled, last_layer});
   if (peak == start) {
     add_item(plan, "gradients", "kept through the forward (accumulated, or the shard)", grads_kept);

@@ -43,6 +43,9 @@ struct MemoryPlanOptions {
   // Gloo (CPU) reduce-scatters through an all-reduce of a copy of the whole input: one more unit-sized buffer per
   // reduction in flight than NCCL's.
   bool gloo = false;
+  // One process in a group of one (RHO_PROCESS_GROUP=always): its collectives run through the backend, with the
+  // buffers of a world size above 1.
+  bool group_of_one = false;
   double device_gib = 80;         // the memory of one device, for "fits"
 };
 

@@ -629,6 +629,7 @@ void Trainer::State::log_memory() {
   po.bf16 = autocast;
   po.activation_checkpointing = cfg.activation_checkpointing;
   po.gloo = dist->backend() == "gloo";
+  po.group_of_one = W == 1 && dist->distributed();
   write_log({{"type", "memory"}, {"step", step}, {"sharding", enum_name(kShardingNames, cfg.sharding)}, {"ranks", ranks},
              {"planned", plan_memory(model->config, po).total()}});
 }

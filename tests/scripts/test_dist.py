@@ -457,19 +457,23 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
         # without a group, unsharded (bucketed all-reduce) and sharded (gathers and reduce-scatters).
         o = [a for s in sharded_cases["clm"] + adam for a in ("--set", s)]
         for level in ("none", "parameters"):
-            ckpts, mems = {}, {}
+            ckpts, mems, plans = {}, {}, {}
             for group in ("auto", "always"):
                 d = t / f"group-{level}-{group}"
                 run(*pretrain, "--set", f"run.out_dir={d}", "--set", "data.batch_size=6", "--set",
                     f"train.sharding={level}", *o,
                     env={**os.environ, "RHO_PROCESS_GROUP": group, "MASTER_PORT": str(free_port())})
-                ckpts[group], mems[group] = final_ckpt(d), memory_line(d)["ranks"][0]
+                ckpts[group], mems[group], plans[group] = final_ckpt(d), memory_line(d)["ranks"][0], \
+                    memory_line(d)["planned"]
             files = sorted(f.name for f in ckpts["auto"].glob("*.safetensors"))
             same = files and all((ckpts["auto"] / f).read_bytes() == (ckpts["always"] / f).read_bytes() for f in files)
             gathers = [mems[g].get("gathers", {}).get("issued") for g in ("auto", "always")]
-            check(same and gathers[0] == gathers[1],
+            # The plan adds what the group adds to the measured peak (all-reduce buckets; Gloo's copies).
+            added = (plans["always"] - plans["auto"], mems["always"]["peak"] - mems["auto"]["peak"])
+            check(same and gathers[0] == gathers[1] and abs(added[0] - added[1]) <= 0.01 * mems["auto"]["peak"],
                   f"sharding {level}, 1 process in a group of one (Gloo) vs no group: {len(files)} checkpoint files "
-                  f"byte-identical, layer gathers {gathers}")
+                  f"byte-identical, layer gathers {gathers}; the group adds {added[0]} bytes to the plan, "
+                  f"{added[1]} to the measured peak")
         bad = subprocess.run([*map(str, pretrain), "--set", f"run.out_dir={t / 'group-bad'}"], capture_output=True,
                              text=True, env={**os.environ, "RHO_PROCESS_GROUP": "yes"})
         check(bad.returncode != 0 and "RHO_PROCESS_GROUP='yes' must be auto or always" in bad.stderr,
