@@ -9,6 +9,7 @@
 
 #include "bench/bench_profile.h"
 #include "librho/dist/context.h"
+#include "librho/util/enum_names.h"
 #include "librho/train/trainer.h"
 
 constexpr const char* kUsage =
@@ -29,7 +30,7 @@ int main(int argc, char** argv) {
   const auto group = rho::DistContext::connect(env, dev.is_cuda(), timeout);
   rho::Trainer trainer(cfg, /*resume=*/false, group);
   nlohmann::json out = {{"stage", rho::to_string(cfg.stage)}, {"parameters", trainer.model()->num_parameters()},
-                        {"backend", group->backend()}};
+                        {"backend", rho::enum_name(rho::kBackendNames, group->backend())}};
   for (int64_t i = 0; i < warmup; ++i) {
     const auto m = trainer.train_step();
     if (i == 0) out.update({{"first_loss", m.loss}, {"first_loss_all", m.loss_all}});

@@ -19,6 +19,7 @@
 #include <deque>
 #include <thread>
 
+#include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 
 namespace rho {
@@ -47,16 +48,16 @@ DistEnv DistEnv::from_env() {
   e.rank = env_int({"RANK", "SLURM_PROCID"}, 0, &rank_var);
   e.world_size = env_int({"WORLD_SIZE", "SLURM_NTASKS"}, 1);
   e.local_rank = env_int({"LOCAL_RANK", "SLURM_LOCALID"}, 0);
-  e.launcher = !rank_var ? "none" : std::string(rank_var) == "RANK" ? "torchrun" : "slurm";
+  e.launcher = !rank_var ? Launcher::None : std::string(rank_var) == "RANK" ? Launcher::Torchrun : Launcher::Slurm;
   if (const char* a = std::getenv("MASTER_ADDR")) e.master_addr = a;
   const int64_t port = env_int({"MASTER_PORT"}, 29500);
   if (port <= 0 || port > 65535) throw Error(fmt::format("MASTER_PORT={} is not a TCP port", port));
   e.port = static_cast<int>(port);
   if (const char* g = std::getenv("RHO_PROCESS_GROUP")) {
-    const std::string v = g;
-    if (v != "auto" && v != "always")
-      throw Error(fmt::format("RHO_PROCESS_GROUP='{}' must be auto or always", v));
-    e.group_of_one = v == "always";
+    const auto mode = enum_from_name(kProcessGroupModeNames, g);
+    if (!mode)
+      throw Error(fmt::format("RHO_PROCESS_GROUP='{}' must be one of {}", g, enum_names(kProcessGroupModeNames)));
+    e.group_of_one = *mode == ProcessGroupMode::Always;
   }
   if (e.world_size < 1) throw Error(fmt::format("world size {} (WORLD_SIZE / SLURM_NTASKS) must be >= 1", e.world_size));
   if (e.rank < 0 || e.rank >= e.world_size)
@@ -74,7 +75,7 @@ at::Device DistEnv::cuda_device() const {
 struct DistContext::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;
-  std::string backend = "none";
+  Backend backend = Backend::None;
   std::chrono::milliseconds timeout{0};
   std::deque<c10::intrusive_ptr<c10d::Work>> pending;
   int64_t rank = 0, world = 1;
@@ -98,7 +99,7 @@ struct DistContext::Impl {
       const auto type = work->retrieveOpType();
       const bool point_to_point = type == c10d::OpType::SEND || type == c10d::OpType::RECV ||
                                   type == c10d::OpType::RECVANYSOURCE;
-      if (backend == "gloo" && !point_to_point) {
+      if (backend == Backend::Gloo && !point_to_point) {
         const auto start = std::chrono::steady_clock::now();
         for (;;) {
           try {
@@ -113,7 +114,7 @@ struct DistContext::Impl {
             if (store->check({key("abort")})) throw Error("another rank's collective failed");
           }
         }
-      } else if (backend == "nccl") {
+      } else if (backend == Backend::Nccl) {
         work->wait();
       } else {
         work->wait(timeout);
@@ -124,7 +125,8 @@ struct DistContext::Impl {
         store->set(key("abort"), std::vector<uint8_t>{1});
       } catch (const std::exception&) {  // the store is gone too: roll_call says so
       }
-      throw Error(fmt::format("{} failed ({} backend, timeout {} s): {}; {}", op, backend, timeout.count() / 1000.0,
+      throw Error(fmt::format("{} failed ({} backend, timeout {} s): {}; {}", op, enum_name(kBackendNames, backend),
+                              timeout.count() / 1000.0,
                               roll_call(), e.what()));
     }
   }
@@ -207,7 +209,7 @@ std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda,
       auto opt = c10d::ProcessGroupNCCL::Options::create();
       opt->timeout = timeout;
       impl.pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl.store, env.rank, env.world_size, opt);
-      impl.backend = "nccl";
+      impl.backend = Backend::Nccl;
 #else
       throw Error("this librho was built without NCCL (no CUDA, or nccl.h not found): no multi-GPU training");
 #endif
@@ -216,7 +218,7 @@ std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda,
       auto opt = c10d::ProcessGroupGloo::Options::create(timeout);
       opt->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       impl.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl.store, env.rank, env.world_size, opt);
-      impl.backend = "gloo";
+      impl.backend = Backend::Gloo;
 #else
       throw Error("this librho was built without gloo's headers (Debian: libgloo-dev): no multi-process CPU runs");
 #endif
@@ -232,7 +234,7 @@ std::shared_ptr<DistContext> DistContext::connect(const DistEnv& env, bool cuda,
   return ctx;
 }
 
-const std::string& DistContext::backend() const { return impl_->backend; }
+Backend DistContext::backend() const { return impl_->backend; }
 
 namespace {
 // NCCL reduces device tensors only: stage a CPU tensor there and back.

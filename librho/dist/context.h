@@ -18,16 +18,30 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rho {
+
+// Who started the processes: the variables DistEnv read its rank from.
+enum class Launcher { None, Torchrun, Slurm };
+inline constexpr std::pair<Launcher, const char*> kLauncherNames[] = {
+    {Launcher::None, "none"}, {Launcher::Torchrun, "torchrun"}, {Launcher::Slurm, "slurm"}};
+// The collectives' backend: none in a single-process context.
+enum class Backend { None, Nccl, Gloo };
+inline constexpr std::pair<Backend, const char*> kBackendNames[] = {
+    {Backend::None, "none"}, {Backend::Nccl, "nccl"}, {Backend::Gloo, "gloo"}};
+// RHO_PROCESS_GROUP: auto (a process group when the world size is above 1) or always (a group of one too).
+enum class ProcessGroupMode { Auto, Always };
+inline constexpr std::pair<ProcessGroupMode, const char*> kProcessGroupModeNames[] = {
+    {ProcessGroupMode::Auto, "auto"}, {ProcessGroupMode::Always, "always"}};
 
 struct DistEnv {
   int64_t rank = 0, world_size = 1, local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int port = 29500;
-  std::string launcher = "none";  // torchrun | slurm | none
-  bool group_of_one = false;      // RHO_PROCESS_GROUP=always: a process group even when world_size is 1
+  Launcher launcher = Launcher::None;
+  bool group_of_one = false;  // RHO_PROCESS_GROUP=always: a process group even when world_size is 1
   // Reads the variables above; throws rho::Error naming a malformed or inconsistent one.
   static DistEnv from_env();
   // This process's GPU: cuda:(local_rank mod visible devices), so a launcher that hides all but one GPU per task
@@ -52,7 +66,7 @@ class DistContext {
   bool distributed() const { return grouped_; }  // collectives go through a process group (world size > 1, or 1 by choice)
   bool is_main() const { return rank_ == 0; }
   at::Device device() const { return device_; }  // where collectives run: cuda:local_rank (NCCL) or cpu
-  const std::string& backend() const;             // "nccl", "gloo" or "none"
+  Backend backend() const;
 
   // Blocking collectives, in place. CPU tensors are staged through the device when the backend needs it.
   void allreduce_sum(const at::Tensor& t) const;

@@ -258,7 +258,7 @@ void Trainer::State::init_device(std::shared_ptr<DistContext> group) {
   if (dist->distributed()) {
     if (dist->device().is_cuda() != device.is_cuda())
       throw Error(fmt::format("run.device resolves to {} but the process group runs on {} ({})", device.str(),
-                              dist->device().str(), dist->backend()));
+                              dist->device().str(), enum_name(kBackendNames, dist->backend())));
     device = dist->device();
   }
   // bf16 autocast: by default on CUDA; on the CPU when asked (slow, but the same recipe as on the GPU).
@@ -628,7 +628,7 @@ void Trainer::State::log_memory() {
   po.sharding = cfg.sharding;
   po.bf16 = autocast;
   po.activation_checkpointing = cfg.activation_checkpointing;
-  po.gloo = dist->backend() == "gloo";
+  po.gloo = dist->backend() == Backend::Gloo;
   po.group_of_one = W == 1 && dist->distributed();
   write_log({{"type", "memory"}, {"step", step}, {"sharding", enum_name(kShardingNames, cfg.sharding)}, {"ranks", ranks},
              {"planned", plan_memory(model->config, po).total()}});

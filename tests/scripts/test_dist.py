@@ -476,7 +476,7 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
                   f"{added[1]} to the measured peak")
         bad = subprocess.run([*map(str, pretrain), "--set", f"run.out_dir={t / 'group-bad'}"], capture_output=True,
                              text=True, env={**os.environ, "RHO_PROCESS_GROUP": "yes"})
-        check(bad.returncode != 0 and "RHO_PROCESS_GROUP='yes' must be auto or always" in bad.stderr,
+        check(bad.returncode != 0 and "RHO_PROCESS_GROUP='yes' must be one of auto, always" in bad.stderr,
               f"RHO_PROCESS_GROUP=yes refused: {bad.stderr.strip().splitlines()[-1] if bad.stderr.strip() else ''}")
 
         # 2. Scoring: 2 processes (torchrun and SLURM variables) write what 1 process writes.
