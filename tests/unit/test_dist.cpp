@@ -9,7 +9,9 @@
 #include <cmath>
 #include <thread>
 
+#include "helpers.h"
 #include "librho/dist/context.h"
+#include "librho/dist/sharded.h"
 #include "librho/slm/slm_loss.h"
 #include "librho/util/error.h"
 
@@ -58,7 +60,71 @@ bool on_ranks(int64_t world, F body) {
   return true;
 }
 
+// Three optimizer steps of two micro-batches each of a 3-layer model under sharding parameters, on `ctx`: this
+// rank's checkpoint tensors (on the CPU) and the layer gathers.
+std::pair<std::vector<at::Tensor>, rho::GatherStats> sharded_steps(rho::DistContext& ctx) {
+  auto cfg = rho::test::tiny_llama(64, 32);
+  cfg.num_layers = 3;
+  rho::Llama model(cfg);
+  model->reset_parameters(5);
+  model->to(ctx.device());
+  rho::ShardedAdamWOptions adam;
+  adam.weight_decay = 0.1;
+  rho::ShardedModel sharded(model, ctx, rho::Sharding::Parameters, at::kFloat, adam);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  for (int step = 0; step < 3; ++step) {
+    for (int mb = 0; mb < 2; ++mb) {
+      const auto tokens = at::randint(0, 64, {2, 17}, gen).to(ctx.device());
+      const auto loss = model->token_loss(tokens.narrow(1, 0, 16), tokens.narrow(1, 1, 16)).mean();
+      sharded.before_backward(mb == 1);
+      loss.backward();
+      sharded.after_backward();
+    }
+    sharded.clip_grad_norm(1.0);
+    sharded.step(1e-2, at::Tensor());
+  }
+  std::vector<at::Tensor> state;
+  for (const auto& [name, t] : sharded.shard_state()) state.push_back(t.cpu().clone());
+  return {state, sharded.gather_stats()};
+}
+
+// The same steps without a process group and in a group of one (RHO_PROCESS_GROUP=always: every gather and
+// reduce-scatter through the backend): bit-identical, with the same gathers (2 x (2 x 3 - 1) a step).
+void group_of_one_equals_none(bool cuda) {
+  rho::DistEnv env;
+  env.port = free_port();
+  env.group_of_one = true;
+  std::shared_ptr<rho::DistContext> group;
+  try {
+    group = rho::DistContext::connect(env, cuda, std::chrono::seconds(60));
+  } catch (const std::exception& e) {
+    if (std::string(e.what()).find("built without") == std::string::npos) throw;
+    WARN("skipped: " << e.what());
+    return;
+  }
+  REQUIRE(group->distributed());
+  rho::DistContext alone(group->device());
+  const auto [want, want_gathers] = sharded_steps(alone);
+  const auto [got, got_gathers] = sharded_steps(*group);
+  REQUIRE(got.size() == want.size());
+  size_t equal = 0;
+  for (size_t i = 0; i < got.size(); ++i) equal += at::equal(got[i], want[i]);
+  CHECK(equal == got.size());
+  CHECK(got_gathers.issued == 3 * 2 * 5);
+  CHECK(got_gathers.prefetched == 3 * 2 * 4);
+  CHECK(want_gathers.issued == got_gathers.issued);
+}
+
 }  // namespace
+
+TEST_CASE("sharding parameters in a process group of one (Gloo) equals no group, bit for bit", "[dist]") {
+  group_of_one_equals_none(false);
+}
+
+TEST_CASE("sharding parameters in a process group of one (NCCL) equals no group, bit for bit", "[dist][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  group_of_one_equals_none(true);
+}
 
 TEST_CASE("global-scope selection over 3 ranks equals one process's over the batch concatenated in rank order",
           "[dist][slm]") {
