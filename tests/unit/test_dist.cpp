@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -89,7 +90,9 @@ std::pair<std::vector<at::Tensor>, rho::GatherStats> sharded_steps(rho::DistCont
 }
 
 // The same steps without a process group and in a group of one (RHO_PROCESS_GROUP=always: every gather and
-// reduce-scatter through the backend): bit-identical, with the same gathers (2 x (2 x 3 - 1) a step).
+// reduce-scatter through the backend), with the same gathers (2 x (2 x 3 - 1) a step). On the CPU bit-identical;
+// on CUDA within 1e-5, since some backward kernels (attention, the embedding) may add in a different order from
+// run to run: a gather read before it arrived, or a step's stale weights, would be off by about lr = 1e-2.
 void group_of_one_equals_none(bool cuda) {
   rho::DistEnv env;
   env.port = free_port();
@@ -108,8 +111,16 @@ void group_of_one_equals_none(bool cuda) {
   const auto [got, got_gathers] = sharded_steps(*group);
   REQUIRE(got.size() == want.size());
   size_t equal = 0;
-  for (size_t i = 0; i < got.size(); ++i) equal += at::equal(got[i], want[i]);
-  CHECK(equal == got.size());
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    equal += at::equal(got[i], want[i]);
+    worst = std::max(worst, (got[i].to(at::kDouble) - want[i].to(at::kDouble)).abs().max().item<double>());
+  }
+  INFO(equal << " of " << got.size() << " tensors bit-identical, max |difference| " << worst);
+  if (cuda)
+    CHECK(worst <= 1e-5);
+  else
+    CHECK(equal == got.size());
   CHECK(got_gathers.issued == 3 * 2 * 5);
   CHECK(got_gathers.prefetched == 3 * 2 * 4);
   CHECK(want_gathers.issued == got_gathers.issued);
@@ -121,7 +132,7 @@ TEST_CASE("sharding parameters in a process group of one (Gloo) equals no group,
   group_of_one_equals_none(false);
 }
 
-TEST_CASE("sharding parameters in a process group of one (NCCL) equals no group, bit for bit", "[dist][cuda]") {
+TEST_CASE("sharding parameters in a process group of one (NCCL) equals no group", "[dist][cuda]") {
   if (!rho::test::cuda_or_skip()) return;
   group_of_one_equals_none(true);
 }
