@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -91,8 +90,9 @@ std::pair<std::vector<at::Tensor>, rho::GatherStats> sharded_steps(rho::DistCont
 
 // The same steps without a process group and in a group of one (RHO_PROCESS_GROUP=always: every gather and
 // reduce-scatter through the backend), with the same gathers (2 x (2 x 3 - 1) a step). On the CPU bit-identical;
-// on CUDA within 1e-5, since some backward kernels (attention, the embedding) may add in a different order from
-// run to run: a gather read before it arrived, or a step's stale weights, would be off by about lr = 1e-2.
+// on CUDA each tensor within 1e-4 relative (and 1e-7 absolute, NaN unequal), in case a backward kernel adds in
+// another order from run to run: a gather read before it arrived, or a step's stale weights, would move weights
+// by about lr = 1e-2 and the moments by far more than 1e-4 of themselves.
 void group_of_one_equals_none(bool cuda) {
   rho::DistEnv env;
   env.port = free_port();
@@ -110,20 +110,17 @@ void group_of_one_equals_none(bool cuda) {
   const auto [want, want_gathers] = sharded_steps(alone);
   const auto [got, got_gathers] = sharded_steps(*group);
   REQUIRE(got.size() == want.size());
-  size_t equal = 0;
-  double worst = 0;
+  size_t equal = 0, close = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     equal += at::equal(got[i], want[i]);
-    worst = std::max(worst, (got[i].to(at::kDouble) - want[i].to(at::kDouble)).abs().max().item<double>());
+    close += at::allclose(got[i], want[i], /*rtol=*/1e-4, /*atol=*/1e-7);
   }
-  INFO(equal << " of " << got.size() << " tensors bit-identical, max |difference| " << worst);
-  if (cuda)
-    CHECK(worst <= 1e-5);
-  else
-    CHECK(equal == got.size());
+  INFO(equal << " of " << got.size() << " tensors bit-identical, " << close << " close");
+  CHECK((cuda ? close : equal) == got.size());
   CHECK(got_gathers.issued == 3 * 2 * 5);
   CHECK(got_gathers.prefetched == 3 * 2 * 4);
   CHECK(want_gathers.issued == got_gathers.issued);
+  CHECK(want_gathers.prefetched == got_gathers.prefetched);
 }
 
 }  // namespace
