@@ -58,8 +58,8 @@ struct TextGeneration {
 // holds one sequence in a ragged KV cache (KVCache::ragged: no padding, nothing copied per step); every step
 // gives each row one new token; when a sequence ends, the next waiting prompt is prefilled into its row, and
 // when none waits the row leaves the batch. A prefix of 16 tokens or more that every prompt starts with (few-shot
-// examples) is run once and shared by every prompt's prefill. Each sequence computes what it would alone, up to floating-point
-// summation order. `stop(prompt, ids)` is asked as for greedy_generate. Results in the prompts' order.
+// examples) is run once and shared by every prompt's prefill. Each sequence computes what it would alone, up to
+// floating-point summation order. `stop(prompt, ids)` is asked as for greedy_generate. Results in the prompts' order.
 std::vector<Generation> greedy_generate_batch(
     LlamaImpl& model, const std::vector<std::vector<int64_t>>& prompts, const GenerateOptions& options,
     const std::function<bool(size_t prompt, const std::vector<int64_t>&)>& stop = {});

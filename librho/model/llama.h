@@ -32,9 +32,9 @@ struct KVCache {
   std::vector<at::Tensor> keys, values;  // [rows, kv_heads, positions (growing) or capacity (ragged), head_dim]
   std::vector<int64_t> row_lengths;      // ragged: positions held by each row
   int64_t capacity = 0;                  // ragged: columns per row; 0 for a growing cache
-  // Set by LlamaImpl::ragged_step (hidden_states' ragged calls go through it), read by the attention layers: the column each row writes
-  // ([rows] int64), the columns read (longest row + 1), and which of them each row's query sees ([rows, 1, 1,
-  // step_keys] bool; undefined when every row has the same length, so sees them all).
+  // Set by LlamaImpl::ragged_step (hidden_states' ragged calls go through it), read by the attention layers: the
+  // column each row writes ([rows] int64), the columns read (longest row + 1), and which of them each row's query
+  // sees ([rows, 1, 1, step_keys] bool; undefined when every row has the same length, so sees them all).
   at::Tensor step_columns, step_mask;
   int64_t step_keys = 0;
 

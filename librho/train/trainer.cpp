@@ -595,9 +595,10 @@ StepMetrics Trainer::train_step() {
 }
 
 // After the first step, one log line {"type": "memory", "sharding", "ranks": [{"weights", "gradients",
-// "optimizer", "peak", and under sharding parameters "gathers": {"issued", "prefetched", "wait_seconds"}}, ...]}: the bytes each rank held after a backward (the optimizer state as it stands after
-// the step), and the step's peak: what it started with plus the most it allocated at once (PeakMemory), for
-// rho_model plan's check and the sharding tests. Collective.
+// "optimizer", "peak", and under sharding parameters "gathers": {"issued", "prefetched", "wait_seconds"}}, ...]}:
+// the bytes each rank held after a backward (the optimizer state as it stands after the step), and the step's
+// peak: what it started with plus the most it allocated at once (PeakMemory), for rho_model plan's check and the
+// sharding tests. Collective.
 void Trainer::State::log_memory() {
   resident.optimizer = std::max(resident.optimizer, memory_now().optimizer);
   const int64_t W = dist->world_size();

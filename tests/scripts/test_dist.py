@@ -165,9 +165,9 @@ def check_gathers(check, name, world, mem, scored, layers=2, accum=2):
     want = {"issued": forwards * layers + accum * (layers - 1), "prefetched": (forwards + accum) * (layers - 1)}
     got = [{k: r["gathers"][k] for k in want} for r in mem["ranks"]]
     waits = [r["gathers"]["wait_seconds"] for r in mem["ranks"]]
-    check(all(g == want for g in got),
-          f"{name}, sharding parameters, {world} processes: layer gathers {got[0]}, as planned {want}; host wait "
-          f"{max(waits) * 1e3:.2f} ms at most" + ("" if all(g == want for g in got) else f" (got {got})"))
+    ok = all(g == want for g in got)
+    check(ok, f"{name}, sharding parameters, {world} processes: layer gathers {got[0]}, as planned {want}; host wait "
+              f"{max(waits) * 1e3:.2f} ms at most" + ("" if ok else f" (got {got})"))
 
 
 def memory_line(out_dir):
@@ -463,8 +463,8 @@ train: {{log_every: 1, checkpoint_every: 4, export_hf: false}}
                 run(*pretrain, "--set", f"run.out_dir={d}", "--set", "data.batch_size=6", "--set",
                     f"train.sharding={level}", *o,
                     env={**os.environ, "RHO_PROCESS_GROUP": group, "MASTER_PORT": str(free_port())})
-                ckpts[group], mems[group], plans[group] = final_ckpt(d), memory_line(d)["ranks"][0], \
-                    memory_line(d)["planned"]
+                line = memory_line(d)
+                ckpts[group], mems[group], plans[group] = final_ckpt(d), line["ranks"][0], line["planned"]
             files = sorted(f.name for f in ckpts["auto"].glob("*.safetensors"))
             same = files and all((ckpts["auto"] / f).read_bytes() == (ckpts["always"] / f).read_bytes() for f in files)
             gathers = [mems[g].get("gathers", {}).get("issued") for g in ("auto", "always")]

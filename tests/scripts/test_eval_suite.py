@@ -7,9 +7,9 @@ Gold completions, per benchmark: GSM8K's worked answer ("... #### 72"); MATH's s
 MATH-500 (minerva_math) the Minerva sentence "Final Answer: The final answer is $ANSWER$. I hope it is correct."
 with the data's separate `answer` field, so the judge must find it equal to the \\boxed{} answer of the solution;
 SVAMP's equation followed by "= Answer"; ASDiv's formula and "The answer is ANSWER." (its answer without the
-parenthesised unit); MAWPS and GSM-Hard "The answer is
-TARGET."; TabMWP (when eval/tabmwp/test.jsonl is given) "The answer is ANSWER."; the multiple-choice sets "The answer is (LETTER)." Also: a `--grade` file with bad lines is refused with
-the file and line named.
+parenthesised unit); MAWPS and GSM-Hard "The answer is TARGET."; TabMWP (when eval/tabmwp/test.jsonl is
+given) "The answer is ANSWER."; the multiple-choice sets "The answer is (LETTER)." Also: a `--grade` file with bad
+lines is refused with the file and line named.
 
 Needs the suite's data ($RHO_SHARED_DATA/eval, default ../shared/data/eval): exits 77 (skipped) without it.
 """
