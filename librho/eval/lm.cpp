@@ -8,6 +8,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <ATen/cuda/MemPool.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
@@ -62,7 +63,7 @@ std::vector<int64_t> to_host(const at::Tensor& ids) {
 class StepGraphs {
  public:
   explicit StepGraphs(at::Device device)
-      : device_(device), side_(at::cuda::getStreamFromPool(false, device.index())), pool_(at::cuda::graph_pool_handle()) {}
+      : device_(device), side_(at::cuda::getStreamFromPool(false, device.index())), pool_(make_pool(device)) {}
 
   // Records the step for this (rows, keys) when it is new (may throw: then nothing is kept), then replays it.
   std::vector<int64_t> run(LlamaImpl& model, KVCache& cache, const std::vector<int64_t>& tokens,
@@ -87,6 +88,7 @@ class StepGraphs {
     if (stats) ++stats->graph_replays;
     return to_host(g->ids);
   }
+  // Drops every graph (the cache's tensors moved); their memory goes back to the pool, for the next graphs.
   void clear() { graphs_.clear(); }
 
   struct CaptureFailed : std::runtime_error {
@@ -117,7 +119,7 @@ class StepGraphs {
       bool capturing = false;
       try {
         step();
-        g->graph.capture_begin(pool_);
+        g->graph.capture_begin(pool_->id());
         capturing = true;
         g->ids = step();
         capturing = false;
@@ -128,7 +130,7 @@ class StepGraphs {
             g->graph.capture_end();  // leave capture mode
           } catch (...) {
             try {  // capture_end stopped before handing the pool back to the allocator
-              c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool_);
+              c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool_->id());
             } catch (...) {
             }
           }
@@ -142,9 +144,17 @@ class StepGraphs {
     return g;
   }
 
+  // The graphs' memory pool, held here as well as by each graph: a pool whose use count falls to 0 (when the last
+  // graph goes) is refused to later captures until the allocator releases it, so without this reference every
+  // clear would need a new pool and strand the old one's memory. Declared before graphs_, which go first.
+  static std::unique_ptr<at::cuda::MemPool> make_pool(at::Device device) {
+    const c10::cuda::CUDAGuard guard(device.index());  // MemPool takes the current device
+    return std::make_unique<at::cuda::MemPool>();
+  }
+
   at::Device device_;
   c10::cuda::CUDAStream side_;
-  c10::MempoolId_t pool_;
+  std::unique_ptr<at::cuda::MemPool> pool_;
   at::Tensor host_;  // pinned [2, rows]: the next step's tokens and columns
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Graph>> graphs_;
 };
@@ -419,6 +429,7 @@ std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer
   gen.eos_id = tok.eos_id();
   gen.vocab_limit = tok.vocab_size();
   gen.batch_size = options.batch_size;
+  gen.cuda_graphs = options.cuda_graphs;
   gen.on_finish = [&](size_t i, const Generation& g) {
     out[i].new_tokens = static_cast<int64_t>(g.ids.size());
     out[i].stop_reason = g.stop_reason;

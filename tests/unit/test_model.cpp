@@ -103,7 +103,8 @@ at::Tensor leaf(at::IntArrayRef shape, at::ScalarType dtype, uint64_t seed) {
 }
 // The result and the gradients of `inputs` after backward from sum(result * g) for a fixed random g.
 std::vector<at::Tensor> value_and_grads(const at::Tensor& result, const std::vector<at::Tensor>& inputs) {
-  const auto g = at::randn(result.sizes(), at::make_generator<at::CPUGeneratorImpl>(99)).to(result.scalar_type());
+  const auto g = at::randn(result.sizes(), at::make_generator<at::CPUGeneratorImpl>(99))
+                     .to(result.device(), result.scalar_type());
   (result * g).sum().backward();
   std::vector<at::Tensor> out{result.detach()};
   for (const auto& t : inputs) out.push_back(t.grad().clone());
@@ -275,6 +276,7 @@ void check_forward_activations(at::Device device, double tolerance) {
       o.seq_len = seq;
       o.micro_batch = batch;
       o.bf16 = bf16;
+      o.cuda = device.is_cuda();
       o.activation_checkpointing = checkpointing;
       const int64_t planned = rho::forward_activation_bytes(c, o);
       rho::AutocastScope autocast(device.type(), at::kBFloat16, bf16);
@@ -322,6 +324,44 @@ TEST_CASE("lean rms_norm and swiglu on CUDA: values bitwise, gradients to fp32 r
   for (size_t i : {1, 2, 4, 5}) {
     INFO("gradient " << i);
     CHECK(relative_error(lean[i], plain[i]) < 1e-6);
+  }
+}
+
+TEST_CASE("expand_kv_heads: attention over keys and values copied to every head equals grouped-query attention",
+          "[model]") {
+  const auto q = leaf({2, 6, 5, 8}, at::kFloat, 41), k = leaf({2, 3, 5, 8}, at::kFloat, 42),
+             v = leaf({2, 3, 5, 8}, at::kFloat, 43);
+  const auto mask = at::rand({2, 1, 5, 5}, at::make_generator<at::CPUGeneratorImpl>(44)) < 0.7;
+  for (const bool masked : {false, true}) {
+    INFO((masked ? "a boolean mask" : "causal"));
+    const std::optional<at::Tensor> m = masked ? std::optional<at::Tensor>(mask | at::eye(5, at::kBool)) : std::nullopt;
+    auto attend = [&](const at::Tensor& keys, const at::Tensor& values, bool gqa) {
+      return at::scaled_dot_product_attention(q, keys, values, m, 0.0, !masked, std::nullopt, gqa);
+    };
+    const auto grouped = value_and_grads(attend(k, v, true), {q, k, v});
+    for (const auto& t : {q, k, v}) t.mutable_grad().reset();
+    const auto copied = value_and_grads(attend(rho::expand_kv_heads(k, 6), rho::expand_kv_heads(v, 6), false), {q, k, v});
+    for (const auto& t : {q, k, v}) t.mutable_grad().reset();
+    for (size_t i = 0; i < grouped.size(); ++i) {
+      INFO("tensor " << i << " (0: the output, then the gradients of q, k and v)");
+      CHECK(relative_error(copied[i], grouped[i]) < 1e-6);
+    }
+    // Head h reads kv head h / 2; the other order (h % 3, as repeat gives) is another attention.
+    at::NoGradGuard no_grad;
+    CHECK(relative_error(attend(k.repeat({1, 2, 1, 1}), v.repeat({1, 2, 1, 1}), false), grouped[0]) > 0.1);
+  }
+  // The planner counts the copies where the model makes them: fp32 on CUDA.
+  auto c = rho::test::tiny_llama(256, 256);
+  rho::MemoryPlanOptions o;
+  o.seq_len = 64;
+  for (const bool bf16 : {false, true}) {
+    o.bf16 = bf16;
+    o.cuda = false;
+    const int64_t cpu = rho::forward_activation_bytes(c, o);
+    o.cuda = true;
+    const int64_t cuda = rho::forward_activation_bytes(c, o);
+    const int64_t copies = bf16 ? 0 : c.num_layers * o.seq_len * 4 * 2 * (c.num_heads - c.num_kv_heads) * c.head_size();
+    CHECK(cuda - cpu == copies);
   }
 }
 
