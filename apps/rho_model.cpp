@@ -27,7 +27,7 @@ struct Args {
   uint64_t seed = 0;
   int64_t shard_bytes = 5'000'000'000;
   rho::MemoryPlanOptions plan;
-  std::string sharding = "none", precision = "bf16", backend = "nccl";
+  std::string sharding = "none", precision = "bf16", backend = "nccl", device = "cuda";
   bool plan_json = false, plan_largest = false;
 };
 
@@ -65,6 +65,7 @@ void run_plan(Args a) {
   po.sharding = *rho::enum_from_name(rho::kShardingNames, a.sharding);  // CLI11 checked the name
   po.bf16 = a.precision == "bf16";
   po.gloo = a.backend == "gloo";
+  po.cuda = a.device == "cuda";
   const auto config = read_config(a.in);
   if (a.plan_largest) {
     po.micro_batch = rho::largest_micro_batch(config, po);
@@ -117,6 +118,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "optimizer", "gradients", "parameters"}));
   plan->add_option("--precision", a.precision, "bf16 (autocast, as on CUDA) or fp32")->check(CLI::IsMember({"bf16", "fp32"}));
   plan->add_flag("--activation-checkpointing", po.activation_checkpointing, "train.activation_checkpointing");
+  plan->add_option("--device", a.device, "cuda or cpu: which attention kernel runs (fp32 on CUDA keeps keys and values "
+                                         "copied to every head)")
+      ->check(CLI::IsMember({"cuda", "cpu"}));
   plan->add_option("--backend", a.backend, "collectives: nccl (GPUs) or gloo (CPUs: one more buffer per reduce-scatter)")
       ->check(CLI::IsMember({"nccl", "gloo"}));
   plan->add_flag("--json", a.plan_json, "print JSON (parameters, micro_batch, total, items) instead of a table");

@@ -66,4 +66,13 @@ struct LlamaConfig {
   std::string to_yaml() const;
 };
 
+// Whether attention copies keys and values to every query head before scaled-dot-product attention (grouped-query
+// attention only). On CUDA the kernels that take head groups as they are (flash, cuDNN) run only in bf16 or fp16
+// without a mask; otherwise the memory-efficient kernel runs, and it takes no groups: given them, PyTorch falls back
+// to its math kernel, which keeps [heads, queries, keys] probabilities for backward. The CPU's fused kernel takes
+// groups. The memory planner counts the copies (librho/model/memory_plan.h).
+inline bool attention_expands_kv(int64_t num_heads, int64_t num_kv_heads, bool cuda, bool half_precision, bool masked) {
+  return num_kv_heads != num_heads && cuda && (!half_precision || masked);
+}
+
 }  // namespace rho

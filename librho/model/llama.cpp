@@ -61,6 +61,11 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 }
 }  // namespace
 
+at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads) {
+  const int64_t b = x.size(0), groups = x.size(1), t = x.size(2), d = x.size(3);
+  return x.unsqueeze(2).expand({b, groups, heads / groups, t, d}).reshape({b, heads, t, d});
+}
+
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
                                   int64_t layer) {
   const int64_t b = x.size(0), t = x.size(1);
@@ -113,8 +118,13 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   if (sliding_window > 0 && total > sliding_window)
     throw Error(fmt::format("sequence of {} positions exceeds the model's sliding window of {} (not implemented)",
                             total, sliding_window));
+  const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
+  if (attention_expands_kv(num_heads, num_kv_heads, q.is_cuda(), half, mask.has_value())) {
+    k = expand_kv_heads(k, num_heads);
+    v = expand_kv_heads(v, num_heads);
+  }
   auto y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, std::nullopt,
-                                            /*enable_gqa=*/num_kv_heads != num_heads);
+                                            /*enable_gqa=*/k.size(1) != num_heads);
   return project(o_proj, y.transpose(1, 2).reshape({b, t, num_heads * head_dim}));
 }
 

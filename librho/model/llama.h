@@ -47,6 +47,11 @@ struct KVCache {
   void keep_rows(const std::vector<int64_t>& rows);
 };
 
+// [batch, kv_heads, seq, head_dim] -> [batch, heads, seq, head_dim]: each key/value head copied to the query heads
+// of its group (query head h reads kv head h / (heads / kv_heads), as scaled_dot_product_attention's enable_gqa
+// pairs them). Attention does this where attention_expands_kv (config.h) says so.
+at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads);
+
 struct AttentionImpl : torch::nn::Module {
   explicit AttentionImpl(const LlamaConfig& c);
   // x: [batch, seq, hidden]; cos/sin: [seq, head_dim]; `cache` (optional) holds and receives past keys/values.

@@ -21,13 +21,16 @@ std::string gib(int64_t bytes) {
 //   each RMSNorm (lean_ops' rms_norm): its fp32 input and one fp32 per token; the projections after it keep its
 //     output, shared: fp32, or one copy in the compute dtype under autocast (SharedInput);
 //   attention: the rotated queries and keys, the values and the output kept by scaled-dot-product attention
-//     (with its log-sum-exp, one fp32 per head); o_proj reads the output through a view of the same memory
-//     (the fused kernels lay it out [batch, seq, heads, head_dim]); the rotary multiplications keep their cos
-//     and sin, per position, not per token (rope_bytes);
+//     (with its log-sum-exp, one fp32 per head); keys and values copied to every query head where attention
+//     expands them (attention_expands_kv: fp32 on CUDA with grouped-query attention); o_proj reads the output
+//     through a view of the same memory (the fused kernels lay it out [batch, seq, heads, head_dim]); the rotary
+//     multiplications keep their cos and sin, per position, not per token (rope_bytes);
 //   MLP: gate and up (kept by lean_ops' swiglu) and their gated product (kept by down_proj).
-int64_t layer_bytes_per_token(const LlamaConfig& c, int64_t cb) {
-  const int64_t h = c.hidden_size, i = c.intermediate_size, d = c.head_size();
-  const int64_t q = c.num_heads * d, kv = c.num_kv_heads * d;
+int64_t layer_bytes_per_token(const LlamaConfig& c, const MemoryPlanOptions& o) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size, d = c.head_size(), cb = o.bf16 ? 2 : 4;
+  const int64_t q = c.num_heads * d;
+  const bool expanded = attention_expands_kv(c.num_heads, c.num_kv_heads, o.cuda, o.bf16, /*masked=*/false);
+  const int64_t kv = expanded ? q : c.num_kv_heads * d;
   const int64_t norms = 2 * (4 * h + 4 + cb * h);
   const int64_t attention = cb * (2 * q + 2 * kv) + 4 * c.num_heads;
   const int64_t mlp = 3 * cb * i;
@@ -41,7 +44,7 @@ int64_t rope_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
 
 // One layer's saved tensors for a micro-batch.
 int64_t layer_activation_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
-  return o.seq_len * o.micro_batch * layer_bytes_per_token(c, o.bf16 ? 2 : 4) + rope_bytes(c, o);
+  return o.seq_len * o.micro_batch * layer_bytes_per_token(c, o) + rope_bytes(c, o);
 }
 
 int64_t layer_parameters(const LlamaConfig& c) {

@@ -16,9 +16,9 @@
 //               autocast) with their gradient, and the hidden states' gradient;
 //   buffers     communication: gradient buckets (none); under sharding the reduce-scatter inputs (at most three
 //               units in flight) are counted with the gradients.
-// Attention is planned as the fused kernels keep it (the CPU's, and flash or cuDNN in bf16 on CUDA): fp32 on CUDA
-// with grouped-query attention runs torch's math attention, which keeps [batch, heads, seq, seq] probabilities
-// that this plan does not count.
+// Attention is planned as the fused kernels keep it: flash or cuDNN in bf16 on CUDA and the CPU's kernel keep the
+// grouped keys and values; fp32 on CUDA runs the memory-efficient kernel on keys and values copied to every head
+// (attention_expands_kv, librho/model/config.h).
 // Validated against PeakMemory on the CPU: the activations to 0.5% by ctest [memory], the whole step by ctest
 // dist_cpu (each level, fp32 and bf16, with and without activation checkpointing: within 10%). Not yet validated
 // on a GPU for the current layer (docs/scaling.md); the allocator's caching and fragmentation come on top.
@@ -38,6 +38,7 @@ struct MemoryPlanOptions {
   int64_t grad_accum = 1;
   Sharding sharding = Sharding::None;
   bool bf16 = true;           // bf16 autocast (train.precision auto on CUDA), else fp32
+  bool cuda = true;           // a CUDA device (else the CPU): which attention kernel runs (attention_expands_kv)
   bool activation_checkpointing = false;
   int64_t rows_per_chunk = 4096;  // the LM head's chunk (LlamaImpl::token_loss)
   // Gloo (CPU) reduce-scatters through an all-reduce of a copy of the whole input: one more unit-sized buffer per

@@ -628,6 +628,7 @@ void Trainer::State::log_memory() {
   po.grad_accum = cfg.grad_accum;
   po.sharding = cfg.sharding;
   po.bf16 = autocast;
+  po.cuda = device.is_cuda();
   po.activation_checkpointing = cfg.activation_checkpointing;
   po.gloo = dist->backend() == Backend::Gloo;
   po.group_of_one = W == 1 && dist->distributed();

@@ -303,7 +303,7 @@ train: {{export_hf: false, tensorboard: false}}
         peaks = [m["peak"] for m in memory_line(d)["ranks"]]
         r = subprocess.run([str(b / "rho_model"), "plan", str(t / "plan-model.yaml"), "--gpus", str(world),
                             "--seq-len", "64", "--micro-batch", str(micro), "--sharding", level, "--backend", "gloo",
-                            "--json"] + flags, capture_output=True, text=True, check=True)
+                            "--device", "cpu", "--json"] + flags, capture_output=True, text=True, check=True)
         planned = json.loads(r.stdout)["total"]
         ratios = [planned / p for p in peaks]
         logged = memory_line(d).get("planned")
