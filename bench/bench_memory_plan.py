@@ -1,24 +1,55 @@
 """rho_model plan against what rho_pretrain measures: for each setting (train.sharding, activation checkpointing),
-one process trains 2 steps of a freshly initialised model on random tokens, and the peak its first step reached
-(the "memory" log line: PeakMemory, on CUDA the caching allocator's peak of allocated bytes) is compared with the
-plan's total. One JSON line per setting: {"bench": "memory_plan", "setting", "planned_bytes", "measured_bytes",
-"ratio"}. On CUDA the plan is for bf16 autocast, on the CPU for fp32."""
+one process trains a freshly initialised model on random tokens, and the peak its first step reached (the "memory"
+log line: PeakMemory, on CUDA the caching allocator's peak of allocated bytes) is compared with the plan's total.
+The process is stopped as soon as that line is written: the rest of its run (the second step, the final
+checkpoint: 13 GB at the TinyLlama shape) measures nothing. One JSON line per setting: {"bench": "memory_plan",
+"setting", "planned_bytes", "measured_bytes", "ratio"}; each run's time on stderr. On CUDA the plan is for bf16
+autocast, on the CPU for fp32."""
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 
 import common
 
 
+def first_memory_line(cmd, log_path, limit):
+    """Runs cmd until its log holds the first step's "memory" line, then kills it (no checkpoint on the way out).
+    Returns (the line, None) or (None, why not)."""
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        line, exited = None, False
+        while line is None and not exited and time.monotonic() - t0 < limit:
+            time.sleep(0.25)
+            exited = p.poll() is not None  # before the read: a run that wrote its line and ended is still read
+            if os.path.exists(log_path):
+                with open(log_path) as f:  # whole lines only: the writer may be mid-line
+                    rows = [json.loads(r) for r in f if r.endswith("\n")]
+                line = next((j for j in rows if j.get("type") == "memory"), None)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if line is not None:
+            return line, None
+        err.seek(0)
+        tail = err.read().strip().splitlines()
+        if exited:
+            return None, tail[-1] if tail else f"exit {p.returncode} without a memory line"
+        return None, f"no memory line after {limit} s" + (f" (last: {tail[-1]})" if tail else "")
+
+
 def main():
     ap = common.model_arguments()
     ap.add_argument("--settings", default="none,none+ac,gradients,parameters,parameters+ac",
                     help="train.sharding levels, each optionally +ac (activation checkpointing), comma-separated")
+    ap.add_argument("--run-limit", type=float, default=300, help="seconds one run may take to its first step")
     a = ap.parse_args()
     build = common.build_dir(a.build)
     dev = a.device
@@ -43,22 +74,25 @@ optim: {{max_steps: 2, warmup_steps: 1}}
 train: {{sharding: {level}, activation_checkpointing: {str(bool(ac)).lower()}, export_hf: false,
          checkpoint_every: 1000, tensorboard: false}}
 """)
-            r = subprocess.run([os.path.join(build, "apps", "rho_pretrain"), cfg], capture_output=True, text=True)
+            t0 = time.monotonic()
+            memory, why = first_memory_line([os.path.join(build, "apps", "rho_pretrain"), cfg],
+                                            os.path.join(out, "log.jsonl"), a.run_limit)
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"memory_plan: {setting}: {time.monotonic() - t0:.1f} s to the first step's memory line",
+                  file=sys.stderr, flush=True)
             row = {"bench": "memory_plan", "device": dev,
                    "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
                    "model_config": os.path.relpath(a.model_config, common.ROOT), "seq": a.seq, "batch": a.batch,
                    "setting": setting}
-            if r.returncode != 0:
-                row["error"] = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
+            if memory is None:
+                row["error"] = why
                 common.emit(row)
                 failed = True
                 continue
-            with open(os.path.join(out, "log.jsonl")) as f:
-                memory = next(j for j in map(json.loads, f) if j["type"] == "memory")
             plan = json.loads(subprocess.run(
                 [os.path.join(build, "apps", "rho_model"), "plan", a.model_config, "--seq-len", str(a.seq),
                  "--micro-batch", str(a.batch), "--sharding", level, "--precision", "bf16" if dev == "cuda" else "fp32",
-                 "--json"] + (["--activation-checkpointing"] if ac else []),
+                 "--device", dev, "--json"] + (["--activation-checkpointing"] if ac else []),
                 check=True, capture_output=True, text=True).stdout)
             measured = memory["ranks"][0]["peak"]
             row.update(planned_bytes=plan["total"], measured_bytes=measured, ratio=plan["total"] / measured,
