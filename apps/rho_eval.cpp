@@ -87,6 +87,9 @@ void add_options(CLI::App& app, Args& a) {
                  "--fewshot and --bench: sequences decoded together (continuous batching: a finished one's row takes "
                  "the next prompt)")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--cuda-graphs", a.suite.cuda_graphs,
+               "--fewshot and --bench on CUDA: decoding steps replayed from CUDA graphs (fixed-shape, masked steps: "
+               "in bf16 near-tied logits may pick other tokens than eager steps)");
   app.add_option("--max-tool-calls", a.suite.max_tool_calls, "tool-integrated: program runs per item");
   app.add_option("--tool-jobs", a.suite.tool_jobs,
                  "tool-integrated: programs run at once within a round (0: one per CPU it may use)")
@@ -119,6 +122,7 @@ void set_up_tasks(Args& a, bool explicit_max_new_tokens) {
   a.suite.style = *style;
   a.suite.limit = a.fs.limit = a.mc.limit = a.limit;
   a.fs.batch_size = a.suite.batch_size;
+  a.fs.cuda_graphs = a.suite.cuda_graphs;
   a.suite.add_bos = a.fs.add_bos = a.mc.add_bos = !a.no_bos;
   a.suite.progress = a.heldout.progress = a.fs.progress = a.mc.progress = !a.quiet;
   if (explicit_max_new_tokens) a.suite.max_new_tokens = a.fs.max_new_tokens;

@@ -544,6 +544,7 @@ struct SuiteGenerator {
     to.max_new_tokens = o.max_new_tokens;
     to.add_bos = o.add_bos;
     to.batch_size = o.batch_size;
+    to.cuda_graphs = o.cuda_graphs;
     to.on_finish = [&](size_t j, const TextGeneration& g) {
       auto& t = tally[items[j]];
       if (t.prompt_tokens == 0) t.prompt_tokens = g.prompt_tokens;

@@ -82,6 +82,7 @@ struct SuiteOptions {
   int64_t max_tool_calls = 4;     // tool-integrated rounds (the harness's max_func_call)
   int64_t tool_jobs = 0;          // tool-integrated: programs run at once within a round; 0: one per usable CPU
   int64_t batch_size = 8;         // sequences decoded together (generate_texts, continuous batching)
+  bool cuda_graphs = false;       // decoding steps replayed from CUDA graphs (GenerateOptions::cuda_graphs)
   int64_t limit = 0;              // > 0: the first `limit` items of each benchmark
   bool add_bos = true;
   bool progress = true;

@@ -35,8 +35,9 @@ struct GenerateOptions {
   std::function<void(size_t prompt, const Generation&)> on_finish;
   // greedy_generate_batch: decoding steps of fixed shapes (finished rows idle in the batch until half are, the
   // keys read rounded up to a multiple of 128), replayed from CUDA graphs on CUDA (one per row count and key
-  // bucket; eager again, with a message, if a capture fails) and run eagerly elsewhere. Same tokens as without.
-  // Off by default: not yet measured on a GPU.
+  // bucket; eager again, with a message, if a capture fails) and run eagerly elsewhere. In fp32 the same tokens as
+  // without; in bf16 the masked steps run other attention kernels, so near-tied logits may pick another token.
+  // Off by default: 5.2x eager on an H200 (docs/performance.md), a capture fault since fixed not yet rerun there.
   bool cuda_graphs = false;
   DecodeStats* stats = nullptr;  // not owned; counts are added when given
 };
@@ -69,6 +70,7 @@ struct TextGenerateOptions {
   int64_t max_new_tokens = 256;
   bool add_bos = true;             // begin with the tokenizer's BOS, when it has one
   int64_t batch_size = 0;          // generate_texts: sequences decoded together (GenerateOptions::batch_size)
+  bool cuda_graphs = false;        // generate_texts: GenerateOptions::cuda_graphs
   // generate_texts: called once per prompt, when its generation has ended.
   std::function<void(size_t prompt, const TextGeneration&)> on_finish;
 };

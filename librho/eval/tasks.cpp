@@ -132,6 +132,7 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
   gen.max_new_tokens = options.max_new_tokens;
   gen.add_bos = options.add_bos;
   gen.batch_size = options.batch_size;
+  gen.cuda_graphs = options.cuda_graphs;
   gen.on_finish = [&](size_t i, const TextGeneration& g) {
     auto& p = r.predictions[i];
     p.prompt_tokens = g.prompt_tokens;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """rho_eval on a model from a rho_pretrain run: its held-out window defaults to the run's training seq_len (the
 trainer's evaluation of the same data uses it), for the run folder, its hf/ export and a checkpoint; --seq-len
-overrides it; a bare Hugging Face folder gets min(2048, max_position_embeddings)."""
+overrides it; a bare Hugging Face folder gets min(2048, max_position_embeddings). --fewshot gives the same
+predictions with --cuda-graphs (on the CPU: the fixed-shape steps, run eagerly) as without."""
 import argparse
 import json
 import sys
@@ -43,6 +44,20 @@ train: {{log_every: 1, checkpoint_every: 4}}
         got = seq_len(t / "run" / "hf", "--seq-len", "16")
         print(f"with --seq-len 16: {got}")
         ok &= got == 16
+        items = [{"question": " ".join(["alpha", "beta", "gamma"][: 1 + i % 3] * (1 + i)), "answer": str(i)}
+                 for i in range(7)]
+        (t / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+
+        def fewshot(*extra):
+            out = t / "fewshot.json"
+            run(b / "rho_eval", "--model", t / "run" / "hf", "--data", f"c={t / 'tok'}", "--fewshot", t / "items.jsonl",
+                "--max-new-tokens", "12", "--generate-batch", "3", "--json", out, "--quiet", *extra)
+            predictions = json.loads(out.read_text())["fewshot"][0]["predictions"]
+            return [(p["generation"], p["new_tokens"], p["stop_reason"]) for p in predictions]
+        eager, fixed = fewshot(), fewshot("--cuda-graphs")
+        print(f"--fewshot, 7 items in rows of 3: {sum(n for _, n, _ in eager)} new tokens; with --cuda-graphs the "
+              f"same: {eager == fixed}")
+        ok &= eager == fixed and len(eager) == 7
         run(b / "rho_model", "init", t / "m.yaml", "--out", t / "bare")
         got = seq_len(t / "bare")
         print(f"a bare Hugging Face folder (max_position_embeddings 64): {got}")
