@@ -51,8 +51,12 @@ int main(int argc, char** argv) {
     if (env.world_size > 1) who = fmt::format("rank {}/{}: ", env.rank, env.world_size);
     const bool cuda = rho::resolve_device(cfg.device, "run.device").is_cuda();
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist_timeout * 1000));
-    rho::Trainer trainer(std::move(cfg), resume, rho::DistContext::connect(env, cuda, timeout));
-    trainer.run();
+    const auto group = rho::DistContext::connect(env, cuda, timeout);
+    {
+      rho::Trainer trainer(std::move(cfg), resume, group);
+      trainer.run();
+    }
+    group->shutdown();  // every rank is past its last collective
   } catch (const std::exception& e) {
     std::cerr << "\nrho_pretrain: error: " << who << e.what() << "\n";
     return 1;

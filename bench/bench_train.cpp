@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
               {"selected_fraction", selected},
               {"peak_bytes", peak.bytes()}});
   if (a.has("profile")) rho::bench::profile_to(a.str("profile", ""), dev, [&] { trainer.train_step(); });
+  group->shutdown();
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -371,4 +371,10 @@ void DistContext::wait_all() {
   }
 }
 
+void DistContext::shutdown() {
+  if (!impl_->pg || impl_->failed) return;
+  wait_all();
+  impl_->pg->shutdown();
+}
+
 }  // namespace rho

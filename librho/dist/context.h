@@ -80,6 +80,10 @@ class DistContext {
   // Asynchronous all-reduce (sum) of a tensor on device(); wait_all() completes every pending one in order.
   void allreduce_sum_async(const at::Tensor& t);
   void wait_all();
+  // Ends the process group normally, after the last collective, on every rank (pending all-reduces are waited
+  // for first): NCCL destroys its communicators. Without it, NCCL aborts them when the context goes and warns that
+  // the group was not destroyed; that is also what happens after a failure, when no rank should wait for another.
+  void shutdown();
 
   // Collectives for sharded training, on contiguous tensors on device(). `full` has world_size() times the
   // elements of `part`: all_gather fills full with every rank's part in rank order; reduce_scatter_sum gives
