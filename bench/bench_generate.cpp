@@ -3,22 +3,25 @@
 // EOS), timed after a one-batch warm-up. --static generates in fixed batches instead (--batch prompts, the batch
 // done when its longest is), for comparison with continuous batching; --cuda-graphs replays the decoding steps
 // from CUDA graphs (GenerateOptions::cuda_graphs). Writes the generated ids (int64, prompts in
-// order, concatenated) to --out for the Python side to compare, and prints one JSON line.
+// order, concatenated) to --out for the Python side to compare, and prints one JSON line. --profile writes a
+// Chrome trace of one more batch (its prefill and 8 decoding steps) for bench/profile_summary.py: kernels, host
+// synchronisations, and how much of the time the GPU was busy.
 //   bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--cuda-graphs]
-//                  [--device cpu|cuda] [--dtype fp32|bf16]
+//                  [--device cpu|cuda] [--dtype fp32|bf16] [--profile trace.json]
 // prompts.json: {"prompts": [[ids...], ...], "new": [tokens to generate for each prompt]}
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 
 #include "bench/bench_common.h"
+#include "bench/bench_profile.h"
 #include "librho/eval/lm.h"
 #include "librho/train/checkpoint.h"
 #include "librho/util/files.h"
 
 constexpr const char* kUsage =
     "bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--cuda-graphs]\n"
-    "               [--device cpu|cuda] [--dtype fp32|bf16]\n"
+    "               [--device cpu|cuda] [--dtype fp32|bf16] [--profile trace.json]\n"
     "librho's side of bench/bench_generate.py (run that).\n";
 
 int main(int argc, char** argv) {
@@ -64,6 +67,15 @@ int main(int argc, char** argv) {
   rho::bench::sync(dev);
   const double secs = timer.seconds();
   rho::write_file_atomic(a.str("out", ""), ids.data(), ids.size() * sizeof(int64_t));
+  if (a.has("profile")) {
+    auto p = o;
+    p.stats = nullptr;
+    p.batch_size = batch;
+    p.max_new_tokens = 8;
+    const std::vector<std::vector<int64_t>> rows(prompts.begin(),
+                                                 prompts.begin() + std::min<size_t>(batch, prompts.size()));
+    rho::bench::profile_to(a.str("profile", ""), dev, [&] { rho::greedy_generate_batch(*model, rows, p, {}); });
+  }
   const nlohmann::json out = {{"prompts", prompts.size()}, {"generated_tokens", generated}, {"seconds", secs},
                               {"tokens_per_s", generated / secs}, {"decode_steps", stats.steps},
                               {"graph_replays", stats.graph_replays}, {"graphs_recorded", stats.graph_captures}};

@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--new-min", type=int, default=None,
                     help="each prompt generates a length drawn from [new-min, new] (default: all --new)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--profile-dir", help="write a Chrome trace of librho's eager decoding there (generate_eager.json: "
+                                          "one batch's prefill and 8 steps; bench/profile_summary.py reads it)")
     a = ap.parse_args()
     build = common.build_dir(a.build)
     torch.manual_seed(0)
@@ -109,7 +111,7 @@ def main():
         if a.cuda_graphs:
             rho_graphs = librho("--cuda-graphs")
             graph_rows = librho_rows()
-        rho = librho()
+        rho = librho(*(["--profile", os.path.join(a.profile_dir, "generate_eager.json")] if a.profile_dir else []))
         rho_rows = librho_rows()
         hf_rows, hf_secs = hf_side(os.path.join(tmp, "hf"), prompts, lengths, a, a.device)
         # Agreement per row up to its first difference (after one, the rows continue from different text).

@@ -91,7 +91,8 @@ kit() {
   part memory_plan 200 gpu bench memory_plan "$PY" bench/bench_memory_plan.py --device cuda --model-config $M \
     --seq 2048 --batch 8 --run-limit 45 --build "$B"
   part generate 150 gpu bench generate "$PY" bench/bench_generate.py --device cuda --model-config $M --dtype bf16 \
-    --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --new-min 16 --cuda-graphs --build "$B"
+    --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --new-min 16 --cuda-graphs --build "$B" \
+    --profile-dir "$WORK"
   part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
   part topk 60 gpu bench topk "$PY" bench/bench_topk.py --device cuda --build "$B"
   part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
@@ -104,7 +105,7 @@ kit() {
   part sharded 120 gpu bench sharded "$PY" bench/bench_sharded.py --device cuda --model-config $M --seq 2048 \
     --batch 4 --warmup 2 --steps 3 --build "$B" --profile-dir "$WORK"
   part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
-    "$WORK/train_slm.json" "$WORK/train_sharded.json" > >(tee "$OUT/profile.txt")
+    "$WORK/train_slm.json" "$WORK/train_sharded.json" "$WORK/generate_eager.json" > >(tee "$OUT/profile.txt")
   [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
   if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
     devs=cpu
