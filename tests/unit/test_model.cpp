@@ -334,13 +334,14 @@ TEST_CASE("expand_kv_heads: attention over keys and values copied to every head 
   const auto mask = at::rand({2, 1, 5, 5}, at::make_generator<at::CPUGeneratorImpl>(44)) < 0.7;
   for (const bool masked : {false, true}) {
     INFO((masked ? "a boolean mask" : "causal"));
-    const std::optional<at::Tensor> m = masked ? std::optional<at::Tensor>(mask | at::eye(5, at::kBool)) : std::nullopt;
+    const auto m = masked ? std::optional<at::Tensor>(mask | at::eye(5, at::kBool)) : std::nullopt;
     auto attend = [&](const at::Tensor& keys, const at::Tensor& values, bool gqa) {
       return at::scaled_dot_product_attention(q, keys, values, m, 0.0, !masked, std::nullopt, gqa);
     };
     const auto grouped = value_and_grads(attend(k, v, true), {q, k, v});
     for (const auto& t : {q, k, v}) t.mutable_grad().reset();
-    const auto copied = value_and_grads(attend(rho::expand_kv_heads(k, 6), rho::expand_kv_heads(v, 6), false), {q, k, v});
+    const auto copied =
+        value_and_grads(attend(rho::expand_kv_heads(k, 6), rho::expand_kv_heads(v, 6), false), {q, k, v});
     for (const auto& t : {q, k, v}) t.mutable_grad().reset();
     for (size_t i = 0; i < grouped.size(); ++i) {
       INFO("tensor " << i << " (0: the output, then the gradients of q, k and v)");
@@ -360,7 +361,8 @@ TEST_CASE("expand_kv_heads: attention over keys and values copied to every head 
     const int64_t cpu = rho::forward_activation_bytes(c, o);
     o.cuda = true;
     const int64_t cuda = rho::forward_activation_bytes(c, o);
-    const int64_t copies = bf16 ? 0 : c.num_layers * o.seq_len * 4 * 2 * (c.num_heads - c.num_kv_heads) * c.head_size();
+    const int64_t copies =
+        bf16 ? 0 : c.num_layers * o.seq_len * 4 * 2 * (c.num_heads - c.num_kv_heads) * c.head_size();
     CHECK(cuda - cpu == copies);
   }
 }
