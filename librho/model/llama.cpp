@@ -2,18 +2,21 @@
 
 #include <ATen/core/Reduction.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/bmm.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/softmax.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -64,6 +67,22 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads) {
   const int64_t b = x.size(0), groups = x.size(1), t = x.size(2), d = x.size(3);
   return x.unsqueeze(2).expand({b, groups, heads / groups, t, d}).reshape({b, heads, t, d});
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const std::optional<at::Tensor>& mask) {
+  const int64_t b = q.size(0), heads = q.size(1), d = q.size(3), groups = k.size(1), keys = k.size(2);
+  TORCH_CHECK(q.size(2) == 1 && heads % groups == 0 && v.size(1) == groups && v.size(2) == keys,
+              "decode_attention: q [b, heads, 1, d] and k, v [b, kv_heads, keys, d] with kv_heads dividing heads, got ",
+              q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  const auto qg = q.reshape({b * groups, heads / groups, d});
+  const auto kt = k.reshape({b * groups, keys, d}).transpose(1, 2);  // a view of a ragged cache's columns
+  auto scores = q.is_cuda() ? at::bmm(qg, kt, at::kFloat) : at::bmm(qg.to(at::kFloat), kt.to(at::kFloat));
+  scores = scores.view({b, groups, heads / groups, keys}).mul_(1.0 / std::sqrt(static_cast<double>(d)));
+  if (mask) scores = at::where(*mask, scores, -std::numeric_limits<float>::infinity());
+  const auto probs = at::softmax(scores, -1).to(v.scalar_type());
+  return at::bmm(probs.view({b * groups, heads / groups, keys}), v.reshape({b * groups, keys, d}))
+      .view({b, heads, 1, d});
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
@@ -118,13 +137,18 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   if (sliding_window > 0 && total > sliding_window)
     throw Error(fmt::format("sequence of {} positions exceeds the model's sliding window of {} (not implemented)",
                             total, sliding_window));
-  const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
-  if (attention_expands_kv(num_heads, num_kv_heads, q.is_cuda(), half, mask.has_value())) {
-    k = expand_kv_heads(k, num_heads);
-    v = expand_kv_heads(v, num_heads);
+  at::Tensor y;
+  if (cache && t == 1) {  // one new position per row: a decoding step
+    y = decode_attention(q, k, v, mask);
+  } else {
+    const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
+    if (attention_expands_kv(num_heads, num_kv_heads, q.is_cuda(), half, mask.has_value())) {
+      k = expand_kv_heads(k, num_heads);
+      v = expand_kv_heads(v, num_heads);
+    }
+    y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, std::nullopt,
+                                         /*enable_gqa=*/k.size(1) != num_heads);
   }
-  auto y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, std::nullopt,
-                                            /*enable_gqa=*/k.size(1) != num_heads);
   return project(o_proj, y.transpose(1, 2).reshape({b, t, num_heads * head_dim}));
 }
 

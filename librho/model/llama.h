@@ -52,6 +52,17 @@ struct KVCache {
 // pairs them). Attention does this where attention_expands_kv (config.h) says so.
 at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads);
 
+// Attention of one query position per row, as incremental decoding asks: q [batch, heads, 1, head_dim] against
+// k, v [batch, kv_heads, keys, head_dim] (kv_heads divides heads; query head h reads kv head h / (heads /
+// kv_heads)), and `mask` [batch, 1, 1, keys] (true: the key is seen) or none. Two batched products around an fp32
+// softmax: each group's query heads read their keys and values where they lie (a view of the KV cache, no copy per
+// head), the scores and softmax are fp32 (products of bf16 inputs accumulate and are written in fp32 on CUDA), and
+// the probabilities are cast to v's dtype for the product with v, as the fused kernels do. Nothing depends on the
+// key count but the shapes, so every decoding step launches the same kernels: no kernel selection or plan built
+// per key count (cuDNN's attention builds one for each new shape), and a step can be recorded in a CUDA graph.
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const std::optional<at::Tensor>& mask);
+
 struct AttentionImpl : torch::nn::Module {
   explicit AttentionImpl(const LlamaConfig& c);
   // x: [batch, seq, hidden]; cos/sin: [seq, head_dim]; `cache` (optional) holds and receives past keys/values.

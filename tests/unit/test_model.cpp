@@ -367,6 +367,54 @@ TEST_CASE("expand_kv_heads: attention over keys and values copied to every head 
   }
 }
 
+namespace {
+// decode_attention against scaled_dot_product_attention on `device`: one query position per row, grouped keys
+// read through a view of a larger cache (as a ragged cache's columns), with and without a mask.
+void check_decode_attention(at::Device device, at::ScalarType dtype, double tolerance) {
+  auto rnd = [&](at::IntArrayRef shape, uint64_t seed) {
+    return at::randn(shape, at::make_generator<at::CPUGeneratorImpl>(seed)).to(device, dtype);
+  };
+  const int64_t keys = 37;
+  const auto q = rnd({3, 6, 1, 16}, 51);
+  const auto k_cache = rnd({3, 2, 64, 16}, 52), v_cache = rnd({3, 2, 64, 16}, 53);
+  const auto k = k_cache.narrow(2, 0, keys), v = v_cache.narrow(2, 0, keys);
+  const auto seen = at::arange(keys).view({1, -1}) <= at::tensor(std::vector<int64_t>{36, 10, 0}).view({-1, 1});
+  const auto mask = seen.view({3, 1, 1, keys}).to(device);
+  for (const bool masked : {false, true}) {
+    INFO((masked ? "masked" : "every key seen"));
+    const auto m = masked ? std::optional<at::Tensor>(mask) : std::nullopt;
+    const auto got = rho::decode_attention(q, k, v, m);
+    CHECK(got.scalar_type() == dtype);
+    CHECK(got.sizes() == q.sizes());
+    auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat); };
+    const auto want = at::scaled_dot_product_attention(f32(q), f32(k), f32(v), m, 0.0, false, std::nullopt, true);
+    CHECK(relative_error(got, want) < tolerance);
+    // Query head h reads kv head h / 3; the other pairing (h % 2, as repeat gives) is another attention.
+    const auto other = at::scaled_dot_product_attention(f32(q), f32(k).repeat({1, 3, 1, 1}),
+                                                        f32(v).repeat({1, 3, 1, 1}), m, 0.0, false);
+    CHECK(relative_error(got, other) > 0.1);
+    // The same from contiguous keys, and unseen columns do not count: their keys and values changed, bit-identical.
+    CHECK(at::equal(rho::decode_attention(q, k.contiguous(), v.contiguous(), m), got));
+    if (masked) {
+      const auto hidden = (~mask).view({3, 1, keys, 1});
+      CHECK(at::equal(rho::decode_attention(q, k.masked_fill(hidden, 1e4), v.masked_fill(hidden, -1e4), m), got));
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("decode_attention: one query position against grouped keys, as scaled-dot-product attention",
+          "[model]") {
+  SECTION("fp32") { check_decode_attention(at::kCPU, at::kFloat, 1e-6); }
+  SECTION("bf16") { check_decode_attention(at::kCPU, at::kBFloat16, 1e-2); }
+}
+
+TEST_CASE("decode_attention on CUDA: fp32 and bf16 as scaled-dot-product attention", "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  check_decode_attention(at::kCUDA, at::kFloat, 1e-5);
+  check_decode_attention(at::kCUDA, at::kBFloat16, 1e-2);
+}
+
 TEST_CASE("largest_micro_batch: the largest micro-batch that fits, 0 when none does", "[memory]") {
   const auto c = rho::LlamaConfig::from_yaml_file(rho::test::source_path("configs/model/tinyllama-1.1b.yaml"));
   rho::MemoryPlanOptions o;
