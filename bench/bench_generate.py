@@ -7,7 +7,7 @@ give near-ties, where summation order may pick another token and the rows then d
 
     python bench/bench_generate.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--batch 8]
                                    [--prompts 16] [--prompt-min 64] [--prompt-max 256] [--new 64] [--new-min N]
-                                   [--prefix N] [--dtype fp32|bf16] [--cuda-graphs]
+                                   [--prefix N] [--dtype fp32|bf16] [--cuda-graphs] [--without-cudnn]
 Goal: librho >= transformers' tokens/s on the CPU and on the GPU, same model, prompts and batch. The evaluation
 harness itself uses vLLM on GPUs (continuous batching, paged KV cache, CUDA graphs), which this does not measure.
 With --new-min, prompt i stops after its own length, drawn from [new-min, new] (a stopping criterion on
@@ -15,6 +15,11 @@ transformers' side), as generations of different lengths do in an evaluation: li
 finished row takes the next prompt) then does less work than fixed batches, and librho's fixed batches
 (--static) are timed too. Without it every row generates --new tokens and both sides do the same work. With
 --prefix N every prompt starts with the same N tokens, as few-shot prompts do: librho runs them once.
+librho's own runs report the wall time of their prefills and of their decoding steps apart.
+On Hopper and newer GPUs PyTorch prefers cuDNN's attention, which builds an execution plan for each new shape (a
+new prompt width, a new key count in a decoding step); --without-cudnn times librho's eager decoding and
+transformers' generate again with cuDNN's attention off (TORCH_CUDNN_SDPA_DEPRIORITIZED=1 for librho's process,
+torch.backends.cuda.enable_cudnn_sdp(False) for transformers), to say what those plans cost each side.
 """
 import json
 import os
@@ -29,10 +34,8 @@ import torch
 import common
 
 
-def hf_side(hf_dir, prompts, lengths, a, device):
+def hf_side(model, prompts, lengths, a, device):
     import transformers
-    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    model = common.hf_model(hf_dir, device, dtype).eval()
 
     class RowLengths(transformers.StoppingCriteria):
         """Row r is done after want[r] new tokens (rows that are done keep their place in the batch)."""
@@ -80,6 +83,8 @@ def main():
                     help="also time librho with its decoding steps replayed from CUDA graphs")
     ap.add_argument("--new-min", type=int, default=None,
                     help="each prompt generates a length drawn from [new-min, new] (default: all --new)")
+    ap.add_argument("--without-cudnn", action="store_true",
+                    help="also time librho's eager decoding and transformers' generate with cuDNN's attention off")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--profile-dir", help="write a Chrome trace of librho's eager decoding there (generate_eager.json: "
                                           "one batch's prefill and 8 steps; bench/profile_summary.py reads it)")
@@ -98,11 +103,11 @@ def main():
         with open(os.path.join(tmp, "prompts.json"), "w") as f:
             json.dump({"prompts": prompts, "new": lengths}, f)
 
-        def librho(*extra):
+        def librho(*extra, env=None):
             return common.run_json([os.path.join(build, "bench", "bench_generate"), "--model", os.path.join(tmp, "hf"),
                                     "--prompts", os.path.join(tmp, "prompts.json"), "--out",
                                     os.path.join(tmp, "ids.i64"), "--batch", str(a.batch), "--device", a.device,
-                                    "--dtype", a.dtype, *extra])
+                                    "--dtype", a.dtype, *extra], env=env)
         def librho_rows():  # the ids the last librho run wrote, one tensor per prompt
             return list(torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths), dtype=torch.long)
                         .split(lengths))
@@ -111,9 +116,16 @@ def main():
         if a.cuda_graphs:
             rho_graphs = librho("--cuda-graphs")
             graph_rows = librho_rows()
+        rho_no_cudnn = librho(env={"TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"}) if a.without_cudnn else None
         rho = librho(*(["--profile", os.path.join(a.profile_dir, "generate_eager.json")] if a.profile_dir else []))
         rho_rows = librho_rows()
-        hf_rows, hf_secs = hf_side(os.path.join(tmp, "hf"), prompts, lengths, a, a.device)
+        hf = common.hf_model(os.path.join(tmp, "hf"), a.device, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
+        hf_rows, hf_secs = hf_side(hf.eval(), prompts, lengths, a, a.device)
+        hf_no_cudnn_secs = None
+        if a.without_cudnn:
+            torch.backends.cuda.enable_cudnn_sdp(False)
+            hf_no_cudnn_secs = hf_side(hf, prompts, lengths, a, a.device)[1]
+            torch.backends.cuda.enable_cudnn_sdp(True)
         # Agreement per row up to its first difference (after one, the rows continue from different text).
         agree_prefix = []
         for r in range(a.prompts):
@@ -127,15 +139,24 @@ def main():
                "generated_tokens": generated,
                "librho_tokens_per_s": rho["tokens_per_s"], "transformers_tokens_per_s": generated / hf_secs,
                "speedup": rho["tokens_per_s"] / (generated / hf_secs),
+               "librho_prefill_seconds": rho["prefill_seconds"], "librho_step_seconds": rho["step_seconds"],
+               "librho_decode_steps": rho["decode_steps"],
                "rows_identical": sum(p == n for p, n in zip(agree_prefix, lengths)) / a.prompts,
                "tokens_before_first_difference_mean": sum(agree_prefix) / a.prompts}
         if rho_static:  # continuous batching against librho's own fixed batches
             out["librho_static_tokens_per_s"] = rho_static["tokens_per_s"]
             out["continuous_over_static"] = rho["tokens_per_s"] / rho_static["tokens_per_s"]
+        if rho_no_cudnn:  # both sides again with cuDNN's attention off
+            out["librho_without_cudnn_tokens_per_s"] = rho_no_cudnn["tokens_per_s"]
+            out["librho_without_cudnn_prefill_seconds"] = rho_no_cudnn["prefill_seconds"]
+            out["librho_without_cudnn_step_seconds"] = rho_no_cudnn["step_seconds"]
+            out["transformers_without_cudnn_tokens_per_s"] = generated / hf_no_cudnn_secs
         if rho_graphs:  # decoding steps replayed from CUDA graphs, against librho's eager steps
             out["librho_cuda_graphs_tokens_per_s"] = rho_graphs["tokens_per_s"]
             out["cuda_graphs_replayed_steps"] = [rho_graphs["graph_replays"], rho_graphs["decode_steps"]]
             out["cuda_graphs_recorded"] = rho_graphs["graphs_recorded"]
+            out["cuda_graphs_prefill_seconds"] = rho_graphs["prefill_seconds"]
+            out["cuda_graphs_step_seconds"] = rho_graphs["step_seconds"]
             out["cuda_graphs_over_eager"] = rho_graphs["tokens_per_s"] / rho["tokens_per_s"]
             out["cuda_graphs_rows_identical_to_eager"] = sum(
                 bool(torch.equal(g, e)) for g, e in zip(graph_rows, rho_rows)) / a.prompts

@@ -81,9 +81,11 @@ def proc_status_bytes(field):
     raise KeyError(field)
 
 
-def run_json(cmd):
-    """Runs a librho benchmark executable and returns the JSON object it prints last."""
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+def run_json(cmd, env=None):
+    """Runs a librho benchmark executable (with `env`'s variables added to this process's, when given) and returns
+    the JSON object it prints last."""
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True,
+                         env=None if env is None else {**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -14,6 +14,7 @@
 #endif
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <iostream>
 #include <map>
@@ -179,17 +180,38 @@ class BatchDecoder {
     const int64_t capacity = std::min(model_.config.max_position_embeddings,
                                       static_cast<int64_t>(longest) + options_.max_new_tokens - 1);
     cache_ = KVCache::ragged(rows, capacity);
-    prefill_shared_prefix();
     row_prompt_.assign(rows, -1);
     row_next_.assign(rows, 0);
     std::vector<int64_t> all(rows);
     for (int64_t r = 0; r < rows; ++r) all[r] = r;
-    fill(all);
-    while (drop_free_rows()) fill(step());
+    {
+      const Timed prefill(options_.stats ? &options_.stats->prefill_seconds : nullptr);
+      prefill_shared_prefix();
+      fill(all);
+    }
+    while (drop_free_rows()) {
+      std::vector<int64_t> freed;
+      {
+        const Timed steps(options_.stats ? &options_.stats->step_seconds : nullptr);
+        freed = step();
+      }
+      const Timed prefill(options_.stats ? &options_.stats->prefill_seconds : nullptr);
+      fill(freed);
+    }
     return std::move(out_);
   }
 
  private:
+  // Adds the wall time of its scope to *total (when given).
+  struct Timed {
+    explicit Timed(double* total) : total(total), start(std::chrono::steady_clock::now()) {}
+    ~Timed() {
+      if (total) *total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    double* total;
+    std::chrono::steady_clock::time_point start;
+  };
+
   // The stop rules, in this order, after the prompt's sequence produced `id`; true: it goes on with `id`.
   bool accept(size_t prompt, int64_t id) {
     auto& g = out_[prompt];

@@ -20,9 +20,11 @@ struct Generation {
 
 // What greedy_generate_batch did (GenerateOptions::stats): prompt tokens run through the model (a prefix shared
 // by every prompt counts once), decoding steps after the prefills, and of them those replayed from CUDA graphs,
-// and the graphs recorded.
+// and the graphs recorded; the wall time of the prefills and of the steps (each ends by reading the chosen
+// tokens on the host, so a device's work is in it; captures are in the steps' time).
 struct DecodeStats {
   int64_t prefill_tokens = 0, steps = 0, graph_replays = 0, graph_captures = 0;
+  double prefill_seconds = 0, step_seconds = 0;
 };
 
 struct GenerateOptions {
@@ -36,7 +38,8 @@ struct GenerateOptions {
   // greedy_generate_batch: decoding steps of fixed shapes (finished rows idle in the batch until half are, the
   // keys read rounded up to a multiple of 128), replayed from CUDA graphs on CUDA (one per row count and key
   // bucket; eager again, with a message, if a capture fails) and run eagerly elsewhere. In fp32 the same tokens as
-  // without; in bf16 the masked steps run other attention kernels, so near-tied logits may pick another token.
+  // without; in bf16 the steps read more (masked) keys, so summation order differs and near-tied logits may pick
+  // another token.
   // Off by default: 5.2x eager on an H200 (docs/performance.md), a capture fault since fixed not yet rerun there.
   bool cuda_graphs = false;
   DecodeStats* stats = nullptr;  // not owned; counts are added when given
