@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   app.add_option("--text-unit", unit, "plain text: one document per file or per line")
       ->check(CLI::IsMember({"file", "line"}));
   app.add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->default_val(o.shard_tokens);
-  app.add_option("--threads", o.threads, "encoding threads (0: every core)")->default_val(0);
+  app.add_option("--threads", o.threads, "encoding threads (0: one per CPU this process may use)")->default_val(0);
   app.add_option("--sp-encoder", sp_encoder, "SentencePiece models: auto (librho's encoder for BPE and unigram models, the library for others) or library (the same ids, for comparison)")
       ->check(CLI::IsMember({"auto", "library"}));
   app.add_option("--on-error", on_error, "bad input: stop, or skip it and count it")

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "librho/util/cpus.h"
 #include "librho/util/error.h"
 #include "librho/util/json_fields.h"
 #include "librho/util/files.h"
@@ -247,7 +248,7 @@ class Encoder {
 class TokenizeJob {
  public:
   TokenizeJob(const TokenizeOptions& o, std::vector<std::string> files) : opt_(o), files_(std::move(files)) {
-    threads_ = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    threads_ = o.threads > 0 ? o.threads : static_cast<int>(usable_cpus());
     for (const auto& f : files_) json_.push_back(is_json_lines(f, o.corpus.format));
   }
 

@@ -27,7 +27,7 @@ struct TokenizeOptions {
   int64_t train_max_sentences = 2'000'000;       // training reads the corpus's first lines, up to this many
   CorpusOptions corpus;
   int64_t shard_tokens = 100'000'000;
-  int threads = 0;                   // encoding threads; 0: every core
+  int threads = 0;                   // encoding threads; 0: one per CPU this process may use (usable_cpus)
   SpTokenizer::Engine sp_engine = SpTokenizer::Engine::Auto;  // Library: SentencePiece's own encoder (same ids)
   bool skip_bad_input = false;       // false: the first bad record stops the run (an error naming file and line)
   bool overwrite = false;            // replace a complete dataset, or discard an interrupted run, in out_dir

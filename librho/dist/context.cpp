@@ -44,11 +44,11 @@ int64_t env_int(std::initializer_list<const char*> names, int64_t fallback, cons
 
 DistEnv DistEnv::from_env() {
   DistEnv e;
-  const char* rank_var = nullptr;
+  // Each value from the first variable of its list that is set (torchrun's, then SLURM's); errors name that one.
+  const char *rank_var = "RANK", *world_var = "WORLD_SIZE", *local_var = "LOCAL_RANK";
   e.rank = env_int({"RANK", "SLURM_PROCID"}, 0, &rank_var);
-  e.world_size = env_int({"WORLD_SIZE", "SLURM_NTASKS"}, 1);
-  e.local_rank = env_int({"LOCAL_RANK", "SLURM_LOCALID"}, 0);
-  e.launcher = !rank_var ? Launcher::None : std::string(rank_var) == "RANK" ? Launcher::Torchrun : Launcher::Slurm;
+  e.world_size = env_int({"WORLD_SIZE", "SLURM_NTASKS"}, 1, &world_var);
+  e.local_rank = env_int({"LOCAL_RANK", "SLURM_LOCALID"}, 0, &local_var);
   if (const char* a = std::getenv("MASTER_ADDR")) e.master_addr = a;
   const int64_t port = env_int({"MASTER_PORT"}, 29500);
   if (port <= 0 || port > 65535) throw Error(fmt::format("MASTER_PORT={} is not a TCP port", port));
@@ -59,10 +59,10 @@ DistEnv DistEnv::from_env() {
       throw Error(fmt::format("RHO_PROCESS_GROUP='{}' must be one of {}", g, enum_names(kProcessGroupModeNames)));
     e.group_of_one = *mode == ProcessGroupMode::Always;
   }
-  if (e.world_size < 1) throw Error(fmt::format("world size {} (WORLD_SIZE / SLURM_NTASKS) must be >= 1", e.world_size));
+  if (e.world_size < 1) throw Error(fmt::format("world size {} ({}) must be >= 1", e.world_size, world_var));
   if (e.rank < 0 || e.rank >= e.world_size)
-    throw Error(fmt::format("rank {} (RANK / SLURM_PROCID) is outside world size {}", e.rank, e.world_size));
-  if (e.local_rank < 0) throw Error(fmt::format("local rank {} (LOCAL_RANK / SLURM_LOCALID) is negative", e.local_rank));
+    throw Error(fmt::format("rank {} ({}) is outside world size {} ({})", e.rank, rank_var, e.world_size, world_var));
+  if (e.local_rank < 0) throw Error(fmt::format("local rank {} ({}) is negative", e.local_rank, local_var));
   return e;
 }
 

@@ -23,10 +23,6 @@
 
 namespace rho {
 
-// Who started the processes: the variables DistEnv read its rank from.
-enum class Launcher { None, Torchrun, Slurm };
-inline constexpr std::pair<Launcher, const char*> kLauncherNames[] = {
-    {Launcher::None, "none"}, {Launcher::Torchrun, "torchrun"}, {Launcher::Slurm, "slurm"}};
 // The collectives' backend: none in a single-process context.
 enum class Backend { None, Nccl, Gloo };
 inline constexpr std::pair<Backend, const char*> kBackendNames[] = {
@@ -40,7 +36,6 @@ struct DistEnv {
   int64_t rank = 0, world_size = 1, local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int port = 29500;
-  Launcher launcher = Launcher::None;
   bool group_of_one = false;  // RHO_PROCESS_GROUP=always: a process group even when world_size is 1
   // Reads the variables above; throws rho::Error naming a malformed or inconsistent one.
   static DistEnv from_env();

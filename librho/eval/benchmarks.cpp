@@ -1,7 +1,6 @@
 #include "librho/eval/benchmarks.h"
 
 #include <fmt/format.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +17,7 @@
 #include "librho/eval/judge.h"
 #include "librho/eval/lm.h"
 #include "librho/eval/math_answer.h"
+#include "librho/util/cpus.h"
 #include "librho/util/enum_names.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
@@ -438,15 +438,6 @@ std::string program_to_run(const std::string& completion) {
   for (size_t k = 0; k < programs.size(); ++k) program += (k ? "\n" : "") + programs[k];
   return program;
 }
-
-namespace {
-// The CPUs this process may run on (its affinity mask, which containers and taskset narrow), at least 1.
-int64_t usable_cpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-}  // namespace
 
 std::vector<SandboxResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& sandbox,
                                         int64_t jobs) {

@@ -204,8 +204,15 @@ TEST_CASE("collectives (sum, broadcast, send/recv, allgather) and launcher varia
   CHECK_THROWS_WITH(rho::DistEnv::from_env(), Contains("WORLD_SIZE='two' is not an integer"));
   ::setenv("WORLD_SIZE", "2", 1);
   ::setenv("RANK", "2", 1);
-  CHECK_THROWS_WITH(rho::DistEnv::from_env(), Contains("rank 2 (RANK / SLURM_PROCID) is outside world size 2"));
+  CHECK_THROWS_WITH(rho::DistEnv::from_env(), Contains("rank 2 (RANK) is outside world size 2 (WORLD_SIZE)"));
   ::unsetenv("RANK");
   ::unsetenv("WORLD_SIZE");
+  ::setenv("SLURM_NTASKS", "3", 1);  // SLURM's variables when torchrun's are not set, and errors name them
+  ::setenv("SLURM_PROCID", "3", 1);
+  CHECK_THROWS_WITH(rho::DistEnv::from_env(), Contains("rank 3 (SLURM_PROCID) is outside world size 3 (SLURM_NTASKS)"));
+  ::setenv("SLURM_PROCID", "2", 1);
+  CHECK(rho::DistEnv::from_env().rank == 2);
+  ::unsetenv("SLURM_PROCID");
+  ::unsetenv("SLURM_NTASKS");
   CHECK(rho::DistEnv::from_env().world_size == 1);
 }
