@@ -269,6 +269,8 @@ class BatchDecoder {
       next_prompt_ += count;
       int64_t width = 0;
       for (size_t i = 0; i < count; ++i) width = std::max<int64_t>(width, prompts_[first + i].size() - shared_);
+      const int64_t bucket = options_.prefill_bucket > 0 ? options_.prefill_bucket : device_.is_cuda() ? 128 : 1;
+      width = std::min((width + bucket - 1) / bucket * bucket, model_.config.max_position_embeddings - shared_);
       auto tokens = at::zeros({static_cast<int64_t>(count), width}, at::kLong);
       std::vector<int64_t> last(count);  // flat index of each prompt's last position
       for (size_t i = 0; i < count; ++i) {
@@ -410,6 +412,7 @@ std::vector<Generation> greedy_generate_batch(
   const int64_t max_pos = model.config.max_position_embeddings;
   if (options.max_new_tokens < 1) throw Error("greedy_generate: max_new_tokens must be at least 1");
   if (options.batch_size < 0) throw Error("greedy_generate: batch_size must be >= 0 (0: every prompt at once)");
+  if (options.prefill_bucket < 0) throw Error("greedy_generate: prefill_bucket must be >= 0 (0: the device's default)");
   for (const auto& p : prompts) {
     if (p.empty()) throw Error("greedy_generate: a prompt is empty");
     if (static_cast<int64_t>(p.size()) >= max_pos)

@@ -42,6 +42,11 @@ struct GenerateOptions {
   // another token.
   // Off by default: 5.2x eager on an H200 (docs/performance.md), a capture fault since fixed not yet rerun there.
   bool cuda_graphs = false;
+  // greedy_generate_batch: each prefill's width (its longest prompt) rounded up to a multiple of this, the rows
+  // right-padded (exact: causal attention keeps a prompt's positions from the padding after it), so that prompts
+  // of many lengths give few shapes: on Hopper GPUs PyTorch's attention is cuDNN's, which builds a plan for each
+  // new shape. 0: 128 on CUDA, 1 (no padding) elsewhere.
+  int64_t prefill_bucket = 0;
   DecodeStats* stats = nullptr;  // not owned; counts are added when given
 };
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <set>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
@@ -279,10 +280,28 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
   CHECK(reasons.count("max_new_tokens"));
   // 0: all at once; 1-3: rows are refilled as sequences end. Fixed-shape steps (the CUDA-graph path, run eagerly
   // here): idle rows stay until half the rows are idle, keys read in buckets of 128 (past max_position 64: all).
-  for (const auto& [batch, fixed] : std::vector<std::pair<int64_t, bool>>{
-           {0, false}, {1, false}, {2, false}, {3, false}, {9, false}, {0, true}, {2, true}, {3, true}, {5, true}}) {
+  // Prefill widths padded to a bucket (CUDA's default 128 is capped by max_position 64).
+  struct Case {
+    int64_t batch;
+    bool fixed;
+    int64_t bucket;
+  };
+  for (const auto& [batch, fixed, bucket] : std::vector<Case>{{0, false, 0},
+                                                              {1, false, 0},
+                                                              {2, false, 0},
+                                                              {3, false, 0},
+                                                              {9, false, 0},
+                                                              {0, true, 0},
+                                                              {2, true, 0},
+                                                              {3, true, 0},
+                                                              {5, true, 0},
+                                                              {1, false, 8},
+                                                              {3, false, 16},
+                                                              {0, false, 128},
+                                                              {3, true, 8}}) {
     o.batch_size = batch;
     o.cuda_graphs = fixed;
+    o.prefill_bucket = bucket;
     rho::DecodeStats stats;
     o.stats = &stats;
     std::vector<size_t> finished;
@@ -297,13 +316,16 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
     CHECK(stats.graph_replays == 0);  // no CUDA here
     CHECK(std::set<size_t>(finished.begin(), finished.end()).size() == prompts.size());
     for (size_t p = 0; p < prompts.size(); ++p) {
-      INFO("batch " << batch << (fixed ? " (fixed shapes)" : "") << ", prompt " << p);
+      INFO("batch " << batch << (fixed ? " (fixed shapes)" : "") << ", prefill bucket " << bucket << ", prompt " << p);
       CHECK(got[p].ids == alone[p].ids);
       CHECK(got[p].stop_reason == alone[p].stop_reason);
     }
   }
   o.batch_size = -1;
   CHECK_THROWS_WITH(rho::greedy_generate_batch(*m, prompts, o), Contains("batch_size must be >= 0"));
+  o.batch_size = 2;
+  o.prefill_bucket = -1;
+  CHECK_THROWS_WITH(rho::greedy_generate_batch(*m, prompts, o), Contains("prefill_bucket must be >= 0"));
 }
 
 TEST_CASE("batched generation: a prefix every prompt starts with is run once", "[eval]") {
@@ -325,9 +347,11 @@ TEST_CASE("batched generation: a prefix every prompt starts with is run once", "
     alone.push_back(rho::greedy_generate(*m, p, o));
     CHECK(one.prefill_tokens == static_cast<int64_t>(p.size()));
   }
-  for (const auto& [batch, fixed] : std::vector<std::pair<int64_t, bool>>{{0, false}, {2, false}, {4, true}}) {
+  for (const auto& [batch, fixed, bucket] :
+       std::vector<std::tuple<int64_t, bool, int64_t>>{{0, false, 0}, {2, false, 0}, {4, true, 0}, {2, false, 8}}) {
     o.batch_size = batch;
     o.cuda_graphs = fixed;
+    o.prefill_bucket = bucket;  // the prompts' own tokens padded after the shared prefix
     rho::DecodeStats stats;
     o.stats = &stats;
     const auto got = rho::greedy_generate_batch(*m, prompts, o);
@@ -336,10 +360,11 @@ TEST_CASE("batched generation: a prefix every prompt starts with is run once", "
     for (const auto& p : prompts) want += static_cast<int64_t>(p.size()) - 25;
     CHECK(stats.prefill_tokens == want);
     for (size_t p = 0; p < prompts.size(); ++p) {
-      INFO("batch " << batch << ", prompt " << p);
+      INFO("batch " << batch << ", prefill bucket " << bucket << ", prompt " << p);
       CHECK(got[p].ids == alone[p].ids);
     }
   }
+  o.prefill_bucket = 0;
   // Below 16 shared tokens every prompt is prefilled whole.
   rho::DecodeStats stats;
   o.stats = &stats;
