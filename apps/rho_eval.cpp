@@ -83,11 +83,11 @@ void add_options(CLI::App& app, Args& a) {
   app.add_option("--eval-dir", a.suite.eval_dir, "the suite's folder: NAME/test.jsonl and prompts/STYLE/NAME.md");
   app.add_option("--bench-file", a.bench_files, "NAME=FILE: a benchmark's test set from FILE (repeatable)");
   app.add_option("--style", a.style, "cot or tool-integrated");
-  app.add_option("--generate-batch", a.suite.batch_size,
+  app.add_option("--generate-batch", a.suite.batching.batch_size,
                  "--fewshot and --bench: sequences decoded together (continuous batching: a finished one's row takes "
                  "the next prompt)")
       ->check(CLI::PositiveNumber);
-  app.add_flag("--cuda-graphs", a.suite.cuda_graphs,
+  app.add_flag("--cuda-graphs", a.suite.batching.cuda_graphs,
                "--fewshot and --bench on CUDA: decoding steps replayed from CUDA graphs (fixed-shape, masked steps: "
                "in bf16 near-tied logits may pick other tokens than eager steps)");
   app.add_option("--max-tool-calls", a.suite.max_tool_calls, "tool-integrated: program runs per item");
@@ -121,8 +121,7 @@ void set_up_tasks(Args& a, bool explicit_max_new_tokens) {
   if (!style) throw rho::Error(fmt::format("--style {}: one of {}", a.style, rho::enum_names(rho::kPromptStyleNames)));
   a.suite.style = *style;
   a.suite.limit = a.fs.limit = a.mc.limit = a.limit;
-  a.fs.batch_size = a.suite.batch_size;
-  a.fs.cuda_graphs = a.suite.cuda_graphs;
+  a.fs.batching = a.suite.batching;
   a.suite.add_bos = a.fs.add_bos = a.mc.add_bos = !a.no_bos;
   a.suite.progress = a.heldout.progress = a.fs.progress = a.mc.progress = !a.quiet;
   if (explicit_max_new_tokens) a.suite.max_new_tokens = a.fs.max_new_tokens;

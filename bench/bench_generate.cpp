@@ -2,7 +2,7 @@
 // at a time (greedy_generate_batch, as rho_eval --bench runs it), prompt i generating exactly new[i] tokens (no
 // EOS), timed after a one-batch warm-up. --static generates in fixed batches instead (--batch prompts, the batch
 // done when its longest is), for comparison with continuous batching; --cuda-graphs replays the decoding steps
-// from CUDA graphs (GenerateOptions::cuda_graphs). Writes the generated ids (int64, prompts in
+// from CUDA graphs (BatchDecoding::cuda_graphs). Writes the generated ids (int64, prompts in
 // order, concatenated) to --out for the Python side to compare, and prints one JSON line. --profile writes a
 // Chrome trace of one more batch (its prefill and 8 decoding steps) for bench/profile_summary.py: kernels, host
 // synchronisations, and how much of the time the GPU was busy.
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   rho::GenerateOptions o;
   o.max_new_tokens = *std::max_element(lengths.begin(), lengths.end());
   o.eos_id = -1;  // no EOS stop: prompt i ends after lengths[i] tokens (transformers: a stopping criterion)
-  o.cuda_graphs = a.has("cuda-graphs");
+  o.batching.cuda_graphs = a.has("cuda-graphs");
   rho::DecodeStats stats;
   auto model = rho::load_model(a.str("model", ""));
   model->to(dev, a.str("dtype", "fp32") == "bf16" ? at::kBFloat16 : at::kFloat);
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   // prompts [first, first + count): all in one batch (static), or batch rows at a time, a finished row taking
   // the next prompt (continuous)
   auto run = [&](size_t first, size_t count) {
-    o.batch_size = fixed_batches ? 0 : batch;
+    o.batching.batch_size = fixed_batches ? 0 : batch;
     return rho::greedy_generate_batch(*model, {prompts.begin() + first, prompts.begin() + first + count}, o,
                                       [&](size_t p, const std::vector<int64_t>& ids) {
                                         return static_cast<int64_t>(ids.size()) >= lengths[first + p];
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   if (a.has("profile")) {
     auto p = o;
     p.stats = nullptr;
-    p.batch_size = batch;
+    p.batching.batch_size = batch;
     p.max_new_tokens = 8;
     const std::vector<std::vector<int64_t>> rows(prompts.begin(),
                                                  prompts.begin() + std::min<size_t>(batch, prompts.size()));

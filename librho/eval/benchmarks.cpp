@@ -534,8 +534,7 @@ struct SuiteGenerator {
     to.stops = benchmark_stop_strings(o.style);
     to.max_new_tokens = o.max_new_tokens;
     to.add_bos = o.add_bos;
-    to.batch_size = o.batch_size;
-    to.cuda_graphs = o.cuda_graphs;
+    to.batching = o.batching;
     to.on_finish = [&](size_t j, const TextGeneration& g) {
       auto& t = tally[items[j]];
       if (t.prompt_tokens == 0) t.prompt_tokens = g.prompt_tokens;
@@ -570,7 +569,7 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchm
   const int64_t max_pos = model.config.max_position_embeddings;
   if (o.max_new_tokens < 1 || o.max_new_tokens >= max_pos)
     throw Error(fmt::format("max_new_tokens {} must be in [1, max_position_embeddings={})", o.max_new_tokens, max_pos));
-  if (o.batch_size < 1) throw Error(fmt::format("batch_size {} must be >= 1", o.batch_size));
+  if (o.batching.batch_size < 1) throw Error(fmt::format("batch_size {} must be >= 1", o.batching.batch_size));
   if (o.style == PromptStyle::ToolIntegrated)
     if (const auto why = sandbox_unavailable_reason(); !why.empty()) throw Error(why);
   const auto t0 = std::chrono::steady_clock::now();

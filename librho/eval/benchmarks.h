@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "librho/eval/lm.h"
 #include "librho/eval/sandbox.h"
 #include "librho/eval/text_tokenizer.h"
 #include "librho/model/llama.h"
@@ -81,8 +82,7 @@ struct SuiteOptions {
   int64_t max_new_tokens = 1024;  // per generation call (the harness's max_tokens_per_call)
   int64_t max_tool_calls = 4;     // tool-integrated rounds (the harness's max_func_call)
   int64_t tool_jobs = 0;          // tool-integrated: programs run at once within a round; 0: one per usable CPU
-  int64_t batch_size = 8;         // sequences decoded together (generate_texts, continuous batching)
-  bool cuda_graphs = false;       // decoding steps replayed from CUDA graphs (GenerateOptions::cuda_graphs)
+  BatchDecoding batching{8};      // generate_texts: 8 sequences decoded together
   int64_t limit = 0;              // > 0: the first `limit` items of each benchmark
   bool add_bos = true;
   bool progress = true;

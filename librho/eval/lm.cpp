@@ -175,7 +175,7 @@ class BatchDecoder {
     size_t longest = 0;
     for (const auto& p : prompts_) longest = std::max(longest, p.size());
     const int64_t n = static_cast<int64_t>(prompts_.size());
-    const int64_t rows = options_.batch_size > 0 ? std::min(options_.batch_size, n) : n;
+    const int64_t rows = options_.batching.batch_size > 0 ? std::min(options_.batching.batch_size, n) : n;
     // A row's last new token needs no position, so a row never holds more than its prompt + max_new_tokens - 1.
     const int64_t capacity = std::min(model_.config.max_position_embeddings,
                                       static_cast<int64_t>(longest) + options_.max_new_tokens - 1);
@@ -269,7 +269,7 @@ class BatchDecoder {
       next_prompt_ += count;
       int64_t width = 0;
       for (size_t i = 0; i < count; ++i) width = std::max<int64_t>(width, prompts_[first + i].size() - shared_);
-      const int64_t bucket = options_.prefill_bucket > 0 ? options_.prefill_bucket : device_.is_cuda() ? 128 : 1;
+      const int64_t bucket = options_.batching.prefill_bucket > 0 ? options_.batching.prefill_bucket : device_.is_cuda() ? 128 : 1;
       width = std::min((width + bucket - 1) / bucket * bucket, model_.config.max_position_embeddings - shared_);
       auto tokens = at::zeros({static_cast<int64_t>(count), width}, at::kLong);
       std::vector<int64_t> last(count);  // flat index of each prompt's last position
@@ -311,7 +311,7 @@ class BatchDecoder {
         next.push_back(row_next_[r]);
       }
     if (keep.empty()) return false;
-    const bool compact = options_.cuda_graphs ? 2 * keep.size() <= row_prompt_.size() : keep.size() < row_prompt_.size();
+    const bool compact = options_.batching.cuda_graphs ? 2 * keep.size() <= row_prompt_.size() : keep.size() < row_prompt_.size();
     if (compact) {
       cache_.keep_rows(keep);
 #ifdef RHO_WITH_CUDA
@@ -325,7 +325,7 @@ class BatchDecoder {
 
   // One new token for every row that holds a sequence; returns the rows whose sequence ended.
   std::vector<int64_t> step() {
-    const auto ids = options_.cuda_graphs ? fixed_step() : eager_step();
+    const auto ids = options_.batching.cuda_graphs ? fixed_step() : eager_step();
     if (options_.stats) ++options_.stats->steps;
     std::vector<int64_t> freed;
     for (size_t r = 0; r < row_prompt_.size(); ++r) {
@@ -345,7 +345,7 @@ class BatchDecoder {
     return choose(model_.hidden_states(input, &cache_).select(1, 0));
   }
 
-  // A step whose shapes repeat (options.cuda_graphs): every row, idle ones given token 0 at column 0 (their own
+  // A step whose shapes repeat (options.batching.cuda_graphs): every row, idle ones given token 0 at column 0 (their own
   // row, which a new sequence overwrites), through a mask, reading the columns up to the longest row rounded up to
   // kKeyBucket. Replayed from a CUDA graph on CUDA, run eagerly elsewhere.
   static constexpr int64_t kKeyBucket = 128;
@@ -411,8 +411,8 @@ std::vector<Generation> greedy_generate_batch(
     const std::function<bool(size_t prompt, const std::vector<int64_t>&)>& stop) {
   const int64_t max_pos = model.config.max_position_embeddings;
   if (options.max_new_tokens < 1) throw Error("greedy_generate: max_new_tokens must be at least 1");
-  if (options.batch_size < 0) throw Error("greedy_generate: batch_size must be >= 0 (0: every prompt at once)");
-  if (options.prefill_bucket < 0) throw Error("greedy_generate: prefill_bucket must be >= 0 (0: the device's default)");
+  if (options.batching.batch_size < 0) throw Error("greedy_generate: batch_size must be >= 0 (0: every prompt at once)");
+  if (options.batching.prefill_bucket < 0) throw Error("greedy_generate: prefill_bucket must be >= 0 (0: the device's default)");
   for (const auto& p : prompts) {
     if (p.empty()) throw Error("greedy_generate: a prompt is empty");
     if (static_cast<int64_t>(p.size()) >= max_pos)
@@ -453,8 +453,7 @@ std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer
   gen.max_new_tokens = max_new;
   gen.eos_id = tok.eos_id();
   gen.vocab_limit = tok.vocab_size();
-  gen.batch_size = options.batch_size;
-  gen.cuda_graphs = options.cuda_graphs;
+  gen.batching = options.batching;
   gen.on_finish = [&](size_t i, const Generation& g) {
     out[i].new_tokens = static_cast<int64_t>(g.ids.size());
     out[i].stop_reason = g.stop_reason;

@@ -27,26 +27,30 @@ struct DecodeStats {
   double prefill_seconds = 0, step_seconds = 0;
 };
 
+// How greedy_generate_batch decodes many prompts together. Every option set that leads there holds one
+// (GenerateOptions, TextGenerateOptions, SuiteOptions, FewShotOptions), so each setting is given in one place.
+struct BatchDecoding {
+  int64_t batch_size = 0;  // sequences decoded together; 0: every prompt at once
+  // Decoding steps of fixed shapes (finished rows idle in the batch until half are, the keys read rounded up to a
+  // multiple of 128), replayed from CUDA graphs on CUDA (one per row count and key bucket; eager again, with a
+  // message, if a capture fails) and run eagerly elsewhere. In fp32 the same tokens as without; in bf16 the steps
+  // read more (masked) keys, so summation order differs and near-tied logits may pick another token.
+  // Off by default: 5.2x eager on an H200 (docs/performance.md), a capture fault since fixed not yet rerun there.
+  bool cuda_graphs = false;
+  // Each prefill's width (its longest prompt) rounded up to a multiple of this, the rows right-padded (exact:
+  // causal attention keeps a prompt's positions from the padding after it), so that prompts of many lengths give
+  // few shapes: on Hopper GPUs PyTorch's attention is cuDNN's, which builds a plan for each new shape. 0: 128 on
+  // CUDA, 1 (no padding) elsewhere.
+  int64_t prefill_bucket = 0;
+};
+
 struct GenerateOptions {
   int64_t max_new_tokens = 256;
   int64_t eos_id = -1;      // generating it ends the generation (it is not returned); < 0: no EOS stop
   int64_t vocab_limit = 0;  // > 0: only ids below it are chosen (a model vocabulary padded past the tokenizer's)
-  // greedy_generate_batch: sequences decoded together; 0: every prompt at once.
-  int64_t batch_size = 0;
+  BatchDecoding batching;   // greedy_generate_batch
   // greedy_generate_batch: called once per prompt, when its generation has ended (e.g. for progress).
   std::function<void(size_t prompt, const Generation&)> on_finish;
-  // greedy_generate_batch: decoding steps of fixed shapes (finished rows idle in the batch until half are, the
-  // keys read rounded up to a multiple of 128), replayed from CUDA graphs on CUDA (one per row count and key
-  // bucket; eager again, with a message, if a capture fails) and run eagerly elsewhere. In fp32 the same tokens as
-  // without; in bf16 the steps read more (masked) keys, so summation order differs and near-tied logits may pick
-  // another token.
-  // Off by default: 5.2x eager on an H200 (docs/performance.md), a capture fault since fixed not yet rerun there.
-  bool cuda_graphs = false;
-  // greedy_generate_batch: each prefill's width (its longest prompt) rounded up to a multiple of this, the rows
-  // right-padded (exact: causal attention keeps a prompt's positions from the padding after it), so that prompts
-  // of many lengths give few shapes: on Hopper GPUs PyTorch's attention is cuDNN's, which builds a plan for each
-  // new shape. 0: 128 on CUDA, 1 (no padding) elsewhere.
-  int64_t prefill_bucket = 0;
   DecodeStats* stats = nullptr;  // not owned; counts are added when given
 };
 
@@ -63,7 +67,7 @@ struct TextGeneration {
   bool truncated = false;    // the prompt was cut from the left to fit
 };
 
-// Greedy decoding of many prompts, options.batch_size sequences at a time (continuous batching): each batch row
+// Greedy decoding of many prompts, options.batching.batch_size sequences at a time (continuous batching): each batch row
 // holds one sequence in a ragged KV cache (KVCache::ragged: no padding, nothing copied per step); every step
 // gives each row one new token; when a sequence ends, the next waiting prompt is prefilled into its row, and
 // when none waits the row leaves the batch. A prefix of 16 tokens or more that every prompt starts with (few-shot
@@ -77,8 +81,7 @@ struct TextGenerateOptions {
   std::vector<std::string> stops;  // generation ends at the first of them in the decoded text (cut there)
   int64_t max_new_tokens = 256;
   bool add_bos = true;             // begin with the tokenizer's BOS, when it has one
-  int64_t batch_size = 0;          // generate_texts: sequences decoded together (GenerateOptions::batch_size)
-  bool cuda_graphs = false;        // generate_texts: GenerateOptions::cuda_graphs
+  BatchDecoding batching;          // generate_texts
   // generate_texts: called once per prompt, when its generation has ended.
   std::function<void(size_t prompt, const TextGeneration&)> on_finish;
 };
@@ -90,7 +93,7 @@ struct TextGenerateOptions {
 TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tokenizer, const std::string& prompt,
                              const TextGenerateOptions& options);
 
-// generate_text for several prompts (greedy_generate_batch: options.batch_size at a time, continuous batching).
+// generate_text for several prompts (greedy_generate_batch: options.batching).
 std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer& tokenizer,
                                            const std::vector<std::string>& prompts, const TextGenerateOptions& options);
 

@@ -108,7 +108,8 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
   if (options.max_new_tokens < 1 || options.max_new_tokens >= max_pos)
     throw Error(fmt::format("few-shot max_new_tokens {} must be in [1, max_position_embeddings={})",
                             options.max_new_tokens, max_pos));
-  if (options.batch_size < 1) throw Error(fmt::format("few-shot batch_size {} must be >= 1", options.batch_size));
+  if (options.batching.batch_size < 1)
+    throw Error(fmt::format("few-shot batch_size {} must be >= 1", options.batching.batch_size));
   const auto t0 = std::chrono::steady_clock::now();
   const auto items = read_json_lines(options.items, options.limit);
   const auto prefix = prompt_prefix(options.prompt_file, options.separator);
@@ -131,8 +132,7 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
   gen.stops = options.stop;
   gen.max_new_tokens = options.max_new_tokens;
   gen.add_bos = options.add_bos;
-  gen.batch_size = options.batch_size;
-  gen.cuda_graphs = options.cuda_graphs;
+  gen.batching = options.batching;
   gen.on_finish = [&](size_t i, const TextGeneration& g) {
     auto& p = r.predictions[i];
     p.prompt_tokens = g.prompt_tokens;

@@ -35,8 +35,7 @@ struct FewShotOptions {
   int64_t max_new_tokens = 256;
   int64_t limit = 0;                  // > 0: the first `limit` items only
   bool add_bos = true;                // prepend BOS when the tokenizer has one (as rho_tokenize does)
-  int64_t batch_size = 8;             // sequences decoded together (generate_texts)
-  bool cuda_graphs = false;           // decoding steps replayed from CUDA graphs (GenerateOptions::cuda_graphs)
+  BatchDecoding batching{8};          // generate_texts: 8 sequences decoded together
   bool progress = true;
 };
 

@@ -299,9 +299,9 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
                                                               {3, false, 16},
                                                               {0, false, 128},
                                                               {3, true, 8}}) {
-    o.batch_size = batch;
-    o.cuda_graphs = fixed;
-    o.prefill_bucket = bucket;
+    o.batching.batch_size = batch;
+    o.batching.cuda_graphs = fixed;
+    o.batching.prefill_bucket = bucket;
     rho::DecodeStats stats;
     o.stats = &stats;
     std::vector<size_t> finished;
@@ -321,10 +321,10 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
       CHECK(got[p].stop_reason == alone[p].stop_reason);
     }
   }
-  o.batch_size = -1;
+  o.batching.batch_size = -1;
   CHECK_THROWS_WITH(rho::greedy_generate_batch(*m, prompts, o), Contains("batch_size must be >= 0"));
-  o.batch_size = 2;
-  o.prefill_bucket = -1;
+  o.batching.batch_size = 2;
+  o.batching.prefill_bucket = -1;
   CHECK_THROWS_WITH(rho::greedy_generate_batch(*m, prompts, o), Contains("prefill_bucket must be >= 0"));
 }
 
@@ -349,9 +349,9 @@ TEST_CASE("batched generation: a prefix every prompt starts with is run once", "
   }
   for (const auto& [batch, fixed, bucket] :
        std::vector<std::tuple<int64_t, bool, int64_t>>{{0, false, 0}, {2, false, 0}, {4, true, 0}, {2, false, 8}}) {
-    o.batch_size = batch;
-    o.cuda_graphs = fixed;
-    o.prefill_bucket = bucket;  // the prompts' own tokens padded after the shared prefix
+    o.batching.batch_size = batch;
+    o.batching.cuda_graphs = fixed;
+    o.batching.prefill_bucket = bucket;  // the prompts' own tokens padded after the shared prefix
     rho::DecodeStats stats;
     o.stats = &stats;
     const auto got = rho::greedy_generate_batch(*m, prompts, o);
@@ -364,11 +364,11 @@ TEST_CASE("batched generation: a prefix every prompt starts with is run once", "
       CHECK(got[p].ids == alone[p].ids);
     }
   }
-  o.prefill_bucket = 0;
+  o.batching.prefill_bucket = 0;
   // Below 16 shared tokens every prompt is prefilled whole.
   rho::DecodeStats stats;
   o.stats = &stats;
-  o.batch_size = 0;
+  o.batching.batch_size = 0;
   const std::vector<std::vector<int64_t>> short_shared = {{1, 2, 3, 4, 5}, {1, 2, 3, 9, 9, 9}};
   const auto got = rho::greedy_generate_batch(*m, short_shared, o);
   CHECK(stats.prefill_tokens == 11);
@@ -392,10 +392,10 @@ TEST_CASE("batched generation on CUDA: CUDA graphs give the tokens of eager step
   rho::GenerateOptions o;
   o.max_new_tokens = 90;
   o.eos_id = 5;
-  o.batch_size = 4;
+  o.batching.batch_size = 4;
   auto stop = [](size_t prompt, const std::vector<int64_t>& ids) { return ids.size() == 10 + 7 * prompt; };
   const auto eager = rho::greedy_generate_batch(*m, prompts, o, stop);
-  o.cuda_graphs = true;
+  o.batching.cuda_graphs = true;
   rho::DecodeStats stats;
   o.stats = &stats;
   const auto graphed = rho::greedy_generate_batch(*m, prompts, o, stop);
