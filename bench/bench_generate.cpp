@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
   const nlohmann::json out = {{"prompts", prompts.size()}, {"generated_tokens", generated}, {"seconds", secs},
                               {"tokens_per_s", generated / secs}, {"decode_steps", stats.steps},
                               {"graph_replays", stats.graph_replays}, {"graphs_recorded", stats.graph_captures},
-                              {"prefill_seconds", stats.prefill_seconds}, {"step_seconds", stats.step_seconds}};
+                              {"prefill_seconds", stats.prefill_seconds}, {"step_seconds", stats.step_seconds},
+                              {"prefill_padding", stats.prefill_padding}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

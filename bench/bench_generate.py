@@ -116,16 +116,22 @@ def main():
         if a.cuda_graphs:
             rho_graphs = librho("--cuda-graphs")
             graph_rows = librho_rows()
-        rho_no_cudnn = librho(env={"TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"}) if a.without_cudnn else None
+        without_cudnn = a.without_cudnn and a.device == "cuda"  # cuDNN is a CUDA library: nothing to compare elsewhere
+        if a.without_cudnn and not without_cudnn:
+            print("bench_generate: --without-cudnn has no effect off CUDA; skipped", file=sys.stderr)
+        rho_no_cudnn = librho(env={"TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"}) if without_cudnn else None
         rho = librho(*(["--profile", os.path.join(a.profile_dir, "generate_eager.json")] if a.profile_dir else []))
         rho_rows = librho_rows()
         hf = common.hf_model(os.path.join(tmp, "hf"), a.device, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
         hf_rows, hf_secs = hf_side(hf.eval(), prompts, lengths, a, a.device)
         hf_no_cudnn_secs = None
-        if a.without_cudnn:
+        if without_cudnn:
+            was = torch.backends.cuda.cudnn_sdp_enabled()
             torch.backends.cuda.enable_cudnn_sdp(False)
-            hf_no_cudnn_secs = hf_side(hf, prompts, lengths, a, a.device)[1]
-            torch.backends.cuda.enable_cudnn_sdp(True)
+            try:
+                hf_no_cudnn_secs = hf_side(hf, prompts, lengths, a, a.device)[1]
+            finally:
+                torch.backends.cuda.enable_cudnn_sdp(was)
         # Agreement per row up to its first difference (after one, the rows continue from different text).
         agree_prefix = []
         for r in range(a.prompts):
@@ -140,7 +146,7 @@ def main():
                "librho_tokens_per_s": rho["tokens_per_s"], "transformers_tokens_per_s": generated / hf_secs,
                "speedup": rho["tokens_per_s"] / (generated / hf_secs),
                "librho_prefill_seconds": rho["prefill_seconds"], "librho_step_seconds": rho["step_seconds"],
-               "librho_decode_steps": rho["decode_steps"],
+               "librho_decode_steps": rho["decode_steps"], "librho_prefill_padding": rho["prefill_padding"],
                "rows_identical": sum(p == n for p, n in zip(agree_prefix, lengths)) / a.prompts,
                "tokens_before_first_difference_mean": sum(agree_prefix) / a.prompts}
         if rho_static:  # continuous batching against librho's own fixed batches

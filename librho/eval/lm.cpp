@@ -189,10 +189,11 @@ class BatchDecoder {
       prefill_shared_prefix();
       fill(all);
     }
-    while (drop_free_rows()) {
+    while (true) {
       std::vector<int64_t> freed;
       {
         const Timed steps(options_.stats ? &options_.stats->step_seconds : nullptr);
+        if (!drop_free_rows()) break;
         freed = step();
       }
       const Timed prefill(options_.stats ? &options_.stats->prefill_seconds : nullptr);
@@ -259,6 +260,16 @@ class BatchDecoder {
     if (options_.stats) options_.stats->prefill_tokens += shared_;
   }
 
+  // A prefill's width rounded up to the bucket (BatchDecoding::prefill_bucket), within the positions the model
+  // attends over after the shared prefix (max_position_embeddings, and the sliding window where there is one).
+  int64_t padded_width(int64_t width) const {
+    const auto& b = options_.batching;
+    const int64_t bucket = b.prefill_bucket > 0 ? b.prefill_bucket : device_.is_cuda() ? 128 : 1;
+    int64_t limit = model_.config.max_position_embeddings;
+    if (model_.config.sliding_window > 0) limit = std::min(limit, model_.config.sliding_window);
+    return std::max(width, std::min((width + bucket - 1) / bucket * bucket, limit - shared_));
+  }
+
   // Prefills waiting prompts into the free rows, several at once (right-padded: causal attention keeps each
   // prompt's positions to itself, and padding comes after them), until the rows or the prompts run out. With a
   // shared prefix, each batch starts from its keys and values (a view, not a copy) and runs the rest.
@@ -269,8 +280,9 @@ class BatchDecoder {
       next_prompt_ += count;
       int64_t width = 0;
       for (size_t i = 0; i < count; ++i) width = std::max<int64_t>(width, prompts_[first + i].size() - shared_);
-      const int64_t bucket = options_.batching.prefill_bucket > 0 ? options_.batching.prefill_bucket : device_.is_cuda() ? 128 : 1;
-      width = std::min((width + bucket - 1) / bucket * bucket, model_.config.max_position_embeddings - shared_);
+      const int64_t unpadded = width;
+      width = padded_width(width);
+      if (options_.stats) options_.stats->prefill_padding += static_cast<int64_t>(count) * (width - unpadded);
       auto tokens = at::zeros({static_cast<int64_t>(count), width}, at::kLong);
       std::vector<int64_t> last(count);  // flat index of each prompt's last position
       for (size_t i = 0; i < count; ++i) {

@@ -19,11 +19,13 @@ struct Generation {
 };
 
 // What greedy_generate_batch did (GenerateOptions::stats): prompt tokens run through the model (a prefix shared
-// by every prompt counts once), decoding steps after the prefills, and of them those replayed from CUDA graphs,
-// and the graphs recorded; the wall time of the prefills and of the steps (each ends by reading the chosen
-// tokens on the host, so a device's work is in it; captures are in the steps' time).
+// by every prompt counts once) and the positions the prefill bucket added (BatchDecoding::prefill_bucket), decoding
+// steps after the prefills, and of them those replayed from CUDA graphs, and the graphs recorded; the wall time
+// of the prefills and of the steps (rows leaving the batch and graph captures included). Each prefill and each
+// step ends by reading its chosen tokens on the host, so the device work it queued before is in its time; the
+// copy of a prefilled row into the batch's cache, queued after, is counted with the next step.
 struct DecodeStats {
-  int64_t prefill_tokens = 0, steps = 0, graph_replays = 0, graph_captures = 0;
+  int64_t prefill_tokens = 0, prefill_padding = 0, steps = 0, graph_replays = 0, graph_captures = 0;
   double prefill_seconds = 0, step_seconds = 0;
 };
 
@@ -37,10 +39,11 @@ struct BatchDecoding {
   // read more (masked) keys, so summation order differs and near-tied logits may pick another token.
   // Off by default: 5.2x eager on an H200 (docs/performance.md), a capture fault since fixed not yet rerun there.
   bool cuda_graphs = false;
-  // Each prefill's width (its longest prompt) rounded up to a multiple of this, the rows right-padded (exact:
-  // causal attention keeps a prompt's positions from the padding after it), so that prompts of many lengths give
-  // few shapes: on Hopper GPUs PyTorch's attention is cuDNN's, which builds a plan for each new shape. 0: 128 on
-  // CUDA, 1 (no padding) elsewhere.
+  // Each prefill's width (its longest prompt) rounded up to a multiple of this (within the positions the model
+  // attends over), the rows right-padded, so that prompts of many lengths give few shapes: on Hopper GPUs
+  // PyTorch's attention is cuDNN's, which builds a plan for each new shape. Causal attention keeps a prompt's
+  // positions from the padding after it, so the tokens are the same in exact arithmetic; on a GPU other widths
+  // may pick other kernels, which round differently. 0: 128 on CUDA, 1 (no padding) elsewhere.
   int64_t prefill_bucket = 0;
 };
 

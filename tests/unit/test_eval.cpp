@@ -314,6 +314,7 @@ TEST_CASE("batched generation: every prompt gets what it gets alone, whatever th
     CHECK(finished.size() == prompts.size());
     CHECK(stats.steps >= 19);  // the longest generation's steps at least
     CHECK(stats.graph_replays == 0);  // no CUDA here
+    CHECK((stats.prefill_padding > 0) == (bucket > 1));  // the CPU pads only when a bucket is given
     CHECK(std::set<size_t>(finished.begin(), finished.end()).size() == prompts.size());
     for (size_t p = 0; p < prompts.size(); ++p) {
       INFO("batch " << batch << (fixed ? " (fixed shapes)" : "") << ", prefill bucket " << bucket << ", prompt " << p);

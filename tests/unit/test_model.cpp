@@ -393,11 +393,19 @@ void check_decode_attention(at::Device device, at::ScalarType dtype, double tole
     const auto other = at::scaled_dot_product_attention(f32(q), f32(k).repeat({1, 3, 1, 1}),
                                                         f32(v).repeat({1, 3, 1, 1}), m, 0.0, false);
     CHECK(relative_error(got, other) > 0.1);
-    // The same from contiguous keys, and unseen columns do not count: their keys and values changed, bit-identical.
-    CHECK(at::equal(rho::decode_attention(q, k.contiguous(), v.contiguous(), m), got));
+    // The same from contiguous keys (bit-identical on the CPU; on CUDA the batched product's strides differ, and
+    // cuBLAS may pick another algorithm), and unseen columns do not count: their keys and values changed, the same
+    // bits (they add exact zeros).
+    const auto contiguous = rho::decode_attention(q, k.contiguous(), v.contiguous(), m);
+    if (device.is_cpu()) {
+      CHECK(at::equal(contiguous, got));
+    } else {
+      CHECK(relative_error(contiguous, got) < tolerance);
+    }
     if (masked) {
       const auto hidden = (~mask).view({3, 1, keys, 1});
-      CHECK(at::equal(rho::decode_attention(q, k.masked_fill(hidden, 1e4), v.masked_fill(hidden, -1e4), m), got));
+      CHECK(at::equal(rho::decode_attention(q, k.masked_fill(hidden, 1e4), v.masked_fill(hidden, -1e4), m),
+                      contiguous));  // masked_fill's results are contiguous too
     }
   }
 }
