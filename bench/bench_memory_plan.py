@@ -21,7 +21,7 @@ import common
 
 def first_memory_line(cmd, log_path, limit):
     """Runs cmd until its log holds the first step's "memory" line, then kills it (no checkpoint on the way out).
-    Returns (the line, None) or (None, why not)."""
+    Returns (the line, None, seconds taken) or (None, why not, seconds taken)."""
     t0 = time.monotonic()
     with tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
@@ -36,13 +36,14 @@ def first_memory_line(cmd, log_path, limit):
         if p.poll() is None:
             p.kill()
             p.wait()
+        took = time.monotonic() - t0
         if line is not None:
-            return line, None
+            return line, None, took
         err.seek(0)
         tail = err.read().strip().splitlines()
         if exited:
-            return None, tail[-1] if tail else f"exit {p.returncode} without a memory line"
-        return None, f"no memory line after {limit} s" + (f" (last: {tail[-1]})" if tail else "")
+            return None, tail[-1] if tail else f"exit {p.returncode} without a memory line", took
+        return None, f"no memory line after {limit} s" + (f" (last: {tail[-1]})" if tail else ""), took
 
 
 def main():
@@ -74,12 +75,10 @@ optim: {{max_steps: 2, warmup_steps: 1}}
 train: {{sharding: {level}, activation_checkpointing: {str(bool(ac)).lower()}, export_hf: false,
          checkpoint_every: 1000, tensorboard: false}}
 """)
-            t0 = time.monotonic()
-            memory, why = first_memory_line([os.path.join(build, "apps", "rho_pretrain"), cfg],
-                                            os.path.join(out, "log.jsonl"), a.run_limit)
+            memory, why, took = first_memory_line([os.path.join(build, "apps", "rho_pretrain"), cfg],
+                                                  os.path.join(out, "log.jsonl"), a.run_limit)
             shutil.rmtree(out, ignore_errors=True)
-            print(f"memory_plan: {setting}: {time.monotonic() - t0:.1f} s to the first step's memory line",
-                  file=sys.stderr, flush=True)
+            print(f"memory_plan: {setting}: {took:.1f} s to the first step's memory line", file=sys.stderr, flush=True)
             row = {"bench": "memory_plan", "device": dev,
                    "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
                    "model_config": os.path.relpath(a.model_config, common.ROOT), "seq": a.seq, "batch": a.batch,
