@@ -4,6 +4,7 @@
 //            [--bench NAME... --eval-dir DIR [--style cot|tool-integrated]] [--tokenizer PATH] [--json OUT]
 //   rho_eval --grade COMPLETIONS --bench NAME... --eval-dir DIR
 // MODEL: a Hugging Face directory, a librho checkpoint directory, or a rho_pretrain run directory.
+// Under a launcher (torchrun, srun: WORLD_SIZE > 1) the --bench items are split between the ranks, one GPU each.
 // docs/eval.md describes the formats, the prompt and stop rules and answer extraction.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -13,6 +14,7 @@
 #include <tuple>
 
 #include "librho/data/token_dataset.h"
+#include "librho/dist/context.h"
 #include "librho/eval/benchmarks.h"
 #include "librho/eval/tasks.h"
 #include "librho/io/hf_checkpoint.h"
@@ -20,6 +22,7 @@
 #include "librho/train/config.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/sha256.h"
 #include "librho/util/device.h"
 #include "librho/util/enum_names.h"
 
@@ -151,15 +154,16 @@ rho::EvalReport grade(const Args& a, const std::vector<rho::Benchmark>& benchmar
   return report;
 }
 
-// The model on the device and in the dtype asked for, in eval mode; the report names them.
-rho::Llama load_for_eval(const Args& a, rho::EvalReport& report) {
+// The model on the device and in the dtype asked for (on CUDA, this process's GPU: cuda:LOCAL_RANK under a
+// launcher), in eval mode; the report names them.
+rho::Llama load_for_eval(const Args& a, const rho::DistEnv& env, rho::EvalReport& report) {
   auto model = rho::load_model(a.model_dir);
   report.model_dir = a.model_dir;
   report.model_sha256 = model->weights_sha256();
   const bool cuda = rho::resolve_device(a.device).is_cuda();
   const std::string dtype = a.dtype == "auto" ? (cuda ? "bfloat16" : "float32") : a.dtype;
   if (dtype != "float32" && dtype != "bfloat16") throw rho::Error("--dtype must be auto, float32 or bfloat16");
-  model->to(cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU), dtype == "float32" ? at::kFloat : at::kBFloat16);
+  model->to(cuda ? env.cuda_device() : at::Device(at::kCPU), dtype == "float32" ? at::kFloat : at::kBFloat16);
   model->eval();
   report.device = fmt::format("{} {}", cuda ? "cuda" : "cpu", dtype);
   return model;
@@ -193,12 +197,12 @@ std::string tokenizer_of(const Args& a) {
                    "with tokenizer.json or tokenizer.model)");
 }
 
-rho::EvalReport evaluate(Args& a, const std::vector<rho::Benchmark>& benchmarks) {
+rho::EvalReport evaluate(Args& a, const std::vector<rho::Benchmark>& benchmarks, const rho::DistEnv& env) {
   if (a.model_dir.empty()) throw rho::Error("--model is required (except with --grade)");
   if (a.data.empty() && a.fs.items.empty() && a.mc.items.empty() && benchmarks.empty())
     throw rho::Error("nothing to evaluate: give --data, --fewshot, --choice or --bench");
   rho::EvalReport report;
-  auto model = load_for_eval(a, report);
+  auto model = load_for_eval(a, env, report);
   heldout_losses(model, a, report);
   if (a.fs.items.empty() && a.mc.items.empty() && benchmarks.empty()) return report;
   const auto tok = rho::TextTokenizer::load(tokenizer_of(a));
@@ -221,6 +225,40 @@ void write_outputs(const rho::EvalReport& report, const Args& a) {
   write(a.markdown_out, rho::suite_markdown(report.suite));
   write(a.json_out, report.to_json());
 }
+
+// Under a launcher (WORLD_SIZE above 1: torchrun, or srun): each rank evaluates its share of every benchmark's
+// items (SuiteOptions::shard) on its own GPU and writes it beside the first output asked for
+// (OUTPUT.part-RANK-of-WORLD_SIZE); the rank that finds every part there, from a run of the same model, tokenizer
+// and settings, writes the outputs of the whole run. The ranks share nothing but that folder.
+void evaluate_share(Args& a, const std::vector<rho::Benchmark>& benchmarks, const rho::DistEnv& env) {
+  if (!a.data.empty() || !a.fs.items.empty() || !a.mc.items.empty() || benchmarks.empty())
+    throw rho::Error(fmt::format("WORLD_SIZE={}: ranks split the items of --bench only (not --data, --fewshot or "
+                                 "--choice)", env.world_size));
+  const std::string prefix = !a.json_out.empty() ? a.json_out : !a.records_out.empty() ? a.records_out : a.markdown_out;
+  if (prefix.empty())
+    throw rho::Error(fmt::format("WORLD_SIZE={}: give --json, --records or --markdown, beside which the ranks write "
+                                 "their parts and the last of them the whole run's", env.world_size));
+  a.suite.shard = env.rank;
+  a.suite.shards = env.world_size;
+  auto report = evaluate(a, benchmarks, env);
+  std::string what = report.model_sha256 + "\n" + report.tokenizer + "\n" + report.device + "\n" +
+                     rho::enum_name(rho::kPromptStyleNames, a.suite.style);
+  for (const auto b : benchmarks) what += std::string("\n") + rho::enum_name(rho::kBenchmarkNames, b);
+  for (const auto& r : report.suite) what += "\n" + r.data_file;
+  what += fmt::format("\n{} {} {} {}", a.suite.limit, a.suite.max_new_tokens, a.suite.max_tool_calls, a.suite.add_bos);
+  rho::Sha256 h;
+  h.update(what.data(), what.size());
+  const auto key = h.hex_digest();
+  rho::write_suite_part(prefix, env.rank, env.world_size, key, report.suite);
+  auto merged = rho::collect_suite_parts(prefix, env.world_size, key);
+  if (!merged) {
+    std::cout << fmt::format("rank {} of {}: its share is in {}; the last rank to finish writes the outputs\n",
+                             env.rank, env.world_size, rho::suite_part_path(prefix, env.rank, env.world_size));
+    return;
+  }
+  report.suite = std::move(*merged);
+  write_outputs(report, a);
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -232,7 +270,13 @@ int main(int argc, char** argv) {
   try {
     set_up_tasks(a, app.count("--max-new-tokens") > 0);
     const auto benchmarks = a.bench.empty() ? std::vector<rho::Benchmark>{} : rho::choose_benchmarks(a.bench, a.suite);
-    write_outputs(a.grade_file.empty() ? evaluate(a, benchmarks) : grade(a, benchmarks), a);
+    const auto env = rho::DistEnv::from_env();
+    if (!a.grade_file.empty())
+      write_outputs(grade(a, benchmarks), a);
+    else if (env.world_size > 1)
+      evaluate_share(a, benchmarks, env);
+    else
+      write_outputs(evaluate(a, benchmarks, env), a);
   } catch (const std::exception& e) {
     std::cerr << "\nrho_eval: error: " << e.what() << "\n";
     return 1;

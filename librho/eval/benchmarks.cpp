@@ -572,9 +572,17 @@ BenchmarkResult run_benchmark(LlamaImpl& model, const TextTokenizer& tok, Benchm
   if (o.batching.batch_size < 1) throw Error(fmt::format("batch_size {} must be >= 1", o.batching.batch_size));
   if (o.style == PromptStyle::ToolIntegrated)
     if (const auto why = sandbox_unavailable_reason(); !why.empty()) throw Error(why);
+  if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards)
+    throw Error(fmt::format("shard {} of {}: need 0 <= shard < shards", o.shard, o.shards));
   const auto t0 = std::chrono::steady_clock::now();
   const auto it = o.data_files.find(name_of(b));
-  const auto set = load_benchmark(b, o.style, o.eval_dir, it == o.data_files.end() ? "" : it->second, o.limit);
+  auto set = load_benchmark(b, o.style, o.eval_dir, it == o.data_files.end() ? "" : it->second, o.limit);
+  if (o.shards > 1) {  // this process's share
+    std::vector<BenchmarkItem> mine;
+    for (size_t i = static_cast<size_t>(o.shard); i < set.items.size(); i += static_cast<size_t>(o.shards))
+      mine.push_back(std::move(set.items[i]));
+    set.items = std::move(mine);
+  }
   if (set.prompt_file.empty())
     throw Error(fmt::format("{}: the few-shot prompts come from the evaluation folder (--eval-dir)", name_of(b)));
   BenchmarkResult r;
@@ -710,27 +718,135 @@ std::string suite_markdown(const std::vector<BenchmarkResult>& results) {
   return s;
 }
 
+namespace {
+json record_json(const BenchmarkResult& r, const BenchmarkRecord& rec) {
+  return json{{"benchmark", name_of(r.which)},
+              {"style", enum_name(kPromptStyleNames, r.style)},
+              {"idx", rec.id},
+              {"line", rec.line},
+              {"question", rec.question},
+              {"completion", rec.completion},
+              {"predicted", rec.predicted},
+              {"gold", rec.gold},
+              {"correct", rec.correct},
+              {"stop_reason", rec.stop_reason},
+              {"prompt_tokens", rec.prompt_tokens},
+              {"new_tokens", rec.new_tokens},
+              {"tool_runs", rec.tool_status},
+              {"missing_module", rec.missing_module}};
+}
+
+BenchmarkRecord record_from_json(const json& j) {
+  BenchmarkRecord rec;
+  rec.id = j.at("idx").get<std::string>();
+  rec.line = j.at("line").get<int64_t>();
+  rec.question = j.at("question").get<std::string>();
+  rec.completion = j.at("completion").get<std::string>();
+  rec.predicted = j.at("predicted").get<std::string>();
+  rec.gold = j.at("gold").get<std::string>();
+  rec.correct = j.at("correct").get<bool>();
+  rec.stop_reason = j.at("stop_reason").get<std::string>();
+  rec.prompt_tokens = j.at("prompt_tokens").get<int64_t>();
+  rec.new_tokens = j.at("new_tokens").get<int64_t>();
+  rec.tool_status = j.at("tool_runs").get<std::vector<std::string>>();
+  rec.missing_module = j.at("missing_module").get<bool>();
+  return rec;
+}
+}  // namespace
+
 std::string suite_records_jsonl(const std::vector<BenchmarkResult>& results) {
   std::string out;
   for (const auto& r : results)
     for (const auto& rec : r.records)
-      out += json{{"benchmark", name_of(r.which)},
-                  {"style", enum_name(kPromptStyleNames, r.style)},
-                  {"idx", rec.id},
-                  {"line", rec.line},
-                  {"question", rec.question},
-                  {"completion", rec.completion},
-                  {"predicted", rec.predicted},
-                  {"gold", rec.gold},
-                  {"correct", rec.correct},
-                  {"stop_reason", rec.stop_reason},
-                  {"prompt_tokens", rec.prompt_tokens},
-                  {"new_tokens", rec.new_tokens},
-                  {"tool_runs", rec.tool_status},
-                  {"missing_module", rec.missing_module}}
-                 .dump(-1, ' ', false, json::error_handler_t::replace) +
-             "\n";
+      out += record_json(r, rec).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   return out;
+}
+
+std::string suite_part_json(const std::vector<BenchmarkResult>& results) {
+  json all = json::array();
+  for (const auto& r : results) {
+    json records = json::array();
+    for (const auto& rec : r.records) records.push_back(record_json(r, rec));
+    all.push_back({{"benchmark", name_of(r.which)},
+                   {"style", enum_name(kPromptStyleNames, r.style)},
+                   {"data_file", r.data_file},
+                   {"prompt_file", r.prompt_file},
+                   {"correct", r.correct},
+                   {"truncated_prompts", r.truncated_prompts},
+                   {"missing_module", r.missing_module},
+                   {"seconds", r.seconds},
+                   {"records", records}});
+  }
+  return all.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::vector<BenchmarkResult> merge_suite_parts(const std::vector<std::string>& parts,
+                                               const std::vector<std::string>& sources) {
+  std::vector<BenchmarkResult> merged;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const std::string& source = p < sources.size() ? sources[p] : fmt::format("part {}", p);
+    try {
+      const json doc = json::parse(parts[p]);
+      if (!doc.is_array()) throw Error("not a JSON array of benchmarks");
+      if (p > 0 && doc.size() != merged.size())
+        throw Error(fmt::format("{} benchmarks where the first part has {}", doc.size(), merged.size()));
+      for (size_t i = 0; i < doc.size(); ++i) {
+        const json& b = doc[i];
+        const auto which = enum_from_name(kBenchmarkNames, b.at("benchmark").get<std::string>());
+        const auto style = enum_from_name(kPromptStyleNames, b.at("style").get<std::string>());
+        if (!which || !style) throw Error(fmt::format("benchmark {}: unknown name or style", i));
+        if (p == 0) {
+          merged.emplace_back();
+          merged[i].which = *which;
+          merged[i].style = *style;
+          merged[i].data_file = b.at("data_file").get<std::string>();
+          merged[i].prompt_file = b.at("prompt_file").get<std::string>();
+        } else if (merged[i].which != *which || merged[i].style != *style) {
+          throw Error(fmt::format("benchmark {} is {} ({}) where the first part has {} ({})", i, name_of(*which),
+                                  b.at("style").get<std::string>(), name_of(merged[i].which),
+                                  enum_name(kPromptStyleNames, merged[i].style)));
+        }
+        auto& r = merged[i];
+        r.correct += b.at("correct").get<int64_t>();
+        r.truncated_prompts += b.at("truncated_prompts").get<int64_t>();
+        r.missing_module += b.at("missing_module").get<int64_t>();
+        r.seconds = std::max(r.seconds, b.at("seconds").get<double>());
+        for (const auto& rec : b.at("records")) r.records.push_back(record_from_json(rec));
+      }
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: {}", source, e.what()));
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: not a suite part ({})", source, e.what()));
+    }
+  }
+  for (auto& r : merged)  // the test file's order
+    std::stable_sort(r.records.begin(), r.records.end(), [](const auto& x, const auto& y) { return x.line < y.line; });
+  return merged;
+}
+
+std::string suite_part_path(const std::string& prefix, int64_t shard, int64_t shards) {
+  return fmt::format("{}.part-{}-of-{}", prefix, shard, shards);
+}
+
+void write_suite_part(const std::string& prefix, int64_t shard, int64_t shards, const std::string& run_key,
+                      const std::vector<BenchmarkResult>& results) {
+  // The key on a line of its own before the results: a reader checks it without parsing the rest.
+  write_file_atomic(suite_part_path(prefix, shard, shards), run_key + "\n" + suite_part_json(results));
+}
+
+std::optional<std::vector<BenchmarkResult>> collect_suite_parts(const std::string& prefix, int64_t shards,
+                                                                const std::string& run_key) {
+  std::vector<std::string> parts, sources;
+  for (int64_t shard = 0; shard < shards; ++shard) {
+    const auto path = suite_part_path(prefix, shard, shards);
+    if (!std::filesystem::exists(path)) return std::nullopt;
+    auto text = read_text_file(path);
+    const auto newline = text.find('\n');
+    if (newline == std::string::npos || text.compare(0, newline, run_key) != 0) return std::nullopt;  // another run's
+    parts.push_back(text.substr(newline + 1));
+    sources.push_back(path);
+  }
+  return merge_suite_parts(parts, sources);
 }
 
 }  // namespace rho

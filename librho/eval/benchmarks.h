@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,6 +85,9 @@ struct SuiteOptions {
   int64_t tool_jobs = 0;          // tool-integrated: programs run at once within a round; 0: one per usable CPU
   BatchDecoding batching{8};      // generate_texts: 8 sequences decoded together
   int64_t limit = 0;              // > 0: the first `limit` items of each benchmark
+  // One process's share of a run split across `shards` processes: the items i (0-based, after `limit`) with
+  // i % shards == shard. Interleaved, so that every share holds items from the whole file.
+  int64_t shard = 0, shards = 1;
   bool add_bos = true;
   bool progress = true;
   SandboxOptions sandbox;
@@ -155,5 +159,22 @@ std::map<Benchmark, std::map<std::string, std::string>> read_completions(const s
 std::string suite_markdown(const std::vector<BenchmarkResult>& results);
 // Per-item JSON Lines: benchmark, idx, question, completion, predicted, gold, correct, and generation figures.
 std::string suite_records_jsonl(const std::vector<BenchmarkResult>& results);
+
+// A run split across processes (SuiteOptions::shard): each process's results as one JSON document (every field of
+// the results and their records), and the whole run rebuilt from every process's document: each benchmark's
+// records in the test file's order, the counts summed, the seconds the slowest process's. Every part must hold
+// the same benchmarks in the same order; errors name the part (`sources`, one per part).
+std::string suite_part_json(const std::vector<BenchmarkResult>& results);
+std::vector<BenchmarkResult> merge_suite_parts(const std::vector<std::string>& parts,
+                                               const std::vector<std::string>& sources);
+// The files of a split run: process `shard` writes its part to suite_part_path(prefix, shard, shards) (atomically,
+// tagged with `run_key`, which says what the run evaluated); collect_suite_parts merges the parts once all
+// `shards` of them are there with that key, and gives nothing while one is missing or from another run (its
+// process has not finished yet, and will write it).
+std::string suite_part_path(const std::string& prefix, int64_t shard, int64_t shards);
+void write_suite_part(const std::string& prefix, int64_t shard, int64_t shards, const std::string& run_key,
+                      const std::vector<BenchmarkResult>& results);
+std::optional<std::vector<BenchmarkResult>> collect_suite_parts(const std::string& prefix, int64_t shards,
+                                                                const std::string& run_key);
 
 }  // namespace rho

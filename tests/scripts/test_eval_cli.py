@@ -2,9 +2,13 @@
 """rho_eval on a model from a rho_pretrain run: its held-out window defaults to the run's training seq_len (the
 trainer's evaluation of the same data uses it), for the run folder, its hf/ export and a checkpoint; --seq-len
 overrides it; a bare Hugging Face folder gets min(2048, max_position_embeddings). --fewshot gives the same
-predictions with --cuda-graphs (on the CPU: the fixed-shape steps, run eagerly) as without."""
+predictions with --cuda-graphs (on the CPU: the fixed-shape steps, run eagerly) as without. --bench split across
+two ranks (RANK / WORLD_SIZE, as a launcher sets them) gives the records and figures of one process; a part left
+by a run of other settings is not merged; other tasks are refused under a launcher."""
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -58,12 +62,53 @@ train: {{log_every: 1, checkpoint_every: 4}}
         print(f"--fewshot, 7 items in rows of 3: {sum(n for _, n, _ in eager)} new tokens; with --cuda-graphs the "
               f"same: {eager == fixed}")
         ok &= eager == fixed and len(eager) == 7
+        ok &= split_suite(b, t)
         run(b / "rho_model", "init", t / "m.yaml", "--out", t / "bare")
         got = seq_len(t / "bare")
         print(f"a bare Hugging Face folder (max_position_embeddings 64): {got}")
         ok &= got == 64
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def split_suite(b, t):
+    """rho_eval --bench under two ranks against one process: the same records, the same figures (seconds aside)."""
+    (t / "suite" / "prompts" / "cot").mkdir(parents=True)
+    (t / "suite" / "prompts" / "cot" / "gsm8k.md").write_text("Question: alpha beta?\nAnswer: 2. The answer is 2.\n")
+    (t / "suite" / "gsm8k").mkdir()
+    (t / "suite" / "gsm8k" / "test.jsonl").write_text("".join(
+        json.dumps({"question": " ".join(["alpha", "beta", "gamma"][: 1 + i % 3] * (1 + i)), "answer": f"x\n#### {i}"})
+        + "\n" for i in range(9)))
+    common = [b / "rho_eval", "--model", t / "run" / "hf", "--tokenizer", t / "tok", "--bench", "gsm8k", "--eval-dir",
+              t / "suite", "--max-new-tokens", "10", "--generate-batch", "2", "--quiet"]
+    run(*common, "--records", t / "one.jsonl", "--json", t / "one.json")
+
+    def ranks(out, *extra, world=2, which=(0, 1)):
+        procs = [subprocess.Popen([str(x) for x in [*common, *extra, "--records", out.with_suffix(".jsonl"), "--json",
+                                                       out.with_suffix(".json")]],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "RANK": str(r), "WORLD_SIZE": str(world)}) for r in which]
+        return [(p.wait(timeout=300), *p.communicate()) for p in procs]
+
+    results = ranks(t / "two")
+    ok = all(code == 0 for code, _, _ in results)
+    one, two = (t / "one.jsonl").read_text(), (t / "two.jsonl").read_text() if (t / "two.jsonl").exists() else ""
+
+    def figures(path):
+        bench = json.loads(path.read_text())["benchmarks"]
+        return [{k: v for k, v in x.items() if k != "seconds"} for x in bench]
+    same = ok and one == two and len(one.splitlines()) == 9 and figures(t / "one.json") == figures(t / "two.json")
+    print(f"--bench over two ranks: {len(two.splitlines())} records, the same as one process's: {same}; parts: "
+          f"{sorted(p.name for p in t.glob('two.json.part-*'))}")
+    # A part of a run with other settings (--limit 4) is not merged: rank 0 of that run waits for its own rank 1.
+    (t / "two.json").unlink()
+    code, out, _ = ranks(t / "two", "--limit", "4", which=(0,))[0]
+    stale = code == 0 and not (t / "two.json").exists() and "the last rank to finish writes" in out
+    print(f"rank 0 beside a part of other settings: waits, writes no outputs: {stale}")
+    code, _, err = ranks(t / "three", "--fewshot", t / "items.jsonl")[0]
+    refused = code == 1 and "ranks split the items of --bench only" in err
+    print(f"--fewshot under WORLD_SIZE=2 refused: {refused}")
+    return same and stale and refused
 
 
 if __name__ == "__main__":

@@ -217,6 +217,56 @@ TEST_CASE("benchmark files are laid out, prompted and graded as the harness does
                     Contains("tool-integrated"));
 }
 
+TEST_CASE("a suite run split across processes is merged back: records in file order, counts summed", "[bench]") {
+  auto part = [](std::vector<int64_t> lines, int64_t correct, double seconds) {
+    rho::BenchmarkResult r;
+    r.which = rho::Benchmark::Svamp;
+    r.data_file = "svamp/test.jsonl";
+    r.seconds = seconds;
+    r.truncated_prompts = 1;
+    for (const auto line : lines) {
+      rho::BenchmarkRecord rec;
+      rec.id = std::to_string(line - 1);
+      rec.line = line;
+      rec.completion = fmt::format("completion {}\xff", line);  // invalid UTF-8 is replaced, as in --records
+      rec.correct = line % 2 == 0;
+      rec.tool_status = {"ok"};
+      r.records.push_back(rec);
+    }
+    r.correct = correct;
+    return std::vector<rho::BenchmarkResult>{r};
+  };
+  const auto a = rho::suite_part_json(part({1, 3, 5}, 0, 2.0)), b = rho::suite_part_json(part({2, 4}, 2, 3.5));
+  const auto merged = rho::merge_suite_parts({a, b}, {"part-0", "part-1"});
+  REQUIRE(merged.size() == 1);
+  const auto& m = merged[0];
+  REQUIRE(m.records.size() == 5);
+  for (size_t i = 0; i < 5; ++i) CHECK(m.records[i].line == static_cast<int64_t>(i + 1));
+  CHECK(m.records[1].completion == "completion 2\xef\xbf\xbd");
+  CHECK(m.records[1].tool_status == std::vector<std::string>{"ok"});
+  CHECK(m.correct == 2);
+  CHECK(m.truncated_prompts == 2);
+  CHECK(m.seconds == 3.5);  // the slowest process's
+  CHECK(m.data_file == "svamp/test.jsonl");
+  // Parts that disagree, or are not parts, are named.
+  auto other = part({2}, 0, 1.0);
+  other[0].which = rho::Benchmark::Gsm8k;
+  CHECK_THROWS_WITH(rho::merge_suite_parts({a, rho::suite_part_json(other)}, {"part-0", "part-1"}),
+                    Contains("part-1: benchmark 0 is gsm8k"));
+  CHECK_THROWS_WITH(rho::merge_suite_parts({a, "{"}, {"part-0", "part-1"}), Contains("part-1: not a suite part"));
+  // Files: merged once every part is there with the run's key; nothing while one is missing or another run's.
+  rho::test::TempDir dir;
+  const auto prefix = (dir.path / "out.json").string();
+  rho::write_suite_part(prefix, 0, 2, "key", part({1, 3}, 0, 1.0));
+  CHECK(!rho::collect_suite_parts(prefix, 2, "key"));
+  rho::write_suite_part(prefix, 1, 2, "other run", part({2}, 1, 1.0));
+  CHECK(!rho::collect_suite_parts(prefix, 2, "key"));
+  rho::write_suite_part(prefix, 1, 2, "key", part({2}, 1, 1.0));
+  const auto files = rho::collect_suite_parts(prefix, 2, "key");
+  REQUIRE(files);
+  CHECK((*files)[0].records.size() == 3);
+}
+
 TEST_CASE("the program run after a tool-integrated step", "[bench]") {
   // The latest block runs after the earlier successful ones (without their prints); a failed block lends
   // only its imports.
