@@ -8,9 +8,12 @@
 // docs/eval.md describes the formats, the prompt and stop rules and answer extraction.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <filesystem>
+#include <chrono>
 #include <iostream>
+#include <thread>
 #include <tuple>
 
 #include "librho/data/token_dataset.h"
@@ -53,6 +56,7 @@ struct Args {
   rho::ChoiceOptions mc;
   rho::SuiteOptions suite;
   int64_t limit = 0;
+  double part_timeout = 3600;
   bool no_bos = false, quiet = false;
   std::string grade_file, records_out, markdown_out, style = "cot";
   Args() { heldout.seq_len = 0; }
@@ -107,6 +111,9 @@ void add_options(CLI::App& app, Args& a) {
   app.add_option("--device", a.device, "auto, cpu or cuda");
   app.add_option("--dtype", a.dtype, "auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16");
   app.add_flag("--quiet", a.quiet, "no progress lines");
+  app.add_option("--part-timeout", a.part_timeout,
+                 "--bench under a launcher: seconds rank 0 waits, after its own share, for the other ranks' parts")
+      ->check(CLI::NonNegativeNumber);
 }
 
 // NAME and VALUE of an option given as NAME=VALUE; `form` names the parts in the error ("NAME=DIR").
@@ -197,12 +204,15 @@ std::string tokenizer_of(const Args& a) {
                    "with tokenizer.json or tokenizer.model)");
 }
 
-rho::EvalReport evaluate(Args& a, const std::vector<rho::Benchmark>& benchmarks, const rho::DistEnv& env) {
+// The tasks asked for; `config` (when given) receives the model's.
+rho::EvalReport evaluate(Args& a, const std::vector<rho::Benchmark>& benchmarks, const rho::DistEnv& env,
+                         rho::LlamaConfig* config = nullptr) {
   if (a.model_dir.empty()) throw rho::Error("--model is required (except with --grade)");
   if (a.data.empty() && a.fs.items.empty() && a.mc.items.empty() && benchmarks.empty())
     throw rho::Error("nothing to evaluate: give --data, --fewshot, --choice or --bench");
   rho::EvalReport report;
   auto model = load_for_eval(a, env, report);
+  if (config) *config = model->config;
   heldout_losses(model, a, report);
   if (a.fs.items.empty() && a.mc.items.empty() && benchmarks.empty()) return report;
   const auto tok = rho::TextTokenizer::load(tokenizer_of(a));
@@ -226,35 +236,67 @@ void write_outputs(const rho::EvalReport& report, const Args& a) {
   write(a.json_out, report.to_json());
 }
 
-// Under a launcher (WORLD_SIZE above 1: torchrun, or srun): each rank evaluates its share of every benchmark's
-// items (SuiteOptions::shard) on its own GPU and writes it beside the first output asked for
-// (OUTPUT.part-RANK-of-WORLD_SIZE); the rank that finds every part there, from a run of the same model, tokenizer
-// and settings, writes the outputs of the whole run. The ranks share nothing but that folder.
-void evaluate_share(Args& a, const std::vector<rho::Benchmark>& benchmarks, const rho::DistEnv& env) {
-  if (!a.data.empty() || !a.fs.items.empty() || !a.mc.items.empty() || benchmarks.empty())
-    throw rho::Error(fmt::format("WORLD_SIZE={}: ranks split the items of --bench only (not --data, --fewshot or "
-                                 "--choice)", env.world_size));
-  const std::string prefix = !a.json_out.empty() ? a.json_out : !a.records_out.empty() ? a.records_out : a.markdown_out;
-  if (prefix.empty())
-    throw rho::Error(fmt::format("WORLD_SIZE={}: give --json, --records or --markdown, beside which the ranks write "
-                                 "their parts and the last of them the whole run's", env.world_size));
-  a.suite.shard = env.rank;
-  a.suite.shards = env.world_size;
-  auto report = evaluate(a, benchmarks, env);
-  std::string what = report.model_sha256 + "\n" + report.tokenizer + "\n" + report.device + "\n" +
-                     rho::enum_name(rho::kPromptStyleNames, a.suite.style);
-  for (const auto b : benchmarks) what += std::string("\n") + rho::enum_name(rho::kBenchmarkNames, b);
-  for (const auto& r : report.suite) what += "\n" + r.data_file;
-  what += fmt::format("\n{} {} {} {}", a.suite.limit, a.suite.max_new_tokens, a.suite.max_tool_calls, a.suite.add_bos);
+// What makes the parts of a split run one run's: the launch (torchrun's run id and restart count, SLURM's job and
+// step, the rendezvous address; whichever are set) and everything that decides the results: the model's
+// weights and config, the tokenizer, device and dtype, the benchmarks with their test and prompt files' contents,
+// and the generation settings.
+std::string run_key(const Args& a, const rho::EvalReport& report, const rho::LlamaConfig& config,
+                    const std::vector<rho::Benchmark>& benchmarks) {
+  std::string what;
+  for (const char* v : {"TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "SLURM_JOB_ID", "SLURM_STEP_ID",
+                        "MASTER_ADDR", "MASTER_PORT"})
+    if (const char* value = std::getenv(v)) what += fmt::format("{}={}\n", v, value);
+  what += report.model_sha256 + "\n" + config.to_hf_json() + report.tokenizer + "\n" + report.device + "\n";
+  what += fmt::format("{} {} {} {} {} {} {}\n", rho::enum_name(rho::kPromptStyleNames, a.suite.style), a.suite.limit,
+                      a.suite.max_new_tokens, a.suite.max_tool_calls, a.suite.add_bos, a.suite.batching.cuda_graphs,
+                      a.suite.sandbox.python);
+  for (const auto b : benchmarks) what += std::string(rho::enum_name(rho::kBenchmarkNames, b)) + "\n";
+  for (const auto& r : report.suite)
+    for (const auto& file : {r.data_file, r.prompt_file}) what += file + "\n" + rho::read_text_file(file);
   rho::Sha256 h;
   h.update(what.data(), what.size());
-  const auto key = h.hex_digest();
+  return h.hex_digest();
+}
+
+// Under a launcher (WORLD_SIZE above 1: torchrun, or srun): each rank evaluates its share of every benchmark's
+// items (SuiteOptions::shard) on its own GPU and writes it beside the first output asked for
+// (OUTPUT.part-RANK-of-WORLD_SIZE); rank 0 then waits for every other rank's part of the same launch and settings
+// (up to --part-timeout seconds) and writes the outputs of the whole run. The ranks share nothing but that folder.
+void evaluate_share(Args& a, const std::vector<rho::Benchmark>& benchmarks, const rho::DistEnv& env) {
+  const std::string ranks = fmt::format("{}={} ({} {})", env.world_size_from, env.world_size, env.rank_from, env.rank);
+  if (!a.data.empty() || !a.fs.items.empty() || !a.mc.items.empty())
+    throw rho::Error(fmt::format("{}: ranks split the items of --bench only (not --data, --fewshot or --choice)", ranks));
+  if (benchmarks.empty()) throw rho::Error(fmt::format("{}: nothing to evaluate: give --bench", ranks));
+  const std::string prefix = !a.json_out.empty() ? a.json_out : !a.records_out.empty() ? a.records_out : a.markdown_out;
+  if (prefix.empty())
+    throw rho::Error(fmt::format("{}: give --json, --records or --markdown, beside which the ranks write their "
+                                 "parts and rank 0 the whole run's", ranks));
+  const auto mine = rho::suite_part_path(prefix, env.rank, env.world_size);
+  std::filesystem::remove(mine);  // an earlier run's
+  std::cerr << fmt::format("rho_eval: {}: items {}, {}, ... of each benchmark, of {} ranks\n", ranks, env.rank,
+                           env.rank + env.world_size, env.world_size);
+  a.suite.shard = env.rank;
+  a.suite.shards = env.world_size;
+  rho::LlamaConfig config;
+  auto report = evaluate(a, benchmarks, env, &config);
+  const auto key = run_key(a, report, config, benchmarks);
   rho::write_suite_part(prefix, env.rank, env.world_size, key, report.suite);
-  auto merged = rho::collect_suite_parts(prefix, env.world_size, key);
-  if (!merged) {
-    std::cout << fmt::format("rank {} of {}: its share is in {}; the last rank to finish writes the outputs\n",
-                             env.rank, env.world_size, rho::suite_part_path(prefix, env.rank, env.world_size));
+  if (env.rank != 0) {
+    std::cout << fmt::format("rank {} of {}: its share is in {}; rank 0 writes the outputs\n", env.rank,
+                             env.world_size, mine);
     return;
+  }
+  std::vector<std::string> missing;
+  const auto start = std::chrono::steady_clock::now();
+  auto merged = rho::collect_suite_parts(prefix, env.world_size, key, &missing);
+  for (bool told = false; !merged; merged = rho::collect_suite_parts(prefix, env.world_size, key, &missing)) {
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (waited > a.part_timeout)
+      throw rho::Error(fmt::format("{}: after {:.0f} s (--part-timeout) the parts of this run are still missing: {} "
+                                   "(a rank failed, or was not started)", ranks, waited, fmt::join(missing, ", ")));
+    if (!told) std::cerr << fmt::format("rho_eval: rank 0 waits for {}\n", fmt::join(missing, ", "));
+    told = true;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   report.suite = std::move(*merged);
   write_outputs(report, a);
@@ -270,13 +312,13 @@ int main(int argc, char** argv) {
   try {
     set_up_tasks(a, app.count("--max-new-tokens") > 0);
     const auto benchmarks = a.bench.empty() ? std::vector<rho::Benchmark>{} : rho::choose_benchmarks(a.bench, a.suite);
-    const auto env = rho::DistEnv::from_env();
-    if (!a.grade_file.empty())
+    if (!a.grade_file.empty()) {
       write_outputs(grade(a, benchmarks), a);
-    else if (env.world_size > 1)
+    } else if (const auto env = rho::DistEnv::from_env(); env.world_size > 1) {
       evaluate_share(a, benchmarks, env);
-    else
+    } else {
       write_outputs(evaluate(a, benchmarks, env), a);
+    }
   } catch (const std::exception& e) {
     std::cerr << "\nrho_eval: error: " << e.what() << "\n";
     return 1;

@@ -63,6 +63,8 @@ DistEnv DistEnv::from_env() {
   if (e.rank < 0 || e.rank >= e.world_size)
     throw Error(fmt::format("rank {} ({}) is outside world size {} ({})", e.rank, rank_var, e.world_size, world_var));
   if (e.local_rank < 0) throw Error(fmt::format("local rank {} ({}) is negative", e.local_rank, local_var));
+  e.rank_from = rank_var;
+  e.world_size_from = world_var;
   return e;
 }
 

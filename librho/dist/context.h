@@ -37,6 +37,7 @@ struct DistEnv {
   std::string master_addr = "127.0.0.1";
   int port = 29500;
   bool group_of_one = false;  // RHO_PROCESS_GROUP=always: a process group even when world_size is 1
+  std::string rank_from = "RANK", world_size_from = "WORLD_SIZE";  // the variables read (or SLURM's)
   // Reads the variables above; throws rho::Error naming a malformed or inconsistent one.
   static DistEnv from_env();
   // This process's GPU: cuda:(local_rank mod visible devices), so a launcher that hides all but one GPU per task

@@ -819,8 +819,12 @@ std::vector<BenchmarkResult> merge_suite_parts(const std::vector<std::string>& p
       throw Error(fmt::format("{}: not a suite part ({})", source, e.what()));
     }
   }
-  for (auto& r : merged)  // the test file's order
+  for (auto& r : merged) {  // the test file's order; an item in two parts means parts of different splits
     std::stable_sort(r.records.begin(), r.records.end(), [](const auto& x, const auto& y) { return x.line < y.line; });
+    for (size_t i = 1; i < r.records.size(); ++i)
+      if (r.records[i].line == r.records[i - 1].line)
+        throw Error(fmt::format("{}: line {} of {} is in two parts", name_of(r.which), r.records[i].line, r.data_file));
+  }
   return merged;
 }
 
@@ -835,17 +839,23 @@ void write_suite_part(const std::string& prefix, int64_t shard, int64_t shards, 
 }
 
 std::optional<std::vector<BenchmarkResult>> collect_suite_parts(const std::string& prefix, int64_t shards,
-                                                                const std::string& run_key) {
-  std::vector<std::string> parts, sources;
+                                                                const std::string& run_key,
+                                                                std::vector<std::string>* missing) {
+  std::vector<std::string> parts, sources, absent;
   for (int64_t shard = 0; shard < shards; ++shard) {
     const auto path = suite_part_path(prefix, shard, shards);
-    if (!std::filesystem::exists(path)) return std::nullopt;
-    auto text = read_text_file(path);
+    std::string text;
+    if (std::filesystem::exists(path)) text = read_text_file(path);
     const auto newline = text.find('\n');
-    if (newline == std::string::npos || text.compare(0, newline, run_key) != 0) return std::nullopt;  // another run's
+    if (newline == std::string::npos || text.compare(0, newline, run_key) != 0) {  // not there, or another run's
+      absent.push_back(path);
+      continue;
+    }
     parts.push_back(text.substr(newline + 1));
     sources.push_back(path);
   }
+  if (missing) *missing = absent;
+  if (!absent.empty()) return std::nullopt;
   return merge_suite_parts(parts, sources);
 }
 

@@ -168,13 +168,14 @@ std::string suite_part_json(const std::vector<BenchmarkResult>& results);
 std::vector<BenchmarkResult> merge_suite_parts(const std::vector<std::string>& parts,
                                                const std::vector<std::string>& sources);
 // The files of a split run: process `shard` writes its part to suite_part_path(prefix, shard, shards) (atomically,
-// tagged with `run_key`, which says what the run evaluated); collect_suite_parts merges the parts once all
-// `shards` of them are there with that key, and gives nothing while one is missing or from another run (its
-// process has not finished yet, and will write it).
+// tagged with `run_key`, which says which launch and what it evaluated); collect_suite_parts merges the parts once
+// all `shards` of them are there with that key, and gives nothing while one is missing or another run's (its
+// process has not finished yet), listing those in `missing` when given.
 std::string suite_part_path(const std::string& prefix, int64_t shard, int64_t shards);
 void write_suite_part(const std::string& prefix, int64_t shard, int64_t shards, const std::string& run_key,
                       const std::vector<BenchmarkResult>& results);
 std::optional<std::vector<BenchmarkResult>> collect_suite_parts(const std::string& prefix, int64_t shards,
-                                                                const std::string& run_key);
+                                                                const std::string& run_key,
+                                                                std::vector<std::string>* missing = nullptr);
 
 }  // namespace rho

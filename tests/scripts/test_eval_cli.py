@@ -3,8 +3,9 @@
 trainer's evaluation of the same data uses it), for the run folder, its hf/ export and a checkpoint; --seq-len
 overrides it; a bare Hugging Face folder gets min(2048, max_position_embeddings). --fewshot gives the same
 predictions with --cuda-graphs (on the CPU: the fixed-shape steps, run eagerly) as without. --bench split across
-two ranks (RANK / WORLD_SIZE, as a launcher sets them) gives the records and figures of one process; a part left
-by a run of other settings is not merged; other tasks are refused under a launcher."""
+two ranks (RANK / WORLD_SIZE, as a launcher sets them) gives the records and figures of one process; rank 0 does
+not merge a part of a run with other settings, and ends naming the part it waited for; other tasks are refused
+under a launcher."""
 import argparse
 import json
 import os
@@ -80,33 +81,35 @@ def split_suite(b, t):
         json.dumps({"question": " ".join(["alpha", "beta", "gamma"][: 1 + i % 3] * (1 + i)), "answer": f"x\n#### {i}"})
         + "\n" for i in range(9)))
     common = [b / "rho_eval", "--model", t / "run" / "hf", "--tokenizer", t / "tok", "--bench", "gsm8k", "--eval-dir",
-              t / "suite", "--max-new-tokens", "10", "--generate-batch", "2", "--quiet"]
-    run(*common, "--records", t / "one.jsonl", "--json", t / "one.json")
+              t / "suite", "--max-new-tokens", "10", "--generate-batch", "2", "--device", "cpu", "--quiet"]
+    run(*common, "--records", t / "one.jsonl", "--json", t / "one.json", "--markdown", t / "one.md")
 
-    def ranks(out, *extra, world=2, which=(0, 1)):
+    def ranks(out, *extra, which=(0, 1)):
         procs = [subprocess.Popen([str(x) for x in [*common, *extra, "--records", out.with_suffix(".jsonl"), "--json",
-                                                       out.with_suffix(".json")]],
+                                                       out.with_suffix(".json"), "--markdown", out.with_suffix(".md")]],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env={**os.environ, "RANK": str(r), "WORLD_SIZE": str(world)}) for r in which]
-        return [(p.wait(timeout=300), *p.communicate()) for p in procs]
+                                  env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}) for r in which]
+        return [(*p.communicate(timeout=300), p.returncode) for p in procs]
 
     results = ranks(t / "two")
-    ok = all(code == 0 for code, _, _ in results)
-    one, two = (t / "one.jsonl").read_text(), (t / "two.jsonl").read_text() if (t / "two.jsonl").exists() else ""
-
-    def figures(path):
-        bench = json.loads(path.read_text())["benchmarks"]
-        return [{k: v for k, v in x.items() if k != "seconds"} for x in bench]
-    same = ok and one == two and len(one.splitlines()) == 9 and figures(t / "one.json") == figures(t / "two.json")
-    print(f"--bench over two ranks: {len(two.splitlines())} records, the same as one process's: {same}; parts: "
-          f"{sorted(p.name for p in t.glob('two.json.part-*'))}")
-    # A part of a run with other settings (--limit 4) is not merged: rank 0 of that run waits for its own rank 1.
+    ok = all(code == 0 for _, _, code in results)
+    one, two = (t / "one.jsonl").read_text(), (t / "two.jsonl").read_text() if ok else ""
+    shares = [len(json.loads((t / f"two.json.part-{r}-of-2").read_text().split("\n", 1)[1])[0]["records"])
+              if ok else 0 for r in (0, 1)]
+    same = (ok and one == two and len(one.splitlines()) == 9 and shares == [5, 4] and
+            json.loads((t / "one.json").read_text())["benchmarks"][0]["accuracy"] ==
+            json.loads((t / "two.json").read_text())["benchmarks"][0]["accuracy"] and
+            (t / "one.md").read_text() == (t / "two.md").read_text())
+    print(f"--bench over two ranks: shares of {shares} items, {len(two.splitlines())} records merged by rank 0, the "
+          f"same records, accuracy and table as one process's: {same}")
+    # Rank 0 of a run with other settings (--limit 4) does not take rank 1's part of the run above: it waits for its
+    # own rank 1's, then ends naming it.
     (t / "two.json").unlink()
-    code, out, _ = ranks(t / "two", "--limit", "4", which=(0,))[0]
-    stale = code == 0 and not (t / "two.json").exists() and "the last rank to finish writes" in out
-    print(f"rank 0 beside a part of other settings: waits, writes no outputs: {stale}")
-    code, _, err = ranks(t / "three", "--fewshot", t / "items.jsonl")[0]
-    refused = code == 1 and "ranks split the items of --bench only" in err
+    out, err, code = ranks(t / "two", "--limit", "4", "--part-timeout", "1", which=(0,))[0]
+    stale = code == 1 and "two.json.part-1-of-2" in err and "still missing" in err and not (t / "two.json").exists()
+    print(f"rank 0 beside a part of other settings: waits, then fails naming the part, no outputs: {stale}")
+    out, err, code = ranks(t / "three", "--fewshot", t / "items.jsonl", which=(0,))[0]
+    refused = code == 1 and "ranks split the items of --bench only" in err and "WORLD_SIZE=2 (RANK 0)" in err
     print(f"--fewshot under WORLD_SIZE=2 refused: {refused}")
     return same and stale and refused
 
