@@ -265,7 +265,8 @@ std::string run_key(const Args& a, const rho::EvalReport& report, const rho::Lla
 void evaluate_share(Args& a, const std::vector<rho::Benchmark>& benchmarks, const rho::DistEnv& env) {
   const std::string ranks = fmt::format("{}={} ({} {})", env.world_size_from, env.world_size, env.rank_from, env.rank);
   if (!a.data.empty() || !a.fs.items.empty() || !a.mc.items.empty())
-    throw rho::Error(fmt::format("{}: ranks split the items of --bench only (not --data, --fewshot or --choice)", ranks));
+    throw rho::Error(
+        fmt::format("{}: ranks split the items of --bench only (not --data, --fewshot or --choice)", ranks));
   if (benchmarks.empty()) throw rho::Error(fmt::format("{}: nothing to evaluate: give --bench", ranks));
   const std::string prefix = !a.json_out.empty() ? a.json_out : !a.records_out.empty() ? a.records_out : a.markdown_out;
   if (prefix.empty())

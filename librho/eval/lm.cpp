@@ -323,7 +323,8 @@ class BatchDecoder {
         next.push_back(row_next_[r]);
       }
     if (keep.empty()) return false;
-    const bool compact = options_.batching.cuda_graphs ? 2 * keep.size() <= row_prompt_.size() : keep.size() < row_prompt_.size();
+    const bool compact =
+        options_.batching.cuda_graphs ? 2 * keep.size() <= row_prompt_.size() : keep.size() < row_prompt_.size();
     if (compact) {
       cache_.keep_rows(keep);
 #ifdef RHO_WITH_CUDA
@@ -357,9 +358,9 @@ class BatchDecoder {
     return choose(model_.hidden_states(input, &cache_).select(1, 0));
   }
 
-  // A step whose shapes repeat (options.batching.cuda_graphs): every row, idle ones given token 0 at column 0 (their own
-  // row, which a new sequence overwrites), through a mask, reading the columns up to the longest row rounded up to
-  // kKeyBucket. Replayed from a CUDA graph on CUDA, run eagerly elsewhere.
+  // A step whose shapes repeat (BatchDecoding::cuda_graphs): every row, idle ones given token 0 at column 0 (their
+  // own row, which a new sequence overwrites), through a mask, reading the columns up to the longest row rounded up
+  // to kKeyBucket. Replayed from a CUDA graph on CUDA, run eagerly elsewhere.
   static constexpr int64_t kKeyBucket = 128;
   std::vector<int64_t> fixed_step() {
     const size_t rows = row_prompt_.size();
@@ -423,8 +424,10 @@ std::vector<Generation> greedy_generate_batch(
     const std::function<bool(size_t prompt, const std::vector<int64_t>&)>& stop) {
   const int64_t max_pos = model.config.max_position_embeddings;
   if (options.max_new_tokens < 1) throw Error("greedy_generate: max_new_tokens must be at least 1");
-  if (options.batching.batch_size < 0) throw Error("greedy_generate: batch_size must be >= 0 (0: every prompt at once)");
-  if (options.batching.prefill_bucket < 0) throw Error("greedy_generate: prefill_bucket must be >= 0 (0: the device's default)");
+  if (options.batching.batch_size < 0)
+    throw Error("greedy_generate: batch_size must be >= 0 (0: every prompt at once)");
+  if (options.batching.prefill_bucket < 0)
+    throw Error("greedy_generate: prefill_bucket must be >= 0 (0: the device's default)");
   for (const auto& p : prompts) {
     if (p.empty()) throw Error("greedy_generate: a prompt is empty");
     if (static_cast<int64_t>(p.size()) >= max_pos)

@@ -70,9 +70,9 @@ struct TextGeneration {
   bool truncated = false;    // the prompt was cut from the left to fit
 };
 
-// Greedy decoding of many prompts, options.batching.batch_size sequences at a time (continuous batching): each batch row
-// holds one sequence in a ragged KV cache (KVCache::ragged: no padding, nothing copied per step); every step
-// gives each row one new token; when a sequence ends, the next waiting prompt is prefilled into its row, and
+// Greedy decoding of many prompts, options.batching.batch_size sequences at a time (continuous batching): each
+// batch row holds one sequence in a ragged KV cache (KVCache::ragged: no padding, nothing copied per step); every
+// step gives each row one new token; when a sequence ends, the next waiting prompt is prefilled into its row, and
 // when none waits the row leaves the batch. A prefix of 16 tokens or more that every prompt starts with (few-shot
 // examples) is run once and shared by every prompt's prefill. Each sequence computes what it would alone, up to
 // floating-point summation order. `stop(prompt, ids)` is asked as for greedy_generate. Results in the prompts' order.
