@@ -841,21 +841,30 @@ void write_suite_part(const std::string& prefix, int64_t shard, int64_t shards, 
 std::optional<std::vector<BenchmarkResult>> collect_suite_parts(const std::string& prefix, int64_t shards,
                                                                 const std::string& run_key,
                                                                 std::vector<std::string>* missing) {
-  std::vector<std::string> parts, sources, absent;
+  // Only each part's first line (its key) while one is missing: a waiting caller asks again and again, and the
+  // results, which hold every completion, are read once.
+  std::vector<std::string> sources, absent;
   for (int64_t shard = 0; shard < shards; ++shard) {
     const auto path = suite_part_path(prefix, shard, shards);
-    std::string text;
-    if (std::filesystem::exists(path)) text = read_text_file(path);
-    const auto newline = text.find('\n');
-    if (newline == std::string::npos || text.compare(0, newline, run_key) != 0) {  // not there, or another run's
+    std::ifstream in(path);
+    std::string key;
+    if (!in || !std::getline(in, key) || key != run_key)  // not there, or another run's
       absent.push_back(path);
-      continue;
-    }
-    parts.push_back(text.substr(newline + 1));
-    sources.push_back(path);
+    else
+      sources.push_back(path);
   }
   if (missing) *missing = absent;
   if (!absent.empty()) return std::nullopt;
+  std::vector<std::string> parts;
+  for (const auto& path : sources) {
+    const auto text = read_text_file(path);
+    const auto newline = text.find('\n');
+    if (newline == std::string::npos || text.compare(0, newline, run_key) != 0) {  // replaced since
+      if (missing) *missing = {path};
+      return std::nullopt;
+    }
+    parts.push_back(text.substr(newline + 1));
+  }
   return merge_suite_parts(parts, sources);
 }
 
