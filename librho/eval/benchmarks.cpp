@@ -116,9 +116,7 @@ std::string mathqa_options(const Row& r) {
   if (!options.empty() && options[0] == '[') {  // a Python list of option strings: ['a ) 462', "b ) 530"]
     const auto list = python_string_list(options);
     if (!list) throw Error(fmt::format("{}: field 'options' is neither \"a ) ...\" text nor a list of strings", r.source));
-    std::string joined;
-    for (const auto& o : *list) joined += (joined.empty() ? "" : ", ") + o;
-    options = joined;
+    options = join(*list, ", ");
   }
   if (options.empty() || options[0] != 'a')
     throw Error(fmt::format("{}: field 'options' must start with option a", r.source));
@@ -342,101 +340,88 @@ std::string predicted_answer(Benchmark b, const std::string& completion) {
   return strip_math_answer(extract_math_answer(completion));
 }
 
-std::string program_to_run(const std::string& completion) {
-  // The completion as rationale / program / output parts (the harness's text_to_trajectory).
-  struct Part {
-    enum Role { Rationale, Program, Output } role;
-    std::string content;
-  };
-  std::vector<Part> parts;
-  Part::Role role = Part::Rationale;
+namespace {
+// A tool-integrated completion as rationale / program / output parts, in order (the harness's
+// text_to_trajectory); none when the blocks are not well formed.
+struct TrajectoryPart {
+  enum Role { Rationale, Program, Output } role;
   std::string content;
-  std::vector<std::string> lines;
-  for (size_t from = 0;;) {
-    const size_t nl = completion.find('\n', from);
-    lines.push_back(completion.substr(from, nl == std::string::npos ? std::string::npos : nl - from));
-    if (nl == std::string::npos) break;
-    from = nl + 1;
-  }
-  const std::string invalid = "raise ValueError('Invalid trajectory')";
+};
+
+std::optional<std::vector<TrajectoryPart>> trajectory_parts(const std::string& completion) {
+  std::vector<TrajectoryPart> parts;
+  auto role = TrajectoryPart::Rationale;
+  std::string content;
+  const auto lines = split(completion, "\n");
+  auto close = [&](TrajectoryPart::Role next) {
+    parts.push_back({role, content});
+    content.clear();
+    role = next;
+  };
   for (size_t i = 0; i < lines.size(); ++i) {
     const auto& line = lines[i];
     if (line == "```python") {
-      if (role != Part::Rationale) return invalid;
+      if (role != TrajectoryPart::Rationale) return std::nullopt;
       if (!content.empty()) parts.push_back({role, content});
       content.clear();
-      role = Part::Program;
-    } else if (role == Part::Program && line == "```") {
-      if (content.empty()) return invalid;
-      parts.push_back({role, content});
-      content.clear();
-      role = Part::Output;
-    } else if (role == Part::Output && line.rfind("```output", 0) == 0) {
-      if (!content.empty()) return invalid;
-    } else if (role == Part::Output && line == "```") {
-      parts.push_back({role, content});
-      content.clear();
-      role = Part::Rationale;
+      role = TrajectoryPart::Program;
+    } else if (role == TrajectoryPart::Program && line == "```") {
+      if (content.empty()) return std::nullopt;
+      close(TrajectoryPart::Output);
+    } else if (role == TrajectoryPart::Output && starts_with(line, "```output")) {
+      if (!content.empty()) return std::nullopt;
+    } else if (role == TrajectoryPart::Output && line == "```") {
+      close(TrajectoryPart::Rationale);
     } else {
       content += line;
       if (i + 1 < lines.size()) content += "\n";
     }
   }
   if (!content.empty()) parts.push_back({role, content});
+  return parts;
+}
 
-  auto succeeded = [](const std::string& output) {
-    const std::string out = ascii_lower(output);
-    for (const char* bad : {"error", "exception", "no algorithms", "cannot", "nan", "..."})
-      if (out.find(bad) != std::string::npos) return false;
-    return true;
-  };
+// The harness's test of a block's output: no error word in it.
+bool program_succeeded(const std::string& output) {
+  const std::string out = ascii_lower(trim(output));
+  for (const char* bad : {"error", "exception", "no algorithms", "cannot", "nan", "..."})
+    if (contains(out, bad)) return false;
+  return true;
+}
+
+// A program's lines, filtered.
+std::vector<std::string> program_lines(const std::string& program, bool (*keep)(const std::string&)) {
+  std::vector<std::string> kept;
+  for (auto& line : split(program, "\n"))
+    if (keep(line)) kept.push_back(std::move(line));
+  return kept;
+}
+bool is_import(const std::string& line) { return starts_with(line, "import") || starts_with(line, "from"); }
+bool is_not_print(const std::string& line) { return !starts_with(trim(line), "print("); }
+}  // namespace
+
+std::string program_to_run(const std::string& completion) {
+  const auto parts = trajectory_parts(completion);
+  if (!parts) return "raise ValueError('Invalid trajectory')";
   std::vector<std::string> programs, imports;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (parts[i].role != Part::Program) continue;
-    if (i + 1 < parts.size()) {
-      if (parts[i + 1].role != Part::Output) return invalid;
-      if (succeeded(trim(parts[i + 1].content))) {
-        programs.push_back(parts[i].content);
-      } else {
-        size_t from = 0;
-        for (;;) {
-          const size_t nl = parts[i].content.find('\n', from);
-          const std::string l = parts[i].content.substr(from, nl == std::string::npos ? std::string::npos : nl - from);
-          if (l.rfind("import", 0) == 0 || l.rfind("from", 0) == 0) imports.push_back(l);
-          if (nl == std::string::npos) break;
-          from = nl + 1;
-        }
-      }
-    } else {
-      programs.push_back(parts[i].content);
+  for (size_t i = 0; i < parts->size(); ++i) {
+    const auto& part = (*parts)[i];
+    if (part.role != TrajectoryPart::Program) continue;
+    if (i + 1 == parts->size()) {  // the latest block, not run yet
+      programs.push_back(part.content);
+    } else if ((*parts)[i + 1].role != TrajectoryPart::Output) {
+      return "raise ValueError('Invalid trajectory')";
+    } else if (program_succeeded((*parts)[i + 1].content)) {
+      programs.push_back(part.content);
+    } else {  // a failed block lends only its imports
+      for (auto& line : program_lines(part.content, is_import)) imports.push_back(std::move(line));
     }
   }
   if (programs.empty()) programs.push_back("");
-  if (!imports.empty()) {
-    std::string head;
-    for (const auto& l : imports) head += l + "\n";
-    programs[0] = head + programs[0];
-  }
-  for (size_t k = 0; k + 1 < programs.size(); ++k) {  // earlier programs run again, silently
-    std::string kept, line;
-    std::string& p = programs[k];
-    size_t from = 0;
-    bool first = true;
-    for (;;) {
-      const size_t nl = p.find('\n', from);
-      line = p.substr(from, nl == std::string::npos ? std::string::npos : nl - from);
-      if (trim(line).rfind("print(", 0) != 0) {
-        kept += (first ? "" : "\n") + line;
-        first = false;
-      }
-      if (nl == std::string::npos) break;
-      from = nl + 1;
-    }
-    p = kept;
-  }
-  std::string program;
-  for (size_t k = 0; k < programs.size(); ++k) program += (k ? "\n" : "") + programs[k];
-  return program;
+  if (!imports.empty()) programs[0] = join(imports, "\n") + "\n" + programs[0];
+  // Earlier programs run again, silently.
+  for (size_t k = 0; k + 1 < programs.size(); ++k) programs[k] = join(program_lines(programs[k], is_not_print), "\n");
+  return join(programs, "\n");
 }
 
 std::vector<SandboxResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& sandbox,

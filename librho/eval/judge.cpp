@@ -69,9 +69,7 @@ std::string set_to_pmatrix(const std::string& s) {
     for (char c : m) body += c == ',' ? std::string("\\") : std::string(1, c);
     out.push_back("\\begin{pmatrix}" + body + "\\end{pmatrix}");
   }
-  std::string joined;
-  for (size_t i = 0; i < out.size(); ++i) joined += (i ? ", " : "") + out[i];
-  return joined;
+  return join(out, ", ");
 }
 
 // Python's s[1:-1]: without the first character (an ASCII bracket here) and the last one, however many bytes it has.

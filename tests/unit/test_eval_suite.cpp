@@ -276,6 +276,12 @@ TEST_CASE("the program run after a tool-integrated step", "[bench]") {
       "Again.\n```python\nprint(x * 3)\n```";
   CHECK(rho::program_to_run(text) == "from sympy import sqrt\nimport math\nx = 2\n\nprint(x * 3)\n");
   CHECK(rho::program_to_run("```python\n```python\n") == "raise ValueError('Invalid trajectory')");
+  // As generation stops: at the "```output" stop string, after the block's closing fence.
+  CHECK(rho::program_to_run("Compute.\n```python\nx = 1\nprint(x)\n```\n") == "x = 1\nprint(x)\n");
+  CHECK(rho::program_to_run("No code at all.") == "");
+  // Text between a block and its output, or an output that has text before its fence, is not a trajectory.
+  CHECK(rho::program_to_run("```python\nx = 1\n```\nthen\n```python\ny = 2\n```\n") ==
+        "raise ValueError('Invalid trajectory')");
 }
 
 TEST_CASE("tool-integrated solving runs the model's programs and feeds their output back", "[bench][sandbox]") {
