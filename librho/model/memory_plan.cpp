@@ -24,7 +24,7 @@ std::string gib(int64_t bytes) {
 //     (with its log-sum-exp, one fp32 per head); keys and values copied to every query head where attention
 //     expands them (attention_expands_kv: fp32 on CUDA with grouped-query attention); o_proj reads the output
 //     through a view of the same memory (the fused kernels lay it out [batch, seq, heads, head_dim]); the rotary
-//     multiplications keep their cos and sin, per position, not per token (rope_bytes);
+//     multiplications keep cos and sin, made once per forward for every layer (rope_bytes);
 //   MLP: gate and up (kept by lean_ops' swiglu) and their gated product (kept by down_proj).
 int64_t layer_bytes_per_token(const LlamaConfig& c, const MemoryPlanOptions& o) {
   const int64_t h = c.hidden_size, i = c.intermediate_size, d = c.head_size(), cb = o.bf16 ? 2 : 4;
@@ -37,14 +37,15 @@ int64_t layer_bytes_per_token(const LlamaConfig& c, const MemoryPlanOptions& o) 
   return norms + attention + mlp;
 }
 
-// Per layer: cos and sin cast to the compute dtype for the rotary multiplications (none in fp32: views).
+// Per forward: cos and sin cast once to the compute dtype, kept by every layer's rotary multiplications (under
+// activation checkpointing, by every checkpointed layer); none in fp32, where they are views of the tables.
 int64_t rope_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
   return o.bf16 ? 2 * 2 * o.seq_len * c.head_size() : 0;
 }
 
 // One layer's saved tensors for a micro-batch.
 int64_t layer_activation_bytes(const LlamaConfig& c, const MemoryPlanOptions& o) {
-  return o.seq_len * o.micro_batch * layer_bytes_per_token(c, o) + rope_bytes(c, o);
+  return o.seq_len * o.micro_batch * layer_bytes_per_token(c, o);
 }
 
 int64_t layer_parameters(const LlamaConfig& c) {
@@ -67,8 +68,8 @@ int64_t forward_activation_bytes(const LlamaConfig& c, const MemoryPlanOptions& 
   const int64_t head = N * (4 * h + 4 + cb * h + 4 + 4);
   // (Under activation checkpointing no layer is recomputed yet at the end of the forward: that comes in the
   // backward, counted at the later moments of plan_memory.)
-  if (o.activation_checkpointing) return c.num_layers * 4 * N * h + head;
-  return c.num_layers * layer_activation_bytes(c, o) + head;
+  if (o.activation_checkpointing) return c.num_layers * 4 * N * h + rope_bytes(c, o) + head;
+  return c.num_layers * layer_activation_bytes(c, o) + rope_bytes(c, o) + head;
 }
 
 int64_t largest_micro_batch(const LlamaConfig& c, MemoryPlanOptions o) {
@@ -179,13 +180,16 @@ void add_backward_peak(MemoryPlan& plan, const PlanSizes& z, const LlamaConfig& 
   const int64_t start = activations + head + grads_kept + head_grad + last_grads;
   const int64_t in_flight = std::min<int64_t>(z.L, 3);
   const int64_t piled_grads = grads_kept + head_grad + 4 * z.P_layer * in_flight * copies;
-  const int64_t piled_acts = o.activation_checkpointing ? z.L * 4 * z.N * z.h + per_layer
-                                                        : std::max<int64_t>(0, z.L - in_flight) * per_layer + 4 * z.N * z.h;
+  // (cos and sin, made once per forward, stay until the first layer's backward.)
+  const int64_t rope = rope_bytes(c, o);
+  const int64_t piled_acts = rope + (o.activation_checkpointing
+                                         ? z.L * 4 * z.N * z.h + per_layer
+                                         : std::max<int64_t>(0, z.L - in_flight) * per_layer + 4 * z.N * z.h);
   const int64_t piled = z.sharded ? piled_grads + piled_acts : 0;
   // By the first layer's backward a sharded run holds the root unit's gradients and their reduce-scatter input(s).
   const int64_t grads_at_end = z.whole_grads ? 4 * z.P + (z.sharded ? 4 * z.S : 0)
                                              : grads_kept + std::max(unit_grads + head_grad, 4 * z.P_root * (1 + copies));
-  const int64_t last_layer = grads_at_end + per_layer + 4 * z.N * z.h;
+  const int64_t last_layer = grads_at_end + per_layer + rope + 4 * z.N * z.h;
   // Across ranks, `none` keeps its all-reduce buckets (the size of the gradients) from the start.
   if (o.sharding == Sharding::None && z.grouped) add_item(plan, "buffers", "gradient all-reduce buckets", 4 * z.P);
   const int64_t peak = std::max({start, piled, last_layer});
@@ -204,7 +208,7 @@ void add_backward_peak(MemoryPlan& plan, const PlanSizes& z, const LlamaConfig& 
     add_item(plan, "activations", "not yet freed", piled_acts);
   } else {
     add_item(plan, "gradients", "by the backward of the model's first layer", grads_at_end);
-    add_item(plan, "activations", "the first layer's, and its input", per_layer + 4 * z.N * z.h);
+    add_item(plan, "activations", "the first layer's, its input, and the rotary tables", per_layer + rope + 4 * z.N * z.h);
   }
 }
 }  // namespace
