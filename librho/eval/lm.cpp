@@ -5,6 +5,7 @@
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #ifdef RHO_WITH_CUDA
+#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
@@ -89,8 +90,13 @@ class StepGraphs {
     if (stats) ++stats->graph_replays;
     return to_host(g->ids);
   }
-  // Drops every graph (the cache's tensors moved); their memory goes back to the pool, for the next graphs.
-  void clear() { graphs_.clear(); }
+  // Drops every graph (the cache's tensors moved) and their pool, whose memory goes back to the device; the next
+  // graphs record into a new pool. (A pool id whose last graph is gone is refused to later captures by the pinned
+  // host allocator, which CUDAGraph registers it with too, and which at::cuda::MemPool does not hold.)
+  void clear() {
+    graphs_.clear();
+    pool_ = make_pool(device_);
+  }
 
   struct CaptureFailed : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -117,25 +123,16 @@ class StepGraphs {
     ready.block(side_);
     {
       const c10::cuda::CUDAStreamGuard guard(side_);
-      bool capturing = false;
+      bool begun = false;
       try {
         step();
+        begun = true;
         g->graph.capture_begin(pool_->id());
-        capturing = true;
         g->ids = step();
-        capturing = false;
         g->graph.capture_end();
+        begun = false;
       } catch (...) {
-        if (capturing) {
-          try {
-            g->graph.capture_end();  // leave capture mode
-          } catch (...) {
-            try {  // capture_end stopped before handing the pool back to the allocator
-              c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool_->id());
-            } catch (...) {
-            }
-          }
-        }
+        if (begun) abandon_capture(*g);
         side_.synchronize();  // the warm-up may still read buffers that are freed with g
         throw;
       }
@@ -145,9 +142,28 @@ class StepGraphs {
     return g;
   }
 
-  // The graphs' memory pool, held here as well as by each graph: a pool whose use count falls to 0 (when the last
-  // graph goes) is refused to later captures until the allocator releases it, so without this reference every
-  // clear would need a new pool and strand the old one's memory. Declared before graphs_, which go first.
+  // After a failure between capture_begin and capture_end (or inside either): leaves capture mode, and stops both
+  // allocators (the device's caching allocator and the pinned host one) from allocating to the pool, each only
+  // where capture_begin got as far as registering it and capture_end did not undo it. Errors here are the
+  // allocators saying there was nothing to undo.
+  void abandon_capture(Graph& g) {
+    try {
+      g.graph.capture_end();
+      return;
+    } catch (...) {
+    }
+    try {
+      c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool_->id());
+    } catch (...) {
+    }
+    try {
+      at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool_->id());
+    } catch (...) {
+    }
+  }
+
+  // The graphs' memory pool, held here as well as by each graph, so that it outlives them; replaced by clear.
+  // Declared before graphs_, which go first.
   static std::unique_ptr<at::cuda::MemPool> make_pool(at::Device device) {
     const c10::cuda::CUDAGuard guard(device.index());  // MemPool takes the current device
     return std::make_unique<at::cuda::MemPool>();
