@@ -704,37 +704,32 @@ std::string suite_markdown(const std::vector<BenchmarkResult>& results) {
 }
 
 namespace {
+// A record's fields in the per-item JSON, in order: record_json writes them, record_from_json reads them back.
+template <class Record, class Field>
+void for_each_record_field(Record& rec, Field&& field) {
+  field("idx", rec.id);
+  field("line", rec.line);
+  field("question", rec.question);
+  field("completion", rec.completion);
+  field("predicted", rec.predicted);
+  field("gold", rec.gold);
+  field("correct", rec.correct);
+  field("stop_reason", rec.stop_reason);
+  field("prompt_tokens", rec.prompt_tokens);
+  field("new_tokens", rec.new_tokens);
+  field("tool_runs", rec.tool_status);
+  field("missing_module", rec.missing_module);
+}
+
 json record_json(const BenchmarkResult& r, const BenchmarkRecord& rec) {
-  return json{{"benchmark", name_of(r.which)},
-              {"style", enum_name(kPromptStyleNames, r.style)},
-              {"idx", rec.id},
-              {"line", rec.line},
-              {"question", rec.question},
-              {"completion", rec.completion},
-              {"predicted", rec.predicted},
-              {"gold", rec.gold},
-              {"correct", rec.correct},
-              {"stop_reason", rec.stop_reason},
-              {"prompt_tokens", rec.prompt_tokens},
-              {"new_tokens", rec.new_tokens},
-              {"tool_runs", rec.tool_status},
-              {"missing_module", rec.missing_module}};
+  json j{{"benchmark", name_of(r.which)}, {"style", enum_name(kPromptStyleNames, r.style)}};
+  for_each_record_field(rec, [&](const char* key, const auto& value) { j[key] = value; });
+  return j;
 }
 
 BenchmarkRecord record_from_json(const json& j) {
   BenchmarkRecord rec;
-  rec.id = j.at("idx").get<std::string>();
-  rec.line = j.at("line").get<int64_t>();
-  rec.question = j.at("question").get<std::string>();
-  rec.completion = j.at("completion").get<std::string>();
-  rec.predicted = j.at("predicted").get<std::string>();
-  rec.gold = j.at("gold").get<std::string>();
-  rec.correct = j.at("correct").get<bool>();
-  rec.stop_reason = j.at("stop_reason").get<std::string>();
-  rec.prompt_tokens = j.at("prompt_tokens").get<int64_t>();
-  rec.new_tokens = j.at("new_tokens").get<int64_t>();
-  rec.tool_status = j.at("tool_runs").get<std::vector<std::string>>();
-  rec.missing_module = j.at("missing_module").get<bool>();
+  for_each_record_field(rec, [&](const char* key, auto& value) { j.at(key).get_to(value); });
   return rec;
 }
 }  // namespace
