@@ -55,14 +55,32 @@ at::Tensor project(const torch::nn::Linear& proj, const at::Tensor& x) {
   return rho::linear(x, proj->weight, proj->bias);
 }
 
-// Rotary embedding in the "rotate half" layout used by Hugging Face Llama checkpoints.
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+// [x1, x2] -> [x2, x1] over the last dimension.
+at::Tensor swap_halves(const at::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
-  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  auto rotated = at::cat({-x2, x1}, -1);
-  return x * cos + rotated * sin;
+  return at::cat({x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
+
+// apply_rotary with gradients: one node, keeping only the tables (as autograd's multiplications would).
+struct RotaryFunction : torch::autograd::Function<RotaryFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
+                            const at::Tensor& sin_signed) {
+    ctx->save_for_backward({cos, sin_signed});
+    return x * cos + swap_halves(x) * sin_signed;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& g = grads[0];
+    return {g * saved[0] + swap_halves(g * saved[1]), at::Tensor(), at::Tensor()};
+  }
+};
 }  // namespace
+
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
+  if (at::GradMode::is_enabled() && x.requires_grad()) return RotaryFunction::apply(x, cos, sin_signed);
+  return x * cos + swap_halves(x) * sin_signed;
+}
 
 at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads) {
   const int64_t b = x.size(0), groups = x.size(1), t = x.size(2), d = x.size(3);
@@ -94,8 +112,8 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   auto v = project(v_proj, in.view()).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
   // Rotate in q's dtype (bf16 under autocast), not in the fp32 of the normalised input.
   const auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
-  q = apply_rope(q, c, s);
-  k = apply_rope(k, c, s);
+  q = apply_rotary(q, c, s);
+  k = apply_rotary(k, c, s);
   int64_t past = 0;
   std::optional<at::Tensor> mask;
   bool causal = true;
@@ -264,7 +282,7 @@ std::pair<at::Tensor, at::Tensor> LlamaImpl::rope(int64_t start, int64_t length,
     auto freqs = at::outer(at::arange(config.max_position_embeddings, f32.dtype(at::kLong)).to(at::kFloat), inv_freq);
     auto emb = at::cat({freqs, freqs}, -1);
     rope_cos_ = emb.cos().to(like.device());
-    rope_sin_ = emb.sin().to(like.device());
+    rope_sin_ = at::cat({-freqs.sin(), freqs.sin()}, -1).to(like.device());  // rotate_half's sign folded in
   }
   return {rope_cos_.narrow(0, start, length), rope_sin_.narrow(0, start, length)};
 }

@@ -52,6 +52,14 @@ struct KVCache {
 // pairs them). Attention does this where attention_expands_kv (config.h) says so.
 at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads);
 
+// Rotary position embedding in the "rotate half" layout of Hugging Face Llama checkpoints: x * cos + rotate_half(x)
+// * sin, rotate_half(x) = cat(-x2, x1) over the last dimension (halves x1, x2), computed as x * cos + cat(x2, x1) *
+// sin_signed, where sin_signed is sin with its first half negated (the model's table holds it so): the same
+// products, bit for bit (a sign moved between factors does not change a product's rounding). With gradients it is
+// one autograd node whose backward is g * cos + cat(t2, t1), t = g * sin_signed: autograd's gradient of the plain
+// operations, bit for bit, in four kernels where autograd's slices, negation and sums take about ten.
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed);
+
 // Attention of one query position per row, as incremental decoding asks: q [batch, heads, 1, head_dim] against
 // k, v [batch, kv_heads, keys, head_dim] (kv_heads divides heads; query head h reads kv head h / (heads /
 // kv_heads)), and `mask` [batch, 1, 1, keys] (true: the key is seen) or none. Two batched products around an fp32
@@ -65,7 +73,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 struct AttentionImpl : torch::nn::Module {
   explicit AttentionImpl(const LlamaConfig& c);
-  // x: [batch, seq, hidden]; cos/sin: [seq, head_dim]; `cache` (optional) holds and receives past keys/values.
+  // x: [batch, seq, hidden]; cos/sin: [seq, head_dim] (sin signed: apply_rotary); `cache` (optional) holds and
+  // receives past keys/values.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache, int64_t layer);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t num_heads, num_kv_heads, head_dim, sliding_window;
@@ -139,7 +148,9 @@ struct LlamaImpl : torch::nn::Module {
  private:
   std::pair<at::Tensor, at::Tensor> rope(int64_t start, int64_t length, const at::Tensor& like);
   at::Tensor run_layers(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache);  // + final norm
-  at::Tensor rope_cos_, rope_sin_;  // [max_positions, head_dim] fp32, made lazily on the model's device
+  // [max_positions, head_dim] fp32, made lazily on the model's device: cos, and sin with its first half negated
+  // (apply_rotary's sin_signed). rope and ragged_step hand out rows of both, as (cos, sin) everywhere below.
+  at::Tensor rope_cos_, rope_sin_;
 };
 TORCH_MODULE(Llama);
 

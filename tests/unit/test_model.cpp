@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/function.h>
 #include <torch/cuda.h>
 
 #include <catch2/catch.hpp>
@@ -221,6 +222,7 @@ TEST_CASE("a decoder layer: values bitwise, gradients to fp32 rounding those of 
   auto& layer = model->layers->at<rho::DecoderLayerImpl>(0);
   const auto cos = at::randn({16, 16}, at::make_generator<at::CPUGeneratorImpl>(13)),
              sin = at::randn({16, 16}, at::make_generator<at::CPUGeneratorImpl>(14));
+  const auto sin_signed = at::cat({-sin.narrow(-1, 0, 8), sin.narrow(-1, 8, 8)}, -1);  // the layer's form (apply_rotary)
   for (const bool bf16 : {false, true}) {
     INFO((bf16 ? "bf16 autocast" : "fp32"));
     auto run = [&](bool lean) {
@@ -229,7 +231,7 @@ TEST_CASE("a decoder layer: values bitwise, gradients to fp32 rounding those of 
       at::Tensor out;
       {
         rho::AutocastScope autocast(at::kCPU, at::kBFloat16, bf16);
-        out = lean ? layer.forward(x, cos, sin, nullptr, 0) : plain_layer(layer, x, cos, sin);
+        out = lean ? layer.forward(x, cos, sin_signed, nullptr, 0) : plain_layer(layer, x, cos, sin);
       }
       std::vector<at::Tensor> inputs{x_leaf};
       for (const auto& p : layer.parameters()) inputs.push_back(p);
@@ -410,6 +412,29 @@ void check_decode_attention(at::Device device, at::ScalarType dtype, double tole
   }
 }
 }  // namespace
+
+TEST_CASE("apply_rotary: values and gradients bit for bit those of autograd over rotate_half", "[model]") {
+  const int64_t d = 16;
+  auto angles = at::randn({7, d / 2}, at::make_generator<at::CPUGeneratorImpl>(31));
+  angles[0].zero_();  // position 0: sin 0, where a misplaced sign would show as -0 against +0
+  const auto cos = at::cat({angles.cos(), angles.cos()}, -1), sin = at::cat({angles.sin(), angles.sin()}, -1);
+  const auto sin_signed = at::cat({-angles.sin(), angles.sin()}, -1);
+  for (const auto dt : {at::kFloat, at::kBFloat16}) {
+    INFO(dt);
+    const auto c = cos.to(dt), s = sin.to(dt), ss = sin_signed.to(dt);
+    auto run = [&](bool rotary) {
+      const auto x = leaf({2, 3, 7, d}, dt, 32);
+      const auto x1 = x.narrow(-1, 0, d / 2), x2 = x.narrow(-1, d / 2, d / 2);
+      const auto y = rotary ? rho::apply_rotary(x, c, ss) : x * c + at::cat({-x2, x1}, -1) * s;
+      if (rotary) CHECK(y.grad_fn()->name().find("RotaryFunction") != std::string::npos);  // one node
+      return value_and_grads(y, {x});
+    };
+    check_bitwise(run(true), run(false));
+    at::NoGradGuard no_grad;  // inference: the same values, with no node
+    const auto x = leaf({2, 3, 7, d}, dt, 33);
+    CHECK(at::equal(rho::apply_rotary(x, c, ss), x * c + at::cat({-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)}, -1) * s));
+  }
+}
 
 TEST_CASE("decode_attention: one query position against grouped keys, as scaled-dot-product attention",
           "[model]") {
