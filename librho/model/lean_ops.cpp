@@ -36,9 +36,10 @@ std::pair<at::Tensor, at::Tensor> rms_norm_values(const at::Tensor& x, const at:
   return {weight.to(x.scalar_type()) * y.to(x.scalar_type()), r};
 }
 
-// Gradients of out (rms_norm_values): the weight's as autograd's mul and cast compute it;
-// x's from the fused backward kernel on CUDA, elsewhere by autograd's formulas for each operation of the
-// decomposition (mul, rsqrt, mean, pow), applied in the same order.
+// Gradients of out (rms_norm_values). On CUDA with fp32 x and weight (training under autocast), both from torch's
+// fused backward kernel. Otherwise the weight's as autograd's mul and cast compute it, and x's from the fused kernel
+// on CUDA, elsewhere by autograd's formulas for each operation of the decomposition (mul, rsqrt, mean, pow), applied
+// in the same order.
 struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps) {
     auto [out, r] = rms_norm_values(x, weight, eps);
@@ -50,6 +51,13 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
     TORCH_CHECK(!at::GradMode::is_enabled(), "rho::rms_norm: no double backward (create_graph)");
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &r = saved[2], &g = grads[0];
+    if (x.is_cuda() && x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat) {
+      // Both gradients from the fused kernel, as at::rms_norm's own backward on CUDA: g * weight inside it, and the
+      // weight's gradient summed there (in another order than sum_to_size: equal to fp32 rounding).
+      auto [grad_x, grad_weight] = at::_fused_rms_norm_backward(g, x, {x.size(-1)}, r, weight,
+                                                               {ctx->needs_input_grad(0), ctx->needs_input_grad(1)});
+      return {grad_x, grad_weight, at::Tensor()};
+    }
     const auto xf = x.to(at::kFloat);
     at::Tensor grad_x, grad_weight;
     if (ctx->needs_input_grad(1))
