@@ -49,7 +49,7 @@ def launching_operators(events):
 def kernel_time_by_operator(events, top):
     """Kernel milliseconds by what launched them: matrix products (cuBLAS kernels, or launched by a matrix-product
     operator), attention (launched by an attention operator, or named so), and every other kernel by (scope,
-    operator): the innermost aten:: operator and the outermost enclosing scope that is not one (an autograd node
+    operator): the innermost aten:: operator and the innermost enclosing scope that is not one (an autograd node
     in the backward, a librho function), "-" where there is none."""
     around = launching_operators(events)
     groups, calls = collections.Counter(), collections.Counter()
@@ -59,10 +59,10 @@ def kernel_time_by_operator(events, top):
         names = around.get(e.get("args", {}).get("correlation"), [])
         aten = [n for n in names if n.startswith("aten::")]
         inner = aten[-1] if aten else "-"
-        if any(k in e["name"] for k in MATMUL_KERNELS) or any(n in MATMUL_OPS for n in aten):
+        if any("attention" in n for n in aten) or any(k in e["name"].lower() for k in ATTENTION_KERNELS):
+            key = ("attention", "")  # first: the memory-efficient kernels are CUTLASS ones
+        elif any(k in e["name"] for k in MATMUL_KERNELS) or any(n in MATMUL_OPS for n in aten):
             key = ("matrix products", "")
-        elif any("attention" in n for n in aten) or any(k in e["name"].lower() for k in ATTENTION_KERNELS):
-            key = ("attention", "")
         else:
             scopes = [n for n in names if not n.startswith("aten::")]
             key = (scopes[-1] if scopes else "-", inner)

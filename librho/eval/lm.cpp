@@ -152,12 +152,16 @@ class StepGraphs {
       return;
     } catch (...) {
     }
+    // Where that succeeds, the capture's reference to the pool (which only a graph whose capture ended gives
+    // back) is given back too, so the pool is freed with this object.
     try {
       c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool_->id());
+      c10::cuda::CUDACachingAllocator::releasePool(device_.index(), pool_->id());
     } catch (...) {
     }
     try {
       at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool_->id());
+      at::getHostAllocator(at::kCUDA)->release_pool(pool_->id());
     } catch (...) {
     }
   }
@@ -402,6 +406,7 @@ class BatchDecoder {
       } catch (const StepGraphs::CaptureFailed& e) {  // a step that cannot be captured still decodes, eagerly
         std::cerr << "greedy_generate: CUDA graph capture failed, decoding without graphs: " << e.what() << "\n";
         graphs_usable_ = false;
+        cache_.step_mask = at::Tensor();  // made in the capture, from the graphs' pool
         graphs_.reset();
       }
     }
@@ -422,16 +427,17 @@ class BatchDecoder {
   const RowStop& stop_;
   std::vector<Generation> out_;
   const at::Device device_;
+#ifdef RHO_WITH_CUDA
+  // Declared before cache_, which goes first: its step mask may lie in the graphs' pool, emptied when they go.
+  std::unique_ptr<StepGraphs> graphs_;  // made on the first fixed-shape step on CUDA
+  bool graphs_usable_ = true;
+#endif
   KVCache cache_;
   std::vector<int64_t> row_prompt_;  // the prompt each row's sequence continues; -1: none
   std::vector<int64_t> row_next_;    // the token each row is given at the next step
   size_t next_prompt_ = 0;           // prompts before it have been started
   int64_t shared_ = 0;               // tokens every prompt starts with, run once into prefix_
   KVCache prefix_;
-#ifdef RHO_WITH_CUDA
-  std::unique_ptr<StepGraphs> graphs_;  // made on the first fixed-shape step on CUDA
-  bool graphs_usable_ = true;
-#endif
 };
 }  // namespace
 

@@ -429,8 +429,8 @@ at::Tensor LlamaImpl::run_layers(at::Tensor x, const at::Tensor& cos_fp32, const
   // The rotary tables in the dtype of the layers' projections (autocast's, or the activations'), cast once here:
   // each layer's own cast to its q's dtype is then a no-op, two kernels a layer fewer.
   const auto device = x.device().type();
-  const auto dtype =
-      at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device) : x.scalar_type();
+  const bool autocast = at::autocast::is_autocast_enabled(device) && x.scalar_type() != at::kDouble;  // (fp64 stays)
+  const auto dtype = autocast ? at::autocast::get_autocast_dtype(device) : x.scalar_type();
   const auto cos = cos_fp32.to(dtype), sin = sin_fp32.to(dtype);
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = layers->at<DecoderLayerImpl>(i);

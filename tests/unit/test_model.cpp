@@ -416,7 +416,7 @@ void check_decode_attention(at::Device device, at::ScalarType dtype, double tole
 TEST_CASE("apply_rotary: values and gradients bit for bit those of autograd over rotate_half", "[model]") {
   const int64_t d = 16;
   auto angles = at::randn({7, d / 2}, at::make_generator<at::CPUGeneratorImpl>(31));
-  angles[0].zero_();  // position 0: sin 0, where a misplaced sign would show as -0 against +0
+  angles[0].zero_();  // position 0, as every sequence has it: sin 0
   const auto cos = at::cat({angles.cos(), angles.cos()}, -1), sin = at::cat({angles.sin(), angles.sin()}, -1);
   const auto sin_signed = at::cat({-angles.sin(), angles.sin()}, -1);
   for (const auto dt : {at::kFloat, at::kBFloat16}) {
