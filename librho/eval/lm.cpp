@@ -513,29 +513,46 @@ std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const s
                                                        const std::vector<std::vector<int64_t>>& continuations) {
   const int64_t max_pos = model.config.max_position_embeddings;
   if (prompt.empty()) throw Error("continuation_logprobs: the prompt is empty");
+  for (const auto& c : continuations)
+    if (static_cast<int64_t>(prompt.size() + c.size()) - 1 > max_pos)
+      throw Error(fmt::format("continuation_logprobs: {} positions exceed max_position_embeddings={}",
+                              prompt.size() + c.size() - 1, max_pos));
   c10::InferenceMode guard;
   const auto device = model.output_weight().device();
   KVCache prompt_cache;
   auto h = model.hidden_states(ids_tensor(prompt, device), &prompt_cache);
   const auto first = at::log_softmax(model.logits(h.select(1, h.size(1) - 1)).to(at::kFloat), -1).squeeze(0).cpu();
-  std::vector<std::vector<double>> out;
-  for (const auto& c : continuations) {
-    std::vector<double> lp;
-    if (!c.empty()) {
-      const int64_t total = static_cast<int64_t>(prompt.size() + c.size()) - 1;
-      if (total > max_pos)
-        throw Error(fmt::format("continuation_logprobs: {} positions exceed max_position_embeddings={}", total, max_pos));
-      lp.push_back(first[c[0]].item<double>());
-      if (c.size() > 1) {
-        KVCache cache = prompt_cache;  // the cache grows by concatenation, so the copy leaves the prompt's intact
-        const std::vector<int64_t> inputs(c.begin(), c.end() - 1), targets(c.begin() + 1, c.end());
-        auto logp = at::log_softmax(model.logits(model.hidden_states(ids_tensor(inputs, device), &cache)).to(at::kFloat), -1);
-        auto picked = logp.squeeze(0).gather(1, ids_tensor(targets, device).view({-1, 1})).view({-1}).to(at::kDouble).cpu();
-        const double* p = picked.data_ptr<double>();
-        lp.insert(lp.end(), p, p + picked.numel());
-      }
-    }
-    out.push_back(std::move(lp));
+  std::vector<std::vector<double>> out(continuations.size());
+  std::vector<size_t> longer;  // continuations of two tokens or more
+  int64_t width = 0;
+  for (size_t i = 0; i < continuations.size(); ++i) {
+    const auto& c = continuations[i];
+    if (!c.empty()) out[i].push_back(first[c[0]].item<double>());
+    if (c.size() > 1) longer.push_back(i), width = std::max<int64_t>(width, static_cast<int64_t>(c.size()) - 1);
+  }
+  if (longer.empty()) return out;
+  // The rest of every longer continuation in one batch after the prompt's keys and values (a view, not a copy),
+  // right-padded: causal attention keeps each row's positions from its padding.
+  const auto rows = static_cast<int64_t>(longer.size());
+  auto inputs = at::zeros({rows, width}, at::kLong), targets = at::zeros({rows, width}, at::kLong);
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto& c = continuations[longer[r]];
+    const auto n = static_cast<int64_t>(c.size()) - 1;
+    inputs[r].narrow(0, 0, n).copy_(at::tensor(at::ArrayRef<int64_t>(c.data(), n), at::kLong));
+    targets[r].narrow(0, 0, n).copy_(at::tensor(at::ArrayRef<int64_t>(c.data() + 1, n), at::kLong));
+  }
+  KVCache cache;
+  for (size_t l = 0; l < prompt_cache.keys.size(); ++l) {
+    cache.keys.push_back(prompt_cache.keys[l].expand({rows, -1, -1, -1}));
+    cache.values.push_back(prompt_cache.values[l].expand({rows, -1, -1, -1}));
+  }
+  const auto logits = model.logits(model.hidden_states(inputs.to(device), &cache)).to(at::kFloat);
+  // log softmax at the targets only: the logit less the log-sum-exp of its row.
+  const auto picked = (logits.gather(2, targets.to(device).unsqueeze(2)).squeeze(2) - logits.logsumexp(2))
+                          .to(at::kDouble).cpu();
+  for (int64_t r = 0; r < rows; ++r) {
+    const double* p = picked[r].data_ptr<double>();
+    out[longer[r]].insert(out[longer[r]].end(), p, p + continuations[longer[r]].size() - 1);
   }
   return out;
 }

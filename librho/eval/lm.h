@@ -101,7 +101,7 @@ std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer
                                            const std::vector<std::string>& prompts, const TextGenerateOptions& options);
 
 // For each continuation, log p(c[i] | prompt, c[<i]) for every token i (natural log). The prompt is prefilled
-// once; each continuation extends its own copy of the cache.
+// once; the continuations then run together, one batch after its keys and values.
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,
                                                        const std::vector<std::vector<int64_t>>& continuations);
 

@@ -418,9 +418,10 @@ TEST_CASE("batched generation on CUDA: CUDA graphs give the tokens of eager step
 TEST_CASE("continuation log-probabilities equal an uncached forward pass", "[eval]") {
   auto m = tiny_model(4);
   const std::vector<int64_t> prompt = {1, 8, 20, 3};
-  const std::vector<std::vector<int64_t>> conts = {{7}, {9, 9, 30}, {}, {63, 0}};
+  // Lengths 1, 3, 0, 2 and 6: the longer ones run as one right-padded batch.
+  const std::vector<std::vector<int64_t>> conts = {{7}, {9, 9, 30}, {}, {63, 0}, {5, 6, 7, 8, 9, 10}};
   const auto got = rho::continuation_logprobs(*m, prompt, conts);
-  REQUIRE(got.size() == 4);
+  REQUIRE(got.size() == 5);
   CHECK(got[2].empty());
   for (size_t c = 0; c < conts.size(); ++c) {
     auto seq = prompt;
