@@ -259,24 +259,13 @@ class BatchDecoder {
     return to_host(greedy_ids(model_, hidden, options_.vocab_limit));
   }
 
-  // The prompts' longest common prefix, when there are several prompts and it is at least kSharedPrefix tokens
-  // (the few-shot examples every item's prompt starts with), is run once; each prompt's prefill then runs only
-  // its own tokens after it. Every prompt keeps at least one token of its own: its last position's logits choose
-  // the first new token.
-  static constexpr int64_t kSharedPrefix = 16;
+  // The prompts' shared prefix (shared_prefix_length: the few-shot examples every item's prompt starts with) is run
+  // once; each prompt's prefill then runs only its own tokens after it.
   void prefill_shared_prefix() {
-    if (prompts_.size() < 2) return;
-    size_t common = prompts_[0].size() - 1;
-    for (const auto& p : prompts_) {
-      common = std::min(common, p.size() - 1);
-      size_t k = 0;
-      while (k < common && p[k] == prompts_[0][k]) ++k;
-      common = k;
-    }
-    if (static_cast<int64_t>(common) < kSharedPrefix) return;
-    shared_ = static_cast<int64_t>(common);
-    const auto tokens = at::tensor(at::ArrayRef<int64_t>(prompts_[0].data(), common), at::kLong).unsqueeze(0);
-    model_.hidden_states(tokens.to(device_), &prefix_);
+    const int64_t common = shared_prefix_length(prompts_);
+    if (common == 0) return;
+    shared_ = common;
+    prefix_ = prefill_cache(model_, {prompts_[0].begin(), prompts_[0].begin() + common});
     if (options_.stats) options_.stats->prefill_tokens += shared_;
   }
 
@@ -509,10 +498,36 @@ TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const s
   return generate_texts(model, tok, {prompt}, options)[0];
 }
 
+int64_t shared_prefix_length(const std::vector<std::vector<int64_t>>& prompts) {
+  constexpr size_t kWorthIt = 16;
+  if (prompts.size() < 2) return 0;
+  size_t common = prompts[0].size();
+  for (const auto& p : prompts) {
+    if (p.empty()) return 0;
+    common = std::min(common, p.size() - 1);
+    size_t k = 0;
+    while (k < common && p[k] == prompts[0][k]) ++k;
+    common = k;
+  }
+  return common < kWorthIt ? 0 : static_cast<int64_t>(common);
+}
+
+KVCache prefill_cache(LlamaImpl& model, const std::vector<int64_t>& tokens) {
+  c10::InferenceMode guard;
+  KVCache cache;
+  model.hidden_states(ids_tensor(tokens, model.output_weight().device()), &cache);
+  return cache;
+}
+
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,
-                                                       const std::vector<std::vector<int64_t>>& continuations) {
+                                                       const std::vector<std::vector<int64_t>>& continuations,
+                                                       const KVCache* shared) {
   const int64_t max_pos = model.config.max_position_embeddings;
   if (prompt.empty()) throw Error("continuation_logprobs: the prompt is empty");
+  const int64_t skip = shared ? shared->length() : 0;
+  if (skip >= static_cast<int64_t>(prompt.size()))
+    throw Error(fmt::format("continuation_logprobs: the shared prefix ({} tokens) leaves nothing of the prompt ({})",
+                            skip, prompt.size()));
   for (const auto& c : continuations)
     if (static_cast<int64_t>(prompt.size() + c.size()) - 1 > max_pos)
       throw Error(fmt::format("continuation_logprobs: {} positions exceed max_position_embeddings={}",
@@ -520,7 +535,9 @@ std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const s
   c10::InferenceMode guard;
   const auto device = model.output_weight().device();
   KVCache prompt_cache;
-  auto h = model.hidden_states(ids_tensor(prompt, device), &prompt_cache);
+  if (shared) prompt_cache = *shared;  // grown by concatenation: the shared cache itself is left as it is
+  const std::vector<int64_t> own(prompt.begin() + skip, prompt.end());
+  auto h = model.hidden_states(ids_tensor(own, device), &prompt_cache);
   const auto first = at::log_softmax(model.logits(h.select(1, h.size(1) - 1)).to(at::kFloat), -1).squeeze(0).cpu();
   std::vector<std::vector<double>> out(continuations.size());
   std::vector<size_t> longer;  // continuations of two tokens or more

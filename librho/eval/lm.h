@@ -101,9 +101,20 @@ std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer
                                            const std::vector<std::string>& prompts, const TextGenerateOptions& options);
 
 // For each continuation, log p(c[i] | prompt, c[<i]) for every token i (natural log). The prompt is prefilled
-// once; the continuations then run together, one batch after its keys and values.
+// once; the continuations then run together, one batch after its keys and values. `shared`, when given, holds the
+// keys and values of the prompt's first shared->length() tokens (a growing cache of one row, as hidden_states
+// leaves it; shorter than the prompt): only the rest of the prompt is run, after them.
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,
-                                                       const std::vector<std::vector<int64_t>>& continuations);
+                                                       const std::vector<std::vector<int64_t>>& continuations,
+                                                       const KVCache* shared = nullptr);
+
+// How many tokens every prompt starts with, leaving each at least one of its own (its last position chooses or
+// scores what follows): 0 for fewer than two prompts or fewer than 16 such tokens. Few-shot prompts share their
+// examples; greedy_generate_batch and run_choice run them once.
+int64_t shared_prefix_length(const std::vector<std::vector<int64_t>>& prompts);
+
+// The keys and values of `tokens` run from position 0: a growing cache of one row (inference mode).
+KVCache prefill_cache(LlamaImpl& model, const std::vector<int64_t>& tokens);
 
 struct HeldoutOptions {
   int64_t seq_len = 2048;

@@ -152,62 +152,90 @@ FewShotResult run_fewshot(LlamaImpl& model, const TextTokenizer& tok, const FewS
   return r;
 }
 
+namespace {
+// A multiple-choice item, read and encoded: errors name the file, the line and the field.
+struct ChoiceItem {
+  int64_t line = 0, gold = -1;
+  std::vector<std::string> choices;
+  std::vector<int64_t> prompt;
+  std::vector<std::vector<int64_t>> continuations;  // each choice encoded on its own
+};
+
+ChoiceItem read_choice_item(const JsonLine& item, const TextTokenizer& tok, const std::string& prefix,
+                            const ChoiceOptions& options, int64_t max_positions) {
+  ChoiceItem c;
+  c.line = item.line;
+  const auto choices_it = item.value.find(options.choices_field);
+  if (choices_it == item.value.end() || !choices_it->is_array() || choices_it->size() < 2)
+    throw Error(fmt::format("{}: field '{}' must be an array of at least two choices", item.source,
+                            options.choices_field));
+  for (const auto& v : *choices_it) {
+    if (!v.is_string() || trim(v.get<std::string>()).empty())
+      throw Error(fmt::format("{}: every entry of '{}' must be a non-empty string", item.source,
+                              options.choices_field));
+    c.choices.push_back(trim(v.get<std::string>()));
+  }
+  const auto answer_it = item.value.find(options.answer_field);
+  if (answer_it != item.value.end() && answer_it->is_number_integer()) {
+    c.gold = answer_it->get<int64_t>();
+  } else if (answer_it != item.value.end() && answer_it->is_string()) {
+    const auto at = std::find(c.choices.begin(), c.choices.end(), trim(answer_it->get<std::string>()));
+    c.gold = at == c.choices.end() ? -1 : at - c.choices.begin();
+  }
+  if (c.gold < 0 || c.gold >= static_cast<int64_t>(c.choices.size()))
+    throw Error(fmt::format("{}: field '{}' must be a choice's index (0-based) or its text", item.source,
+                            options.answer_field));
+  c.prompt = prompt_ids(tok, prefix + fill(options.template_text, item.value, item.source), options.add_bos);
+  // Each choice is encoded on its own: SentencePiece starts it as a new word, as after "Answer:" in text.
+  for (const auto& choice : c.choices) {
+    c.continuations.push_back(tok.encode(choice));
+    const auto positions = c.prompt.size() + c.continuations.back().size() - 1;
+    if (positions > static_cast<size_t>(max_positions))
+      throw Error(fmt::format("{}: prompt and choice take {} positions, more than max_position_embeddings={}",
+                              item.source, positions, max_positions));
+  }
+  return c;
+}
+
+// The item's prediction from its choices' log-probabilities: the highest total, and the highest per UTF-8 byte.
+ChoicePrediction predict_choice(const ChoiceItem& item, const std::vector<std::vector<double>>& logprobs) {
+  ChoicePrediction p;
+  p.line = item.line;
+  p.gold = item.gold;
+  double best = -INFINITY, best_norm = -INFINITY;
+  for (size_t c = 0; c < item.choices.size(); ++c) {
+    double total = 0;
+    for (double v : logprobs[c]) total += v;
+    p.logprob.push_back(total);
+    p.tokens.push_back(static_cast<int64_t>(item.continuations[c].size()));
+    p.bytes.push_back(static_cast<int64_t>(item.choices[c].size()));
+    if (total > best) best = total, p.predicted = static_cast<int64_t>(c);
+    const double norm = total / static_cast<double>(item.choices[c].size());
+    if (norm > best_norm) best_norm = norm, p.predicted_norm = static_cast<int64_t>(c);
+  }
+  return p;
+}
+}  // namespace
+
 ChoiceResult run_choice(LlamaImpl& model, const TextTokenizer& tok, const ChoiceOptions& options) {
   check_vocab(model, tok);
   const auto t0 = std::chrono::steady_clock::now();
-  const auto items = read_json_lines(options.items, options.limit);
   const auto prefix = prompt_prefix(options.prompt_file, options.separator);
+  std::vector<ChoiceItem> items;
+  for (const auto& line : read_json_lines(options.items, options.limit))
+    items.push_back(read_choice_item(line, tok, prefix, options, model.config.max_position_embeddings));
+  // The tokens every prompt starts with (the few-shot examples) run once; each item runs only its own after them.
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& item : items) prompts.push_back(item.prompt);
+  const int64_t shared = shared_prefix_length(prompts);
+  const KVCache shared_cache =
+      shared > 0 ? prefill_cache(model, {prompts[0].begin(), prompts[0].begin() + shared}) : KVCache();
   ChoiceResult r;
   r.options = options;
   Progress progress("multiple choice " + stem(options.items), static_cast<int64_t>(items.size()), "item");
   for (const auto& item : items) {
-    const auto choices_it = item.value.find(options.choices_field);
-    if (choices_it == item.value.end() || !choices_it->is_array() || choices_it->size() < 2)
-      throw Error(fmt::format("{}: field '{}' must be an array of at least two choices", item.source,
-                              options.choices_field));
-    std::vector<std::string> choices;
-    for (const auto& c : *choices_it) {
-      if (!c.is_string() || trim(c.get<std::string>()).empty())
-        throw Error(fmt::format("{}: every entry of '{}' must be a non-empty string", item.source,
-                                options.choices_field));
-      choices.push_back(trim(c.get<std::string>()));
-    }
-    ChoicePrediction p;
-    p.line = item.line;
-    const auto answer_it = item.value.find(options.answer_field);
-    if (answer_it != item.value.end() && answer_it->is_number_integer()) {
-      p.gold = answer_it->get<int64_t>();
-    } else if (answer_it != item.value.end() && answer_it->is_string()) {
-      const auto at = std::find(choices.begin(), choices.end(), trim(answer_it->get<std::string>()));
-      p.gold = at == choices.end() ? -1 : at - choices.begin();
-    } else {
-      p.gold = -1;
-    }
-    if (p.gold < 0 || p.gold >= static_cast<int64_t>(choices.size()))
-      throw Error(fmt::format("{}: field '{}' must be a choice's index (0-based) or its text", item.source,
-                              options.answer_field));
-    const auto ids = prompt_ids(tok, prefix + fill(options.template_text, item.value, item.source), options.add_bos);
-    // Each choice is encoded on its own: SentencePiece starts it as a new word, as after "Answer:" in text.
-    std::vector<std::vector<int64_t>> conts;
-    for (const auto& c : choices) {
-      conts.push_back(tok.encode(c));
-      if (ids.size() + conts.back().size() - 1 > static_cast<size_t>(model.config.max_position_embeddings))
-        throw Error(fmt::format("{}: prompt and choice take {} positions, more than max_position_embeddings={}",
-                                item.source, ids.size() + conts.back().size() - 1,
-                                model.config.max_position_embeddings));
-    }
-    const auto lps = continuation_logprobs(model, ids, conts);
-    double best = -INFINITY, best_norm = -INFINITY;
-    for (size_t c = 0; c < choices.size(); ++c) {
-      double total = 0;
-      for (double v : lps[c]) total += v;
-      p.logprob.push_back(total);
-      p.tokens.push_back(static_cast<int64_t>(conts[c].size()));
-      p.bytes.push_back(static_cast<int64_t>(choices[c].size()));
-      if (total > best) best = total, p.predicted = static_cast<int64_t>(c);
-      const double norm = total / static_cast<double>(choices[c].size());
-      if (norm > best_norm) best_norm = norm, p.predicted_norm = static_cast<int64_t>(c);
-    }
+    auto p = predict_choice(item, continuation_logprobs(model, item.prompt, item.continuations,
+                                                        shared > 0 ? &shared_cache : nullptr));
     r.correct += p.predicted == p.gold;
     r.correct_norm += p.predicted_norm == p.gold;
     r.predictions.push_back(std::move(p));

@@ -432,6 +432,31 @@ TEST_CASE("continuation log-probabilities equal an uncached forward pass", "[eva
   }
 }
 
+TEST_CASE("continuation log-probabilities after a shared prefix's keys and values equal those without", "[eval]") {
+  auto m = tiny_model(4);
+  std::vector<int64_t> prompt;
+  for (int64_t i = 0; i < 20; ++i) prompt.push_back((i * 7 + 3) % 64);
+  const std::vector<std::vector<int64_t>> conts = {{7}, {9, 9, 30}, {63, 0}};
+  const auto shared = rho::prefill_cache(*m, {prompt.begin(), prompt.begin() + 17});
+  const auto with = rho::continuation_logprobs(*m, prompt, conts, &shared);
+  const auto without = rho::continuation_logprobs(*m, prompt, conts);
+  for (size_t c = 0; c < conts.size(); ++c) {
+    REQUIRE(with[c].size() == without[c].size());
+    for (size_t i = 0; i < with[c].size(); ++i) CHECK(with[c][i] == Approx(without[c][i]).margin(1e-5));
+  }
+  CHECK(shared.length() == 17);  // left as it was
+  CHECK_THROWS_WITH(rho::continuation_logprobs(*m, {prompt.begin(), prompt.begin() + 17}, conts, &shared),
+                    Contains("leaves nothing of the prompt"));
+  // Shared prefixes: at least 16 tokens, and at least one token of each prompt left its own.
+  std::vector<int64_t> a(20), b(20);
+  for (int64_t i = 0; i < 20; ++i) a[i] = b[i] = i;
+  b[18] = 50;
+  CHECK(rho::shared_prefix_length({a, b}) == 18);
+  CHECK(rho::shared_prefix_length({a, {a.begin(), a.begin() + 17}}) == 16);
+  CHECK(rho::shared_prefix_length({a, {a.begin(), a.begin() + 16}}) == 0);  // 15 in common: not worth a pass
+  CHECK(rho::shared_prefix_length({a}) == 0);
+}
+
 TEST_CASE("held-out loss: mean over every window's targets, document starts left out", "[eval]") {
   rho::test::TempDir dir;
   rho::test::write_token_dataset(dir.str("d"), rho::test::pattern_documents(12, 64, 7), 150, 64, 0);
@@ -477,7 +502,7 @@ TEST_CASE("multiple choice picks the highest log-probability choice (brute force
                "",
                R"({"question": "How many apples?", "choices": ["1", "two apples", "3"], "answer": "3"})",
                R"({"question": "5 + 5?", "choices": ["10", "55"], "answer": 1})"});
-  write_lines(dir.str("shots.txt"), {"Question: 1 + 1?", "Answer: 2.", "", ""});
+  write_lines(dir.str("shots.txt"), {"Question: 1 + 1?", "Answer: 2.", "", "Question: 2 + 2?", "Answer: 4.", "", ""});
   rho::ChoiceOptions o;
   o.items = dir.str("mc.jsonl");
   o.prompt_file = dir.str("shots.txt");
@@ -490,11 +515,14 @@ TEST_CASE("multiple choice picks the highest log-probability choice (brute force
   const std::vector<std::vector<std::string>> choices = {{"7", "6", "The answer is 12"}, {"1", "two apples", "3"},
                                                          {"10", "55"}};
   int64_t correct = 0, correct_norm = 0;
+  std::vector<std::vector<int64_t>> prompts;
   for (size_t i = 0; i < 3; ++i) {
     const auto& p = r.predictions[i];
     std::vector<int64_t> prompt = {tok.bos_id()};
-    const auto body = tok.encode("Question: 1 + 1?\nAnswer: 2.\n\n\nQuestion: " + questions[i] + "\nAnswer:");
+    const auto body = tok.encode("Question: 1 + 1?\nAnswer: 2.\n\nQuestion: 2 + 2?\nAnswer: 4.\n\n\nQuestion: " +
+                                 questions[i] + "\nAnswer:");
     prompt.insert(prompt.end(), body.begin(), body.end());
+    prompts.push_back(prompt);
     double best = -INFINITY, best_norm = -INFINITY;
     int64_t arg = -1, arg_norm = -1;
     for (size_t c = 0; c < choices[i].size(); ++c) {
@@ -516,6 +544,7 @@ TEST_CASE("multiple choice picks the highest log-probability choice (brute force
   }
   CHECK(r.correct == correct);
   CHECK(r.correct_norm == correct_norm);
+  CHECK(rho::shared_prefix_length(prompts) >= 16);  // the few-shot examples ran once, before every item
 
   write_lines(dir.str("bad.jsonl"), {R"({"question": "q", "choices": ["a", "b"], "answer": 2})"});
   o.items = dir.str("bad.jsonl");
