@@ -498,6 +498,48 @@ TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const s
   return generate_texts(model, tok, {prompt}, options)[0];
 }
 
+namespace {
+// Appends to out[i], for each continuation i of `which` (two tokens or more each), log p of its tokens after the
+// first: one pass after the prompt's keys and values, the rows right-padded (causal attention keeps each row's
+// positions from its padding). The cache is expanded to the rows, not copied, before the pass; its concatenation
+// with the rows' own keys and values then gives each row a copy. Logits are made at the rows' own positions only.
+void score_continuations(LlamaImpl& model, const KVCache& prompt_cache,
+                         const std::vector<std::vector<int64_t>>& continuations, const std::vector<size_t>& which,
+                         std::vector<std::vector<double>>& out) {
+  const auto device = model.output_weight().device();
+  const auto rows = static_cast<int64_t>(which.size());
+  int64_t width = 0;
+  for (const size_t i : which) width = std::max<int64_t>(width, static_cast<int64_t>(continuations[i].size()) - 1);
+  auto inputs = at::zeros({rows, width}, at::kLong);
+  std::vector<int64_t> positions, targets;  // flat positions r * width + j of the rows' own tokens, and their targets
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto& c = continuations[which[r]];
+    const auto n = static_cast<int64_t>(c.size()) - 1;
+    inputs[r].narrow(0, 0, n).copy_(at::tensor(at::ArrayRef<int64_t>(c.data(), n), at::kLong));
+    for (int64_t j = 0; j < n; ++j) positions.push_back(r * width + j), targets.push_back(c[j + 1]);
+  }
+  KVCache cache;
+  for (size_t l = 0; l < prompt_cache.keys.size(); ++l) {
+    cache.keys.push_back(prompt_cache.keys[l].expand({rows, -1, -1, -1}));
+    cache.values.push_back(prompt_cache.values[l].expand({rows, -1, -1, -1}));
+  }
+  const auto h = model.hidden_states(inputs.to(device), &cache);
+  const auto own = h.reshape({-1, h.size(-1)}).index_select(0, at::tensor(positions, at::kLong).to(device));
+  const auto logits = model.logits(own).to(at::kFloat);
+  // log softmax at the targets only: the logit less the log-sum-exp of its row.
+  const auto picked = (logits.gather(1, at::tensor(targets, at::kLong).to(device).unsqueeze(1)).squeeze(1) -
+                       logits.logsumexp(1))
+                          .to(at::kDouble)
+                          .cpu();
+  const double* p = picked.data_ptr<double>();
+  for (const size_t i : which) {
+    const auto n = continuations[i].size() - 1;
+    out[i].insert(out[i].end(), p, p + n);
+    p += n;
+  }
+}
+}  // namespace
+
 int64_t shared_prefix_length(const std::vector<std::vector<int64_t>>& prompts) {
   constexpr size_t kWorthIt = 16;
   if (prompts.size() < 2) return 0;
@@ -521,7 +563,7 @@ KVCache prefill_cache(LlamaImpl& model, const std::vector<int64_t>& tokens) {
 
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,
                                                        const std::vector<std::vector<int64_t>>& continuations,
-                                                       const KVCache* shared) {
+                                                       const KVCache* shared, int64_t pass_positions) {
   const int64_t max_pos = model.config.max_position_embeddings;
   if (prompt.empty()) throw Error("continuation_logprobs: the prompt is empty");
   const int64_t skip = shared ? shared->length() : 0;
@@ -541,36 +583,25 @@ std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const s
   const auto first = at::log_softmax(model.logits(h.select(1, h.size(1) - 1)).to(at::kFloat), -1).squeeze(0).cpu();
   std::vector<std::vector<double>> out(continuations.size());
   std::vector<size_t> longer;  // continuations of two tokens or more
-  int64_t width = 0;
   for (size_t i = 0; i < continuations.size(); ++i) {
     const auto& c = continuations[i];
     if (!c.empty()) out[i].push_back(first[c[0]].item<double>());
-    if (c.size() > 1) longer.push_back(i), width = std::max<int64_t>(width, static_cast<int64_t>(c.size()) - 1);
+    if (c.size() > 1) longer.push_back(i);
   }
-  if (longer.empty()) return out;
-  // The rest of every longer continuation in one batch after the prompt's keys and values (a view, not a copy),
-  // right-padded: causal attention keeps each row's positions from its padding.
-  const auto rows = static_cast<int64_t>(longer.size());
-  auto inputs = at::zeros({rows, width}, at::kLong), targets = at::zeros({rows, width}, at::kLong);
-  for (int64_t r = 0; r < rows; ++r) {
-    const auto& c = continuations[longer[r]];
-    const auto n = static_cast<int64_t>(c.size()) - 1;
-    inputs[r].narrow(0, 0, n).copy_(at::tensor(at::ArrayRef<int64_t>(c.data(), n), at::kLong));
-    targets[r].narrow(0, 0, n).copy_(at::tensor(at::ArrayRef<int64_t>(c.data() + 1, n), at::kLong));
+  // The longer ones in passes of at most pass_positions cached positions, at least one row a pass.
+  const auto prompt_positions = static_cast<int64_t>(prompt.size());
+  std::vector<size_t> pass;
+  int64_t pass_width = 0;
+  for (const size_t i : longer) {
+    const int64_t w = std::max<int64_t>(pass_width, static_cast<int64_t>(continuations[i].size()) - 1);
+    if (!pass.empty() && static_cast<int64_t>(pass.size() + 1) * (prompt_positions + w) > pass_positions) {
+      score_continuations(model, prompt_cache, continuations, pass, out);
+      pass.clear();
+    }
+    pass.push_back(i);
+    pass_width = pass.size() == 1 ? static_cast<int64_t>(continuations[i].size()) - 1 : w;
   }
-  KVCache cache;
-  for (size_t l = 0; l < prompt_cache.keys.size(); ++l) {
-    cache.keys.push_back(prompt_cache.keys[l].expand({rows, -1, -1, -1}));
-    cache.values.push_back(prompt_cache.values[l].expand({rows, -1, -1, -1}));
-  }
-  const auto logits = model.logits(model.hidden_states(inputs.to(device), &cache)).to(at::kFloat);
-  // log softmax at the targets only: the logit less the log-sum-exp of its row.
-  const auto picked = (logits.gather(2, targets.to(device).unsqueeze(2)).squeeze(2) - logits.logsumexp(2))
-                          .to(at::kDouble).cpu();
-  for (int64_t r = 0; r < rows; ++r) {
-    const double* p = picked[r].data_ptr<double>();
-    out[longer[r]].insert(out[longer[r]].end(), p, p + continuations[longer[r]].size() - 1);
-  }
+  if (!pass.empty()) score_continuations(model, prompt_cache, continuations, pass, out);
   return out;
 }
 

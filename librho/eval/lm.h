@@ -101,12 +101,15 @@ std::vector<TextGeneration> generate_texts(LlamaImpl& model, const TextTokenizer
                                            const std::vector<std::string>& prompts, const TextGenerateOptions& options);
 
 // For each continuation, log p(c[i] | prompt, c[<i]) for every token i (natural log). The prompt is prefilled
-// once; the continuations then run together, one batch after its keys and values. `shared`, when given, holds the
-// keys and values of the prompt's first shared->length() tokens (a growing cache of one row, as hidden_states
-// leaves it; shorter than the prompt): only the rest of the prompt is run, after them.
+// once; the continuations then run together, batched after its keys and values, in passes of at most
+// `pass_positions` cached positions (each row holds the prompt's and its own; at least one row a pass: a memory
+// bound). `shared`, when given, holds the keys and values of the prompt's first shared->length() tokens (a
+// growing cache of one row, as prefill_cache makes it; shorter than the prompt): only the rest of the prompt is run,
+// after them. The caller vouches that the prompt starts with those tokens: the cache holds no ids to check.
 std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const std::vector<int64_t>& prompt,
                                                        const std::vector<std::vector<int64_t>>& continuations,
-                                                       const KVCache* shared = nullptr);
+                                                       const KVCache* shared = nullptr,
+                                                       int64_t pass_positions = 16384);
 
 // How many tokens every prompt starts with, leaving each at least one of its own (its last position chooses or
 // scores what follows): 0 for fewer than two prompts or fewer than 16 such tokens. Few-shot prompts share their

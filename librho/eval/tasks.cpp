@@ -220,9 +220,10 @@ ChoicePrediction predict_choice(const ChoiceItem& item, const std::vector<std::v
 ChoiceResult run_choice(LlamaImpl& model, const TextTokenizer& tok, const ChoiceOptions& options) {
   check_vocab(model, tok);
   const auto t0 = std::chrono::steady_clock::now();
+  const auto lines = read_json_lines(options.items, options.limit);
   const auto prefix = prompt_prefix(options.prompt_file, options.separator);
   std::vector<ChoiceItem> items;
-  for (const auto& line : read_json_lines(options.items, options.limit))
+  for (const auto& line : lines)
     items.push_back(read_choice_item(line, tok, prefix, options, model.config.max_position_embeddings));
   // The tokens every prompt starts with (the few-shot examples) run once; each item runs only its own after them.
   std::vector<std::vector<int64_t>> prompts;

@@ -445,6 +445,10 @@ TEST_CASE("continuation log-probabilities after a shared prefix's keys and value
     for (size_t i = 0; i < with[c].size(); ++i) CHECK(with[c][i] == Approx(without[c][i]).margin(1e-5));
   }
   CHECK(shared.length() == 17);  // left as it was
+  // One row a pass (the smallest memory bound) gives the same numbers as one pass for all.
+  const auto alone = rho::continuation_logprobs(*m, prompt, conts, &shared, /*pass_positions=*/1);
+  for (size_t c = 0; c < conts.size(); ++c)
+    for (size_t i = 0; i < with[c].size(); ++i) CHECK(alone[c][i] == Approx(with[c][i]).margin(1e-5));
   CHECK_THROWS_WITH(rho::continuation_logprobs(*m, {prompt.begin(), prompt.begin() + 17}, conts, &shared),
                     Contains("leaves nothing of the prompt"));
   // Shared prefixes: at least 16 tokens, and at least one token of each prompt left its own.
