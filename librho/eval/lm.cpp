@@ -43,6 +43,16 @@ Generation greedy_generate(LlamaImpl& model, const std::vector<int64_t>& prompt,
 namespace {
 using RowStop = std::function<bool(size_t prompt, const std::vector<int64_t>&)>;
 
+// A growing cache of one row seen as `rows` rows: views, not copies (a pass that extends it then copies each row).
+KVCache expand_rows(const KVCache& one_row, int64_t rows) {
+  KVCache cache;
+  for (size_t l = 0; l < one_row.keys.size(); ++l) {
+    cache.keys.push_back(one_row.keys[l].expand({rows, -1, -1, -1}));
+    cache.values.push_back(one_row.values[l].expand({rows, -1, -1, -1}));
+  }
+  return cache;
+}
+
 // Greedy choice for each row of hidden states [rows, hidden], on the hidden states' device.
 at::Tensor greedy_ids(LlamaImpl& model, const at::Tensor& hidden, int64_t vocab_limit) {
   auto logits = model.logits(hidden);
@@ -301,11 +311,7 @@ class BatchDecoder {
         last[i] = static_cast<int64_t>(i) * width + own - 1;
         if (options_.stats) options_.stats->prefill_tokens += own;
       }
-      KVCache prefill;
-      for (size_t l = 0; l < prefix_.keys.size(); ++l) {
-        prefill.keys.push_back(prefix_.keys[l].expand({static_cast<int64_t>(count), -1, -1, -1}));
-        prefill.values.push_back(prefix_.values[l].expand({static_cast<int64_t>(count), -1, -1, -1}));
-      }
+      KVCache prefill = expand_rows(prefix_, static_cast<int64_t>(count));
       if (next_prompt_ == prompts_.size()) prefix_ = KVCache();  // every prompt has started: its views are enough
       const auto h = model_.hidden_states(tokens.to(device_), &prefill);
       const auto ids = choose(h.reshape({-1, h.size(-1)})
@@ -500,9 +506,8 @@ TextGeneration generate_text(LlamaImpl& model, const TextTokenizer& tok, const s
 
 namespace {
 // Appends to out[i], for each continuation i of `which` (two tokens or more each), log p of its tokens after the
-// first: one pass after the prompt's keys and values, the rows right-padded (causal attention keeps each row's
-// positions from its padding). The cache is expanded to the rows, not copied, before the pass; its concatenation
-// with the rows' own keys and values then gives each row a copy. Logits are made at the rows' own positions only.
+// first: one pass after the prompt's keys and values (expand_rows), the rows right-padded (causal attention keeps
+// each row's positions from its padding). Logits are made at the rows' own positions only.
 void score_continuations(LlamaImpl& model, const KVCache& prompt_cache,
                          const std::vector<std::vector<int64_t>>& continuations, const std::vector<size_t>& which,
                          std::vector<std::vector<double>>& out) {
@@ -518,11 +523,7 @@ void score_continuations(LlamaImpl& model, const KVCache& prompt_cache,
     inputs[r].narrow(0, 0, n).copy_(at::tensor(at::ArrayRef<int64_t>(c.data(), n), at::kLong));
     for (int64_t j = 0; j < n; ++j) positions.push_back(r * width + j), targets.push_back(c[j + 1]);
   }
-  KVCache cache;
-  for (size_t l = 0; l < prompt_cache.keys.size(); ++l) {
-    cache.keys.push_back(prompt_cache.keys[l].expand({rows, -1, -1, -1}));
-    cache.values.push_back(prompt_cache.values[l].expand({rows, -1, -1, -1}));
-  }
+  KVCache cache = expand_rows(prompt_cache, rows);
   const auto h = model.hidden_states(inputs.to(device), &cache);
   const auto own = h.reshape({-1, h.size(-1)}).index_select(0, at::tensor(positions, at::kLong).to(device));
   const auto logits = model.logits(own).to(at::kFloat);
@@ -591,15 +592,17 @@ std::vector<std::vector<double>> continuation_logprobs(LlamaImpl& model, const s
   // The longer ones in passes of at most pass_positions cached positions, at least one row a pass.
   const auto prompt_positions = static_cast<int64_t>(prompt.size());
   std::vector<size_t> pass;
-  int64_t pass_width = 0;
+  int64_t pass_width = 0;  // the pass's longest row
   for (const size_t i : longer) {
-    const int64_t w = std::max<int64_t>(pass_width, static_cast<int64_t>(continuations[i].size()) - 1);
-    if (!pass.empty() && static_cast<int64_t>(pass.size() + 1) * (prompt_positions + w) > pass_positions) {
+    const int64_t n = static_cast<int64_t>(continuations[i].size()) - 1;
+    const int64_t rows = static_cast<int64_t>(pass.size()) + 1;
+    if (!pass.empty() && rows * (prompt_positions + std::max(pass_width, n)) > pass_positions) {
       score_continuations(model, prompt_cache, continuations, pass, out);
       pass.clear();
+      pass_width = 0;
     }
     pass.push_back(i);
-    pass_width = pass.size() == 1 ? static_cast<int64_t>(continuations[i].size()) - 1 : w;
+    pass_width = std::max(pass_width, n);
   }
   if (!pass.empty()) score_continuations(model, prompt_cache, continuations, pass, out);
   return out;

@@ -61,12 +61,17 @@ at::Tensor swap_halves(const at::Tensor& x) {
   return at::cat({x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
+// apply_rotary's values.
+at::Tensor rotary_values(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
+  return x * cos + swap_halves(x) * sin_signed;
+}
+
 // apply_rotary with gradients: one node, keeping only the tables (as autograd's multiplications would).
 struct RotaryFunction : torch::autograd::Function<RotaryFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
                             const at::Tensor& sin_signed) {
     ctx->save_for_backward({cos, sin_signed});
-    return x * cos + swap_halves(x) * sin_signed;
+    return rotary_values(x, cos, sin_signed);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -79,7 +84,7 @@ struct RotaryFunction : torch::autograd::Function<RotaryFunction> {
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
   if (at::GradMode::is_enabled() && x.requires_grad()) return RotaryFunction::apply(x, cos, sin_signed);
-  return x * cos + swap_halves(x) * sin_signed;
+  return rotary_values(x, cos, sin_signed);
 }
 
 at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads) {
