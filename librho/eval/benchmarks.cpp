@@ -1,6 +1,7 @@
 #include "librho/eval/benchmarks.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <atomic>
@@ -116,7 +117,7 @@ std::string mathqa_options(const Row& r) {
   if (!options.empty() && options[0] == '[') {  // a Python list of option strings: ['a ) 462', "b ) 530"]
     const auto list = python_string_list(options);
     if (!list) throw Error(fmt::format("{}: field 'options' is neither \"a ) ...\" text nor a list of strings", r.source));
-    options = join(*list, ", ");
+    options = fmt::format("{}", fmt::join(*list, ", "));
   }
   if (options.empty() || options[0] != 'a')
     throw Error(fmt::format("{}: field 'options' must start with option a", r.source));
@@ -418,10 +419,11 @@ std::string program_to_run(const std::string& completion) {
     }
   }
   if (programs.empty()) programs.push_back("");
-  if (!imports.empty()) programs[0] = join(imports, "\n") + "\n" + programs[0];
+  if (!imports.empty()) programs[0] = fmt::format("{}\n{}", fmt::join(imports, "\n"), programs[0]);
   // Earlier programs run again, silently.
-  for (size_t k = 0; k + 1 < programs.size(); ++k) programs[k] = join(program_lines(programs[k], is_not_print), "\n");
-  return join(programs, "\n");
+  for (size_t k = 0; k + 1 < programs.size(); ++k)
+    programs[k] = fmt::format("{}", fmt::join(program_lines(programs[k], is_not_print), "\n"));
+  return fmt::format("{}", fmt::join(programs, "\n"));
 }
 
 std::vector<SandboxResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& sandbox,

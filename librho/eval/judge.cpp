@@ -1,5 +1,8 @@
 #include "librho/eval/judge.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -69,7 +72,7 @@ std::string set_to_pmatrix(const std::string& s) {
     for (char c : m) body += c == ',' ? std::string("\\") : std::string(1, c);
     out.push_back("\\begin{pmatrix}" + body + "\\end{pmatrix}");
   }
-  return join(out, ", ");
+  return fmt::format("{}", fmt::join(out, ", "));
 }
 
 // Python's s[1:-1]: without the first character (an ASCII bracket here) and the last one, however many bytes it has.

@@ -189,7 +189,8 @@ void add_backward_peak(MemoryPlan& plan, const PlanSizes& z, const LlamaConfig& 
   // By the first layer's backward a sharded run holds the root unit's gradients and their reduce-scatter input(s).
   const int64_t grads_at_end = z.whole_grads ? 4 * z.P + (z.sharded ? 4 * z.S : 0)
                                              : grads_kept + std::max(unit_grads + head_grad, 4 * z.P_root * (1 + copies));
-  const int64_t last_layer = grads_at_end + per_layer + rope + 4 * z.N * z.h;
+  const int64_t last_layer_acts = per_layer + rope + 4 * z.N * z.h;  // the first layer's, its input, the tables
+  const int64_t last_layer = grads_at_end + last_layer_acts;
   // Across ranks, `none` keeps its all-reduce buckets (the size of the gradients) from the start.
   if (o.sharding == Sharding::None && z.grouped) add_item(plan, "buffers", "gradient all-reduce buckets", 4 * z.P);
   const int64_t peak = std::max({start, piled, last_layer});
@@ -208,7 +209,7 @@ void add_backward_peak(MemoryPlan& plan, const PlanSizes& z, const LlamaConfig& 
     add_item(plan, "activations", "not yet freed", piled_acts);
   } else {
     add_item(plan, "gradients", "by the backward of the model's first layer", grads_at_end);
-    add_item(plan, "activations", "the first layer's, its input, and the rotary tables", per_layer + rope + 4 * z.N * z.h);
+    add_item(plan, "activations", "the first layer's, its input, and the rotary tables", last_layer_acts);
   }
 }
 }  // namespace

@@ -33,13 +33,6 @@ inline std::vector<std::string> split(const std::string& s, const std::string& s
   return out;
 }
 
-// Python's sep.join(parts).
-inline std::string join(const std::vector<std::string>& parts, const std::string& sep) {
-  std::string out;
-  for (size_t i = 0; i < parts.size(); ++i) out += (i ? sep : std::string()) + parts[i];
-  return out;
-}
-
 inline bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 inline bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
