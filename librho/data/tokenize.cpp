@@ -298,10 +298,17 @@ class TokenizeJob {
 };
 
 void TokenizeJob::prepare_folder() {
-  const bool complete = fs::exists(out(kManifest));
+  // progress.json is removed only after manifest.json is in place: both present means a run was killed between
+  // the two, and the rerun finishes it (the manifest goes first, then everything runs as a resume).
+  const bool unfinished = fs::exists(out(kProgress));
+  const bool complete = fs::exists(out(kManifest)) && !unfinished;
   if (complete && !opt_.overwrite)
     throw Error(fmt::format("{}: already holds a complete dataset ({}); pass --overwrite to replace it",
                             opt_.out_dir, kManifest));
+  if (unfinished && fs::exists(out(kManifest))) {
+    fs::remove(out(kManifest));
+    fsync_dir(opt_.out_dir);
+  }
   if (opt_.overwrite) {
     // The manifest goes first: from here on the folder reads as incomplete.
     fs::remove(out(kManifest));

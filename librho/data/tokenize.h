@@ -6,7 +6,8 @@
 // Resuming: after each shard, progress.json (written atomically) records the shards so far and where the input
 // continues (file, byte offset, line, tokens of a document already written). A rerun in the same folder keeps the
 // shards that still match their recorded size and sha256 and continues from there; manifest.json is written
-// last, so a folder without it holds an incomplete dataset.
+// last and progress.json removed after it, so a folder without the manifest, or with progress.json, holds an
+// unfinished run.
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -7,7 +7,8 @@ spanning several shards) is tokenised once without interruption (training the to
   - with the trained tokenizer and 1 thread, killed after 5 shards, rerun with 2 threads and killed from outside
     part-way, a shard damaged, then rerun with 3 threads;
 each final dataset (shards, manifest.json, tokenizer) must equal the uninterrupted one byte for byte. Also: a
-rerun with different settings is refused, --overwrite starts over, a complete dataset is not overwritten.
+rerun with different settings is refused, --overwrite starts over, a complete dataset is not overwritten, and a
+run killed between writing manifest.json and removing progress.json is finished by the rerun.
 """
 import argparse
 import json
@@ -106,6 +107,21 @@ def main():
         assert "already holds a complete dataset" in err, err
         assert dataset_files(c) == expected
         print("settings checks, --overwrite, complete dataset kept: ok")
+
+        # 4. Killed between the manifest's rename and progress.json's removal (the last two steps): the folder holds
+        # both. The rerun finishes the run instead of calling the folder complete; then it is complete.
+        d = tmp / "d"
+        rc, _, _ = run(tool, *common, *tok, "--out", d, "--test-kill-after-shards", len(manifest["shards"]),
+                       expect=None)
+        assert rc == -signal.SIGKILL, rc
+        check_interrupted(d, len(manifest["shards"]))
+        (d / "manifest.json").write_bytes((ref / "manifest.json").read_bytes())
+        _, summary, _ = run(tool, *common, *tok, "--out", d)
+        assert f"after {len(manifest['shards'])} shard(s) kept from an interrupted run" in summary, summary
+        assert dataset_files(d) == expected and not (d / "progress.json").exists()
+        rc, _, err = run(tool, *common, *tok, "--out", d, expect=1)
+        assert "already holds a complete dataset" in err, err
+        print("killed between manifest.json and progress.json's removal + rerun: identical, then complete")
     return 0
 
 

@@ -115,8 +115,12 @@ def main():
         for seed in SEEDS:
             rng = random.Random(seed)
             points = []
+            # Finished: the manifest in place and progress.json removed after it (a rerun refuses to touch it).
+            # Both present: killed between the two; the rerun finishes the run.
+            def finished():
+                return (out / "manifest.json").exists() and not (out / "progress.json").exists()
             for _ in range(KILLS_PER_SEED):
-                if (out / "manifest.json").exists():  # finished before a kill: a rerun refuses to touch it
+                if finished():
                     break
                 # A random point: start-up (tokenizer training included) or after the k-th shard file appears.
                 k, delay = rng.randint(0, n_shards), rng.uniform(0.0, 0.03)
@@ -127,7 +131,7 @@ def main():
                 problems = token_dataset_problems(out)
                 s.check(not problems, f"rho_tokenize seed {seed}: after a kill at {what}, manifest.json absent "
                         f"or complete {problems[:3]}")
-            if not (out / "manifest.json").exists():
+            if not finished():
                 run(*tok_cmd)
             got = tree_hashes(out)
             s.check(got == ref, f"rho_tokenize seed {seed}: killed at {', '.join(points)}, rerun: {len(got)} files "
