@@ -395,13 +395,9 @@ void read_model(const YAML::Node& root, const std::string& source, TrainConfig& 
     throw Error(fmt::format("{}: the 'model' section needs 'config', inline fields or 'init_from'", source));
   }
 }
-}  // namespace
 
-std::string to_string(Stage v) { return enum_name(kStageNames, v); }
-std::string to_string(Precision v) { return enum_name(kPrecisionNames, v); }
-std::string to_string(NanPolicy v) { return enum_name(kNanPolicyNames, v); }
-TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::string& source,
-                                          const std::vector<std::string>& overrides) {
+// The whole file as a mapping of known sections, duplicates refused, --set overrides applied.
+YAML::Node load_root(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -413,15 +409,16 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
   reject_duplicates(root, source, "");
   reject_duplicates(root["model"], source, "model.");
   for (const auto& o : overrides) apply_override(root, o);
-  TrainConfig c;
   const std::set<std::string> sections = {"run", "model", "data", "optim", "train", "slm"};
   for (const auto& kv : root)
     if (!sections.count(kv.first.as<std::string>()))
       throw Error(fmt::format("{}: unknown section '{}' (run, model, data, optim, train, slm)", where(source, kv.first),
                               kv.first.as<std::string>()));
+  return root;
+}
 
-  read_section(root, source, "run", c);
-  read_model(root, source, c);
+// data: the table's keys plus `eval`, a map of names to token datasets; `train` is required.
+void read_data(const YAML::Node& root, const std::string& source, TrainConfig& c) {
   read_section(root, source, "data", c, [&](Section& data) {
     if (YAML::Node ev = data.child("eval")) {
       if (!ev.IsMap()) throw Error(fmt::format("{}: 'data.eval' must map names to token datasets", where(source, ev)));
@@ -429,8 +426,10 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
     }
   });
   if (c.train_data.empty()) throw Error(fmt::format("{}: 'data.train' is required", source));
-  read_section(root, source, "optim", c);
-  read_section(root, source, "train", c);
+}
+
+// slm: the table's keys plus `start_fraction`, another way to give start_step (as a fraction of max_steps).
+void read_slm(const YAML::Node& root, const std::string& source, TrainConfig& c) {
   double start_fraction = 0;
   bool both_starts = false;
   std::string start_where;
@@ -443,14 +442,21 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
     throw Error(fmt::format("{}: 'slm.start_fraction' = {} is out of range: must lie in [0, 1)", start_where,
                             start_fraction));
   if (start_fraction > 0) {
-    if (both_starts)
-      throw Error(fmt::format("{}: give slm.start_step or slm.start_fraction, not both", start_where));
+    if (both_starts) throw Error(fmt::format("{}: give slm.start_step or slm.start_fraction, not both", start_where));
     c.slm_start_step = static_cast<int64_t>(std::llround(start_fraction * static_cast<double>(c.max_steps)));
   }
+}
+
+// Rules across keys, each with the keys it names. A rule reads the finished config, so sections may come in any
+// order in the file.
+void check_reference_kind(const TrainConfig& c, const std::string& source) {
   const int kinds = !c.reference_losses.empty() + !c.reference_model.empty() + (c.self_reference != SelfReference::None);
   if (c.stage == Stage::Slm && c.slm.rule != SelectionRule::Current && c.slm.rule != SelectionRule::Random && kinds != 1)
     throw Error(fmt::format("{}: stage slm with rule '{}' needs exactly one of slm.reference_losses, "
                             "slm.reference_model and slm.self_reference", source, to_string(c.slm.rule)));
+}
+
+void check_eval_reference_losses(const TrainConfig& c, const std::string& source) {
   std::set<std::string> scored_sets;
   for (const auto& spec : c.eval_reference_losses) {
     const auto eq = spec.find('=');
@@ -462,30 +468,57 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::st
     if (!scored_sets.insert(name).second)
       throw Error(fmt::format("{}: 'slm.eval_reference_losses' names eval set '{}' twice", source, name));
   }
+}
+
+void check_sharding(const TrainConfig& c, const std::string& source) {
   if (c.sharding == Sharding::Parameters && (c.self_reference != SelfReference::None || c.handoff == Handoff::Self))
     throw Error(fmt::format("{}: train.sharding parameters keeps a shard of the weights on each rank, but a "
                             "self-reference (slm.self_reference {}, slm.handoff {}) copies the whole model; use "
                             "train.sharding gradients, or an offline reference (slm.reference_losses)",
                             source, enum_name(kSelfReferenceNames, c.self_reference), enum_name(kHandoffNames, c.handoff)));
-  if (c.handoff != Handoff::None) {  // a handoff is triggered by the reference's loss on the first eval set
-    const bool offline_eval = !c.eval_sets.empty() &&
-                              std::any_of(c.eval_reference_losses.begin(), c.eval_reference_losses.end(),
-                                          [&](const std::string& s) { return s.rfind(c.eval_sets.front().name + "=", 0) == 0; });
-    const bool eval_loss = offline_eval || !c.eval_reference.empty() ||
-                           (!c.reference_model.empty() && c.reference_losses.empty());
-    if (c.stage != Stage::Slm || c.eval_sets.empty() || !eval_loss || c.self_reference != SelfReference::None)
-      throw Error(fmt::format("{}: slm.handoff {} needs stage slm, a data.eval set, and the reference's loss on it "
-                              "(slm.eval_reference or slm.eval_reference_losses, or online reference models only); "
-                              "not a self-reference",
-                              source, enum_name(kHandoffNames, c.handoff)));
-    const bool soft = c.slm.weighting == Weighting::Softmax || c.slm.weighting == Weighting::Linear;
-    if (c.handoff == Handoff::Anneal && soft)
-      throw Error(fmt::format("{}: slm.handoff anneal raises the ratio, which slm.weighting {} does not use", source,
-                              enum_name(kWeightingNames, c.slm.weighting)));
-    if (c.handoff == Handoff::Self && c.slm.rule != SelectionRule::Excess && c.slm.rule != SelectionRule::Reference)
-      throw Error(fmt::format("{}: slm.handoff self changes the reference, which slm.rule {} does not use", source,
-                              enum_name(kSelectionRuleNames, c.slm.rule)));
-  }
+}
+
+// A handoff is triggered by the reference's loss on the first eval set, and changes what the rule or weighting uses.
+void check_handoff(const TrainConfig& c, const std::string& source) {
+  if (c.handoff == Handoff::None) return;
+  const bool offline_eval = !c.eval_sets.empty() &&
+                            std::any_of(c.eval_reference_losses.begin(), c.eval_reference_losses.end(),
+                                        [&](const std::string& s) { return s.rfind(c.eval_sets.front().name + "=", 0) == 0; });
+  const bool eval_loss = offline_eval || !c.eval_reference.empty() ||
+                         (!c.reference_model.empty() && c.reference_losses.empty());
+  if (c.stage != Stage::Slm || c.eval_sets.empty() || !eval_loss || c.self_reference != SelfReference::None)
+    throw Error(fmt::format("{}: slm.handoff {} needs stage slm, a data.eval set, and the reference's loss on it "
+                            "(slm.eval_reference or slm.eval_reference_losses, or online reference models only); "
+                            "not a self-reference",
+                            source, enum_name(kHandoffNames, c.handoff)));
+  const bool soft = c.slm.weighting == Weighting::Softmax || c.slm.weighting == Weighting::Linear;
+  if (c.handoff == Handoff::Anneal && soft)
+    throw Error(fmt::format("{}: slm.handoff anneal raises the ratio, which slm.weighting {} does not use", source,
+                            enum_name(kWeightingNames, c.slm.weighting)));
+  if (c.handoff == Handoff::Self && c.slm.rule != SelectionRule::Excess && c.slm.rule != SelectionRule::Reference)
+    throw Error(fmt::format("{}: slm.handoff self changes the reference, which slm.rule {} does not use", source,
+                            enum_name(kSelectionRuleNames, c.slm.rule)));
+}
+}  // namespace
+
+std::string to_string(Stage v) { return enum_name(kStageNames, v); }
+std::string to_string(Precision v) { return enum_name(kPrecisionNames, v); }
+std::string to_string(NanPolicy v) { return enum_name(kNanPolicyNames, v); }
+
+TrainConfig TrainConfig::from_yaml_string(const std::string& text, const std::string& source,
+                                          const std::vector<std::string>& overrides) {
+  const YAML::Node root = load_root(text, source, overrides);
+  TrainConfig c;
+  read_section(root, source, "run", c);
+  read_model(root, source, c);
+  read_data(root, source, c);
+  read_section(root, source, "optim", c);
+  read_section(root, source, "train", c);
+  read_slm(root, source, c);
+  check_reference_kind(c, source);
+  check_eval_reference_losses(c, source);
+  check_sharding(c, source);
+  check_handoff(c, source);
   return c;
 }
 
