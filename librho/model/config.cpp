@@ -177,25 +177,14 @@ LlamaConfig LlamaConfig::from_yaml_file(const std::string& path) {
   return from_yaml_string(read_text_file(path), path);
 }
 
-LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std::string& source,
-                                             std::vector<std::string>* unknown) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(fmt::format("{}: invalid JSON: {}", source, e.what()));
-  }
-  if (!j.is_object()) throw Error(fmt::format("{}: expected a JSON object", source));
-  auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
-  LlamaConfig c;
-  c.family = enum_of(kFamilies, j.value("model_type", std::string("(none)")), source + ": model_type");
-  c.num_kv_heads = -1;  // defaults to num_heads below, as in transformers
-  c.tie_word_embeddings = false;
-  c.sliding_window = 0;
+namespace {
+bool has_hf(const nlohmann::json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
 
-  // Keys that would change the result: the values librho implements, else refused by name.
+// Keys that would change the result: the values librho implements, else refused by name. Biases are read here
+// (Llama may have them; the other families must not).
+void check_hf_supported(const nlohmann::json& j, const std::string& source, LlamaConfig& c) {
   auto require = [&](const char* key, const nlohmann::json& ok, const char* what) {
-    if (has(key) && j[key] != ok)
+    if (has_hf(j, key) && j[key] != ok)
       throw Error(fmt::format("{}: field '{}' = {} is not supported (librho implements {})", source, key,
                               j[key].dump(), what));
   };
@@ -204,12 +193,12 @@ LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std:
   require("rope_interleaved", false, "false (rotate-half RoPE)");
   require("partial_rotary_factor", 1.0, "1.0 (rotary over the whole head)");
   require("use_sliding_window", false, "false for qwen2 (full attention)");
-  if (has("attention_dropout") && j["attention_dropout"] != 0)
+  if (has_hf(j, "attention_dropout") && j["attention_dropout"] != 0)
     throw Error(fmt::format("{}: field 'attention_dropout' must be 0", source));
-  if (has("quantization_config"))
+  if (has_hf(j, "quantization_config"))
     throw Error(fmt::format("{}: quantized weights (quantization_config) are not supported: give fp32, bf16 or fp16 "
                             "safetensors", source));
-  if (has("layer_types"))
+  if (has_hf(j, "layer_types"))
     for (const auto& t : j["layer_types"])
       if (t != "full_attention")
         throw Error(fmt::format("{}: layer_types holds {} (librho implements full_attention)", source, t.dump()));
@@ -220,34 +209,42 @@ LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std:
     require("attention_bias", false, "no attention_bias for this family");
     require("mlp_bias", false, "false");
   }
-  // RoPE: rope_scaling (transformers 4.x) or rope_parameters (5.x, which also carries rope_theta).
-  const char* rope_key = has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  if (has(rope_key)) {
-    const auto& r = j[rope_key];
-    if (!r.is_object()) throw Error(fmt::format("{}: field '{}' must be an object", source, rope_key));
-    const std::string type = r.value("rope_type", r.value("type", std::string("default")));
-    c.rope_scaling = type == "default" ? RopeScaling::None
-                                       : enum_of(kRopeScalings, type, fmt::format("{}: {}.rope_type", source, rope_key));
-    if (r.contains("rope_theta")) c.rope_theta = r["rope_theta"].get<double>();
-    c.rope_factor = r.value("factor", 1.0);
-    c.rope_low_freq_factor = r.value("low_freq_factor", 1.0);
-    c.rope_high_freq_factor = r.value("high_freq_factor", 4.0);
-    c.rope_original_max_position_embeddings = r.value("original_max_position_embeddings", int64_t(8192));
-    for (auto& [k, v] : r.items())
-      if (k != "rope_type" && k != "type" && k != "rope_theta" && k != "factor" && k != "low_freq_factor" &&
-          k != "high_freq_factor" && k != "original_max_position_embeddings")
-        throw Error(fmt::format("{}: {}.{} is not supported", source, rope_key, k));
-  }
-  const bool qwen2_window_off = c.family == ModelFamily::Qwen2;  // use_sliding_window false (required above)
+}
 
+// RoPE: rope_scaling (transformers 4.x) or rope_parameters (5.x, which also carries rope_theta).
+void read_hf_rope(const nlohmann::json& j, const std::string& source, LlamaConfig& c) {
+  const char* rope_key = has_hf(j, "rope_parameters") ? "rope_parameters" : "rope_scaling";
+  if (!has_hf(j, rope_key)) return;
+  const auto& r = j[rope_key];
+  if (!r.is_object()) throw Error(fmt::format("{}: field '{}' must be an object", source, rope_key));
+  const std::string type = r.value("rope_type", r.value("type", std::string("default")));
+  c.rope_scaling = type == "default" ? RopeScaling::None
+                                     : enum_of(kRopeScalings, type, fmt::format("{}: {}.rope_type", source, rope_key));
+  if (r.contains("rope_theta")) c.rope_theta = r["rope_theta"].get<double>();
+  c.rope_factor = r.value("factor", 1.0);
+  c.rope_low_freq_factor = r.value("low_freq_factor", 1.0);
+  c.rope_high_freq_factor = r.value("high_freq_factor", 4.0);
+  c.rope_original_max_position_embeddings = r.value("original_max_position_embeddings", int64_t(8192));
+  static const std::set<std::string> known = {"rope_type",       "type",
+                                              "rope_theta",      "factor",
+                                              "low_freq_factor", "high_freq_factor",
+                                              "original_max_position_embeddings"};
+  for (auto& [k, v] : r.items())
+    if (!known.count(k)) throw Error(fmt::format("{}: {}.{} is not supported", source, rope_key, k));
+}
+
+// The fields of the table (fields_of) by their Hugging Face names, type-checked; keys neither in the table nor
+// handled above nor ignored (kHfIgnored) are listed in `unknown`.
+void read_hf_fields(const nlohmann::json& j, const std::string& source, LlamaConfig& c,
+                    std::vector<std::string>* unknown) {
+  static const std::set<std::string> handled = {
+      "hidden_act", "pretraining_tp", "rope_interleaved", "partial_rotary_factor", "use_sliding_window",
+      "attention_dropout", "quantization_config", "layer_types", "attention_bias", "mlp_bias", "rope_scaling",
+      "rope_parameters", "max_window_layers"};
+  const bool qwen2_window_off = c.family == ModelFamily::Qwen2;  // use_sliding_window false (required above)
   auto fields = fields_of(c);
   for (auto& [key, value] : j.items()) {
-    if (key.rfind('_', 0) == 0 || kHfIgnored.count(key)) continue;
-    static const std::set<std::string> handled = {
-        "hidden_act", "pretraining_tp", "rope_interleaved", "partial_rotary_factor", "use_sliding_window",
-        "attention_dropout", "quantization_config", "layer_types", "attention_bias", "mlp_bias", "rope_scaling",
-        "rope_parameters", "max_window_layers"};
-    if (handled.count(key)) continue;
+    if (key.rfind('_', 0) == 0 || kHfIgnored.count(key) || handled.count(key)) continue;
     if (key == "sliding_window" && qwen2_window_off) continue;
     auto it = std::find_if(fields.begin(), fields.end(),
                            [&](const Field& f) { return f.hf_name && key == f.hf_name; });
@@ -267,6 +264,26 @@ LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std:
         },
         it->ref);
   }
+}
+}  // namespace
+
+LlamaConfig LlamaConfig::from_hf_json_string(const std::string& text, const std::string& source,
+                                             std::vector<std::string>* unknown) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(fmt::format("{}: invalid JSON: {}", source, e.what()));
+  }
+  if (!j.is_object()) throw Error(fmt::format("{}: expected a JSON object", source));
+  LlamaConfig c;
+  c.family = enum_of(kFamilies, j.value("model_type", std::string("(none)")), source + ": model_type");
+  c.num_kv_heads = -1;  // defaults to num_heads below, as in transformers
+  c.tie_word_embeddings = false;
+  c.sliding_window = 0;
+  check_hf_supported(j, source, c);
+  read_hf_rope(j, source, c);
+  read_hf_fields(j, source, c, unknown);
   if (c.num_kv_heads < 0) c.num_kv_heads = c.num_heads;
   c.validate(source);
   return c;
