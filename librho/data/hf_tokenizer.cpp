@@ -86,6 +86,12 @@ struct HfTokenizer::Impl {
   int64_t bos = -1, eos = -1;
   mutable std::unordered_map<std::string, std::vector<int>> cache;
 
+  // parse's steps, in order; each refuses by name what this reader does not implement.
+  int64_t read_bpe_model(const json& model);  // returns the highest id
+  void read_text_steps(const json& j);
+  void read_added_tokens(const json& j, int64_t max_id);
+  void read_special_tokens(const json& j, const std::string& config_text);
+
   int id_of(const std::string& piece) const {
     const auto it = vocab.find(piece);
     return it == vocab.end() ? -1 : it->second;
@@ -264,6 +270,99 @@ void add_pre_step(const json& p, const std::string& source, std::vector<PreStep>
 }
 }  // namespace
 
+// model: a byte-level BPE vocabulary and merges. Returns the highest id.
+int64_t HfTokenizer::Impl::read_bpe_model(const json& model) {
+  if (model.value("type", std::string("BPE")) != "BPE")
+    unsupported(source, "model type '" + model.value("type", std::string()) + "'");
+  byte_fallback = model.value("byte_fallback", false);  // pieces missing from the vocabulary as <0xXX> bytes
+  for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"})
+    if (model.contains(k) && !model[k].is_null()) unsupported(source, std::string("model.") + k);
+  ignore_merges = model.value("ignore_merges", false);
+  int64_t max_id = -1;
+  for (auto& [piece, id] : model.at("vocab").items()) {
+    vocab[piece] = id.get<int>();
+    max_id = std::max<int64_t>(max_id, id.get<int>());
+  }
+  int rank = 0;
+  for (const auto& mg : model.at("merges")) {
+    const std::string key = mg.is_string() ? mg.get<std::string>()
+                                           : mg.at(0).get<std::string>() + " " + mg.at(1).get<std::string>();
+    merge_rank.emplace(key, rank++);
+  }
+  if (model.contains("unk_token") && model["unk_token"].is_string()) unk_id = id_of(model["unk_token"]);
+  return max_id;
+}
+
+// normalizer: none, NFC, or a Sequence of NFC; pre_tokenizer: exactly one ByteLevel step among the others.
+void HfTokenizer::Impl::read_text_steps(const json& j) {
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    const auto& n = j["normalizer"];
+    auto one = [&](const json& x) {
+      const auto type = x.value("type", std::string());
+      if (type == "NFC") nfc = true;
+      else unsupported(source, "normalizer '" + type + "'");
+    };
+    if (n.value("type", std::string()) == "Sequence") {
+      for (const auto& x : n.at("normalizers")) one(x);
+    } else {
+      one(n);
+    }
+  }
+  if (!j.contains("pre_tokenizer") || j["pre_tokenizer"].is_null()) unsupported(source, "a missing pre_tokenizer");
+  add_pre_step(j["pre_tokenizer"], source, steps);
+  if (std::count_if(steps.begin(), steps.end(), [](const PreStep& s) { return s.kind == PreStep::ByteLevel; }) != 1)
+    unsupported(source, "a pre-tokenizer without exactly one ByteLevel step");
+}
+
+// added_tokens (longest first, as they are matched), then the id -> piece table over them and the vocabulary.
+void HfTokenizer::Impl::read_added_tokens(const json& j, int64_t max_id) {
+  for (const auto& a : j.value("added_tokens", json::array())) {
+    for (const char* k : {"lstrip", "rstrip", "single_word"})
+      if (a.value(k, false))
+        unsupported(source, fmt::format("added token '{}' with {}", a.value("content", std::string()), k));
+    const int id = a.at("id").get<int>();
+    added.emplace_back(a.at("content").get<std::string>(), id);
+    if (!added.back().first.empty()) added_first_byte[static_cast<unsigned char>(added.back().first[0])] = true;
+    max_id = std::max<int64_t>(max_id, id);
+  }
+  std::stable_sort(added.begin(), added.end(),
+                   [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+  id_to_piece.assign(static_cast<size_t>(max_id + 1), std::string());
+  id_is_added.assign(static_cast<size_t>(max_id + 1), false);
+  for (const auto& [piece, id] : vocab) id_to_piece[static_cast<size_t>(id)] = piece;
+  for (const auto& [content, id] : added) {
+    id_to_piece[static_cast<size_t>(id)] = content;
+    id_is_added[static_cast<size_t>(id)] = true;
+  }
+}
+
+// BOS: what the post-processor puts first (what transformers adds with add_special_tokens); EOS: the
+// tokenizer_config.json's eos_token, else the usual end-of-text tokens.
+void HfTokenizer::Impl::read_special_tokens(const json& j, const std::string& config_text) {
+  auto special_id = [&](const std::string& content) -> int64_t {
+    for (const auto& [c, id] : added)
+      if (c == content) return id;
+    return id_of(content);
+  };
+  if (j.contains("post_processor") && j["post_processor"].is_object()) {
+    const auto& pp = j["post_processor"];
+    for (const auto& proc : pp.value("type", std::string()) == "Sequence" ? pp.value("processors", json::array())
+                                                                          : json::array({pp})) {
+      const auto single = proc.value("single", json::array());
+      if (proc.value("type", std::string()) == "TemplateProcessing" && !single.empty() &&
+          single[0].contains("SpecialToken"))
+        bos = special_id(single[0]["SpecialToken"].value("id", std::string()));
+    }
+  }
+  if (!config_text.empty()) {
+    const auto c = json::parse(config_text);
+    if (c.contains("eos_token") && !c["eos_token"].is_null()) eos = special_id(token_text(c["eos_token"]));
+  }
+  if (eos < 0)
+    for (const char* e : {"<|endoftext|>", "<|end_of_text|>", "</s>"})
+      if ((eos = special_id(e)) >= 0) break;
+}
+
 HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& config_text,
                                const std::string& source) {
   json j;
@@ -276,87 +375,10 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
   auto& m = *t.impl_;
   m.source = source;
   try {
-    const auto& model = j.at("model");
-    if (model.value("type", std::string("BPE")) != "BPE")
-      unsupported(source, "model type '" + model.value("type", std::string()) + "'");
-    m.byte_fallback = model.value("byte_fallback", false);  // pieces missing from the vocabulary as <0xXX> bytes
-    for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix", "dropout"})
-      if (model.contains(k) && !model[k].is_null()) unsupported(source, std::string("model.") + k);
-    m.ignore_merges = model.value("ignore_merges", false);
-    int64_t max_id = -1;
-    for (auto& [piece, id] : model.at("vocab").items()) {
-      m.vocab[piece] = id.get<int>();
-      max_id = std::max<int64_t>(max_id, id.get<int>());
-    }
-    int rank = 0;
-    for (const auto& mg : model.at("merges")) {
-      const std::string key = mg.is_string() ? mg.get<std::string>()
-                                             : mg.at(0).get<std::string>() + " " + mg.at(1).get<std::string>();
-      m.merge_rank.emplace(key, rank++);
-    }
-    if (model.contains("unk_token") && model["unk_token"].is_string()) m.unk_id = m.id_of(model["unk_token"]);
-
-    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
-      const auto& n = j["normalizer"];
-      auto one = [&](const json& x) {
-        const auto type = x.value("type", std::string());
-        if (type == "NFC") m.nfc = true;
-        else unsupported(source, "normalizer '" + type + "'");
-      };
-      if (n.value("type", std::string()) == "Sequence") {
-        for (const auto& x : n.at("normalizers")) one(x);
-      } else {
-        one(n);
-      }
-    }
-    if (!j.contains("pre_tokenizer") || j["pre_tokenizer"].is_null()) unsupported(source, "a missing pre_tokenizer");
-    add_pre_step(j["pre_tokenizer"], source, m.steps);
-    if (std::count_if(m.steps.begin(), m.steps.end(), [](const PreStep& s) { return s.kind == PreStep::ByteLevel; }) != 1)
-      unsupported(source, "a pre-tokenizer without exactly one ByteLevel step");
-
-    for (const auto& a : j.value("added_tokens", json::array())) {
-      for (const char* k : {"lstrip", "rstrip", "single_word"})
-        if (a.value(k, false))
-          unsupported(source, fmt::format("added token '{}' with {}", a.value("content", std::string()), k));
-      const int id = a.at("id").get<int>();
-      m.added.emplace_back(a.at("content").get<std::string>(), id);
-      if (!m.added.back().first.empty()) m.added_first_byte[static_cast<unsigned char>(m.added.back().first[0])] = true;
-      max_id = std::max<int64_t>(max_id, id);
-    }
-    std::stable_sort(m.added.begin(), m.added.end(),
-                     [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
-    m.id_to_piece.assign(static_cast<size_t>(max_id + 1), std::string());
-    m.id_is_added.assign(static_cast<size_t>(max_id + 1), false);
-    for (const auto& [piece, id] : m.vocab) m.id_to_piece[static_cast<size_t>(id)] = piece;
-    for (const auto& [content, id] : m.added) {
-      m.id_to_piece[static_cast<size_t>(id)] = content;
-      m.id_is_added[static_cast<size_t>(id)] = true;
-    }
-
-    // BOS: what the post-processor puts first (what transformers adds with add_special_tokens); EOS: the
-    // tokenizer_config.json's eos_token, else the usual end-of-text tokens.
-    auto special_id = [&](const std::string& content) -> int64_t {
-      for (const auto& [c, id] : m.added)
-        if (c == content) return id;
-      return m.id_of(content);
-    };
-    if (j.contains("post_processor") && j["post_processor"].is_object()) {
-      const auto& pp = j["post_processor"];
-      for (const auto& proc : pp.value("type", std::string()) == "Sequence" ? pp.value("processors", json::array())
-                                                                            : json::array({pp})) {
-        const auto single = proc.value("single", json::array());
-        if (proc.value("type", std::string()) == "TemplateProcessing" && !single.empty() &&
-            single[0].contains("SpecialToken"))
-          m.bos = special_id(single[0]["SpecialToken"].value("id", std::string()));
-      }
-    }
-    if (!config_text.empty()) {
-      const auto c = json::parse(config_text);
-      if (c.contains("eos_token") && !c["eos_token"].is_null()) m.eos = special_id(token_text(c["eos_token"]));
-    }
-    if (m.eos < 0)
-      for (const char* e : {"<|endoftext|>", "<|end_of_text|>", "</s>"})
-        if ((m.eos = special_id(e)) >= 0) break;
+    const int64_t max_id = m.read_bpe_model(j.at("model"));
+    m.read_text_steps(j);
+    m.read_added_tokens(j, max_id);
+    m.read_special_tokens(j, config_text);
   } catch (const json::exception& e) {
     throw Error(fmt::format("{}: not a tokenizer.json this librho reads ({})", source, e.what()));
   }
