@@ -50,48 +50,72 @@ std::string piece_to_text(const std::string& piece) {
   return out;
 }
 
-std::string render_token_view(const std::vector<TokenViewToken>& tokens, const TokenViewOptions& opt) {
-  const bool has_current = std::any_of(tokens.begin(), tokens.end(), [](const auto& t) { return !std::isnan(t.current); });
-  // Excess loss and the SLM selection over the shown tokens (the same top-k operator as training).
-  std::vector<float> excess(tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i)
-    excess[i] = static_cast<float>(has_current ? tokens[i].current - tokens[i].reference : -tokens[i].reference);
-  int64_t valid = 0;
-  for (float e : excess) valid += !std::isnan(e);
-  std::vector<char> kept(tokens.size(), 0);
-  if (!tokens.empty()) {
-    const auto scores = at::from_blob(excess.data(), {static_cast<int64_t>(excess.size())}, at::kFloat);
-    const auto mask = topk_mask(scores, static_cast<int64_t>(std::ceil(opt.ratio * valid))).first;
-    for (size_t i = 0; i < tokens.size(); ++i) kept[i] = mask[i].item<bool>();
-  }
+namespace {
+// What the page shows besides the text: each token's excess loss (or negative reference loss without a current
+// model), whether SLM keeps it (the same top-k operator as training, over the shown tokens), and the colour scales.
+struct ViewSelection {
+  bool has_current = false;
+  std::vector<float> excess;
+  std::vector<char> kept;
+  int64_t valid = 0, n_kept = 0;
   double max_ref = 1e-9, max_abs_excess = 1e-9;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (!std::isnan(tokens[i].reference)) max_ref = std::max(max_ref, tokens[i].reference);
-    if (!std::isnan(excess[i])) max_abs_excess = std::max(max_abs_excess, std::fabs(static_cast<double>(excess[i])));
-  }
+};
 
-  std::string spans_ref, spans_excess, spans_kept;
+ViewSelection select_for_view(const std::vector<TokenViewToken>& tokens, double ratio) {
+  ViewSelection v;
+  v.has_current = std::any_of(tokens.begin(), tokens.end(), [](const auto& t) { return !std::isnan(t.current); });
+  v.excess.resize(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i)
+    v.excess[i] = static_cast<float>(v.has_current ? tokens[i].current - tokens[i].reference : -tokens[i].reference);
+  for (float e : v.excess) v.valid += !std::isnan(e);
+  v.kept.assign(tokens.size(), 0);
+  if (!tokens.empty()) {
+    const auto scores = at::from_blob(v.excess.data(), {static_cast<int64_t>(v.excess.size())}, at::kFloat);
+    const auto mask = topk_mask(scores, static_cast<int64_t>(std::ceil(ratio * v.valid))).first.contiguous();
+    const bool* m = mask.data_ptr<bool>();
+    for (size_t i = 0; i < tokens.size(); ++i) v.kept[i] = m[i];
+  }
+  v.n_kept = std::count(v.kept.begin(), v.kept.end(), 1);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (!std::isnan(tokens[i].reference)) v.max_ref = std::max(v.max_ref, tokens[i].reference);
+    if (!std::isnan(v.excess[i])) v.max_abs_excess = std::max(v.max_abs_excess, std::fabs(double(v.excess[i])));
+  }
+  return v;
+}
+
+// The three views' token spans (reference loss, excess, kept), each token with its numbers as a tooltip.
+struct ViewSpans {
+  std::string ref, excess, kept;
+};
+
+ViewSpans token_spans(const std::vector<TokenViewToken>& tokens, const ViewSelection& v) {
+  ViewSpans out;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto& t = tokens[i];
-    std::string text = html_escape(t.text);
     std::string shown;
-    for (char c : text) shown += c == '\n' ? std::string("\xE2\x86\xB5<br>") : std::string(1, c);  // ↵ then a break
+    for (char c : html_escape(t.text)) shown += c == '\n' ? std::string("\xE2\x86\xB5<br>") : std::string(1, c);  // ↵, a break
     const std::string tip = fmt::format("#{} '{}' | reference loss {}{}{} | SLM {}", i, t.text, num(t.reference),
-                                        has_current ? " | current loss " + num(t.current) : "",
-                                        has_current ? " | excess " + num(excess[i]) : "", kept[i] ? "keeps" : "drops");
+                                        v.has_current ? " | current loss " + num(t.current) : "",
+                                        v.has_current ? " | excess " + num(v.excess[i]) : "",
+                                        v.kept[i] ? "keeps" : "drops");
     const std::string title = html_escape(tip);
-    const double e = excess[i];
-    spans_ref += fmt::format("<span title=\"{}\" style=\"background:{}\">{}</span>", title,
-                             std::isnan(t.reference) ? "#eee" : tint(t.reference / max_ref, 220, 40, 40), shown);
-    spans_excess += fmt::format("<span title=\"{}\" style=\"background:{}\">{}</span>", title,
-                                std::isnan(e) ? "#eee" : e >= 0 ? tint(e / max_abs_excess, 220, 40, 40)
-                                                                : tint(-e / max_abs_excess, 40, 90, 220),
-                                shown);
-    spans_kept += fmt::format("<span class=\"{}\" title=\"{}\">{}</span>", kept[i] ? "keep" : "drop", title, shown);
+    const double e = v.excess[i];
+    out.ref += fmt::format("<span title=\"{}\" style=\"background:{}\">{}</span>", title,
+                           std::isnan(t.reference) ? "#eee" : tint(t.reference / v.max_ref, 220, 40, 40), shown);
+    out.excess += fmt::format("<span title=\"{}\" style=\"background:{}\">{}</span>", title,
+                              std::isnan(e) ? "#eee" : e >= 0 ? tint(e / v.max_abs_excess, 220, 40, 40)
+                                                              : tint(-e / v.max_abs_excess, 40, 90, 220),
+                              shown);
+    out.kept += fmt::format("<span class=\"{}\" title=\"{}\">{}</span>", v.kept[i] ? "keep" : "drop", title, shown);
   }
-  const int64_t n_kept = std::count(kept.begin(), kept.end(), 1);
-  const std::string excess_label = has_current ? "excess loss (current − reference)" : "negative reference loss";
+  return out;
+}
+}  // namespace
 
+std::string render_token_view(const std::vector<TokenViewToken>& tokens, const TokenViewOptions& opt) {
+  const ViewSelection v = select_for_view(tokens, opt.ratio);
+  const ViewSpans spans = token_spans(tokens, v);
+  const std::string excess_label = v.has_current ? "excess loss (current − reference)" : "negative reference loss";
   return fmt::format(R"HTML(<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -134,9 +158,10 @@ function show(v) {{
 )HTML",
                      fmt::arg("title", html_escape(opt.title)), fmt::arg("subtitle", html_escape(opt.subtitle)),
                      fmt::arg("excess_label", html_escape(excess_label)),
-                     fmt::arg("rule", has_current ? "SLM (excess loss)" : "lowest reference loss"), fmt::arg("kept", n_kept), fmt::arg("valid", valid),
-                     fmt::arg("ratio", opt.ratio), fmt::arg("max_ref", max_ref), fmt::arg("max_ex", max_abs_excess),
-                     fmt::arg("ref", spans_ref), fmt::arg("excess", spans_excess), fmt::arg("keep", spans_kept));
+                     fmt::arg("rule", v.has_current ? "SLM (excess loss)" : "lowest reference loss"),
+                     fmt::arg("kept", v.n_kept), fmt::arg("valid", v.valid), fmt::arg("ratio", opt.ratio),
+                     fmt::arg("max_ref", v.max_ref), fmt::arg("max_ex", v.max_abs_excess), fmt::arg("ref", spans.ref),
+                     fmt::arg("excess", spans.excess), fmt::arg("keep", spans.kept));
 }
 
 std::vector<TokenViewToken> token_view_tokens(const std::string& data_dir, const std::string& losses_dir,
