@@ -32,6 +32,75 @@ std::string safetensors_dtype_name(at::ScalarType t) {
   throw Error(fmt::format("safetensors: dtype {} cannot be stored", c10::toString(t)));
 }
 
+namespace {
+void read_header_metadata(const nlohmann::json& v, const std::string& source,
+                          std::map<std::string, std::string>* metadata) {
+  if (!v.is_object()) throw Error(fmt::format("{}: bad safetensors header: __metadata__ is not an object", source));
+  for (auto& [k, s] : v.items()) {
+    if (!s.is_string())
+      throw Error(fmt::format("{}: bad safetensors header: __metadata__ value '{}' is not a string", source, k));
+    if (metadata) (*metadata)[k] = s.get<std::string>();
+  }
+}
+
+// One tensor's entry: its dtype and shape, and data_offsets that hold exactly its bytes within the data.
+SafetensorsEntry parse_header_entry(const std::string& name, const nlohmann::json& v, uint64_t data_size,
+                                    const std::string& source) {
+  auto bad = [&](const std::string& what) { return Error(fmt::format("{}: tensor '{}': {}", source, name, what)); };
+  if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
+    throw bad("header entry needs dtype, shape and data_offsets");
+  const auto& dt = v["dtype"];
+  if (!dt.is_string()) throw bad("dtype is not a string");
+  auto it = std::find_if(dtype_table().begin(), dtype_table().end(),
+                         [&](const auto& p) { return p.first == dt.get<std::string>(); });
+  if (it == dtype_table().end()) throw bad(fmt::format("unsupported dtype {}", dt.dump()));
+  SafetensorsEntry e;
+  e.dtype = it->second;
+  const auto& shape = v["shape"];
+  if (!shape.is_array()) throw bad("shape is not an array");
+  // Sizes are checked against overflow including the element size: shape [2^61] of F64 is 2^64 bytes, which
+  // would wrap to 0 and match empty data_offsets (found by the fuzz target's byte-count invariant).
+  const uint64_t elem = c10::elementSize(e.dtype);
+  constexpr uint64_t kMaxBytes = uint64_t(1) << 62;
+  uint64_t numel = 1;
+  bool empty = false;
+  for (const auto& d : shape) {
+    if (!d.is_number_unsigned()) throw bad(fmt::format("shape {} holds a non-integer or negative size", shape.dump()));
+    const uint64_t n = d.get<uint64_t>();
+    if (n > kMaxBytes) throw bad(fmt::format("shape {} is too large", shape.dump()));
+    e.shape.push_back(static_cast<int64_t>(n));
+    if (n == 0) empty = true;
+    if (!empty && numel > kMaxBytes / elem / n) throw bad(fmt::format("shape {} is too large", shape.dump()));
+    numel = empty ? 0 : numel * n;
+  }
+  const auto& off = v["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    throw bad("data_offsets must be two non-negative integers");
+  e.begin = off[0].get<uint64_t>();
+  e.end = off[1].get<uint64_t>();
+  if (e.begin > e.end) throw bad("data_offsets are reversed");
+  if (e.end > data_size)
+    throw bad(fmt::format("data ends at byte {} but the file holds only {} data bytes (truncated?)", e.end,
+                          data_size));
+  const uint64_t nbytes = numel * elem;
+  if (e.end - e.begin != nbytes)
+    throw bad(fmt::format("shape {} x {} needs {} bytes, data_offsets give {}", shape.dump(), dt.dump(), nbytes,
+                          e.end - e.begin));
+  return e;
+}
+
+// Tensors may not overlap (the format also forbids holes; only the former matters to safety).
+void check_no_overlap(const std::map<std::string, SafetensorsEntry>& entries, const std::string& source) {
+  std::vector<std::pair<uint64_t, std::string>> starts;
+  for (const auto& [name, e] : entries)
+    if (e.end > e.begin) starts.emplace_back(e.begin, name);
+  std::sort(starts.begin(), starts.end());
+  for (size_t i = 1; i < starts.size(); ++i)
+    if (entries.at(starts[i - 1].second).end > starts[i].first)
+      throw Error(fmt::format("{}: tensors '{}' and '{}' overlap", source, starts[i - 1].second, starts[i].second));
+}
+}  // namespace
+
 std::map<std::string, SafetensorsEntry> SafetensorsFile::parse_header(const std::string& text, uint64_t data_size,
                                                                       const std::string& source,
                                                                       std::map<std::string, std::string>* metadata) {
@@ -43,70 +112,13 @@ std::map<std::string, SafetensorsEntry> SafetensorsFile::parse_header(const std:
   }
   if (!j.is_object()) throw Error(fmt::format("{}: bad safetensors header: not a JSON object", source));
   std::map<std::string, SafetensorsEntry> entries;
-  for (auto& item : j.items()) {
-    const std::string& name = item.key();  // not a structured binding: lambdas below capture it (C++17)
-    auto& v = item.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) throw Error(fmt::format("{}: bad safetensors header: __metadata__ is not an object", source));
-      for (auto& [k, s] : v.items()) {
-        if (!s.is_string())
-          throw Error(fmt::format("{}: bad safetensors header: __metadata__ value '{}' is not a string", source, k));
-        if (metadata) (*metadata)[k] = s.get<std::string>();
-      }
-      continue;
-    }
-    auto bad = [&](const std::string& what) {
-      return Error(fmt::format("{}: tensor '{}': {}", source, name, what));
-    };
-    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
-      throw bad("header entry needs dtype, shape and data_offsets");
-    const auto& dt = v["dtype"];
-    if (!dt.is_string()) throw bad("dtype is not a string");
-    auto it = std::find_if(dtype_table().begin(), dtype_table().end(),
-                           [&](const auto& p) { return p.first == dt.get<std::string>(); });
-    if (it == dtype_table().end()) throw bad(fmt::format("unsupported dtype {}", dt.dump()));
-    SafetensorsEntry e;
-    e.dtype = it->second;
-    const auto& shape = v["shape"];
-    if (!shape.is_array()) throw bad("shape is not an array");
-    // Sizes are checked against overflow including the element size: shape [2^61] of F64 is 2^64 bytes, which
-    // would wrap to 0 and match empty data_offsets (found by the fuzz target's byte-count invariant).
-    const uint64_t elem = c10::elementSize(e.dtype);
-    constexpr uint64_t kMaxBytes = uint64_t(1) << 62;
-    uint64_t numel = 1;
-    bool empty = false;
-    for (const auto& d : shape) {
-      if (!d.is_number_unsigned()) throw bad(fmt::format("shape {} holds a non-integer or negative size", shape.dump()));
-      const uint64_t n = d.get<uint64_t>();
-      if (n > kMaxBytes) throw bad(fmt::format("shape {} is too large", shape.dump()));
-      e.shape.push_back(static_cast<int64_t>(n));
-      if (n == 0) empty = true;
-      if (!empty && numel > kMaxBytes / elem / n) throw bad(fmt::format("shape {} is too large", shape.dump()));
-      numel = empty ? 0 : numel * n;
-    }
-    const auto& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      throw bad("data_offsets must be two non-negative integers");
-    e.begin = off[0].get<uint64_t>();
-    e.end = off[1].get<uint64_t>();
-    if (e.begin > e.end) throw bad("data_offsets are reversed");
-    if (e.end > data_size)
-      throw bad(fmt::format("data ends at byte {} but the file holds only {} data bytes (truncated?)", e.end,
-                            data_size));
-    const uint64_t nbytes = numel * elem;
-    if (e.end - e.begin != nbytes)
-      throw bad(fmt::format("shape {} x {} needs {} bytes, data_offsets give {}", shape.dump(), dt.dump(), nbytes,
-                            e.end - e.begin));
-    entries.emplace(name, std::move(e));
+  for (auto& [name, v] : j.items()) {
+    if (name == "__metadata__")
+      read_header_metadata(v, source, metadata);
+    else
+      entries.emplace(name, parse_header_entry(name, v, data_size, source));
   }
-  // Tensors may not overlap (the format also forbids holes; we only need the former to be safe).
-  std::vector<std::pair<uint64_t, std::string>> starts;
-  for (const auto& [name, e] : entries)
-    if (e.end > e.begin) starts.emplace_back(e.begin, name);
-  std::sort(starts.begin(), starts.end());
-  for (size_t i = 1; i < starts.size(); ++i)
-    if (entries.at(starts[i - 1].second).end > starts[i].first)
-      throw Error(fmt::format("{}: tensors '{}' and '{}' overlap", source, starts[i - 1].second, starts[i].second));
+  check_no_overlap(entries, source);
   return entries;
 }
 
