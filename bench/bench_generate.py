@@ -3,7 +3,10 @@ a time, what `rho_eval --bench` runs) against transformers' generate (greedy, SD
 attention mask, its KV cache) on the same weights, the same prompts and the same batch size; every row generates
 exactly --new tokens (no EOS stop: min_new_tokens on transformers' side). Generated tokens per second over all
 prompts, after a one-batch warm-up on each side, and the share of generated tokens that agree (random weights
-give near-ties, where summation order may pick another token and the rows then diverge). One JSON line.
+give near-ties, where summation order may pick another token and the rows then diverge). One JSON line for that
+comparison ("generate"), printed as soon as it is made; then one line per variant asked for, each printed when
+it is done ("generate_without_cudnn", "generate_cuda_graphs", "generate_static"), so a run cut short keeps what
+it finished.
 
     python bench/bench_generate.py [--model-config configs/model/tiny.yaml] [--device cpu|cuda] [--batch 8]
                                    [--prompts 16] [--prompt-min 64] [--prompt-max 256] [--new 64] [--new-min N]
@@ -111,63 +114,65 @@ def main():
         def librho_rows():  # the ids the last librho run wrote, one tensor per prompt
             return list(torch.from_file(os.path.join(tmp, "ids.i64"), size=sum(lengths), dtype=torch.long)
                         .split(lengths))
-        rho_static = librho("--static") if new_min < a.new else None
-        rho_graphs, graph_rows = None, None
-        if a.cuda_graphs:
-            rho_graphs = librho("--cuda-graphs")
-            graph_rows = librho_rows()
-        without_cudnn = a.without_cudnn and a.device == "cuda"  # cuDNN is a CUDA library: nothing to compare elsewhere
-        if a.without_cudnn and not without_cudnn:
-            print("bench_generate: --without-cudnn has no effect off CUDA; skipped", file=sys.stderr)
-        rho_no_cudnn = librho(env={"TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"}) if without_cudnn else None
+        # First the comparison itself: librho's eager decoding (profiled on request) against transformers.
         rho = librho(*(["--profile", os.path.join(a.profile_dir, "generate_eager.json")] if a.profile_dir else []))
         rho_rows = librho_rows()
         hf = common.hf_model(os.path.join(tmp, "hf"), a.device, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
         hf_rows, hf_secs = hf_side(hf.eval(), prompts, lengths, a, a.device)
-        hf_no_cudnn_secs = None
-        if without_cudnn:
-            was = torch.backends.cuda.cudnn_sdp_enabled()
-            torch.backends.cuda.enable_cudnn_sdp(False)
-            try:
-                hf_no_cudnn_secs = hf_side(hf, prompts, lengths, a, a.device)[1]
-            finally:
-                torch.backends.cuda.enable_cudnn_sdp(was)
         # Agreement per row up to its first difference (after one, the rows continue from different text).
         agree_prefix = []
         for r in range(a.prompts):
             diff = (rho_rows[r] != hf_rows[r]).nonzero()
             agree_prefix.append(lengths[r] if len(diff) == 0 else int(diff[0]))
         generated = sum(lengths)
-        out = {"bench": "generate", "device": a.device, "dtype": a.dtype,
-               "model_config": os.path.basename(a.model_config), "batch": a.batch, "prompts": a.prompts,
-               "prompt_tokens": [a.prompt_min, a.prompt_max], "shared_prefix": a.prefix,
-               "new_tokens": [new_min, a.new],
-               "generated_tokens": generated,
-               "librho_tokens_per_s": rho["tokens_per_s"], "transformers_tokens_per_s": generated / hf_secs,
-               "speedup": rho["tokens_per_s"] / (generated / hf_secs),
-               "librho_prefill_seconds": rho["prefill_seconds"], "librho_step_seconds": rho["step_seconds"],
-               "librho_decode_steps": rho["decode_steps"], "librho_prefill_padding": rho["prefill_padding"],
-               "rows_identical": sum(p == n for p, n in zip(agree_prefix, lengths)) / a.prompts,
-               "tokens_before_first_difference_mean": sum(agree_prefix) / a.prompts}
-        if rho_static:  # continuous batching against librho's own fixed batches
-            out["librho_static_tokens_per_s"] = rho_static["tokens_per_s"]
-            out["continuous_over_static"] = rho["tokens_per_s"] / rho_static["tokens_per_s"]
-        if rho_no_cudnn:  # both sides again with cuDNN's attention off
-            out["librho_without_cudnn_tokens_per_s"] = rho_no_cudnn["tokens_per_s"]
-            out["librho_without_cudnn_prefill_seconds"] = rho_no_cudnn["prefill_seconds"]
-            out["librho_without_cudnn_step_seconds"] = rho_no_cudnn["step_seconds"]
-            out["transformers_without_cudnn_tokens_per_s"] = generated / hf_no_cudnn_secs
-        if rho_graphs:  # decoding steps replayed from CUDA graphs, against librho's eager steps
-            out["librho_cuda_graphs_tokens_per_s"] = rho_graphs["tokens_per_s"]
-            out["cuda_graphs_replayed_steps"] = [rho_graphs["graph_replays"], rho_graphs["decode_steps"]]
-            out["cuda_graphs_recorded"] = rho_graphs["graphs_recorded"]
-            out["cuda_graphs_prefill_seconds"] = rho_graphs["prefill_seconds"]
-            out["cuda_graphs_step_seconds"] = rho_graphs["step_seconds"]
-            out["cuda_graphs_over_eager"] = rho_graphs["tokens_per_s"] / rho["tokens_per_s"]
-            out["cuda_graphs_rows_identical_to_eager"] = sum(
-                bool(torch.equal(g, e)) for g, e in zip(graph_rows, rho_rows)) / a.prompts
-        common.emit(out)
+        setting = {"device": a.device, "dtype": a.dtype, "model_config": os.path.basename(a.model_config),
+                   "batch": a.batch, "prompts": a.prompts, "prompt_tokens": [a.prompt_min, a.prompt_max],
+                   "shared_prefix": a.prefix, "new_tokens": [new_min, a.new], "generated_tokens": generated}
+        common.emit({"bench": "generate", **setting,
+                     "librho_tokens_per_s": rho["tokens_per_s"], "transformers_tokens_per_s": generated / hf_secs,
+                     "speedup": rho["tokens_per_s"] / (generated / hf_secs),
+                     "librho_prefill_seconds": rho["prefill_seconds"], "librho_step_seconds": rho["step_seconds"],
+                     "librho_decode_steps": rho["decode_steps"], "librho_prefill_padding": rho["prefill_padding"],
+                     "rows_identical": sum(p == n for p, n in zip(agree_prefix, lengths)) / a.prompts,
+                     "tokens_before_first_difference_mean": sum(agree_prefix) / a.prompts})
 
+        without_cudnn = a.without_cudnn and a.device == "cuda"  # cuDNN is a CUDA library: nothing to compare elsewhere
+        if a.without_cudnn and not without_cudnn:
+            print("bench_generate: --without-cudnn has no effect off CUDA; skipped", file=sys.stderr)
+        if without_cudnn:  # both sides again with cuDNN's attention off
+            rho_no_cudnn = librho(env={"TORCH_CUDNN_SDPA_DEPRIORITIZED": "1"})
+            was = torch.backends.cuda.cudnn_sdp_enabled()
+            torch.backends.cuda.enable_cudnn_sdp(False)
+            try:
+                hf_no_cudnn_secs = hf_side(hf, prompts, lengths, a, a.device)[1]
+            finally:
+                torch.backends.cuda.enable_cudnn_sdp(was)
+            common.emit({"bench": "generate_without_cudnn", **setting,
+                         "librho_tokens_per_s": rho_no_cudnn["tokens_per_s"],
+                         "librho_prefill_seconds": rho_no_cudnn["prefill_seconds"],
+                         "librho_step_seconds": rho_no_cudnn["step_seconds"],
+                         "transformers_tokens_per_s": generated / hf_no_cudnn_secs,
+                         "speedup": rho_no_cudnn["tokens_per_s"] / (generated / hf_no_cudnn_secs),
+                         "librho_over_with_cudnn": rho_no_cudnn["tokens_per_s"] / rho["tokens_per_s"],
+                         "transformers_over_with_cudnn": hf_secs / hf_no_cudnn_secs})
+        if a.cuda_graphs:  # decoding steps replayed from CUDA graphs, against librho's eager steps
+            rho_graphs = librho("--cuda-graphs")
+            graph_rows = librho_rows()
+            common.emit({"bench": "generate_cuda_graphs", **setting,
+                         "librho_tokens_per_s": rho_graphs["tokens_per_s"],
+                         "replayed_steps": [rho_graphs["graph_replays"], rho_graphs["decode_steps"]],
+                         "graphs_recorded": rho_graphs["graphs_recorded"],
+                         "prefill_seconds": rho_graphs["prefill_seconds"],
+                         "step_seconds": rho_graphs["step_seconds"],
+                         "over_eager": rho_graphs["tokens_per_s"] / rho["tokens_per_s"],
+                         "over_transformers": rho_graphs["tokens_per_s"] / (generated / hf_secs),
+                         "rows_identical_to_eager": sum(
+                             bool(torch.equal(g, e)) for g, e in zip(graph_rows, rho_rows)) / a.prompts})
+        if new_min < a.new:  # continuous batching against librho's own fixed batches
+            rho_static = librho("--static")
+            common.emit({"bench": "generate_static", **setting,
+                         "librho_static_tokens_per_s": rho_static["tokens_per_s"],
+                         "continuous_over_static": rho["tokens_per_s"] / rho_static["tokens_per_s"]})
 
 if __name__ == "__main__":
     main()

@@ -56,14 +56,15 @@ env_report() {
   return $missing
 }
 
-bench() {  # bench NAME COMMAND...: the benchmark's JSON line goes to bench.jsonl, the rest to the log
-  local name=$1
+# bench NAME COMMAND...: everything to the log as it comes, and each JSON line also to bench.jsonl the moment it
+# is printed, so the lines of a benchmark cut at its time limit are kept.
+bench() {
   shift
-  "$@" > "$WORK/$name.out"
-  local rc=$?
-  cat "$WORK/$name.out"
-  grep '^{' "$WORK/$name.out" >> "$OUT/bench.jsonl"
-  return $rc
+  "$@" | while IFS= read -r line; do
+    printf '%s\n' "$line"
+    [[ $line == "{"* ]] && printf '%s\n' "$line" >> "$OUT/bench.jsonl"
+  done
+  return "${PIPESTATUS[0]}"
 }
 
 sanitize() {
