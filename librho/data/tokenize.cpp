@@ -299,16 +299,11 @@ class TokenizeJob {
 
 void TokenizeJob::prepare_folder() {
   // progress.json is removed only after manifest.json is in place: both present means a run was killed between
-  // the two, and the rerun finishes it (the manifest goes first, then everything runs as a resume).
-  const bool unfinished = fs::exists(out(kProgress));
-  const bool complete = fs::exists(out(kManifest)) && !unfinished;
+  // the two, and the rerun finishes it (run() drops the manifest once the rerun's settings are accepted).
+  const bool complete = fs::exists(out(kManifest)) && !fs::exists(out(kProgress));
   if (complete && !opt_.overwrite)
     throw Error(fmt::format("{}: already holds a complete dataset ({}); pass --overwrite to replace it",
                             opt_.out_dir, kManifest));
-  if (unfinished && fs::exists(out(kManifest))) {
-    fs::remove(out(kManifest));
-    fsync_dir(opt_.out_dir);
-  }
   if (opt_.overwrite) {
     // The manifest goes first: from here on the folder reads as incomplete.
     fs::remove(out(kManifest));
@@ -630,6 +625,12 @@ TokenizeSummary TokenizeJob::run() {
                  shards_.size());
   }
   const int64_t resumed = static_cast<int64_t>(shards_.size());
+  // A run killed after its manifest but before removing progress.json: the manifest goes before any shard can be
+  // redone, and only now that the settings are known to match (a refused rerun keeps the dataset as it was).
+  if (fs::exists(out(kManifest))) {
+    fs::remove(out(kManifest));
+    fsync_dir(opt_.out_dir);
+  }
   write_progress();  // records the tokenizer (and drops shards that failed verification)
 
   uint64_t total_bytes = 0;

@@ -57,13 +57,23 @@ env_report() {
 }
 
 # bench NAME COMMAND...: everything to the log as it comes, and each JSON line also to bench.jsonl the moment it
-# is printed, so the lines of a benchmark cut at its time limit are kept.
+# is printed, so the lines of a benchmark cut at its time limit are kept. The reader ignores the limit's SIGTERM
+# (sent to the whole process group) and drains the pipe; the KILL after it still bounds it. A last line without
+# a newline goes to the log only (it may be cut).
 bench() {
   shift
-  "$@" | while IFS= read -r line; do
-    printf '%s\n' "$line"
-    [[ $line == "{"* ]] && printf '%s\n' "$line" >> "$OUT/bench.jsonl"
-  done
+  "$@" | {
+    trap '' TERM
+    while true; do
+      if IFS= read -r line; then
+        printf '%s\n' "$line"
+        [[ $line == "{"* ]] && printf '%s\n' "$line" >> "$OUT/bench.jsonl"
+      else
+        [[ -n $line ]] && printf '%s\n' "$line"
+        break
+      fi
+    done
+  }
   return "${PIPESTATUS[0]}"
 }
 

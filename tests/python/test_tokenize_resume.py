@@ -109,13 +109,18 @@ def main():
         print("settings checks, --overwrite, complete dataset kept: ok")
 
         # 4. Killed between the manifest's rename and progress.json's removal (the last two steps): the folder holds
-        # both. The rerun finishes the run instead of calling the folder complete; then it is complete.
+        # both. A rerun with other settings is refused and keeps the manifest; the same command finishes the run
+        # instead of calling the folder complete; then it is complete.
         d = tmp / "d"
         rc, _, _ = run(tool, *common, *tok, "--out", d, "--test-kill-after-shards", len(manifest["shards"]),
                        expect=None)
         assert rc == -signal.SIGKILL, rc
         check_interrupted(d, len(manifest["shards"]))
         (d / "manifest.json").write_bytes((ref / "manifest.json").read_bytes())
+        rc, _, err = run(tool, corpus, "--shard-tokens", SHARD + 1, "--quiet", *tok, "--out", d, expect=1)
+        assert "'shard_tokens' differs" in err, err
+        assert (d / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes(), \
+            "a refused rerun must leave the complete dataset as it was"
         _, summary, _ = run(tool, *common, *tok, "--out", d)
         assert f"after {len(manifest['shards'])} shard(s) kept from an interrupted run" in summary, summary
         assert dataset_files(d) == expected and not (d / "progress.json").exists()

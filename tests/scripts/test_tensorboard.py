@@ -31,7 +31,7 @@ except ImportError as e:
     print(f"SKIP: PyPI tensorboard is not installed ({e}); scripts/setup.sh installs it")
     sys.exit(0)
 
-STEPS, CHECKPOINT, HISTOGRAM = 12, 4, 3
+STEPS, CHECKPOINT, HISTOGRAM = 40, 4, 3  # the kill (after step 10) has 29 steps of slack before the end
 
 
 def launch_two(cmd):
