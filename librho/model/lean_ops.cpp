@@ -123,19 +123,32 @@ struct AutocastLinearFunction : torch::autograd::Function<AutocastLinearFunction
   }
 };
 
-// Hands out `copy` (x already cast, no gradient of its own) with a gradient edge to x: the gradient arrives in
-// copy's dtype and leaves in x's, as from the cast autocast would have made.
+// Hands out `copy` (x already cast, no gradient of its own) once per projection, each a view with a gradient edge
+// to x: the projections' gradients arrive in copy's dtype, and x's is their sum in x's dtype, formed in one place
+// (sum_as) rather than cast and accumulated projection by projection.
 struct SharedCastFunction : torch::autograd::Function<SharedCastFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& copy) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& copy, int64_t n) {
     ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
-    return copy;  // an input returned as is: autograd makes it a view with this node as its gradient function
+    ctx->set_materialize_grads(false);  // a view no projection used has no gradient, not zeros
+    // An input returned as is: autograd makes each a view of its own with this node as its gradient function.
+    return variable_list(static_cast<size_t>(n), copy);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {grads[0].to(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt())), at::Tensor()};
+    return {sum_as(grads, static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt())), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
+
+at::Tensor sum_as(const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
+  at::Tensor sum;
+  for (const auto& p : parts) {
+    if (!p.defined()) continue;
+    if (!sum.defined()) sum = p.to(dtype, /*non_blocking=*/false, /*copy=*/true);  // owned: added to in place
+    else sum.add_(p);  // in `dtype`: p's values converted (exactly, to a wider type), then added
+  }
+  return sum;
+}
 
 at::Tensor mm_as(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
   return a.is_cuda() ? at::mm(a, b, dtype) : at::mm(a, b).to(dtype);
@@ -167,16 +180,20 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                                        bias.defined() ? at::autocast::cached_cast(dt, bias, device).detach() : none);
 }
 
-SharedInput::SharedInput(const at::Tensor& x) : x_(x) {
+SharedInput::SharedInput(const at::Tensor& x, int64_t n) {
+  TORCH_CHECK(n > 0, "SharedInput: n must be positive, got ", n);
   const auto device = x.device().type();
-  if (x.scalar_type() != at::kFloat || !at::autocast::is_autocast_enabled(device)) return;
-  copy_ = x.detach().to(at::autocast::get_autocast_dtype(device));
+  if (x.scalar_type() != at::kFloat || !at::autocast::is_autocast_enabled(device)) {
+    views_.assign(static_cast<size_t>(n), x);
+    return;
+  }
+  const auto copy = x.detach().to(at::autocast::get_autocast_dtype(device));
+  if (at::GradMode::is_enabled() && x.requires_grad())
+    views_ = SharedCastFunction::apply(x, copy, n);
+  else
+    views_.assign(static_cast<size_t>(n), copy);
 }
 
-at::Tensor SharedInput::view() const {
-  if (!copy_.defined()) return x_;
-  if (at::GradMode::is_enabled() && x_.requires_grad()) return SharedCastFunction::apply(x_, copy_);
-  return copy_;
-}
+const at::Tensor& SharedInput::view(int64_t i) const { return views_.at(static_cast<size_t>(i)); }
 
 }  // namespace rho

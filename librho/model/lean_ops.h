@@ -4,7 +4,7 @@
 //   rms_norm     keeps its input and one fp32 per row, not the fp32 normalised values as well;
 //   swiglu       keeps gate and up, not silu(gate) as well;
 //   SharedInput  under autocast, casts the input of several projections (q, k, v; gate, up) once, where each
-//                projection would cast and keep a copy of its own.
+//                projection would cast and keep a copy of its own, and sums their gradients in one node.
 // and `linear` makes its weight's gradient in fp32 directly.
 // At the TinyLlama-1.1B shape (bf16 autocast, 8 x 2048 tokens) the layers keep 22.7 GiB for the backward instead
 // of 36.1 (librho/model/memory_plan.cpp counts what is kept; ctest [memory] measures it). Each piece's values and
@@ -12,6 +12,8 @@
 // gradient adds a norm's to the stream's own, the sum is formed in another order, so gradients agree to fp32
 // rounding there (ctest [model]).
 #include <ATen/core/Tensor.h>
+
+#include <vector>
 
 namespace rho {
 
@@ -32,17 +34,24 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 // rounding to bf16 in between); elsewhere (no such GEMM on the CPU) the product in the operands' dtype, cast.
 at::Tensor mm_as(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype);
 
-// What several projections read. Without autocast (or outside its reach: a tensor not in fp32, a device
-// autocast is off for) each view is `x` itself. Under autocast `x` is cast to autocast's dtype once; with
-// gradients on, each view is that copy with a gradient edge of its own, whose gradient is cast back to x's dtype
-// and summed there, as autocast's per-projection casts would be.
+// What `n` projections read. Without autocast (or outside its reach: a tensor not in fp32, a device autocast is
+// off for) each view is `x` itself. Under autocast `x` is cast to autocast's dtype once; with gradients on, the
+// views are that copy, each with a gradient edge of its own, and x's gradient is the sum of theirs in x's dtype,
+// formed by one node (sum_as, views in order) rather than by a cast per projection and autograd's accumulation:
+// the same values as autocast's per-projection casts, summed in a fixed order where autograd sums in the order the
+// gradients arrive (bf16 gradients summed in fp32 are exact unless their exponents lie far apart, so the two
+// mostly agree bit for bit, and otherwise to fp32 rounding).
 class SharedInput {
  public:
-  explicit SharedInput(const at::Tensor& x);
-  at::Tensor view() const;  // one projection's input
+  SharedInput(const at::Tensor& x, int64_t n);
+  const at::Tensor& view(int64_t i) const;  // projection i's input, 0 <= i < n
 
  private:
-  at::Tensor x_, copy_;
+  std::vector<at::Tensor> views_;
 };
+
+// The sum of the defined tensors of `parts` (same shape) in `dtype`, formed in their order: ((p0 + p1) + p2) ...,
+// each converted to `dtype` before it is added (exactly, for a wider dtype). Undefined when none is defined.
+at::Tensor sum_as(const std::vector<at::Tensor>& parts, at::ScalarType dtype);
 
 }  // namespace rho

@@ -111,10 +111,10 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
                                   int64_t layer) {
   const int64_t b = x.size(0), t = x.size(1);
-  const SharedInput in(x);
-  auto q = project(q_proj, in.view()).view({b, t, num_heads, head_dim}).transpose(1, 2);
-  auto k = project(k_proj, in.view()).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
-  auto v = project(v_proj, in.view()).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  const SharedInput in(x, 3);
+  auto q = project(q_proj, in.view(0)).view({b, t, num_heads, head_dim}).transpose(1, 2);
+  auto k = project(k_proj, in.view(1)).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
+  auto v = project(v_proj, in.view(2)).view({b, t, num_kv_heads, head_dim}).transpose(1, 2);
   // Rotate in q's dtype (bf16 under autocast), not in the fp32 of the normalised input.
   const auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = apply_rotary(q, c, s);
@@ -185,9 +185,9 @@ MLPImpl::MLPImpl(const LlamaConfig& c) {
 }
 
 at::Tensor MLPImpl::forward(const at::Tensor& x) {
-  const SharedInput in(x);
-  const auto gate = project(gate_proj, in.view());
-  const auto up = project(up_proj, in.view());
+  const SharedInput in(x, 2);
+  const auto gate = project(gate_proj, in.view(0));
+  const auto up = project(up_proj, in.view(1));
   return project(down_proj, rho::swiglu(gate, up));
 }
 

@@ -154,29 +154,56 @@ TEST_CASE("lean rms_norm and swiglu: values and gradients bitwise those of the p
 TEST_CASE("SharedInput under bf16 autocast: one copy for every projection, values and gradients bitwise autocast's",
           "[model][autocast]") {
   // Three projections of one fp32 input, read by different operations after them (as q, k and v are), so the
-  // gradients reach the input along paths of different lengths.
+  // gradients reach the input along paths of different lengths, in an order autograd chooses. The reference gives
+  // each projection an input of its own (autocast casts each), so each input's gradient is what autocast makes for
+  // that projection; the shared input's gradient must be their sum in the views' order, bit for bit. (bf16
+  // gradients summed in fp32 are exact unless their exponents lie far apart, so autograd's order mostly agrees.)
   // (x is not a leaf, as in the model: autocast caches the cast of a leaf, which the projections would share.)
   auto run = [](bool shared) {
-    auto x_leaf = leaf({2, 9, 32}, at::kFloat, 5);
-    const auto x = x_leaf * 1.0;
-    std::vector<at::Tensor> w{leaf({24, 32}, at::kFloat, 6), leaf({8, 32}, at::kFloat, 7), leaf({8, 32}, at::kFloat, 8)};
+    std::vector<at::Tensor> x_leaf, w{leaf({24, 32}, at::kFloat, 6), leaf({8, 32}, at::kFloat, 7),
+                                      leaf({8, 32}, at::kFloat, 8)};
+    for (int i = 0; i < (shared ? 1 : 3); ++i) x_leaf.push_back(leaf({2, 9, 32}, at::kFloat, 5));
     rho::AutocastScope autocast(at::kCPU, at::kBFloat16);
-    const rho::SharedInput in(x);
+    const auto x0 = x_leaf[0] * 1.0;
+    const rho::SharedInput in(x0, 3);
     std::vector<at::Tensor> views, outs;
-    for (const auto& wi : w) {
-      views.push_back(shared ? in.view() : x);
-      outs.push_back(at::linear(views.back(), wi));
+    for (size_t i = 0; i < w.size(); ++i) {
+      views.push_back(shared ? in.view(static_cast<int64_t>(i)) : x_leaf[i] * 1.0);
+      outs.push_back(at::linear(views.back(), w[i]));
     }
     if (shared) {
       CHECK(views[0].scalar_type() == at::kBFloat16);
       CHECK(views[0].data_ptr() == views[2].data_ptr());  // one copy, however many projections read it
     }
     const auto y = at::cat({outs[0] * 1.5, (outs[1] * 2).sin(), outs[2]}, -1).to(at::kFloat);
-    auto result = value_and_grads(y, {x_leaf, w[0], w[1], w[2]});
-    CHECK(result[1].scalar_type() == at::kFloat);
+    std::vector<at::Tensor> inputs = w;
+    inputs.insert(inputs.end(), x_leaf.begin(), x_leaf.end());
+    auto result = value_and_grads(y, inputs);
+    if (!shared) {  // x's gradient: the projections' in the views' order
+      const auto sum = (result[4] + result[5]) + result[6];
+      result.resize(4);
+      result.push_back(sum);
+    }
+    CHECK(result[4].scalar_type() == at::kFloat);
     return result;
   };
   check_bitwise(run(true), run(false));
+}
+
+TEST_CASE("sum_as: the defined parts summed in order in the given dtype", "[model]") {
+  const auto a = at::randn({5, 7}).to(at::kBFloat16), b = at::randn({5, 7}).to(at::kBFloat16),
+             c = at::randn({5, 7}).to(at::kBFloat16);
+  const auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
+  CHECK(at::equal(rho::sum_as({a, b, c}, at::kFloat), (f(a) + f(b)) + f(c)));
+  // The order shows in fp32 parts (bf16 parts, converted to fp32, mostly sum exactly in any order).
+  const auto p = at::randn({1000}), q = at::randn({1000}) * 1e3, r = at::randn({1000}) * 1e-3;
+  CHECK(at::equal(rho::sum_as({p, q, r}, at::kFloat), (p + q) + r));
+  CHECK_FALSE(at::equal(rho::sum_as({p, q, r}, at::kFloat), (r + q) + p));
+  CHECK(at::equal(rho::sum_as({at::Tensor(), b, at::Tensor(), c}, at::kFloat), f(b) + f(c)));
+  const auto one = rho::sum_as({a}, at::kBFloat16);
+  CHECK(at::equal(one, a));
+  CHECK(one.data_ptr() != a.data_ptr());  // owned: the caller may add to it
+  CHECK_FALSE(rho::sum_as({at::Tensor(), at::Tensor()}, at::kFloat).defined());
 }
 
 namespace {
