@@ -27,7 +27,6 @@ torch.backends.cuda.enable_cudnn_sdp(False) for transformers), to say what those
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time

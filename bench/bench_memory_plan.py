@@ -5,7 +5,6 @@ The process is stopped as soon as that line is written: the rest of its run (the
 checkpoint: 13 GB at the TinyLlama shape) measures nothing. One JSON line per setting: {"bench": "memory_plan",
 "setting", "planned_bytes", "measured_bytes", "ratio"}; each run's time on stderr. On CUDA the plan is for bf16
 autocast, on the CPU for fp32."""
-import argparse
 import json
 import os
 import shutil

@@ -10,7 +10,6 @@ GPU target (H100, TinyLlama-1.1B, seq 2048): librho >= 2x transformers' tokens/s
 """
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time

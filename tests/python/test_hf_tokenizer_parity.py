@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import unicodedata
 from pathlib import Path
 
 try:

@@ -39,6 +39,19 @@ def run_pipeline(config, tools, out, expect=0):
                expect=expect, timeout=None)
 
 
+def chromium_output(chromium, *args, timeout=120):
+    """Headless Chromium's stdout for args (with the usual headless flags), or "" when it hangs twice past
+    `timeout` seconds (a check on its output then fails; the test does not hang)."""
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    for _ in range(2):
+        try:
+            return subprocess.run([str(chromium), *flags, *map(str, args)], capture_output=True, text=True,
+                                  timeout=timeout).stdout
+        except subprocess.TimeoutExpired:
+            continue
+    return ""
+
+
 def write_word_corpus(path: Path, docs: int, seed=0, max_words=40):
     """A JSON Lines corpus of random sentences over a small vocabulary (a tokenizer trains on it in a second)."""
     rng = random.Random(seed)

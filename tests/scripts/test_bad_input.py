@@ -330,9 +330,9 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 3}}
         (nan_hf / "model.safetensors").write_bytes(bytes(data))
         s.case("non-finite loss, nan_policy stop", pretrain_on(tok, "n1", f"model.init_from={nan_hf}"),
                ["step 1: non-finite loss", "last good checkpoint is none"], good)
-        r = s.case("non-finite loss, nan_policy skip (exit 0, every step skipped and logged)",
-                   pretrain_on(tok, "n2", f"model.init_from={nan_hf}", "train.nan_policy=skip"), ["6 skipped"], good,
-                   expect_rc=0)
+        s.case("non-finite loss, nan_policy skip (exit 0, every step skipped and logged)",
+               pretrain_on(tok, "n2", f"model.init_from={nan_hf}", "train.nan_policy=skip"), ["6 skipped"], good,
+               expect_rc=0)
         log = [json.loads(x) for x in (t / "out" / "n2" / "log.jsonl").read_text().splitlines()]
         skipped = [x["step"] for x in log if x.get("skipped")]
         if skipped != list(range(1, 7)):

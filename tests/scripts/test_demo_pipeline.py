@@ -7,13 +7,12 @@ sizes): the base model trains on its own part of the corpus, and the reference, 
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_helpers import ROOT, run_pipeline  # noqa: E402
+from cli_helpers import ROOT, chromium_output, run_pipeline  # noqa: E402
 
 
 def main():
@@ -52,9 +51,8 @@ def main():
         if not chromium:
             print("SKIPPED rendering check: chromium is not installed")
         else:
-            flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
             page = f"file://{out / 'report/report.html'}"
-            dom = subprocess.run([chromium, *flags, "--dump-dom", page], capture_output=True, text=True).stdout
+            dom = chromium_output(chromium, "--dump-dom", page)
             for needle in ("Rho-1 on the embedded demo corpus", "Eval loss on 'target'", "Tokens to reach",
                            "Selected fraction", "<svg", "token view", "CLM final loss", "SLM variants",
                            "Token categories", "refs_min"):
@@ -62,8 +60,7 @@ def main():
                     print(f"rendered page lacks {needle!r}")
                     ok = False
             shot = Path(tmp) / "report.png"
-            subprocess.run([chromium, *flags, "--window-size=1100,1400", f"--screenshot={shot}", page],
-                           capture_output=True)
+            chromium_output(chromium, "--window-size=1100,1400", f"--screenshot={shot}", page)
             ok &= shot.exists() and shot.stat().st_size > 20000
             print(f"chromium: DOM {len(dom)} chars, screenshot {shot.stat().st_size if shot.exists() else 0} bytes")
         ok &= check_continual(Path(tmp), args.bin)

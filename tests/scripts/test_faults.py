@@ -229,7 +229,7 @@ train: {{log_every: 1, checkpoint_every: 3, keep_checkpoints: 2}}
                         f"latest_checkpoint could pick is complete (it picks {latest.name if latest else 'none'}), "
                         f"hf/ absent or complete {problems[:3]}")
             resume = ["--resume"] if latest_checkpoint(run_dir) else []
-            r = run(*train_cmd, *resume)
+            run(*train_cmd, *resume)
             got = final(run_dir)
             same = got == ref
             if not same:

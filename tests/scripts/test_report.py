@@ -12,13 +12,12 @@ import json
 import math
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_helpers import run, tiny_tokens_and_model  # noqa: E402
+from cli_helpers import chromium_output, run, tiny_tokens_and_model  # noqa: E402
 
 failures = []
 
@@ -147,14 +146,11 @@ slm: {{ratio: 0.6, reference_model: [{t / 'ref'}]}}
         if not chromium:
             print("SKIP the rendering check: chromium is not installed")
         else:
-            flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-            dom = subprocess.run([chromium, *flags, "--dump-dom", f"file://{page}"], capture_output=True,
-                                 text=True).stdout
+            dom = chromium_output(chromium, "--dump-dom", f"file://{page}")
             needles = ["Report test", "Eval loss on 'held'", "Tokens to reach", "Selected fraction", "Scores at step"]
             check(all(n in dom for n in needles), f"Chromium renders it: {len(dom)} characters of DOM with {needles}")
             shot = Path(args.screenshot) if args.screenshot else t / "shot.png"
-            subprocess.run([chromium, *flags, "--window-size=1100,2400", f"--screenshot={shot}", f"file://{page}"],
-                           capture_output=True)
+            chromium_output(chromium, "--window-size=1100,2400", f"--screenshot={shot}", f"file://{page}")
             check(shot.exists() and shot.stat().st_size > 20000, f"a screenshot ({shot.stat().st_size} bytes)")
     if failures:
         sys.exit(f"{len(failures)} check(s) failed")
