@@ -257,6 +257,9 @@ class TokenizeJob {
  private:
   std::string out(const std::string& name) const { return (fs::path(opt_.out_dir) / name).string(); }
   void prepare_folder();
+  json read_progress() const;  // progress.json's contents, null when there is none
+  void resume(const json& progress);
+  void finish();               // the last shard, then manifest.json, then progress.json removed
   void set_up_tokenizer(const json& progress);
   std::vector<ShardRecord> verified_shards(const json& progress);
   void write_progress() const;
@@ -600,6 +603,51 @@ void TokenizeJob::pipeline() {
   shutdown();
 }
 
+json TokenizeJob::read_progress() const {
+  if (!fs::exists(out(kProgress))) return json();
+  try {
+    return json::parse(read_text_file(out(kProgress)));
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: unreadable ({}); pass --overwrite to start over", out(kProgress), e.what()));
+  }
+}
+
+// The tokenizer (trained before, or given) and the shards that still match their records; where the input goes on.
+void TokenizeJob::resume(const json& progress) {
+  set_up_tokenizer(progress);
+  shards_ = verified_shards(progress);
+  if (!shards_.empty()) {
+    resume_ = counts_ = shards_.back().next;
+    std::fprintf(stderr, "rho_tokenize: resuming %s after %zu complete shard(s)\n", opt_.out_dir.c_str(),
+                 shards_.size());
+  }
+  // A run killed after its manifest but before removing progress.json: the manifest goes before any shard can be
+  // redone, and only now that the settings are known to match (a refused rerun keeps the dataset as it was).
+  if (fs::exists(out(kManifest))) {
+    fs::remove(out(kManifest));
+    fsync_dir(opt_.out_dir);
+  }
+  write_progress();  // records the tokenizer (and drops shards that failed verification)
+}
+
+void TokenizeJob::finish() {
+  if (writer_ && writer_->tokens() > 0) {
+    ResumePoint end = counts_;
+    end.pos = CorpusPosition{static_cast<int64_t>(files_.size()), 0, 1};
+    commit_shard(end);
+  }
+  if (progress_) progress_->finish(rates());
+  if (shards_.empty())
+    throw Error(fmt::format("no documents to tokenise in the input ({} bad records and {} empty files skipped)",
+                            counts_.skipped_documents, counts_.skipped_files));
+  manifest_.skipped_documents = counts_.skipped_documents;
+  manifest_.skipped_files = counts_.skipped_files;
+  for (const auto& s : shards_) manifest_.shards.push_back(s.info);
+  write_file_atomic(out(kManifest), manifest_.to_json());
+  fs::remove(out(kProgress));
+  fsync_dir(opt_.out_dir);
+}
+
 TokenizeSummary TokenizeJob::run() {
   const auto t0 = Clock::now();
   if (opt_.shard_tokens <= 0) throw Error("the shard size in tokens must be positive");
@@ -609,29 +657,8 @@ TokenizeSummary TokenizeJob::run() {
   fs::create_directories(opt_.out_dir);
   DirLock lock(opt_.out_dir);
   prepare_folder();
-  json progress;
-  if (fs::exists(out(kProgress))) {
-    try {
-      progress = json::parse(read_text_file(out(kProgress)));
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}: unreadable ({}); pass --overwrite to start over", out(kProgress), e.what()));
-    }
-  }
-  set_up_tokenizer(progress);
-  shards_ = verified_shards(progress);
-  if (!shards_.empty()) {
-    resume_ = counts_ = shards_.back().next;
-    std::fprintf(stderr, "rho_tokenize: resuming %s after %zu complete shard(s)\n", opt_.out_dir.c_str(),
-                 shards_.size());
-  }
+  resume(read_progress());
   const int64_t resumed = static_cast<int64_t>(shards_.size());
-  // A run killed after its manifest but before removing progress.json: the manifest goes before any shard can be
-  // redone, and only now that the settings are known to match (a refused rerun keeps the dataset as it was).
-  if (fs::exists(out(kManifest))) {
-    fs::remove(out(kManifest));
-    fsync_dir(opt_.out_dir);
-  }
-  write_progress();  // records the tokenizer (and drops shards that failed verification)
 
   uint64_t total_bytes = 0;
   for (size_t i = 0; i < files_.size(); ++i) {
@@ -642,22 +669,7 @@ TokenizeSummary TokenizeJob::run() {
   if (opt_.progress)
     progress_ = std::make_unique<Progress>("rho_tokenize", static_cast<int64_t>(total_bytes - start_bytes_), "B");
   pipeline();
-  if (writer_ && writer_->tokens() > 0) {
-    ResumePoint end = counts_;
-    end.pos = CorpusPosition{static_cast<int64_t>(files_.size()), 0, 1};
-    commit_shard(end);
-  }
-  if (progress_) progress_->finish(rates());
-  if (shards_.empty())
-    throw Error(fmt::format("no documents to tokenise in the input ({} bad records and {} empty files skipped)",
-                            counts_.skipped_documents, counts_.skipped_files));
-
-  manifest_.skipped_documents = counts_.skipped_documents;
-  manifest_.skipped_files = counts_.skipped_files;
-  for (const auto& s : shards_) manifest_.shards.push_back(s.info);
-  write_file_atomic(out(kManifest), manifest_.to_json());
-  fs::remove(out(kProgress));
-  fsync_dir(opt_.out_dir);
+  finish();
 
   TokenizeSummary summary;
   summary.manifest = manifest_;
