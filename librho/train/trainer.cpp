@@ -216,6 +216,10 @@ struct Trainer::State {
   void init_slm();
   void init_optimizer();
   void resume_from_checkpoint();
+  std::string agreed_latest_checkpoint() const;
+  void check_resumable(const Checkpoint& ck, const std::string& dir) const;
+  void restore_weights_and_state(const Checkpoint& ck, const std::string& dir);
+  void reread_warnings();
   void truncate_log_after(int64_t last) const;
 
   at::Tensor forward_loss(const DeviceBatch& b) {
@@ -340,63 +344,83 @@ void Trainer::State::init_optimizer() {
 
 // Every rank resumes from rank 0's newest checkpoint (out_dir is on a shared file system): weights, optimizer,
 // RNG, reference state and loader position, so the run continues exactly.
-void Trainer::State::resume_from_checkpoint() {
-  auto latest = latest_checkpoint(cfg.out_dir);
+// The newest checkpoint as rank 0 sees it (every rank resumes from the same one).
+std::string Trainer::State::agreed_latest_checkpoint() const {
+  const auto latest = latest_checkpoint(cfg.out_dir);
   auto latest_step = at::full({1}, latest ? step_of_checkpoint(*latest) : int64_t(-1), at::kLong);
   dist->broadcast(latest_step, 0);
   if (latest_step.item<int64_t>() < 0) throw Error(fmt::format("{}: --resume but no checkpoint was found", cfg.out_dir));
-  latest = checkpoint_dir(cfg.out_dir, latest_step.item<int64_t>());
-  auto ck = load_checkpoint(*latest);
+  return checkpoint_dir(cfg.out_dir, latest_step.item<int64_t>());
+}
+
+// What may change between the run that wrote `ck` and this one: sharding levels and world sizes, config keys.
+void Trainer::State::check_resumable(const Checkpoint& ck, const std::string& dir) const {
   const bool ck_sharded = ck.sharding.level != Sharding::None;
   if (ck_sharded != (sharded != nullptr))
     throw Error(fmt::format("{}: written with train.sharding {}, resumed with {}: a sharded checkpoint resumes under any "
                             "sharded level (optimizer, gradients, parameters), an unsharded one under none",
-                            *latest, enum_name(kShardingNames, ck.sharding.level), enum_name(kShardingNames, cfg.sharding)));
+                            dir, enum_name(kShardingNames, ck.sharding.level), enum_name(kShardingNames, cfg.sharding)));
   if (ck.state.world_size != dist->world_size() && !ck_sharded)
     throw Error(fmt::format("{}: written by {} process(es), resumed with {}: an unsharded checkpoint resumes at the "
                             "world size that wrote it, so resume with {} (sharded checkpoints, train.sharding, reshard to "
-                            "any world size)", *latest, ck.state.world_size, dist->world_size(), ck.state.world_size));
-  check_resume_changes(cfg, ck.state.config_yaml, *latest, ck.state.step, dist->is_main(), ck.state.world_size,
+                            "any world size)", dir, ck.state.world_size, dist->world_size(), ck.state.world_size));
+  check_resume_changes(cfg, ck.state.config_yaml, dir, ck.state.step, dist->is_main(), ck.state.world_size,
                        dist->world_size());
+  if (!sharded) return;
+  const auto& mine = sharded->layout();
+  const auto& theirs = ck.sharding.units;
+  for (size_t u = 0; u < std::max(mine.size(), theirs.size()); ++u)
+    if (u >= mine.size() || u >= theirs.size() || mine[u].name != theirs[u].name || mine[u].numel != theirs[u].numel)
+      throw Error(fmt::format("{}/state.json: sharding.units differ from this model's at unit {}", dir, u));
+}
+
+// Weights and AdamW's state (resharded to this world size when sharded), the references, the CPU generator.
+void Trainer::State::restore_weights_and_state(const Checkpoint& ck, const std::string& dir) {
   if (sharded) {
-    const auto& mine = sharded->layout();
-    const auto& theirs = ck.sharding.units;
-    for (size_t u = 0; u < std::max(mine.size(), theirs.size()); ++u)
-      if (u >= mine.size() || u >= theirs.size() || mine[u].name != theirs[u].name || mine[u].numel != theirs[u].numel)
-        throw Error(fmt::format("{}/state.json: sharding.units differ from this model's at unit {}", *latest, u));
-    sharded->load_shard_state(ck.sharding.world_size, [&](int64_t q) { return read_checkpoint_shard(*latest, ck, q); },
-                              *latest);
+    sharded->load_shard_state(ck.sharding.world_size, [&](int64_t q) { return read_checkpoint_shard(dir, ck, q); },
+                              dir);
   } else {
-    load_model_weights(*model, ck, *latest);
-    optim->load_state(ck.optimizer, *latest);
+    load_model_weights(*model, ck, dir);
+    optim->load_state(ck.optimizer, dir);
   }
-  if (reference) reference->load_state({ck.reference.begin(), ck.reference.end()}, *latest);
+  if (reference) reference->load_state({ck.reference.begin(), ck.reference.end()}, dir);
   handoff_step = ck.state.handoff_step;
   if (handoff_step >= 0 && cfg.handoff == Handoff::Self) {  // (its construction draws from the CPU generator)
     start_self_handoff();
     std::map<std::string, at::Tensor> own;
     for (const auto& [name, t] : ck.reference)
       if (name.rfind("handoff.", 0) == 0) own[name.substr(8)] = t;
-    handoff_reference->load_state(own, *latest);
+    handoff_reference->load_state(own, dir);
   }
   if (ck.rng_cpu.defined()) {  // last: as the interrupted run's generator stood
     auto gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(ck.rng_cpu);
   }
+}
+
+// Warnings the run gave up to the checkpoint are not given again.
+void Trainer::State::reread_warnings() {
+  std::ifstream in(fs::path(cfg.out_dir) / "log.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object() || j.value("type", "") != "warning") continue;
+    warned_caught_up = warned_caught_up || j.value("kind", "") == "caught_up";
+    warned_kept_score = warned_kept_score || j.value("kind", "") == "kept_score";
+  }
+}
+
+void Trainer::State::resume_from_checkpoint() {
+  const auto dir = agreed_latest_checkpoint();
+  const auto ck = load_checkpoint(dir);
+  check_resumable(ck, dir);
+  restore_weights_and_state(ck, dir);
   step = ck.state.step;
   tokens_seen = ck.state.tokens_seen;
   loader->seek(ck.state.loader_step);
   if (dist->is_main()) {
     truncate_log_after(step);
-    // Warnings the run gave up to the checkpoint are not given again.
-    std::ifstream in(fs::path(cfg.out_dir) / "log.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const auto j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_object() || j.value("type", "") != "warning") continue;
-      warned_caught_up = warned_caught_up || j.value("kind", "") == "caught_up";
-      warned_kept_score = warned_kept_score || j.value("kind", "") == "kept_score";
-    }
-    std::cerr << fmt::format("resumed from {} (step {})\n", *latest, step);
+    reread_warnings();
+    std::cerr << fmt::format("resumed from {} (step {})\n", dir, step);
   }
 }
 
