@@ -2,10 +2,13 @@
 themselves, and checking that what a later stage reads is complete (the same rules as the library's readers)."""
 import hashlib
 import json
+import os
 import random
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,16 +42,21 @@ def run_pipeline(config, tools, out, expect=0):
                expect=expect, timeout=None)
 
 
-def chromium_output(chromium, *args, timeout=120):
-    """Headless Chromium's stdout for args (with the usual headless flags), or "" when it hangs twice past
-    `timeout` seconds (a check on its output then fails; the test does not hang)."""
-    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+def chromium_output(chromium, *args, timeout=60):
+    """Headless Chromium's stdout for args (with the usual headless flags and a profile folder of its own), or ""
+    when it hangs twice past `timeout` seconds: a check on its output then fails, the test does not hang. A hung
+    browser is stopped with all its processes (its own session)."""
     for _ in range(2):
-        try:
-            return subprocess.run([str(chromium), *flags, *map(str, args)], capture_output=True, text=True,
-                                  timeout=timeout).stdout
-        except subprocess.TimeoutExpired:
-            continue
+        with tempfile.TemporaryDirectory(prefix="rho_chromium_") as profile:
+            flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                     f"--user-data-dir={profile}"]
+            p = subprocess.Popen([str(chromium), *flags, *map(str, args)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            try:
+                return p.communicate(timeout=timeout)[0]
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
     return ""
 
 

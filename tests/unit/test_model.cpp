@@ -190,6 +190,26 @@ TEST_CASE("SharedInput under bf16 autocast: one copy for every projection, value
   check_bitwise(run(true), run(false));
 }
 
+TEST_CASE("SharedInput: a view no projection reads adds nothing to the input's gradient", "[model][autocast]") {
+  auto x_leaf = leaf({2, 9, 32}, at::kFloat, 5);
+  const auto w0 = leaf({24, 32}, at::kFloat, 6), w2 = leaf({8, 32}, at::kFloat, 8);
+  at::Tensor shared_grad, alone_grad;
+  {
+    rho::AutocastScope autocast(at::kCPU, at::kBFloat16);
+    const rho::SharedInput in(x_leaf * 1.0, 3);  // view 1 is never read
+    const auto y = at::cat({at::linear(in.view(0), w0), at::linear(in.view(2), w2)}, -1).to(at::kFloat);
+    shared_grad = value_and_grads(y, {x_leaf})[1];
+  }
+  x_leaf.mutable_grad() = at::Tensor();
+  {
+    rho::AutocastScope autocast(at::kCPU, at::kBFloat16);
+    const auto a = x_leaf * 1.0, b = x_leaf * 1.0;
+    const auto y = at::cat({at::linear(a, w0), at::linear(b, w2)}, -1).to(at::kFloat);
+    alone_grad = value_and_grads(y, {x_leaf})[1];
+  }
+  CHECK(at::equal(shared_grad, alone_grad));
+}
+
 TEST_CASE("sum_as: the defined parts summed in order in the given dtype", "[model]") {
   const auto a = at::randn({5, 7}).to(at::kBFloat16), b = at::randn({5, 7}).to(at::kBFloat16),
              c = at::randn({5, 7}).to(at::kBFloat16);
