@@ -151,43 +151,61 @@ TEST_CASE("lean rms_norm and swiglu: values and gradients bitwise those of the p
   CHECK(at::equal(rho::rms_norm(a, v, 1e-6), v * at::rms_norm(a, {32}, std::nullopt, 1e-6)));
 }
 
+namespace {
+// Three projections of one fp32 input under bf16 autocast on `device`, read by different operations after them (as
+// q, k and v are), so the gradients reach the input along paths of different lengths, in an order autograd
+// chooses. shared: through SharedInput; otherwise each projection gets an input of its own (autocast casts each), so
+// each input's gradient is what autocast makes for that projection, and x's is their sum in the views' order.
+// Returns the result, the weights' gradients and x's. (x is not a leaf, as in the model: autocast caches the cast of
+// a leaf, which the projections would share.)
+std::vector<at::Tensor> three_projections(bool shared, at::Device device) {
+  auto on = [&](at::Tensor t) { return t.detach().to(device).requires_grad_(true); };
+  std::vector<at::Tensor> x_leaf, w{on(leaf({24, 32}, at::kFloat, 6)), on(leaf({8, 32}, at::kFloat, 7)),
+                                    on(leaf({8, 32}, at::kFloat, 8))};
+  for (int i = 0; i < (shared ? 1 : 3); ++i) x_leaf.push_back(on(leaf({2, 9, 32}, at::kFloat, 5)));
+  rho::AutocastScope autocast(device.type(), at::kBFloat16);
+  const rho::SharedInput in(x_leaf[0] * 1.0, 3);
+  std::vector<at::Tensor> views, outs;
+  for (size_t i = 0; i < w.size(); ++i) {
+    views.push_back(shared ? in.view(static_cast<int64_t>(i)) : x_leaf[i] * 1.0);
+    outs.push_back(at::linear(views.back(), w[i]));
+  }
+  if (shared) {
+    CHECK(views[0].scalar_type() == at::kBFloat16);
+    CHECK(views[0].data_ptr() == views[2].data_ptr());  // one copy, however many projections read it
+  }
+  const auto y = at::cat({outs[0] * 1.5, (outs[1] * 2).sin(), outs[2]}, -1).to(at::kFloat);
+  std::vector<at::Tensor> inputs = w;
+  inputs.insert(inputs.end(), x_leaf.begin(), x_leaf.end());
+  auto result = value_and_grads(y, inputs);
+  if (!shared) {
+    const auto sum = (result[4] + result[5]) + result[6];
+    result.resize(4);
+    result.push_back(sum);
+  }
+  CHECK(result[4].scalar_type() == at::kFloat);
+  return result;
+}
+}  // namespace
+
 TEST_CASE("SharedInput under bf16 autocast: one copy for every projection, values and gradients bitwise autocast's",
           "[model][autocast]") {
-  // Three projections of one fp32 input, read by different operations after them (as q, k and v are), so the
-  // gradients reach the input along paths of different lengths, in an order autograd chooses. The reference gives
-  // each projection an input of its own (autocast casts each), so each input's gradient is what autocast makes for
-  // that projection; the shared input's gradient must be their sum in the views' order, bit for bit. (bf16
-  // gradients summed in fp32 are exact unless their exponents lie far apart, so autograd's order mostly agrees.)
-  // (x is not a leaf, as in the model: autocast caches the cast of a leaf, which the projections would share.)
-  auto run = [](bool shared) {
-    std::vector<at::Tensor> x_leaf, w{leaf({24, 32}, at::kFloat, 6), leaf({8, 32}, at::kFloat, 7),
-                                      leaf({8, 32}, at::kFloat, 8)};
-    for (int i = 0; i < (shared ? 1 : 3); ++i) x_leaf.push_back(leaf({2, 9, 32}, at::kFloat, 5));
-    rho::AutocastScope autocast(at::kCPU, at::kBFloat16);
-    const auto x0 = x_leaf[0] * 1.0;
-    const rho::SharedInput in(x0, 3);
-    std::vector<at::Tensor> views, outs;
-    for (size_t i = 0; i < w.size(); ++i) {
-      views.push_back(shared ? in.view(static_cast<int64_t>(i)) : x_leaf[i] * 1.0);
-      outs.push_back(at::linear(views.back(), w[i]));
-    }
-    if (shared) {
-      CHECK(views[0].scalar_type() == at::kBFloat16);
-      CHECK(views[0].data_ptr() == views[2].data_ptr());  // one copy, however many projections read it
-    }
-    const auto y = at::cat({outs[0] * 1.5, (outs[1] * 2).sin(), outs[2]}, -1).to(at::kFloat);
-    std::vector<at::Tensor> inputs = w;
-    inputs.insert(inputs.end(), x_leaf.begin(), x_leaf.end());
-    auto result = value_and_grads(y, inputs);
-    if (!shared) {  // x's gradient: the projections' in the views' order
-      const auto sum = (result[4] + result[5]) + result[6];
-      result.resize(4);
-      result.push_back(sum);
-    }
-    CHECK(result[4].scalar_type() == at::kFloat);
-    return result;
-  };
-  check_bitwise(run(true), run(false));
+  // (bf16 gradients summed in fp32 are exact unless their exponents lie far apart, so autograd's order mostly
+  // agrees with the views' order.)
+  check_bitwise(three_projections(true, at::kCPU), three_projections(false, at::kCPU));
+}
+
+TEST_CASE("SharedInput on CUDA under bf16 autocast: values and gradients as autocast's per-projection casts",
+          "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  const auto shared = three_projections(true, at::kCUDA), plain = three_projections(false, at::kCUDA);
+  REQUIRE(shared.size() == plain.size());
+  for (size_t i = 0; i < shared.size(); ++i) {
+    INFO("tensor " << i << " (0: the result, then the weights' gradients, then x's)");
+    CHECK(shared[i].scalar_type() == plain[i].scalar_type());
+    // The same GEMMs on the same inputs: equal, but for a library free to pick another kernel between runs.
+    CHECK(relative_error(shared[i], plain[i]) <= 1e-6);
+  }
 }
 
 TEST_CASE("SharedInput: a view no projection reads adds nothing to the input's gradient", "[model][autocast]") {
