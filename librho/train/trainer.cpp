@@ -342,8 +342,6 @@ void Trainer::State::init_optimizer() {
   reducer = std::make_unique<GradBucketReducer>(model->parameters(), *dist, cfg.bucket_mb);
 }
 
-// Every rank resumes from rank 0's newest checkpoint (out_dir is on a shared file system): weights, optimizer,
-// RNG, reference state and loader position, so the run continues exactly.
 // The newest checkpoint as rank 0 sees it (every rank resumes from the same one).
 std::string Trainer::State::agreed_latest_checkpoint() const {
   const auto latest = latest_checkpoint(cfg.out_dir);
@@ -409,6 +407,8 @@ void Trainer::State::reread_warnings() {
   }
 }
 
+// Every rank resumes from rank 0's newest checkpoint (out_dir is on a shared file system): weights, optimizer,
+// RNG, reference state and loader position, so the run continues exactly.
 void Trainer::State::resume_from_checkpoint() {
   const auto dir = agreed_latest_checkpoint();
   const auto ck = load_checkpoint(dir);

@@ -112,13 +112,14 @@ def main():
         tok_cmd = [b / "rho_tokenize", t / "c.jsonl", "--out", out, "--train-tokenizer", "--vocab-size", "320",
                    "--shard-tokens", "2000", "--quiet"]
         took, ref, n_shards = uninterrupted(tok_cmd, out, "rho_tokenize")
+        # Finished: the manifest in place and progress.json removed after it (a rerun refuses to touch it).
+        # Both present: killed between the two; the rerun finishes the run.
+        def finished():
+            return (out / "manifest.json").exists() and not (out / "progress.json").exists()
+
         for seed in SEEDS:
             rng = random.Random(seed)
             points = []
-            # Finished: the manifest in place and progress.json removed after it (a rerun refuses to touch it).
-            # Both present: killed between the two; the rerun finishes the run.
-            def finished():
-                return (out / "manifest.json").exists() and not (out / "progress.json").exists()
             for _ in range(KILLS_PER_SEED):
                 if finished():
                     break
