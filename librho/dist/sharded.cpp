@@ -84,13 +84,27 @@ ShardedModel::ShardedModel(Llama model, DistContext& dist, Sharding level, at::S
     : model_(std::move(model)), dist_(dist), level_(level), compute_dtype_(compute_dtype), adam_(adam) {
   TORCH_CHECK(level_ != Sharding::None, "ShardedModel: sharding none needs no ShardedModel");
   at::NoGradGuard no_grad;
-  const int64_t W = dist_.world_size(), r = dist_.rank();
+  group_parameters();
+  for (size_t u = 0; u < units_.size(); ++u) {
+    flatten_unit(u);
+    make_adamw_views(u);
+    for (const auto& p : units_[u]->params)
+      torch::autograd::impl::set_post_acc_grad_hooks(p, std::make_unique<ShardedGradHook>(this, u));
+    if (units_[u]->sharded_weights) release(u);
+  }
+  for (size_t u = units_.size(); u-- > 1;) reduce_order_.push_back(u);
+  reduce_order_.push_back(0);
+  step_count_ = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(units_[0]->params[0].device()));
+  if (level_ == Sharding::Parameters) model_->layer_hooks = this;
+}
+
+// The units (root, then one per layer) and, in the model's order, each one's parameters and their places in it.
+void ShardedModel::group_parameters() {
   const size_t n_units = model_->layers->size() + 1;
   layout_.resize(n_units);
   units_.resize(n_units);
   layout_[0].name = "root";
   for (size_t u = 1; u < n_units; ++u) layout_[u].name = fmt::format("layers.{}", u - 1);
-  std::vector<std::vector<std::string>> names(n_units);
   for (auto& item : model_->named_parameters()) {
     const size_t u = unit_index_of(item.key());
     auto& L = layout_[u];
@@ -99,49 +113,52 @@ ShardedModel::ShardedModel(Llama model, DistContext& dist, Sharding level, at::S
     if (!units_[u]) units_[u] = std::make_unique<Unit>();
     units_[u]->params.push_back(item.value());
   }
-  const auto device = units_[0]->params[0].device();
-  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
-  for (size_t u = 0; u < n_units; ++u) {
-    auto& U = *units_[u];
-    const auto& L = layout_[u];
-    U.shard = L.shard_numel(W);
-    U.padded = U.shard * W;
-    U.sharded_weights = level_ == Sharding::Parameters && u > 0;
-    auto flat = at::zeros({U.padded}, f32);
-    for (size_t i = 0; i < U.params.size(); ++i)
-      flat.narrow(0, L.params[i].offset, L.params[i].numel).copy_(U.params[i].detach().reshape(-1));
-    if (U.sharded_weights) {
-      U.master = flat.narrow(0, r * U.shard, U.shard).clone();
-      U.full = flat.to(compute_dtype_);
-    } else {
-      U.full = flat;
-      U.master = flat.narrow(0, r * U.shard, U.shard);
-    }
-    for (size_t i = 0; i < U.params.size(); ++i)
-      U.params[i].set_data(U.full.narrow(0, L.params[i].offset, L.params[i].numel).view(L.params[i].shape));
-    U.grad = at::zeros({U.shard}, f32);
-    U.exp_avg = at::zeros({U.shard}, f32);
-    U.exp_avg_sq = at::zeros({U.shard}, f32);
-    // AdamW's views: each parameter's part of [r * shard, (r + 1) * shard).
-    for (size_t i = 0; i < U.params.size(); ++i) {
-      const auto& P = L.params[i];
-      const int64_t lo = std::max(P.offset, r * U.shard), hi = std::min(P.offset + P.numel, (r + 1) * U.shard);
-      if (hi <= lo) continue;
-      const int g = decayed(P.name, U.params[i], adam_.decay_norms_and_embeddings) ? 0 : 1;
-      const int64_t at = lo - r * U.shard, len = hi - lo;
-      U.seg_param[g].push_back(U.master.narrow(0, at, len));
-      U.seg_grad[g].push_back(U.grad.narrow(0, at, len));
-      U.seg_m[g].push_back(U.exp_avg.narrow(0, at, len));
-      U.seg_v[g].push_back(U.exp_avg_sq.narrow(0, at, len));
-    }
-    for (const auto& p : U.params)
-      torch::autograd::impl::set_post_acc_grad_hooks(p, std::make_unique<ShardedGradHook>(this, u));
-    if (U.sharded_weights) release(u);
+}
+
+// A unit's parameters copied into one flat buffer (padded to a multiple of the world size), which they then view;
+// this rank's fp32 master shard (its own copy when the weights are sharded, a view otherwise); its gradient and
+// AdamW moments, zero.
+void ShardedModel::flatten_unit(size_t u) {
+  auto& U = *units_[u];
+  const auto& L = layout_[u];
+  const int64_t W = dist_.world_size(), r = dist_.rank();
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(U.params[0].device());
+  U.shard = L.shard_numel(W);
+  U.padded = U.shard * W;
+  U.sharded_weights = level_ == Sharding::Parameters && u > 0;
+  auto flat = at::zeros({U.padded}, f32);
+  for (size_t i = 0; i < U.params.size(); ++i)
+    flat.narrow(0, L.params[i].offset, L.params[i].numel).copy_(U.params[i].detach().reshape(-1));
+  if (U.sharded_weights) {
+    U.master = flat.narrow(0, r * U.shard, U.shard).clone();
+    U.full = flat.to(compute_dtype_);
+  } else {
+    U.full = flat;
+    U.master = flat.narrow(0, r * U.shard, U.shard);
   }
-  for (size_t u = n_units; u-- > 1;) reduce_order_.push_back(u);
-  reduce_order_.push_back(0);
-  step_count_ = at::zeros({}, f32);
-  if (level_ == Sharding::Parameters) model_->layer_hooks = this;
+  for (size_t i = 0; i < U.params.size(); ++i)
+    U.params[i].set_data(U.full.narrow(0, L.params[i].offset, L.params[i].numel).view(L.params[i].shape));
+  U.grad = at::zeros({U.shard}, f32);
+  U.exp_avg = at::zeros({U.shard}, f32);
+  U.exp_avg_sq = at::zeros({U.shard}, f32);
+}
+
+// AdamW's views: each parameter's part of [r * shard, (r + 1) * shard), in its weight-decay group.
+void ShardedModel::make_adamw_views(size_t u) {
+  auto& U = *units_[u];
+  const auto& L = layout_[u];
+  const int64_t r = dist_.rank();
+  for (size_t i = 0; i < U.params.size(); ++i) {
+    const auto& P = L.params[i];
+    const int64_t lo = std::max(P.offset, r * U.shard), hi = std::min(P.offset + P.numel, (r + 1) * U.shard);
+    if (hi <= lo) continue;
+    const int g = decayed(P.name, U.params[i], adam_.decay_norms_and_embeddings) ? 0 : 1;
+    const int64_t at = lo - r * U.shard, len = hi - lo;
+    U.seg_param[g].push_back(U.master.narrow(0, at, len));
+    U.seg_grad[g].push_back(U.grad.narrow(0, at, len));
+    U.seg_m[g].push_back(U.exp_avg.narrow(0, at, len));
+    U.seg_v[g].push_back(U.exp_avg_sq.narrow(0, at, len));
+  }
 }
 
 ShardedModel::~ShardedModel() {

@@ -110,6 +110,9 @@ class ShardedModel : public LayerHooks {
 
  private:
   struct Unit;
+  void group_parameters();
+  void flatten_unit(size_t u);
+  void make_adamw_views(size_t u);
   void ensure_gathered(size_t u);
   void start_gather(size_t u);
   void release(size_t u);

@@ -108,6 +108,61 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
       .view({b, heads, 1, d});
 }
 
+namespace {
+// What a layer's attention reads through a KV cache: the keys and values (the new ones written into the cache),
+// how many positions come before the new ones, whether the new ones attend causally among themselves, and the
+// mask where one is needed instead.
+struct CachedAttention {
+  at::Tensor k, v;
+  int64_t past = 0;
+  bool causal = true;
+  std::optional<at::Tensor> mask;
+};
+
+// A ragged cache: one new position per row ([b, kv_heads, 1, d]), written after the row's last one
+// (KVCache::step_columns); the step reads the first step_keys columns of every row, through step_mask if any.
+CachedAttention through_ragged_cache(KVCache& cache, int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  auto& ck = cache.keys.at(layer);
+  auto& cv = cache.values.at(layer);
+  const auto column = cache.step_columns.view({k.size(0), 1, 1, 1}).expand({k.size(0), k.size(1), 1, k.size(3)});
+  ck.scatter_(2, column, k);
+  cv.scatter_(2, column, v);
+  CachedAttention a{ck.narrow(2, 0, cache.step_keys), cv.narrow(2, 0, cache.step_keys), cache.step_keys - k.size(2),
+                    /*causal=*/false, std::nullopt};
+  if (cache.step_mask.defined()) a.mask = cache.step_mask;
+  return a;
+}
+
+// A growing cache: the new positions appended to the layer's; new queries see every past key and the causal part
+// of the new ones.
+CachedAttention through_growing_cache(KVCache& cache, int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  if (static_cast<int64_t>(cache.keys.size()) <= layer) {
+    cache.keys.resize(layer + 1);
+    cache.values.resize(layer + 1);
+  }
+  auto& ck = cache.keys[layer];
+  auto& cv = cache.values[layer];
+  CachedAttention a{k, v, 0, true, std::nullopt};
+  if (ck.defined()) {
+    a.past = ck.size(2);
+    a.k = at::cat({ck, k}, 2);
+    a.v = at::cat({cv, v}, 2);
+  }
+  ck = a.k;
+  cv = a.v;
+  const int64_t t = k.size(2);
+  if (a.past > 0) {
+    a.causal = false;
+    if (t > 1) {
+      const auto long_options = k.options().dtype(at::kLong);
+      a.mask = at::arange(0, a.past + t, long_options).unsqueeze(0) <=
+               at::arange(a.past, a.past + t, long_options).unsqueeze(1);
+    }
+  }
+  return a;
+}
+}  // namespace
+
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, KVCache* cache,
                                   int64_t layer) {
   const int64_t b = x.size(0), t = x.size(1);
@@ -119,58 +174,23 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   const auto c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = apply_rotary(q, c, s);
   k = apply_rotary(k, c, s);
-  int64_t past = 0;
-  std::optional<at::Tensor> mask;
-  bool causal = true;
-  if (cache && cache->is_ragged()) {  // one new token per row, written after the row's last position
-    auto& ck = cache->keys.at(layer);
-    auto& cv = cache->values.at(layer);
-    const auto column = cache->step_columns.view({b, 1, 1, 1}).expand({b, num_kv_heads, 1, head_dim});
-    ck.scatter_(2, column, k);
-    cv.scatter_(2, column, v);
-    k = ck.narrow(2, 0, cache->step_keys);
-    v = cv.narrow(2, 0, cache->step_keys);
-    past = cache->step_keys - t;
-    causal = false;
-    if (cache->step_mask.defined()) mask = cache->step_mask;
-  } else if (cache) {
-    if (static_cast<int64_t>(cache->keys.size()) <= layer) {
-      cache->keys.resize(layer + 1);
-      cache->values.resize(layer + 1);
-    }
-    auto& ck = cache->keys[layer];
-    auto& cv = cache->values[layer];
-    if (ck.defined()) {
-      past = ck.size(2);
-      k = at::cat({ck, k}, 2);
-      v = at::cat({cv, v}, 2);
-    }
-    ck = k;
-    cv = v;
-    if (past > 0) {
-      causal = false;
-      if (t > 1) {  // new queries see every past key and the causal part of the new ones
-        auto qi = at::arange(past, past + t, x.options().dtype(at::kLong)).unsqueeze(1);
-        auto ki = at::arange(0, past + t, x.options().dtype(at::kLong)).unsqueeze(0);
-        mask = ki <= qi;
-      }
-    }
-  }
-  const int64_t total = past + t;
+  CachedAttention a{k, v, 0, true, std::nullopt};
+  if (cache) a = cache->is_ragged() ? through_ragged_cache(*cache, layer, k, v) : through_growing_cache(*cache, layer, k, v);
+  const int64_t total = a.past + t;
   if (sliding_window > 0 && total > sliding_window)
     throw Error(fmt::format("sequence of {} positions exceeds the model's sliding window of {} (not implemented)",
                             total, sliding_window));
   at::Tensor y;
   if (cache && t == 1) {  // one new position per row: a decoding step
-    y = decode_attention(q, k, v, mask);
+    y = decode_attention(q, a.k, a.v, a.mask);
   } else {
     const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
-    if (attention_expands_kv(num_heads, num_kv_heads, q.is_cuda(), half, mask.has_value())) {
-      k = expand_kv_heads(k, num_heads);
-      v = expand_kv_heads(v, num_heads);
+    if (attention_expands_kv(num_heads, num_kv_heads, q.is_cuda(), half, a.mask.has_value())) {
+      a.k = expand_kv_heads(a.k, num_heads);
+      a.v = expand_kv_heads(a.v, num_heads);
     }
-    y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, causal, std::nullopt,
-                                         /*enable_gqa=*/k.size(1) != num_heads);
+    y = at::scaled_dot_product_attention(q, a.k, a.v, a.mask, 0.0, a.causal, std::nullopt,
+                                         /*enable_gqa=*/a.k.size(1) != num_heads);
   }
   return project(o_proj, y.transpose(1, 2).reshape({b, t, num_heads * head_dim}));
 }

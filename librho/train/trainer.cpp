@@ -9,6 +9,7 @@
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -42,45 +43,56 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Another world size (a sharded checkpoint reshards) must keep the global batch: data.batch_size x world size.
+void check_global_batch_kept(const TrainConfig& cfg, const std::vector<TrainConfig::Change>& changes,
+                             const std::string& checkpoint, int64_t world_before, int64_t world_after) {
+  if (world_before == world_after) return;
+  int64_t batch_before = cfg.batch_size;
+  for (const auto& c : changes)
+    if (c.key == "data.batch_size" && !c.before.empty()) batch_before = std::stoll(c.before);
+  const int64_t global = batch_before * world_before;
+  if (global == cfg.batch_size * world_after) return;
+  throw Error(fmt::format("--resume from {}: written by {} process(es) with data.batch_size {} (a global batch of "
+                          "{}), resumed with {} and data.batch_size {} ({}): keep the global batch, e.g. "
+                          "data.batch_size={}", checkpoint, world_before, batch_before, global, world_after,
+                          cfg.batch_size, cfg.batch_size * world_after,
+                          global % world_after == 0
+                              ? std::to_string(global / world_after)
+                              : std::string("(none: the global batch does not divide by the world size)")));
+}
+
+// Whether a changed key may change on resume (see check_resume_changes). `resharded`: another world size.
+bool resume_may_change(const TrainConfig& cfg, const TrainConfig::Change& c, bool resharded) {
+  // With slm.handoff, when and on what the evaluation runs decides the switch: the data.eval keys then count.
+  const bool decides_handoff = cfg.handoff != Handoff::None && c.key.rfind("data.eval", 0) == 0;
+  const bool reshard = c.key == "data.batch_size" && resharded;  // the global batch is kept
+  // The sharded levels hold the same state, split differently: a checkpoint of one resumes under another.
+  const bool sharded_level = c.key == "train.sharding" && !c.before.empty() && c.before != "none" && c.after != "none";
+  return reshard || sharded_level || (TrainConfig::resume_safe(c.key) && !decides_handoff) ||
+         std::find(cfg.resume_allow.begin(), cfg.resume_allow.end(), c.key) != cfg.resume_allow.end();
+}
+
+// A key added to the config since the checkpoint was written, at its default: the same run.
+bool added_at_default(const TrainConfig::Change& c) {
+  static const auto default_values = TrainConfig().differences("{}");  // every key's default, as (key, "", value)
+  return c.before.empty() && std::any_of(default_values.begin(), default_values.end(), [&](const auto& d) {
+           return d.key == c.key && d.after == c.after;
+         });
+}
+
 // A resumed run must be the run it continues: a changed key that affects the steps is refused (naming it, with
 // both values) unless train.resume_allow (rho_pretrain --allow-change) names it; keys that never affect the steps
-// may change. Accepted changes are appended to out_dir/config_changes.jsonl, so the run's history stays readable.
-void check_resume_changes(const TrainConfig& cfg, const std::string& checkpoint_yaml, const std::string& checkpoint,
-                          int64_t step, bool write_history, int64_t world_before, int64_t world_after) {
-  // Another world size (a sharded checkpoint reshards) must keep the global batch: data.batch_size x world size.
-  const auto changes = cfg.differences(checkpoint_yaml);
-  if (world_before != world_after) {
-    int64_t batch_before = cfg.batch_size;
-    for (const auto& c : changes)
-      if (c.key == "data.batch_size" && !c.before.empty()) batch_before = std::stoll(c.before);
-    if (batch_before * world_before != cfg.batch_size * world_after)
-      throw Error(fmt::format("--resume from {}: written by {} process(es) with data.batch_size {} (a global batch of "
-                              "{}), resumed with {} and data.batch_size {} ({}): keep the global batch, e.g. "
-                              "data.batch_size={}", checkpoint, world_before, batch_before, batch_before * world_before,
-                              world_after, cfg.batch_size, cfg.batch_size * world_after,
-                              batch_before * world_before % world_after == 0
-                                  ? std::to_string(batch_before * world_before / world_after)
-                                  : std::string("(none: the global batch does not divide by the world size)")));
-  }
+// may change. Accepted changes are appended to out_dir/config_changes.jsonl (by the main rank: write_history), so
+// the run's history stays readable.
+void check_resume_changes(const TrainConfig& cfg, const CheckpointState& written, const std::string& checkpoint,
+                          int64_t world_size, bool write_history) {
+  const auto changes = cfg.differences(written.config_yaml);
+  check_global_batch_kept(cfg, changes, checkpoint, written.world_size, world_size);
   std::vector<std::string> refused;
   nlohmann::json accepted = nlohmann::json::array();
-  const TrainConfig defaults;
-  const auto default_values = defaults.differences("{}");  // every key's default, as (key, "", value)
-  auto is_default = [&](const TrainConfig::Change& c) {
-    return std::any_of(default_values.begin(), default_values.end(),
-                       [&](const TrainConfig::Change& d) { return d.key == c.key && d.after == c.after; });
-  };
   for (const auto& c : changes) {
-    // A key added to the config since the checkpoint was written, at its default: the same run.
-    if (c.before.empty() && is_default(c)) continue;
-    // With slm.handoff, when and on what the evaluation runs decides the switch: the data.eval keys then count.
-    const bool decides_handoff = cfg.handoff != Handoff::None && c.key.rfind("data.eval", 0) == 0;
-    const bool reshard = c.key == "data.batch_size" && world_before != world_after;  // the global batch is kept
-    // The sharded levels hold the same state, split differently: a checkpoint of one resumes under another.
-    const bool sharded_level = c.key == "train.sharding" && !c.before.empty() && c.before != "none" && c.after != "none";
-    const bool allowed = reshard || sharded_level || (TrainConfig::resume_safe(c.key) && !decides_handoff) ||
-                         std::find(cfg.resume_allow.begin(), cfg.resume_allow.end(), c.key) != cfg.resume_allow.end();
-    if (allowed)
+    if (added_at_default(c)) continue;
+    if (resume_may_change(cfg, c, written.world_size != world_size))
       accepted.push_back({{"key", c.key}, {"from", c.before}, {"to", c.after}});
     else
       refused.push_back(fmt::format("{}: {} -> {}", c.key, c.before.empty() ? "(absent)" : c.before,
@@ -93,12 +105,71 @@ void check_resume_changes(const TrainConfig& cfg, const std::string& checkpoint_
                             checkpoint, fmt::join(refused, "; ")));
   if (write_history && !accepted.empty()) {
     std::ofstream(fs::path(cfg.out_dir) / "config_changes.jsonl", std::ios::app)
-        << nlohmann::json({{"resumed_at_step", step}, {"changes", accepted}}).dump() << "\n";
+        << nlohmann::json({{"resumed_at_step", written.step}, {"changes", accepted}}).dump() << "\n";
   }
 }
 
 int64_t step_of_checkpoint(const std::string& dir) {
   return std::stoll(fs::path(dir).filename().string().substr(std::string("step-").size()));
+}
+
+// A histogram step's scores, this rank's: {every finite score, those of kept tokens (weight > 0)}, as flat fp32.
+using ScoreValues = std::array<at::Tensor, 2>;
+ScoreValues finite_scores(const std::vector<at::Tensor>& scores, const std::vector<at::Tensor>& weights) {
+  std::vector<at::Tensor> all, kept;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const auto sc = scores[i].reshape(-1).to(at::kFloat);
+    const auto finite = at::isfinite(sc);
+    all.push_back(sc.masked_select(finite));
+    kept.push_back(sc.masked_select(finite & (weights[i].reshape(-1).to(at::kFloat) > 0)));
+  }
+  return {at::cat(all), at::cat(kept)};
+}
+
+// The least and greatest of each of the two over every rank (lo = +inf: no value anywhere). Rank r fills its own
+// slots of a sum (NaN: none), then the slots are read over the ranks.
+struct ScoreRanges {
+  double lo[2], hi[2];
+};
+ScoreRanges global_score_ranges(const DistContext& dist, const ScoreValues& values) {
+  const auto W = dist.world_size();
+  const auto f64 = at::TensorOptions().dtype(at::kDouble).device(values[0].device());
+  auto ranges = at::zeros({W, 2, 2}, f64);
+  for (int64_t which = 0; which < 2; ++which) {
+    const auto& v = values[which];
+    ranges[dist.rank()][which][0] = v.numel() ? v.min().to(at::kDouble) : at::scalar_tensor(NAN, f64);
+    ranges[dist.rank()][which][1] = v.numel() ? v.max().to(at::kDouble) : at::scalar_tensor(NAN, f64);
+  }
+  dist.allreduce_sum(ranges);
+  const auto r = ranges.to(at::kCPU);
+  ScoreRanges out;
+  for (int64_t which = 0; which < 2; ++which) {
+    out.lo[which] = std::numeric_limits<double>::infinity();
+    out.hi[which] = -out.lo[which];
+    for (int64_t k = 0; k < W; ++k) {
+      const double a = r[k][which][0].item<double>(), b = r[k][which][1].item<double>();
+      if (std::isnan(a)) continue;
+      out.lo[which] = std::min(out.lo[which], a);
+      out.hi[which] = std::max(out.hi[which], b);
+    }
+  }
+  return out;
+}
+
+// For each of the two, summed over the ranks, on the host: `buckets` counts over [lo, top], then the count, the
+// sum and the sum of squares ([2, buckets + 3], fp64).
+at::Tensor global_score_histograms(const DistContext& dist, const ScoreValues& values, int64_t buckets, double lo,
+                                   double top) {
+  const auto f64 = at::TensorOptions().dtype(at::kDouble).device(values[0].device());
+  std::vector<at::Tensor> rows;
+  for (const auto& v : values) {
+    const auto d = v.to(at::kDouble);
+    rows.push_back(at::cat({at::histc(v, buckets, lo, top).to(at::kDouble),
+                            at::stack({at::scalar_tensor(static_cast<double>(v.numel()), f64), d.sum(), (d * d).sum()})}));
+  }
+  auto sums = at::stack(rows);
+  dist.allreduce_sum(sums);
+  return sums.to(at::kCPU);
 }
 
 // A step's figures over the global batch. What each rank adds up travels as one tensor through one all-reduce
@@ -248,6 +319,8 @@ struct Trainer::State {
   }
 
   void log_score_histograms();
+  void log_train_step(const StepMetrics& m, double tokens_per_s);
+  void check_caught_up(const std::string& set, double loss, double reference_loss);
 
   // Gradients are dropped, not zeroed: the next backward then writes them instead of adding to zeros.
   void zero_grads() {
@@ -362,8 +435,7 @@ void Trainer::State::check_resumable(const Checkpoint& ck, const std::string& di
     throw Error(fmt::format("{}: written by {} process(es), resumed with {}: an unsharded checkpoint resumes at the "
                             "world size that wrote it, so resume with {} (sharded checkpoints, train.sharding, reshard to "
                             "any world size)", dir, ck.state.world_size, dist->world_size(), ck.state.world_size));
-  check_resume_changes(cfg, ck.state.config_yaml, dir, ck.state.step, dist->is_main(), ck.state.world_size,
-                       dist->world_size());
+  check_resume_changes(cfg, ck.state, dir, dist->world_size(), dist->is_main());
   if (!sharded) return;
   const auto& mine = sharded->layout();
   const auto& theirs = ck.sharding.units;
@@ -664,62 +736,63 @@ void Trainer::State::log_memory() {
 // and slm/score_kept (those with a weight > 0), on the same buckets. Collective; rank 0 logs them.
 void Trainer::State::log_score_histograms() {
   constexpr int64_t kBuckets = 30;
-  std::vector<at::Tensor> all_parts, kept_parts;
-  for (size_t i = 0; i < step_scores.size(); ++i) {
-    const auto sc = step_scores[i].reshape(-1).to(at::kFloat);
-    const auto finite = at::isfinite(sc);
-    all_parts.push_back(sc.masked_select(finite));
-    kept_parts.push_back(sc.masked_select(finite & (step_weights[i].reshape(-1).to(at::kFloat) > 0)));
-  }
+  const auto values = finite_scores(step_scores, step_weights);
   step_scores.clear();
   step_weights.clear();
-  const at::Tensor values[2] = {at::cat(all_parts), at::cat(kept_parts)};
-  // Every rank's min and max of each (rank r fills its own slots of a sum; NaN: none), then over the ranks.
-  const auto W = dist->world_size();
-  const auto f64 = at::TensorOptions().dtype(at::kDouble).device(device);
-  auto ranges = at::zeros({W, 2, 2}, f64);
-  for (int64_t which = 0; which < 2; ++which) {
-    const auto& v = values[which];
-    ranges[dist->rank()][which][0] = v.numel() ? v.min().to(at::kDouble) : at::scalar_tensor(NAN, f64);
-    ranges[dist->rank()][which][1] = v.numel() ? v.max().to(at::kDouble) : at::scalar_tensor(NAN, f64);
-  }
-  dist->allreduce_sum(ranges);
-  const auto r = ranges.to(at::kCPU);
-  double lo[2], hi[2];
-  for (int64_t which = 0; which < 2; ++which) {
-    lo[which] = std::numeric_limits<double>::infinity();
-    hi[which] = -lo[which];
-    for (int64_t k = 0; k < W; ++k) {
-      const double a = r[k][which][0].item<double>(), b = r[k][which][1].item<double>();
-      if (std::isnan(a)) continue;
-      lo[which] = std::min(lo[which], a);
-      hi[which] = std::max(hi[which], b);
-    }
-  }
-  if (!std::isfinite(lo[0])) return;  // no finite score on any rank
-  const double top = hi[0] > lo[0] ? hi[0] : lo[0] + 1e-6;
-  // Bucket counts, count, sum and sum of squares of each, summed over the ranks.
-  std::vector<at::Tensor> rows;
-  for (const auto& v : values) {
-    const auto d = v.to(at::kDouble);
-    rows.push_back(at::cat({at::histc(v, kBuckets, lo[0], top).to(at::kDouble),
-                            at::stack({at::scalar_tensor(static_cast<double>(v.numel()), f64), d.sum(), (d * d).sum()})}));
-  }
-  auto sums = at::stack(rows);
-  dist->allreduce_sum(sums);
-  const auto h = sums.to(at::kCPU);
+  const auto range = global_score_ranges(*dist, values);
+  if (!std::isfinite(range.lo[0])) return;  // no finite score on any rank
+  const double lo = range.lo[0], top = range.hi[0] > lo ? range.hi[0] : lo + 1e-6;
+  const auto h = global_score_histograms(*dist, values, kBuckets, lo, top);
   std::vector<double> limits;
-  for (int64_t b = 1; b <= kBuckets; ++b) limits.push_back(lo[0] + (top - lo[0]) * static_cast<double>(b) / kBuckets);
+  for (int64_t b = 1; b <= kBuckets; ++b) limits.push_back(lo + (top - lo) * static_cast<double>(b) / kBuckets);
   for (int64_t which = 0; which < 2; ++which) {
     const double num = h[which][kBuckets].item<double>();
     if (num == 0) continue;
     std::vector<double> counts;
     for (int64_t b = 0; b < kBuckets; ++b) counts.push_back(h[which][b].item<double>());
     write_log({{"type", "histogram"}, {"step", step}, {"tokens", tokens_seen},
-               {"tag", which == 0 ? "slm/score" : "slm/score_kept"}, {"min", lo[which]}, {"max", hi[which]},
-               {"num", num}, {"sum", h[which][kBuckets + 1].item<double>()},
+               {"tag", which == 0 ? "slm/score" : "slm/score_kept"}, {"min", range.lo[which]},
+               {"max", range.hi[which]}, {"num", num}, {"sum", h[which][kBuckets + 1].item<double>()},
                {"sum_squares", h[which][kBuckets + 2].item<double>()}, {"limits", limits}, {"counts", counts}});
   }
+}
+
+// A logged step's line (and the caught-up warning that its kept tokens' mean excess loss may give).
+void Trainer::State::log_train_step(const StepMetrics& m, double tokens_per_s) {
+  nlohmann::json j = {{"type", "train"}, {"step", m.step}, {"tokens", tokens_seen}, {"loss", m.loss},
+                      {"loss_all", m.loss_all}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
+                      {"tokens_per_s", tokens_per_s}, {"selected_fraction", m.selected_fraction}};
+  if (cfg.stage == Stage::Slm) {
+    if (std::isfinite(m.kept_score) && m.kept_score <= 0 && step > cfg.slm_start_step &&
+        cfg.self_reference == SelfReference::None && cfg.slm.rule == SelectionRule::Excess && handoff_step < 0)
+      warn_once(warned_kept_score, "kept_score", fmt::format(
+          "the kept tokens' mean excess loss is {:.4f} <= 0 at step {}: the model has caught up with its reference; "
+          "SLM is now selecting against a weaker model", m.kept_score, m.step));
+    j["kept_score"] = std::isfinite(m.kept_score) ? nlohmann::json(m.kept_score) : nlohmann::json();
+    j["dropped_score"] = std::isfinite(m.dropped_score) ? nlohmann::json(m.dropped_score) : nlohmann::json();
+  }
+  if (m.skipped) j["skipped"] = true;
+  write_log(j);
+}
+
+// The first eval set is the target: within the margin of the reference, SLM selects against a weaker model, which
+// is warned about once and, with slm.handoff, hands selection over (every rank sees the same reduced losses). A
+// self-reference starts equal to the model: there is nothing to catch up with.
+void Trainer::State::check_caught_up(const std::string& set, double loss, double reference_loss) {
+  const bool external = eval_reference || cfg.self_reference == SelfReference::None;
+  if (!external || set != cfg.eval_sets.front().name || cfg.stage != Stage::Slm ||
+      !(loss - reference_loss <= cfg.catchup_margin))  // (a NaN loss has not caught up)
+    return;
+  warn_once(warned_caught_up, "caught_up", fmt::format(
+      "the model has caught up with its reference on '{}' (loss {:.4f}, reference {:.4f}, margin {}): SLM "
+      "is now selecting against a weaker model", set, loss, reference_loss, cfg.catchup_margin));
+  if (cfg.handoff == Handoff::None || handoff_step >= 0) return;
+  handoff_step = step;
+  if (cfg.handoff == Handoff::Self) start_self_handoff();
+  write_log({{"type", "handoff"}, {"step", step}, {"policy", enum_name(kHandoffNames, cfg.handoff)},
+             {"gap", loss - reference_loss}});
+  if (dist->is_main())
+    std::cerr << fmt::format("\n  slm.handoff {} from step {}\n", enum_name(kHandoffNames, cfg.handoff), step + 1);
 }
 
 // Mean token loss over an eval set's first eval_batches * batch_size windows (the same tokens every time; rank r
@@ -864,7 +937,6 @@ void Trainer::export_hf(const std::string& dir) {
 
 void Trainer::log_evaluation() {
   auto& s = *s_;
-  const auto& cfg = s.cfg;
   const auto reference = evaluate_reference();
   for (const auto& [name, loss] : evaluate()) {
     nlohmann::json j = {{"type", "eval"}, {"step", s.step}, {"tokens", s.tokens_seen}, {"set", name},
@@ -874,23 +946,7 @@ void Trainer::log_evaluation() {
       j["reference_loss"] = r->second;
       j["gap"] = loss - r->second;
       line += fmt::format(" | reference {:.4f} gap {:+.4f}", r->second, loss - r->second);
-      // The first eval set is the target: within the margin of the reference, SLM selects against a weaker model.
-      // (A self-reference starts equal to the model: there is nothing to catch up with.)
-      const bool external = s.eval_reference || cfg.self_reference == SelfReference::None;
-      if (external && name == cfg.eval_sets.front().name && cfg.stage == Stage::Slm &&
-          loss - r->second <= cfg.catchup_margin) {
-        s.warn_once(s.warned_caught_up, "caught_up", fmt::format(
-            "the model has caught up with its reference on '{}' (loss {:.4f}, reference {:.4f}, margin {}): SLM "
-            "is now selecting against a weaker model", name, loss, r->second, cfg.catchup_margin));
-        if (cfg.handoff != Handoff::None && s.handoff_step < 0) {  // every rank sees the same reduced losses
-          s.handoff_step = s.step;
-          if (cfg.handoff == Handoff::Self) s.start_self_handoff();
-          s.write_log({{"type", "handoff"}, {"step", s.step}, {"policy", enum_name(kHandoffNames, cfg.handoff)},
-                       {"gap", loss - r->second}});
-          if (s.dist->is_main())
-            std::cerr << fmt::format("\n  slm.handoff {} from step {}\n", enum_name(kHandoffNames, cfg.handoff), s.step + 1);
-        }
-      }
+      s.check_caught_up(name, loss, r->second);
     }
     s.write_log(j);
     if (s.dist->is_main()) std::cerr << line << "\n";
@@ -914,20 +970,7 @@ void Trainer::run() {
       const double tps = tokens_since / std::max(secs, 1e-9);
       t0 = std::chrono::steady_clock::now();
       tokens_since = 0;
-      nlohmann::json j = {{"type", "train"}, {"step", m.step}, {"tokens", s.tokens_seen}, {"loss", m.loss},
-                          {"loss_all", m.loss_all}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
-                          {"tokens_per_s", tps}, {"selected_fraction", m.selected_fraction}};
-      if (cfg.stage == Stage::Slm) {
-        if (std::isfinite(m.kept_score) && m.kept_score <= 0 && s.step > cfg.slm_start_step &&
-            cfg.self_reference == SelfReference::None && cfg.slm.rule == SelectionRule::Excess && s.handoff_step < 0)
-          s.warn_once(s.warned_kept_score, "kept_score", fmt::format(
-              "the kept tokens' mean excess loss is {:.4f} <= 0 at step {}: the model has caught up with its reference; "
-              "SLM is now selecting against a weaker model", m.kept_score, m.step));
-        j["kept_score"] = std::isfinite(m.kept_score) ? nlohmann::json(m.kept_score) : nlohmann::json();
-        j["dropped_score"] = std::isfinite(m.dropped_score) ? nlohmann::json(m.dropped_score) : nlohmann::json();
-      }
-      if (m.skipped) j["skipped"] = true;
-      s.write_log(j);
+      s.log_train_step(m, tps);
       if (progress)
         progress->update(m.step, fmt::format("loss {:.4f} lr {:.2e} {} tok/s sel {:.2f}", m.loss, m.lr,
                                           human_count(tps), m.selected_fraction));
