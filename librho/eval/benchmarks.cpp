@@ -190,59 +190,80 @@ std::string question_of(Benchmark b, const Row& r) {
   return "";
 }
 
+// The answer and the worked solution of each benchmark whose gold needs more than a field's text.
+using Gold = std::pair<std::string, std::string>;
+
+Gold mathqa_gold(const Row& r) {
+  std::string letter = r.text("correct");
+  for (auto& c : letter) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (letter.size() != 1 || letter[0] < 'A' || letter[0] > 'E')
+    throw Error(fmt::format("{}: field 'correct' must be one of a-e", r.source));
+  return {letter, r.has("rationale") ? r.str("rationale") : ""};
+}
+
+Gold gsm8k_gold(const Row& r) {
+  const std::string answer = r.text("answer");
+  const auto at = answer.find("####");
+  if (at == std::string::npos || answer.find("####", at + 4) != std::string::npos)
+    throw Error(fmt::format("{}: field 'answer' must hold one \"####\"", r.source));
+  return {answer.substr(at + 4), trim(answer.substr(0, at))};
+}
+
+// Numeric answers (ans_type integer_number or decimal_number) are read as floats, as the harness does: "3/4" and
+// "75%" as 0.75, whole values written "N.0".
+Gold tabmwp_gold(const Row& r) {
+  std::string answer = r.str("answer");
+  const std::string type = r.has("ans_type") ? r.text("ans_type") : "";
+  if (type == "integer_number" || type == "decimal_number") {
+    auto number = [&](const std::string& t) {
+      const auto v = parse_digits(t);
+      if (!v) throw Error(fmt::format("{}: field 'answer' is not a number: {}", r.source, answer));
+      return *v;
+    };
+    double v = 0;
+    if (answer.find('/') != std::string::npos)
+      v = number(answer.substr(0, answer.find('/'))) / number(answer.substr(answer.find('/') + 1));
+    else if (answer.find('%') != std::string::npos)
+      v = number(answer.substr(0, answer.find('%'))) / 100;
+    else
+      v = number(answer);
+    answer = v == std::floor(v) && std::abs(v) < 1e16 ? fmt::format("{:.1f}", v) : fmt::format("{}", v);
+  }
+  return {answer, r.has("solution") ? r.str("solution") : ""};
+}
+
+Gold mmlu_stem_gold(const Row& r) {
+  const auto& a = r.at("answer");
+  if (!a.is_number_integer() || a.get<int64_t>() < 0 || a.get<int64_t>() > 3)
+    throw Error(fmt::format("{}: field 'answer' must be 0-3", r.source));
+  return {std::string(1, "ABCD"[a.get<int64_t>()]), ""};
+}
+
 // The reference answer (not yet normalised) and the worked solution: the harness's parse_ground_truth.
-std::pair<std::string, std::string> gold_of(Benchmark b, const Row& r) {
+Gold gold_of(Benchmark b, const Row& r) {
+  auto optional = [&](const char* field) { return r.has(field) ? r.str(field) : std::string(); };
   switch (b) {
     case Benchmark::Math:
     case Benchmark::MinervaMath: {
       const std::string solution = r.text("solution");
       return {extract_math_answer(solution), solution};
     }
-    case Benchmark::Mathqa: {
-      std::string letter = r.text("correct");
-      for (auto& c : letter) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      if (letter.size() != 1 || letter[0] < 'A' || letter[0] > 'E')
-        throw Error(fmt::format("{}: field 'correct' must be one of a-e", r.source));
-      return {letter, r.has("rationale") ? r.str("rationale") : ""};
-    }
-    case Benchmark::Gsm8k: {
-      const std::string answer = r.text("answer");
-      const auto at = answer.find("####");
-      if (at == std::string::npos || answer.find("####", at + 4) != std::string::npos)
-        throw Error(fmt::format("{}: field 'answer' must hold one \"####\"", r.source));
-      return {answer.substr(at + 4), trim(answer.substr(0, at))};
-    }
+    case Benchmark::Mathqa:
+      return mathqa_gold(r);
+    case Benchmark::Gsm8k:
+      return gsm8k_gold(r);
     case Benchmark::GsmHard:
-      return {r.str("target"), r.has("code") ? r.str("code") : ""};
+      return {r.str("target"), optional("code")};
     case Benchmark::Svamp:
-      return {r.str("Answer"), r.has("Equation") ? r.str("Equation") : ""};
+      return {r.str("Answer"), optional("Equation")};
     case Benchmark::Asdiv:
-      return {Regex(R"(\(.*?\))").replace_all(r.text("answer"), ""), r.has("formula") ? r.str("formula") : ""};
+      return {Regex(R"(\(.*?\))").replace_all(r.text("answer"), ""), optional("formula")};
     case Benchmark::Mawps:
       return {r.str("target"), ""};
-    case Benchmark::Tabmwp: {
-      std::string answer = r.str("answer");
-      const std::string type = r.has("ans_type") ? r.text("ans_type") : "";
-      if (type == "integer_number" || type == "decimal_number") {  // the harness reads these as floats
-        auto number = [&](const std::string& t) {
-          const auto v = parse_digits(t);
-          if (!v) throw Error(fmt::format("{}: field 'answer' is not a number: {}", r.source, answer));
-          return *v;
-        };
-        double v = 0;
-        if (answer.find('/') != std::string::npos) v = number(answer.substr(0, answer.find('/'))) / number(answer.substr(answer.find('/') + 1));
-        else if (answer.find('%') != std::string::npos) v = number(answer.substr(0, answer.find('%'))) / 100;
-        else v = number(answer);
-        answer = v == std::floor(v) && std::abs(v) < 1e16 ? fmt::format("{:.1f}", v) : fmt::format("{}", v);
-      }
-      return {answer, r.has("solution") ? r.str("solution") : ""};
-    }
-    case Benchmark::MmluStem: {
-      const auto& a = r.at("answer");
-      if (!a.is_number_integer() || a.get<int64_t>() < 0 || a.get<int64_t>() > 3)
-        throw Error(fmt::format("{}: field 'answer' must be 0-3", r.source));
-      return {std::string(1, "ABCD"[a.get<int64_t>()]), ""};
-    }
+    case Benchmark::Tabmwp:
+      return tabmwp_gold(r);
+    case Benchmark::MmluStem:
+      return mmlu_stem_gold(r);
     case Benchmark::SatMath:
       return {r.text("Answer"), ""};
   }

@@ -100,26 +100,24 @@ std::optional<double> parse_digits(const std::string& text) {
   return std::nullopt;
 }
 
-bool math_equal(const std::string& prediction_in, const std::string& reference_in) {
-  if (prediction_in.empty()) return false;
-  if (prediction_in == reference_in) return true;
-  {
-    const auto p = parse_digits(prediction_in), r = parse_digits(reference_in);
-    if (p && r) {
-      for (double item : {*r / 100, *r, *r * 100})
-        if (isclose(*p, item)) return true;
-      return false;
-    }
-  }
-  if (prediction_in.empty()) return false;
-  std::string reference = trim(reference_in), prediction = trim(prediction_in);
-  if (prediction.find("pmatrix") != std::string::npos && reference.find("pmatrix") == std::string::npos)
-    reference = set_to_pmatrix(reference);
+namespace {
+// Both numbers (parse_digits): equal within relative 1e-4, the reference also read as a percentage either way.
+// nullopt when either is not a number.
+std::optional<bool> numbers_equal(const std::string& prediction, const std::string& reference) {
+  const auto p = parse_digits(prediction), r = parse_digits(reference);
+  if (!p || !r) return std::nullopt;
+  for (double item : {*r / 100, *r, *r * 100})
+    if (isclose(*p, item)) return true;
+  return false;
+}
 
+// The same text, case aside, without braces and parentheses, and without the prediction's outer brackets where
+// the reference is not bracketed the other way.
+bool same_text(const std::string& prediction, const std::string& reference) {
   std::string pred_str = prediction, ref_str = reference;
   if ((starts_with(prediction, "[") && ends_with(prediction, "]") && !starts_with(reference, "(")) ||
       (starts_with(prediction, "(") && ends_with(prediction, ")") && !starts_with(reference, "["))) {
-    auto strip_brackets = [](std::string s) {
+    auto strip_brackets = [](const std::string& s) {
       const auto b = s.find_first_not_of("[]()");
       if (b == std::string::npos) return std::string();
       return s.substr(b, s.find_last_not_of("[]()") - b + 1);
@@ -127,39 +125,62 @@ bool math_equal(const std::string& prediction_in, const std::string& reference_i
     pred_str = strip_brackets(pred_str);
     ref_str = strip_brackets(ref_str);
   }
-  if (ascii_lower(without(pred_str, "{}()")) == ascii_lower(without(ref_str, "{}()"))) return true;
+  return ascii_lower(without(pred_str, "{}()")) == ascii_lower(without(ref_str, "{}()"));
+}
 
-  // Tuples and intervals, part by part (the harness's pattern: an opening bracket, then a closing one later).
+// Tuples and intervals, part by part (the harness's pattern: an opening bracket, then a closing one later).
+bool parts_equal(const std::string& prediction, const std::string& reference) {
   static const Regex bracketed(R"(^(\(|\[).+(\)|\]))");
-  if (bracketed.search(prediction) && bracketed.search(reference)) {
-    const auto p = split(inner(prediction), ","), r = split(inner(reference), ",");
-    if (p.size() == r.size()) {
-      bool all = true;
-      for (size_t i = 0; i < p.size() && all; ++i) all = math_equal(p[i], r[i]);
-      if (all) return true;
-    }
-  }
-  if (is_matrix(prediction) && is_matrix(reference)) {
-    const auto p = matrix_rows(prediction), r = matrix_rows(reference);
-    bool matched = p.size() == r.size();
-    for (size_t i = 0; i < p.size() && matched; ++i) {
-      matched = p[i].size() == r[i].size();
-      for (size_t j = 0; j < p[i].size() && matched; ++j) matched = math_equal(p[i][j], r[i][j]);
-    }
-    if (matched) return true;
-  }
+  if (!bracketed.search(prediction) || !bracketed.search(reference)) return false;
+  const auto p = split(inner(prediction), ","), r = split(inner(reference), ",");
+  if (p.size() != r.size()) return false;
+  for (size_t i = 0; i < p.size(); ++i)
+    if (!math_equal(p[i], r[i])) return false;
+  return true;
+}
 
+// Matrices of the same shape, entry by entry.
+bool matrices_equal(const std::string& prediction, const std::string& reference) {
+  if (!is_matrix(prediction) || !is_matrix(reference)) return false;
+  const auto p = matrix_rows(prediction), r = matrix_rows(reference);
+  if (p.size() != r.size()) return false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i].size() != r[i].size()) return false;
+    for (size_t j = 0; j < p[i].size(); ++j)
+      if (!math_equal(p[i][j], r[i][j])) return false;
+  }
+  return true;
+}
+
+// Two equations (lhs - rhs equal, or opposite), or an equation whose left side is a short name ("x = 3") against
+// a plain value, either way round.
+bool equations_equal(const std::string& prediction, const std::string& reference) {
   const size_t pe = count_char(prediction, '='), re = count_char(reference, '=');
   if (pe == 1 && re == 1) {
     const auto p = split(prediction, "="), r = split(reference, "=");
     const std::string pd = trim(p[0]) + " - (" + trim(p[1]) + ")", rd = trim(r[0]) + " - (" + trim(r[1]) + ")";
-    if (symbolic_equal(pd, rd) || symbolic_equal("-(" + pd + ")", rd)) return true;
-  } else if (pe == 1 && utf8_length(trim(split(prediction, "=")[0])) <= 2 && re == 0) {
-    if (math_equal(split(prediction, "=")[1], reference)) return true;
-  } else if (re == 1 && utf8_length(trim(split(reference, "=")[0])) <= 2 && pe == 0) {
-    if (math_equal(prediction, split(reference, "=")[1])) return true;
+    return symbolic_equal(pd, rd) || symbolic_equal("-(" + pd + ")", rd);
   }
-  return symbolic_equal(prediction, reference);
+  if (pe == 1 && utf8_length(trim(split(prediction, "=")[0])) <= 2 && re == 0)
+    return math_equal(split(prediction, "=")[1], reference);
+  if (re == 1 && utf8_length(trim(split(reference, "=")[0])) <= 2 && pe == 0)
+    return math_equal(prediction, split(reference, "=")[1]);
+  return false;
+}
+}  // namespace
+
+// The harness's math_equal, its rules in its order.
+bool math_equal(const std::string& prediction_in, const std::string& reference_in) {
+  if (prediction_in.empty()) return false;
+  if (prediction_in == reference_in) return true;
+  if (const auto numbers = numbers_equal(prediction_in, reference_in)) return *numbers;
+  const std::string prediction = trim(prediction_in);
+  std::string reference = trim(reference_in);
+  if (prediction.find("pmatrix") != std::string::npos && reference.find("pmatrix") == std::string::npos)
+    reference = set_to_pmatrix(reference);
+  return same_text(prediction, reference) || parts_equal(prediction, reference) ||
+         matrices_equal(prediction, reference) || equations_equal(prediction, reference) ||
+         symbolic_equal(prediction, reference);
 }
 
 }  // namespace rho
