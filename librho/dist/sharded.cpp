@@ -115,9 +115,10 @@ void ShardedModel::group_parameters() {
   }
 }
 
-// A unit's parameters copied into one flat buffer (padded to a multiple of the world size), which they then view;
-// this rank's fp32 master shard (its own copy when the weights are sharded, a view otherwise); its gradient and
-// AdamW moments, zero.
+// A unit's parameters copied into one flat fp32 buffer (padded to a multiple of the world size), `full`: that buffer,
+// or its copy in the compute dtype when the weights are sharded; the parameters become views of `full`. This rank's
+// fp32 master shard (its own copy when the weights are sharded, a view of `full` otherwise); its gradient and AdamW
+// moments, zero.
 void ShardedModel::flatten_unit(size_t u) {
   auto& U = *units_[u];
   const auto& L = layout_[u];

@@ -111,8 +111,8 @@ std::optional<bool> numbers_equal(const std::string& prediction, const std::stri
   return false;
 }
 
-// The same text, case aside, without braces and parentheses, and without the prediction's outer brackets where
-// the reference is not bracketed the other way.
+// The same text, case aside, without braces and parentheses; when the prediction is bracketed and the reference is
+// not bracketed the other way, both without their leading and trailing brackets.
 bool same_text(const std::string& prediction, const std::string& reference) {
   std::string pred_str = prediction, ref_str = reference;
   if ((starts_with(prediction, "[") && ends_with(prediction, "]") && !starts_with(reference, "(")) ||
