@@ -7,8 +7,10 @@
 #include "librho/eval/token_categories.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/host_memory.h"
 
 int main(int argc, char** argv) {
+  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho token categories: classify tokens by how their loss moved over a run's checkpoints"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::string run_dir, data_dir, json_out;

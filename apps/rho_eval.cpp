@@ -28,6 +28,7 @@
 #include "librho/util/sha256.h"
 #include "librho/util/device.h"
 #include "librho/util/enum_names.h"
+#include "librho/util/host_memory.h"
 
 namespace {
 // The training window of the rho_pretrain run a model comes from (the run folder, its hf/ export or one of its
@@ -305,6 +306,7 @@ void evaluate_share(Args& a, const std::vector<rho::Benchmark>& benchmarks, cons
 }  // namespace
 
 int main(int argc, char** argv) {
+  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho evaluation: held-out loss, few-shot generation, multiple choice, the math benchmark suite"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   Args a;

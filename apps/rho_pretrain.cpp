@@ -11,8 +11,10 @@
 #include "librho/dist/context.h"
 #include "librho/train/trainer.h"
 #include "librho/util/device.h"
+#include "librho/util/host_memory.h"
 
 int main(int argc, char** argv) {
+  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho pretraining: CLM (reference) or SLM (selective) from one YAML config"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::string config;

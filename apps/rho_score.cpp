@@ -13,8 +13,10 @@
 #include "librho/train/checkpoint.h"
 #include "librho/score/token_scorer.h"
 #include "librho/util/device.h"
+#include "librho/util/host_memory.h"
 
 int main(int argc, char** argv) {
+  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho token scoring: per-token reference losses"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::string model_dir, data_dir, out_dir, device = "auto";
