@@ -18,6 +18,7 @@
 #include "librho/eval/lm.h"
 #include "librho/train/checkpoint.h"
 #include "librho/util/files.h"
+#include "librho/util/host_memory.h"
 
 constexpr const char* kUsage =
     "bench_generate --model HF_DIR --prompts prompts.json --out ids.i64 [--batch 8] [--static] [--cuda-graphs]\n"
@@ -25,6 +26,7 @@ constexpr const char* kUsage =
     "librho's side of bench/bench_generate.py (run that).\n";
 
 int main(int argc, char** argv) {
+  rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const rho::bench::Args a(argc, argv, kUsage);
   const at::Device dev(a.str("device", "cpu"));
   const int64_t batch = a.num("batch", 8);

@@ -12,6 +12,7 @@
 #include "librho/score/token_scorer.h"
 #include "librho/train/checkpoint.h"
 #include "librho/util/files.h"
+#include "librho/util/host_memory.h"
 
 constexpr const char* kUsage =
     "bench_score --model HF_DIR --data TOKENS_DIR --out losses.f32 [--seq 2048] [--batch 8] [--device cpu|cuda]\n"
@@ -19,6 +20,7 @@ constexpr const char* kUsage =
     "librho's side of bench/bench_score.py (run that).\n";
 
 int main(int argc, char** argv) {
+  rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const rho::bench::Args a(argc, argv, kUsage);
   const at::Device dev(a.str("device", "cpu"));
   rho::ScoreOptions opt;

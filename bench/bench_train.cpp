@@ -11,12 +11,14 @@
 #include "librho/dist/context.h"
 #include "librho/util/enum_names.h"
 #include "librho/train/trainer.h"
+#include "librho/util/host_memory.h"
 
 constexpr const char* kUsage =
     "bench_train --config run.yaml [--warmup 2] [--steps 5] [--profile trace.json]\n"
     "librho's side of bench/bench_train.py (run that).\n";
 
 int main(int argc, char** argv) {
+  rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const rho::bench::Args a(argc, argv, kUsage);
   const auto cfg = rho::TrainConfig::from_yaml_file(a.str("config", ""));
   const int64_t warmup = a.num("warmup", 2), steps = a.num("steps", 5);
