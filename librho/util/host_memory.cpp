@@ -15,8 +15,9 @@ bool keep_host_heap() {
     if (std::getenv(name)) return false;
   if (const char* tunables = std::getenv("GLIBC_TUNABLES"); tunables && std::strstr(tunables, "glibc.malloc."))
     return false;
-  // 32 MiB is the largest threshold glibc accepts on 64-bit systems (half its arenas' heap size). Setting it also
-  // stops glibc from moving both thresholds by itself.
+  // 32 MiB: as far as glibc's own adjustment would raise the threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX),
+  // from the first block; larger ones (a big model's logits) stay mapped, so their memory still goes back to the
+  // system when freed. Setting either value also stops glibc from moving both by itself.
   constexpr int kMmapThreshold = 32 << 20;
   constexpr int kTrimThreshold = 1 << 30;
   return mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 && mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
