@@ -6,11 +6,11 @@
 
 #include "librho/eval/token_categories.h"
 #include "librho/util/error.h"
+#include "librho/util/device.h"
 #include "librho/util/files.h"
 #include "librho/util/host_memory.h"
 
 int main(int argc, char** argv) {
-  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho token categories: classify tokens by how their loss moved over a run's checkpoints"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::string run_dir, data_dir, json_out;
@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     opt.progress = !quiet;
+    if (!rho::resolve_device(opt.device).is_cuda()) rho::keep_host_heap();  // (librho/util/host_memory.h)
     const auto report = rho::token_categories(run_dir, rho::TokenDataset::open(data_dir), opt);
     std::cout << report.table();
     if (!json_out.empty()) {

@@ -169,6 +169,7 @@ rho::Llama load_for_eval(const Args& a, const rho::DistEnv& env, rho::EvalReport
   report.model_dir = a.model_dir;
   report.model_sha256 = model->weights_sha256();
   const bool cuda = rho::resolve_device(a.device).is_cuda();
+  if (!cuda) rho::keep_host_heap();  // CPU runs reuse their tensors' memory (librho/util/host_memory.h)
   const std::string dtype = a.dtype == "auto" ? (cuda ? "bfloat16" : "float32") : a.dtype;
   if (dtype != "float32" && dtype != "bfloat16") throw rho::Error("--dtype must be auto, float32 or bfloat16");
   model->to(cuda ? env.cuda_device() : at::Device(at::kCPU), dtype == "float32" ? at::kFloat : at::kBFloat16);
@@ -306,7 +307,6 @@ void evaluate_share(Args& a, const std::vector<rho::Benchmark>& benchmarks, cons
 }  // namespace
 
 int main(int argc, char** argv) {
-  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho evaluation: held-out loss, few-shot generation, multiple choice, the math benchmark suite"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   Args a;

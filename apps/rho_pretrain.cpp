@@ -14,7 +14,6 @@
 #include "librho/util/host_memory.h"
 
 int main(int argc, char** argv) {
-  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho pretraining: CLM (reference) or SLM (selective) from one YAML config"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::string config;
@@ -52,6 +51,7 @@ int main(int argc, char** argv) {
     const auto env = rho::DistEnv::from_env();
     if (env.world_size > 1) who = fmt::format("rank {}/{}: ", env.rank, env.world_size);
     const bool cuda = rho::resolve_device(cfg.device, "run.device").is_cuda();
+    if (!cuda) rho::keep_host_heap();  // CPU runs reuse their tensors' memory (librho/util/host_memory.h)
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist_timeout * 1000));
     const auto group = rho::DistContext::connect(env, cuda, timeout);
     {

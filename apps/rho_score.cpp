@@ -16,7 +16,6 @@
 #include "librho/util/host_memory.h"
 
 int main(int argc, char** argv) {
-  rho::keep_host_heap();  // CPU tensors' memory reused from step to step (librho/util/host_memory.h)
   CLI::App app{"librho token scoring: per-token reference losses"};
   app.option_defaults()->always_capture_default();  // --help shows every default
   std::string model_dir, data_dir, out_dir, device = "auto";
@@ -52,6 +51,7 @@ int main(int argc, char** argv) {
     if (!app.count("--seq-len")) opt.seq_len = std::min<int64_t>(opt.seq_len, model->config.max_position_embeddings);
     const auto hash = model->weights_sha256();
     const bool cuda = rho::resolve_device(device).is_cuda();
+    if (!cuda) rho::keep_host_heap();  // CPU runs reuse their tensors' memory (librho/util/host_memory.h)
     opt.precision = rho::prepare_scoring_model(*model, cuda ? env.cuda_device() : at::Device(at::kCPU),
                                                rho::parse_score_precision(precision));
     auto data = rho::TokenDataset::open(data_dir);

@@ -26,9 +26,9 @@ constexpr const char* kUsage =
     "librho's side of bench/bench_generate.py (run that).\n";
 
 int main(int argc, char** argv) {
-  rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const rho::bench::Args a(argc, argv, kUsage);
   const at::Device dev(a.str("device", "cpu"));
+  if (dev.is_cpu()) rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const int64_t batch = a.num("batch", 8);
   const bool fixed_batches = a.has("static");
   const auto spec = nlohmann::json::parse(rho::read_text_file(a.str("prompts", "")));

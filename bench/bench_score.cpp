@@ -20,9 +20,9 @@ constexpr const char* kUsage =
     "librho's side of bench/bench_score.py (run that).\n";
 
 int main(int argc, char** argv) {
-  rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const rho::bench::Args a(argc, argv, kUsage);
   const at::Device dev(a.str("device", "cpu"));
+  if (dev.is_cpu()) rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   rho::ScoreOptions opt;
   opt.seq_len = a.num("seq", 2048);
   opt.batch_size = a.num("batch", 8);

@@ -18,11 +18,11 @@ constexpr const char* kUsage =
     "librho's side of bench/bench_train.py (run that).\n";
 
 int main(int argc, char** argv) {
-  rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const rho::bench::Args a(argc, argv, kUsage);
   const auto cfg = rho::TrainConfig::from_yaml_file(a.str("config", ""));
   const int64_t warmup = a.num("warmup", 2), steps = a.num("steps", 5);
   const at::Device dev = rho::resolve_device(cfg.device, "run.device");
+  if (dev.is_cpu()) rho::keep_host_heap();  // as the tools run (librho/util/host_memory.h)
   const rho::bench::PeakMemory peak(dev);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist_timeout * 1000));
   // One process always (a launcher's variables are not for a benchmark); a group of one when asked.

@@ -1,13 +1,13 @@
-"""Host memory (librho/util/host_memory.h): the tools that run a model keep freed CPU tensor memory for the next
-step, so a CPU training or scoring loop stops faulting the same pages in at every step. Measured as the minor page
-faults a run's extra steps add (the child's rusage, runs of two lengths): with the tools' malloc settings, next to
-none per step; with the user's own malloc settings in the environment (here GLIBC_TUNABLES naming a glibc.malloc
-tunable at its default value, which leaves glibc's defaults in force and the tools' settings off), many. Skipped
-(77) where malloc is not glibc's.
+"""Host memory (librho/util/host_memory.h): the tools keep freed CPU tensor memory for the next step of a CPU run,
+so a CPU training loop stops faulting the same pages in at every step. Measured as the page faults a run's extra
+steps add (the child's rusage, runs of two lengths, transparent huge pages off for them): with the tools' malloc
+settings, next to none per step (glibc's defaults, RHO_KEEP_HOST_HEAP=0, are printed beside: about 1,100 a
+step here). Skipped (77) where the C library is not glibc.
 
   test_host_memory.py --bin BUILD/apps
 """
 import argparse
+import ctypes
 import os
 import platform
 import resource
@@ -22,13 +22,23 @@ from cli_helpers import Checks, tiny_tokens_and_model  # noqa: E402
 SHORT, LONG = 10, 40  # steps of the two runs
 
 
-def minor_faults(cmd, env):
-    """The minor page faults of one run of cmd (it must succeed)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
-    r = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=600)
+def no_huge_pages():
+    """In the child before exec: no transparent huge pages (PR_SET_THP_DISABLE, kept across exec), whose larger
+    faults would make the default run's count depend on the machine's THP setting."""
+    ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0)
+
+
+def page_faults(cmd, env):
+    """The page faults (minor and major) of one run of cmd (it must succeed)."""
+    def now():
+        u = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return u.ru_minflt + u.ru_majflt
+    before = now()
+    r = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=250,
+                       preexec_fn=no_huge_pages)
     if r.returncode != 0:
         raise SystemExit(f"FAILED: {' '.join(map(str, cmd))}\n{r.stdout}\n{r.stderr}")
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+    return now() - before
 
 
 def faults_per_step(tools, t, env, name):
@@ -36,7 +46,7 @@ def faults_per_step(tools, t, env, name):
     counts = []
     for steps in (SHORT, LONG):
         out = t / f"{name}-{steps}"
-        counts.append(minor_faults([tools / "rho_pretrain", t / "run.yaml", "--set", f"run.out_dir={out}",
+        counts.append(page_faults([tools / "rho_pretrain", t / "run.yaml", "--set", f"run.out_dir={out}",
                                     "--set", f"optim.max_steps={steps}"], env))
     return (counts[1] - counts[0]) / (LONG - SHORT)
 
@@ -49,7 +59,8 @@ def main():
         print("SKIP: malloc is not glibc's here")
         sys.exit(77)
     check = Checks()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("MALLOC_", "RHO_KEEP_HOST_HEAP")) and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     base["OMP_NUM_THREADS"] = "1"
     with tempfile.TemporaryDirectory() as d:
         t = Path(d)
@@ -61,11 +72,13 @@ optim: {{warmup_steps: 2}}
 train: {{checkpoint_every: 1000, export_hf: false, tensorboard: false, log_every: 1000}}
 """)
         kept = faults_per_step(tools, t, base, "kept")
-        default = faults_per_step(tools, t, {**base, "GLIBC_TUNABLES": "glibc.malloc.perturb=0"}, "default")
-        check(kept < 32, f"rho_pretrain on the CPU: {kept:.1f} minor page faults per step beyond the first {SHORT} "
-                           f"(with glibc's defaults: {default:.1f})")
-        check(default > 4 * max(kept, 32), f"malloc settings given in the environment win over the tools': "
-                                             f"{default:.1f} faults per step with them")
+        default = faults_per_step(tools, t, {**base, "RHO_KEEP_HOST_HEAP": "0"}, "default")
+        check(kept < 32, f"rho_pretrain on the CPU: {kept:.1f} page faults per step beyond the first {SHORT} "
+                         f"(with glibc's defaults: {default:.1f})")
+        # Not a check: how many faults glibc's defaults cost depends on where the heap's blocks happen to lie (one
+        # more command-line argument moved rho_score's run from 80 to 296 thousand), so it can be small anywhere.
+        # rho_tests "keep_host_heap*" checks that RHO_KEEP_HOST_HEAP=0 and malloc's own settings turn it off.
+        print(f"info glibc's defaults (RHO_KEEP_HOST_HEAP=0): {default:.1f} page faults per step")
     print("PASS" if check.ok else "FAIL")
     sys.exit(0 if check.ok else 1)
 

@@ -6,7 +6,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -18,6 +20,7 @@
 #include "librho/data/token_dataset.h"
 #include "librho/util/error.h"
 #include "librho/util/files.h"
+#include "librho/util/host_memory.h"
 #include "librho/util/sha256.h"
 #include "sp_train.h"
 
@@ -588,4 +591,28 @@ TEST_CASE("SpTokenizer: models the encoder does not cover are encoded by the lib
   CHECK_FALSE(nul.own_encoder());
   CHECK_THAT(nul.library_reason(), Contains("a piece holds a NUL byte"));
   CHECK_THROWS_WITH(rho::SpTokenizer::parse("not a model", "bad.model"), Contains("bad.model: not a SentencePiece model"));
+}
+
+TEST_CASE("keep_host_heap: glibc takes the settings unless the environment gives malloc's own or asks for none",
+          "[data]") {
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)  // (ASan's allocator takes no malloc settings)
+  // Each variable set alone (any value the process had is put back), then none.
+  const std::pair<const char*, const char*> given[] = {
+      {"RHO_KEEP_HOST_HEAP", "0"}, {"MALLOC_TRIM_THRESHOLD_", "1"}, {"MALLOC_MMAP_THRESHOLD_", "1"},
+      {"MALLOC_TOP_PAD_", "1"}, {"MALLOC_MMAP_MAX_", "1"}, {"GLIBC_TUNABLES", "glibc.malloc.top_pad=1"}};
+  const std::pair<const char*, const char*> other[] = {{"RHO_KEEP_HOST_HEAP", "1"},
+                                                       {"GLIBC_TUNABLES", "glibc.malloc.arena_max=2"}};
+  auto with = [](const std::pair<const char*, const char*>& v) {
+    const char* old = std::getenv(v.first);
+    const std::optional<std::string> before = old ? std::optional<std::string>(old) : std::nullopt;
+    ::setenv(v.first, v.second, 1);
+    const bool kept = rho::keep_host_heap();
+    if (before) ::setenv(v.first, before->c_str(), 1); else ::unsetenv(v.first);
+    return kept;
+  };
+  for (const auto& v : given) CHECK_FALSE(with(v));
+  for (const auto& v : other) CHECK(with(v));
+#else
+  SUCCEED("not glibc's malloc here");
+#endif
 }
