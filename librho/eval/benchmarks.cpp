@@ -131,53 +131,71 @@ std::string mathqa_options(const Row& r) {
   return options;
 }
 
+// The question of each benchmark whose layout needs more than a field or two.
+std::string svamp_question(const Row& r) {
+  std::string body = trim(r.text("Body"));
+  if (!ends_with(body, ".")) body += ".";
+  return body + " " + trim(r.text("Question"));
+}
+
+// The table (with its title, if any), the question, and the choices where there are some, as a Python list.
+std::string tabmwp_question(const Row& r) {
+  const std::string title = r.has("table_title") && r.at("table_title").is_string() && !r.text("table_title").empty()
+                                ? "regarding \"" + r.text("table_title") + "\" "
+                                : "";
+  std::string q = "Read the following table " + title + "and answer a question:\n" + r.text("table") + "\n" +
+                  r.text("question");
+  if (r.has("choices") && r.at("choices").is_array() && !r.at("choices").empty()) {
+    std::string list = "[";
+    for (const auto& c : r.at("choices")) list += (list.size() > 1 ? ", '" : "'") + c.get<std::string>() + "'";
+    q += " Please select from the following options: " + list + "]";
+  }
+  return q;
+}
+
+std::string mmlu_stem_question(const Row& r) {
+  const auto& choices = r.at("choices");
+  if (!choices.is_array() || choices.size() != 4)
+    throw Error(fmt::format("{}: field 'choices' must hold four options", r.source));
+  std::string options;
+  for (size_t i = 0; i < 4; ++i)
+    options += fmt::format("{}({}) {}", i ? ", " : "", "ABCD"[i],
+                           trim(choices[i].is_string() ? choices[i].get<std::string>() : choices[i].dump()));
+  return trim(r.text("question")) + kChoiceQuestion + options;
+}
+
+// "A) x B) y" becomes "(A) x (B) y".
+std::string sat_math_question(const Row& r) {
+  std::string options = trim(r.text("options"));
+  if (options.empty() || options[0] != 'A') throw Error(fmt::format("{}: field 'options' must start with A", r.source));
+  options = "(" + options;
+  for (char ch : std::string("BCD"))
+    if (options.find(std::string(" ") + ch + ") ") != std::string::npos)
+      options = Regex(std::string(" ") + ch + R"(\) )").replace_all(options, std::string(" (") + ch + ") ");
+  return trim(r.text("question")) + kChoiceQuestion + trim(options);
+}
+
+std::string mathqa_question(const Row& r) {
+  std::string problem = r.text("problem");
+  if (!problem.empty()) problem[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(problem[0])));
+  return trim(problem) + kChoiceQuestion + trim(mathqa_options(r));
+}
+
 // The question as the harness lays it out (its parse_question), before the yes/no suffix.
 std::string question_of(Benchmark b, const Row& r) {
   switch (b) {
     case Benchmark::Asdiv:
       return trim(r.text("body")) + " " + trim(r.text("question"));
-    case Benchmark::Svamp: {
-      std::string body = trim(r.text("Body"));
-      if (!ends_with(body, ".")) body += ".";
-      return body + " " + trim(r.text("Question"));
-    }
-    case Benchmark::Tabmwp: {
-      const std::string title = r.has("table_title") && r.at("table_title").is_string() && !r.text("table_title").empty()
-                                    ? "regarding \"" + r.text("table_title") + "\" "
-                                    : "";
-      std::string q = "Read the following table " + title + "and answer a question:\n" + r.text("table") + "\n" +
-                      r.text("question");
-      if (r.has("choices") && r.at("choices").is_array() && !r.at("choices").empty()) {
-        std::string list = "[";
-        for (const auto& c : r.at("choices")) list += (list.size() > 1 ? ", '" : "'") + c.get<std::string>() + "'";
-        q += " Please select from the following options: " + list + "]";
-      }
-      return q;
-    }
-    case Benchmark::MmluStem: {
-      const auto& choices = r.at("choices");
-      if (!choices.is_array() || choices.size() != 4)
-        throw Error(fmt::format("{}: field 'choices' must hold four options", r.source));
-      std::string options;
-      for (size_t i = 0; i < 4; ++i)
-        options += fmt::format("{}({}) {}", i ? ", " : "", "ABCD"[i],
-                               trim(choices[i].is_string() ? choices[i].get<std::string>() : choices[i].dump()));
-      return trim(r.text("question")) + kChoiceQuestion + options;
-    }
-    case Benchmark::SatMath: {
-      std::string options = trim(r.text("options"));
-      if (options.empty() || options[0] != 'A') throw Error(fmt::format("{}: field 'options' must start with A", r.source));
-      options = "(" + options;
-      for (char ch : std::string("BCD"))
-        if (options.find(std::string(" ") + ch + ") ") != std::string::npos)
-          options = Regex(std::string(" ") + ch + R"(\) )").replace_all(options, std::string(" (") + ch + ") ");
-      return trim(r.text("question")) + kChoiceQuestion + trim(options);
-    }
-    case Benchmark::Mathqa: {
-      std::string problem = r.text("problem");
-      if (!problem.empty()) problem[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(problem[0])));
-      return trim(problem) + kChoiceQuestion + trim(mathqa_options(r));
-    }
+    case Benchmark::Svamp:
+      return svamp_question(r);
+    case Benchmark::Tabmwp:
+      return tabmwp_question(r);
+    case Benchmark::MmluStem:
+      return mmlu_stem_question(r);
+    case Benchmark::SatMath:
+      return sat_math_question(r);
+    case Benchmark::Mathqa:
+      return mathqa_question(r);
     case Benchmark::Math:
     case Benchmark::MinervaMath:
       return r.text("problem");
