@@ -42,7 +42,7 @@ def page_faults(cmd, env):
 
 
 def faults_per_step(tools, t, env, name):
-    """Minor faults per training step beyond the first SHORT (CLM, tiny model, CPU, one thread)."""
+    """Page faults per training step beyond the first SHORT (CLM, tiny model, CPU, one thread)."""
     counts = []
     for steps in (SHORT, LONG):
         out = t / f"{name}-{steps}"
@@ -73,8 +73,7 @@ train: {{checkpoint_every: 1000, export_hf: false, tensorboard: false, log_every
 """)
         kept = faults_per_step(tools, t, base, "kept")
         default = faults_per_step(tools, t, {**base, "RHO_KEEP_HOST_HEAP": "0"}, "default")
-        check(kept < 32, f"rho_pretrain on the CPU: {kept:.1f} page faults per step beyond the first {SHORT} "
-                         f"(with glibc's defaults: {default:.1f})")
+        check(kept < 32, f"rho_pretrain on the CPU: {kept:.1f} page faults per step beyond the first {SHORT}")
         # Not a check: how many faults glibc's defaults cost depends on where the heap's blocks happen to lie (one
         # more command-line argument moved rho_score's run from 80 to 296 thousand), so it can be small anywhere.
         # rho_tests "keep_host_heap*" checks that RHO_KEEP_HOST_HEAP=0 and malloc's own settings turn it off.

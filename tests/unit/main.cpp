@@ -3,5 +3,6 @@
 
 #include "librho/util/host_memory.h"
 
-// As the tools do: the tests' CPU steps reuse freed tensor memory (librho/util/host_memory.h).
+// As the tools do for CPU runs (most of the tests' steps run on the CPU): freed tensor memory is reused
+// (librho/util/host_memory.h).
 [[maybe_unused]] static const bool kHostHeapKept = rho::keep_host_heap();
