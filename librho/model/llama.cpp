@@ -22,6 +22,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
+#include "librho/kernels/rotary.h"
 #include "librho/model/autocast.h"
 #include "librho/model/lean_ops.h"
 #include "librho/model/linear_cross_entropy.h"
@@ -61,9 +62,16 @@ at::Tensor swap_halves(const at::Tensor& x) {
   return at::cat({x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
-// apply_rotary's values.
-at::Tensor rotary_values(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
-  return x * cos + swap_halves(x) * sin_signed;
+// apply_rotary's values (transpose = false) or their gradient for x = the output's gradient (transpose = true):
+// on CUDA rho::rotary's one kernel where it takes the operands, else the operations it stands for (on the CPU
+// their vectorised kernels are as fast as rho::rotary's loop in fp32 and three times as fast in bf16). Where
+// autograd records (a backward with create_graph, tables that require gradients) the operations run, so that
+// their gradients exist.
+at::Tensor rotary_values(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, bool transpose) {
+  const bool recorded =
+      at::GradMode::is_enabled() && (x.requires_grad() || cos.requires_grad() || sin_signed.requires_grad());
+  if (x.is_cuda() && !recorded && rotary_supports(x, cos, sin_signed)) return rotary(x, cos, sin_signed, transpose);
+  return transpose ? x * cos + swap_halves(x * sin_signed) : x * cos + swap_halves(x) * sin_signed;
 }
 
 // apply_rotary with gradients: one node, keeping only the tables (as autograd's multiplications would).
@@ -71,20 +79,19 @@ struct RotaryFunction : torch::autograd::Function<RotaryFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
                             const at::Tensor& sin_signed) {
     ctx->save_for_backward({cos, sin_signed});
-    return rotary_values(x, cos, sin_signed);
+    return rotary_values(x, cos, sin_signed, false);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto& g = grads[0];
-    return {g * saved[0] + swap_halves(g * saved[1]), at::Tensor(), at::Tensor()};
+    return {rotary_values(grads[0], saved[0], saved[1], true), at::Tensor(), at::Tensor()};
   }
 };
 }  // namespace
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
   if (at::GradMode::is_enabled() && x.requires_grad()) return RotaryFunction::apply(x, cos, sin_signed);
-  return rotary_values(x, cos, sin_signed);
+  return rotary_values(x, cos, sin_signed, false);
 }
 
 at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads) {

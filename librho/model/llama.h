@@ -57,7 +57,8 @@ at::Tensor expand_kv_heads(const at::Tensor& x, int64_t heads);
 // sin_signed, where sin_signed is sin with its first half negated (the model's table holds it so): the same
 // products, bit for bit (a sign moved between factors does not change a product's rounding). With gradients it is
 // one autograd node whose backward is g * cos + cat(t2, t1), t = g * sin_signed: autograd's gradient of the plain
-// operations, bit for bit, in four kernels where autograd's slices, negation and sums take about ten.
+// operations, bit for bit. On CUDA both directions are one kernel, rho::rotary (librho/kernels/rotary.h: the same
+// values, bit for bit); on the CPU, and for operands rho::rotary does not take, they are those operations.
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed);
 
 // Attention of one query position per row, as incremental decoding asks: q [batch, heads, 1, head_dim] against

@@ -4,9 +4,12 @@
 #include <torch/cuda.h>
 
 #include <catch2/catch.hpp>
+#include <limits>
 #include <sstream>
+#include <tuple>
 
 #include "helpers.h"
+#include "librho/kernels/rotary.h"
 #include "librho/model/autocast.h"
 #include "librho/model/lean_ops.h"
 #include "librho/model/llama.h"
@@ -478,26 +481,152 @@ void check_decode_attention(at::Device device, at::ScalarType dtype, double tole
 }
 }  // namespace
 
-TEST_CASE("apply_rotary: values and gradients bit for bit those of autograd over rotate_half", "[model]") {
+namespace {
+// apply_rotary on `device` against autograd over rotate_half: values and gradients bit for bit, for x contiguous and
+// as attention makes q and k (a transposed view), with the loss's gradient random and (a sum) expanded. On CUDA
+// both directions run rho::rotary's kernel; with create_graph the backward runs the operations, so that a second
+// derivative exists.
+void check_apply_rotary_on(at::Device device) {
   const int64_t d = 16;
   auto angles = at::randn({7, d / 2}, at::make_generator<at::CPUGeneratorImpl>(31));
   angles[0].zero_();  // position 0, as every sequence has it: sin 0
   const auto cos = at::cat({angles.cos(), angles.cos()}, -1), sin = at::cat({angles.sin(), angles.sin()}, -1);
   const auto sin_signed = at::cat({-angles.sin(), angles.sin()}, -1);
   for (const auto dt : {at::kFloat, at::kBFloat16}) {
-    INFO(dt);
-    const auto c = cos.to(dt), s = sin.to(dt), ss = sin_signed.to(dt);
-    auto run = [&](bool rotary) {
-      const auto x = leaf({2, 3, 7, d}, dt, 32);
-      const auto x1 = x.narrow(-1, 0, d / 2), x2 = x.narrow(-1, d / 2, d / 2);
-      const auto y = rotary ? rho::apply_rotary(x, c, ss) : x * c + at::cat({-x2, x1}, -1) * s;
-      if (rotary) CHECK(y.grad_fn()->name().find("RotaryFunction") != std::string::npos);  // one node
-      return value_and_grads(y, {x});
-    };
-    check_bitwise(run(true), run(false));
+    const auto c = cos.to(device, dt), s = sin.to(device, dt), ss = sin_signed.to(device, dt);
+    for (const bool transposed : {false, true}) {
+      for (const bool summed : {false, true}) {
+        INFO(c10::toString(dt) << (transposed ? ", x a transposed view" : ", x contiguous")
+                               << (summed ? ", loss a sum" : ", loss random"));
+        auto run = [&](bool rotary) {
+          const auto x_leaf = leaf(transposed ? at::IntArrayRef{2, 7, 3, d} : at::IntArrayRef{2, 3, 7, d}, dt, 32)
+                                  .detach().to(device).requires_grad_(true);
+          const auto x = transposed ? x_leaf.transpose(1, 2) : x_leaf;
+          const auto x1 = x.narrow(-1, 0, d / 2), x2 = x.narrow(-1, d / 2, d / 2);
+          const auto y = rotary ? rho::apply_rotary(x, c, ss) : x * c + at::cat({-x2, x1}, -1) * s;
+          if (rotary) CHECK(y.grad_fn()->name().find("RotaryFunction") != std::string::npos);  // one node
+          if (!summed) return value_and_grads(y, {x_leaf});
+          y.sum().backward();  // the gradient reaching the node: ones, expanded (stride 0)
+          return std::vector<at::Tensor>{y.detach(), x_leaf.grad()};
+        };
+        check_bitwise(run(true), run(false));
+      }
+    }
     at::NoGradGuard no_grad;  // inference: the same values, with no node
-    const auto x = leaf({2, 3, 7, d}, dt, 33);
+    const auto x = leaf({2, 3, 7, d}, dt, 33).detach().to(device);
     CHECK(at::equal(rho::apply_rotary(x, c, ss), x * c + at::cat({-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)}, -1) * s));
+  }
+  // A second derivative: the backward under create_graph is recorded (d/dx of sum(grad * w) through it).
+  const auto c = cos.to(device), ss = sin_signed.to(device), s = sin.to(device);
+  auto second = [&](bool rotary) {
+    const auto x = leaf({2, 7, d}, at::kFloat, 34).detach().to(device).requires_grad_(true);
+    const auto x1 = x.narrow(-1, 0, d / 2), x2 = x.narrow(-1, d / 2, d / 2);
+    const auto y = rotary ? rho::apply_rotary(x, c, ss) : x * c + at::cat({-x2, x1}, -1) * s;
+    const auto g = torch::autograd::grad({(y * y).sum()}, {x}, {}, true, true)[0];
+    return torch::autograd::grad({(g * g).sum()}, {x})[0];
+  };
+  CHECK(at::allclose(second(true), second(false), 1e-6, 1e-6));
+}
+}  // namespace
+
+TEST_CASE("apply_rotary: values and gradients bit for bit those of autograd over rotate_half", "[model]") {
+  check_apply_rotary_on(at::kCPU);
+}
+
+TEST_CASE("apply_rotary on CUDA: values and gradients bit for bit those of autograd over rotate_half",
+          "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  check_apply_rotary_on(at::kCUDA);
+}
+
+namespace {
+// Equal bit for bit (at::equal compares values: -0 equals +0 there), with NaN where the other has NaN.
+void check_same_bits(const at::Tensor& a, const at::Tensor& b) {
+  REQUIRE(a.scalar_type() == b.scalar_type());
+  REQUIRE(a.sizes() == b.sizes());
+  CHECK(at::equal(a.isnan(), b.isnan()));
+  const auto bits = a.element_size() == 2 ? at::kShort : a.element_size() == 4 ? at::kInt : at::kLong;
+  const auto numbers = ~a.isnan();  // NaN's payload is not a result of the arithmetic
+  CHECK(at::equal(a.contiguous().view(bits).masked_select(numbers), b.contiguous().view(bits).masked_select(numbers)));
+}
+
+// rho::rotary against the four operations it replaces (x * cos + cat(x2, x1) * sin, and the transposed form of
+// the backward), bit for bit, on `device`: every dtype; x contiguous, a transposed view (q and k as attention
+// makes them) and with a last dimension of stride 2; tables of one row per position ([t, d]), per batch row and
+// position ([b, 1, t, d], as ragged decoding gives them), one of each, and a strided sin; infinities, NaN, zeros
+// and values whose products are subnormal.
+void check_rotary_on(at::Device device) {
+  const int64_t b = 2, t = 5, heads = 3, d = 16, h = d / 2;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(41);
+  auto swap = [&](const at::Tensor& v) { return at::cat({v.narrow(-1, h, h), v.narrow(-1, 0, h)}, -1); };
+  auto values = [&](at::IntArrayRef shape) {  // random, with the special values at fixed places (one per pair)
+    auto v = at::randn(shape, gen, at::kDouble);
+    v.select(-1, 0).select(0, 0).fill_(std::numeric_limits<double>::infinity());
+    v.select(-1, h + 1).select(0, 0).fill_(-std::numeric_limits<double>::infinity());
+    v.select(-1, 2).select(0, 1).fill_(std::numeric_limits<double>::quiet_NaN());
+    v.select(-1, 3).zero_();
+    v.select(-1, 4).mul_(1e-39);  // fp32 and bf16: subnormal, fp16: zero
+    return v;
+  };
+  for (const auto dt : {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf}) {
+    const auto on = [&](const at::Tensor& v) { return v.to(device, dt); };
+    const auto angles = at::randn({b, 1, t, h}, gen, at::kDouble) * 3;
+    const auto cos_rows = on(at::cat({angles.cos(), angles.cos()}, -1));
+    const auto sin_rows = on(at::cat({-angles.sin(), angles.sin()}, -1));
+    const auto sin_wide = on(at::cat({-angles.sin(), angles.sin()}, -1).repeat_interleave(2, -1));  // [.., 2d]
+    const auto contiguous = on(values({b, heads, t, d}));
+    const auto as_attention = on(values({b, t, heads, d})).transpose(1, 2);
+    const auto strided = on(values({b, heads, t, 2 * d})).slice(-1, 0, 2 * d, 2);
+    const auto first = [](const at::Tensor& table) { return table.select(0, 0).select(0, 0); };  // [t, d]
+    const std::vector<std::tuple<at::Tensor, at::Tensor, const char*>> tables{
+        {first(cos_rows), first(sin_rows), "tables [t, d]"},
+        {cos_rows, sin_rows, "tables [b, 1, t, d]"},
+        {first(cos_rows), sin_rows, "cos [t, d], sin [b, 1, t, d]"},
+        {cos_rows, sin_wide.slice(-1, 0, 2 * d, 2), "sin of last stride 2"}};
+    for (const auto& [x, x_name] : {std::pair{contiguous, "contiguous"}, std::pair{as_attention, "transposed view"},
+                                    std::pair{strided, "last stride 2"}}) {
+      for (const auto& [c, s, tables_name] : tables) {
+        INFO(c10::toString(dt) << ", x " << x_name << ", " << tables_name);
+        REQUIRE(rho::rotary_supports(x, c, s));
+        const auto forward = rho::rotary(x, c, s, false);
+        check_same_bits(forward, x * c + swap(x) * s);
+        CHECK(forward.strides() == (x.is_non_overlapping_and_dense() ? x.strides() : forward.contiguous().strides()));
+        check_same_bits(rho::rotary(x, c, s, true), x * c + swap(x * s));
+      }
+    }
+  }
+  // What it refuses (apply_rotary then runs the operations themselves).
+  const auto x = at::randn({2, 4, 8}).to(device), c = at::randn({4, 8}).to(device);
+  CHECK_FALSE(rho::rotary_supports(x.narrow(-1, 0, 7), c.narrow(-1, 0, 7), c.narrow(-1, 0, 7)));  // odd
+  CHECK_FALSE(rho::rotary_supports(x, c.to(at::kDouble), c));                                      // dtypes differ
+  CHECK_FALSE(rho::rotary_supports(x, c.narrow(0, 0, 3), c));                                      // 3 rows for 4
+  CHECK_FALSE(rho::rotary_supports(x.to(at::kLong), c.to(at::kLong), c.to(at::kLong)));           // integers
+  CHECK_FALSE(rho::rotary_supports(x.view({1, 1, 1, 1, 1, 2, 4, 8}), c, c));                       // 8 dimensions
+  CHECK_FALSE(rho::rotary_supports(x._neg_view(), c, c));                                          // lazy negation
+  CHECK_THROWS_WITH(rho::rotary(x, c.narrow(0, 0, 3), c, false), Catch::Contains("rotary: unsupported operands"));
+}
+}  // namespace
+
+TEST_CASE("rotary: one pass, bit for bit the operations it replaces", "[model]") { check_rotary_on(at::kCPU); }
+
+TEST_CASE("rotary on CUDA: one kernel, bit for bit the operations it replaces", "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  check_rotary_on(at::kCUDA);
+  auto swap = [](const at::Tensor& v, int64_t h) { return at::cat({v.narrow(-1, h, h), v.narrow(-1, 0, h)}, -1); };
+  SECTION("a launch of many blocks, each thread several pairs (the grid-stride loop)") {
+    const auto opts = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+    const auto x = at::randn({2, 4096, 32, 128}, opts).transpose(1, 2), c = at::randn({4096, 128}, opts),
+               s = at::randn({4096, 128}, opts);
+    check_same_bits(rho::rotary(x, c, s, false), x * c + swap(x, 64) * s);
+    check_same_bits(rho::rotary(x, c, s, true), x * c + swap(x * s, 64));
+  }
+  SECTION("offsets past 2^30 elements: the 64-bit index kernel") {
+    const auto opts = at::TensorOptions().device(at::kCUDA).dtype(at::kHalf);
+    const auto storage = at::randn({(int64_t{1} << 30) + 16}, opts);  // 2 GiB
+    const auto x = storage.as_strided({2, 16}, {int64_t{1} << 30, 1}), c = at::randn({16}, opts),
+               s = at::randn({16}, opts);
+    check_same_bits(rho::rotary(x, c, s, false), x * c + swap(x, 8) * s);
+    check_same_bits(rho::rotary(x, c, s, true), x * c + swap(x * s, 8));
   }
 }
 
