@@ -94,20 +94,16 @@ kit() {
   M=configs/model/tinyllama-1.1b.yaml
   part env 60 any env_report > >(tee "$OUT/env.txt")
   part "tests[cuda]" 120 gpu "$B/tests/rho_tests" "[cuda]" --durations yes
-  # First what the open questions wait on (the memory plan, decoding speed against transformers with CUDA graphs),
-  # then the kernel and training benchmarks, sharding through NCCL in a group of one, the profiles, the CLI
-  # pipeline.
-  # rho_model plan against the measured peak of a first step, unsharded and sharded (one process: the sharded code
-  # paths on CUDA), with and without activation checkpointing.
-  part memory_plan 200 gpu bench memory_plan "$PY" bench/bench_memory_plan.py --device cuda --model-config $M \
-    --seq 2048 --batch 8 --run-limit 45 --build "$B"
+  # First what the newest changes wait on (the training step and decoding speed, each against transformers), then
+  # the kernel and scoring benchmarks, sharding through NCCL in a group of one, the profiles, the memory plan
+  # against measured peaks, the CLI pipeline.
+  part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
+    --warmup "${KIT_TRAIN_WARMUP:-3}" --steps "${KIT_TRAIN_STEPS:-10}" --build "$B" --profile-dir "$WORK"
   part generate 200 gpu bench generate "$PY" bench/bench_generate.py --device cuda --model-config $M --dtype bf16 \
-    --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --new-min 16 --cuda-graphs --without-cudnn \
+    --batch 16 --prompts 32 --prompt-min 256 --prompt-max 1024 --new 128 --new-min 16 --cuda-graphs \
     --build "$B" --profile-dir "$WORK"
   part sanitizer 90 gpu sanitize > >(tee "$OUT/sanitizer.txt")
   part topk 60 gpu bench topk "$PY" bench/bench_topk.py --device cuda --build "$B"
-  part train 180 gpu bench train "$PY" bench/bench_train.py --device cuda --model-config $M --seq 2048 --batch 8 \
-    --warmup "${KIT_TRAIN_WARMUP:-3}" --steps "${KIT_TRAIN_STEPS:-10}" --build "$B" --profile-dir "$WORK"
   part score 150 gpu bench score "$PY" bench/bench_score.py --device cuda --model-config $M --seq 2048 --batch 8 \
     --precisions autocast,bf16 --windows "${KIT_SCORE_WINDOWS:-64}" --build "$B" --profile-dir "$WORK"
   part linear_ce 60 gpu bench linear_ce "$B/bench/bench_linear_ce" --device cuda --dtype bf16 --hidden 2048
@@ -118,6 +114,10 @@ kit() {
   part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
     "$WORK/train_slm.json" "$WORK/train_sharded.json" "$WORK/generate_eager.json" > >(tee "$OUT/profile.txt")
   [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
+  # rho_model plan against the measured peak of a first step, unsharded and sharded (one process: the sharded code
+  # paths on CUDA), with and without activation checkpointing.
+  part memory_plan 200 gpu bench memory_plan "$PY" bench/bench_memory_plan.py --device cuda --model-config $M \
+    --seq 2048 --batch 8 --run-limit 45 --build "$B"
   if [[ -f $KIT/data/tokenizers/llama2-32k.model ]]; then
     devs=cpu
     ((GPU)) && devs=cuda,cpu
