@@ -12,6 +12,10 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
+
+#include "librho/kernels/fused_sum.h"
+
 namespace rho {
 
 namespace {
@@ -141,6 +145,14 @@ struct SharedCastFunction : torch::autograd::Function<SharedCastFunction> {
 }  // namespace
 
 at::Tensor sum_as(const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
+  std::vector<at::Tensor> defined;
+  for (const auto& p : parts)
+    if (p.defined()) defined.push_back(p);
+  // On CUDA one pass (rho::fused_sum, the same values) where autograd does not record (a backward with create_graph).
+  const bool recorded = at::GradMode::is_enabled() &&
+                        std::any_of(defined.begin(), defined.end(), [](const at::Tensor& p) { return p.requires_grad(); });
+  if (dtype == at::kFloat && !defined.empty() && defined.front().is_cuda() && !recorded && fused_sum_supports(defined))
+    return fused_sum(defined);
   at::Tensor sum;
   for (const auto& p : parts) {
     if (!p.defined()) continue;

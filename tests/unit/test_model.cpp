@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "helpers.h"
+#include "librho/kernels/fused_sum.h"
 #include "librho/kernels/rotary.h"
 #include "librho/model/autocast.h"
 #include "librho/model/lean_ops.h"
@@ -612,6 +613,10 @@ TEST_CASE("rotary: one pass, bit for bit the operations it replaces", "[model]")
 TEST_CASE("rotary on CUDA: one kernel, bit for bit the operations it replaces", "[model][cuda]") {
   if (!rho::test::cuda_or_skip()) return;
   check_rotary_on(at::kCUDA);
+}
+
+TEST_CASE("rotary on CUDA at scale: many blocks, and offsets for the 64-bit index kernel", "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
   auto swap = [](const at::Tensor& v, int64_t h) { return at::cat({v.narrow(-1, h, h), v.narrow(-1, 0, h)}, -1); };
   SECTION("a launch of many blocks, each thread several pairs (the grid-stride loop)") {
     const auto opts = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
@@ -628,6 +633,52 @@ TEST_CASE("rotary on CUDA: one kernel, bit for bit the operations it replaces", 
     check_same_bits(rho::rotary(x, c, s, false), x * c + swap(x, 8) * s);
     check_same_bits(rho::rotary(x, c, s, true), x * c + swap(x * s, 8));
   }
+}
+
+namespace {
+// rho::fused_sum against converting the first part to fp32 and adding the others to it in order, bit for bit, on
+// `device`: 2, 3 and 4 parts of bf16, fp16 and fp32, contiguous and as transposed views, with values of far
+// apart exponents (where the order of the additions shows); and rho::sum_as, which uses it on CUDA.
+void check_fused_sum_on(at::Device device) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(43);
+  for (const auto dt : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    std::vector<at::Tensor> parts;
+    for (int i = 0; i < 4; ++i) {
+      auto v = at::randn({6, 5, 40}, gen, at::kDouble);
+      v.select(-1, i).mul_(i % 2 ? 1e3 : 1e-3);  // exponents far apart
+      parts.push_back(v.to(device, dt));
+    }
+    for (const bool transposed : {false, true}) {
+      for (size_t n = 2; n <= 4; ++n) {
+        INFO(c10::toString(dt) << ", " << n << " parts" << (transposed ? ", transposed views" : ""));
+        std::vector<at::Tensor> these;
+        for (size_t i = 0; i < n; ++i) these.push_back(transposed ? parts[i].transpose(0, 1) : parts[i]);
+        auto in_order = these[0].to(at::kFloat, false, true);
+        for (size_t i = 1; i < n; ++i) in_order.add_(these[i]);
+        REQUIRE(rho::fused_sum_supports(these));
+        const auto fused = rho::fused_sum(these);
+        check_same_bits(fused, in_order);
+        CHECK(fused.strides() == these[0].strides());
+        check_same_bits(rho::sum_as(these, at::kFloat), in_order);
+      }
+    }
+  }
+  const auto a = at::randn({3, 4}).to(device), b = at::randn({3, 4}).to(device);
+  CHECK_FALSE(rho::fused_sum_supports({a}));                            // one part
+  CHECK_FALSE(rho::fused_sum_supports({a, b, a, b, a}));                // five
+  CHECK_FALSE(rho::fused_sum_supports({a, b.narrow(0, 0, 2)}));         // shapes differ
+  CHECK_FALSE(rho::fused_sum_supports({a, b.to(at::kBFloat16)}));       // dtypes differ
+  CHECK_FALSE(rho::fused_sum_supports({a.to(at::kDouble), b.to(at::kDouble)}));
+  CHECK_FALSE(rho::fused_sum_supports({a, at::Tensor()}));
+  CHECK_THROWS_WITH(rho::fused_sum({a}), Catch::Contains("fused_sum: unsupported parts"));
+}
+}  // namespace
+
+TEST_CASE("fused_sum: one pass, bit for bit the in-order sum in fp32", "[model]") { check_fused_sum_on(at::kCPU); }
+
+TEST_CASE("fused_sum on CUDA: one kernel, bit for bit the in-order sum in fp32", "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  check_fused_sum_on(at::kCUDA);
 }
 
 TEST_CASE("decode_attention: one query position against grouped keys, as scaled-dot-product attention",
