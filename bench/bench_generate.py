@@ -89,8 +89,7 @@ def main():
                     help="also time librho's eager decoding and transformers' generate with cuDNN's attention off")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--profile-dir", help="write a Chrome trace of librho's eager decoding there (generate_eager.json: "
-                                          "one batch's prefill and 8 steps; bench/profile_summary.py reads it), and "
-                                          "with --cuda-graphs one of replayed steps (generate_graphs.json)")
+                                          "one batch's prefill and 8 steps; bench/profile_summary.py reads it)")
     a = ap.parse_args()
     build = common.build_dir(a.build)
     torch.manual_seed(0)
@@ -156,8 +155,7 @@ def main():
                          "librho_over_with_cudnn": rho_no_cudnn["tokens_per_s"] / rho["tokens_per_s"],
                          "transformers_over_with_cudnn": hf_secs / hf_no_cudnn_secs})
         if a.cuda_graphs:  # decoding steps replayed from CUDA graphs, against librho's eager steps
-            rho_graphs = librho("--cuda-graphs", *(["--profile", os.path.join(a.profile_dir, "generate_graphs.json")]
-                                                   if a.profile_dir else []))
+            rho_graphs = librho("--cuda-graphs")
             graph_rows = librho_rows()
             common.emit({"bench": "generate_cuda_graphs", **setting,
                          "librho_tokens_per_s": rho_graphs["tokens_per_s"],

@@ -112,8 +112,7 @@ kit() {
   part sharded 120 gpu bench sharded "$PY" bench/bench_sharded.py --device cuda --model-config $M --seq 2048 \
     --batch 4 --warmup 2 --steps 3 --build "$B" --profile-dir "$WORK"
   part profile 30 gpu "$PY" bench/profile_summary.py "$WORK"/score_*.json "$WORK/train_clm.json" \
-    "$WORK/train_slm.json" "$WORK/train_sharded.json" "$WORK/generate_eager.json" "$WORK/generate_graphs.json" \
-    > >(tee "$OUT/profile.txt")
+    "$WORK/train_slm.json" "$WORK/train_sharded.json" "$WORK/generate_eager.json" > >(tee "$OUT/profile.txt")
   [[ -f $WORK/train_slm.json ]] && gzip -c "$WORK/train_slm.json" > "$OUT/trace_train_slm.json.gz"
   # rho_model plan against the measured peak of a first step, unsharded and sharded (one process: the sharded code
   # paths on CUDA), with and without activation checkpointing.
