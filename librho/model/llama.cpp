@@ -64,9 +64,9 @@ at::Tensor swap_halves(const at::Tensor& x) {
 
 // apply_rotary's values (transpose = false) or their gradient for x = the output's gradient (transpose = true):
 // on CUDA rho::rotary's one kernel where it takes the operands, else the operations it stands for (on the CPU
-// their vectorised kernels are as fast as rho::rotary's loop in fp32 and three times as fast in bf16). Where
-// autograd records (a backward with create_graph, tables that require gradients) the operations run, so that
-// their gradients exist.
+// their vectorised kernels are about as fast as rho::rotary's loop in fp32 and three times as fast in bf16:
+// docs/performance.md). Where autograd would record these operations (a backward under create_graph; tables that
+// require gradients while x does not) they run as themselves, so that autograd sees them.
 at::Tensor rotary_values(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, bool transpose) {
   const bool recorded =
       at::GradMode::is_enabled() && (x.requires_grad() || cos.requires_grad() || sin_signed.requires_grad());

@@ -1,9 +1,12 @@
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/cuda.h>
 
 #include <catch2/catch.hpp>
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <tuple>
@@ -636,33 +639,64 @@ TEST_CASE("rotary on CUDA at scale: many blocks, and offsets for the 64-bit inde
 }
 
 namespace {
+// Calls of rho::fused_sum on this thread while `run` runs (its RecordFunction scope, as profiles see it).
+int64_t fused_sum_calls(const std::function<void()>& run) {
+  static thread_local int64_t calls = 0;
+  calls = 0;
+  const auto handle = at::addThreadLocalCallback(
+      at::RecordFunctionCallback([](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+        if (std::strcmp(fn.name(), "rho::fused_sum") == 0) ++calls;
+        return nullptr;
+      }));
+  run();
+  at::removeCallback(handle);
+  return calls;
+}
+
 // rho::fused_sum against converting the first part to fp32 and adding the others to it in order, bit for bit, on
-// `device`: 2, 3 and 4 parts of bf16, fp16 and fp32, contiguous and as transposed views, with values of far
-// apart exponents (where the order of the additions shows); and rho::sum_as, which uses it on CUDA.
+// `device`: 2, 3 and 4 parts of bf16, fp16 and fp32, contiguous, as transposed views and mixed, with values of
+// exponents so far apart that their fp32 sum rounds (so the order shows); and rho::sum_as, which uses it on CUDA
+// unless autograd records.
 void check_fused_sum_on(at::Device device) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(43);
   for (const auto dt : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    const double far = dt == at::kHalf ? 1e4 : 1e8;  // fp16 ends at 65504
     std::vector<at::Tensor> parts;
     for (int i = 0; i < 4; ++i) {
       auto v = at::randn({6, 5, 40}, gen, at::kDouble);
-      v.select(-1, i).mul_(i % 2 ? 1e3 : 1e-3);  // exponents far apart
+      v.select(-1, i).mul_(i % 2 ? far : 1 / far);
       parts.push_back(v.to(device, dt));
     }
-    for (const bool transposed : {false, true}) {
+    for (const char* layout : {"contiguous", "transposed views", "mixed"}) {
       for (size_t n = 2; n <= 4; ++n) {
-        INFO(c10::toString(dt) << ", " << n << " parts" << (transposed ? ", transposed views" : ""));
+        INFO(c10::toString(dt) << ", " << n << " parts, " << layout);
         std::vector<at::Tensor> these;
-        for (size_t i = 0; i < n; ++i) these.push_back(transposed ? parts[i].transpose(0, 1) : parts[i]);
+        for (size_t i = 0; i < n; ++i) {
+          const bool strided = std::strcmp(layout, "transposed views") == 0 || (std::strcmp(layout, "mixed") == 0 && i % 2);
+          these.push_back(strided ? parts[i].transpose(0, 1).contiguous().transpose(0, 1) : parts[i]);
+        }
         auto in_order = these[0].to(at::kFloat, false, true);
         for (size_t i = 1; i < n; ++i) in_order.add_(these[i]);
         REQUIRE(rho::fused_sum_supports(these));
         const auto fused = rho::fused_sum(these);
         check_same_bits(fused, in_order);
         CHECK(fused.strides() == these[0].strides());
-        check_same_bits(rho::sum_as(these, at::kFloat), in_order);
+        if (n >= 3) {  // the order matters for these values
+          auto reversed = these[n - 1].to(at::kFloat, false, true);
+          for (size_t i = n - 1; i-- > 0;) reversed.add_(these[i]);
+          CHECK_FALSE(at::equal(fused, reversed));
+        }
+        at::Tensor by_sum_as;
+        CHECK(fused_sum_calls([&] { by_sum_as = rho::sum_as(these, at::kFloat); }) == (device.is_cuda() ? 1 : 0));
+        check_same_bits(by_sum_as, in_order);
       }
     }
   }
+  // Where autograd records (a backward under create_graph), sum_as runs the operations, so the sum has a history.
+  std::vector<at::Tensor> tracked{at::randn({3, 4}).to(device).requires_grad_(), at::randn({3, 4}).to(device)};
+  at::Tensor recorded;
+  CHECK(fused_sum_calls([&] { recorded = rho::sum_as(tracked, at::kFloat); }) == 0);
+  CHECK(recorded.requires_grad());
   const auto a = at::randn({3, 4}).to(device), b = at::randn({3, 4}).to(device);
   CHECK_FALSE(rho::fused_sum_supports({a}));                            // one part
   CHECK_FALSE(rho::fused_sum_supports({a, b, a, b, a}));                // five
