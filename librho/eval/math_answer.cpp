@@ -134,6 +134,63 @@ std::optional<int64_t> small_number(const std::vector<std::string>& words) {
   if (n.size() == 2) return (n[0] == 100 || n[1] == 100) ? n[0] * n[1] : n[0] + n[1];
   return n[0];
 }
+
+// The words of t that w2n knows, in order.
+std::vector<std::string> number_words_in(const std::string& t) {
+  std::vector<std::string> words;
+  size_t i = 0;
+  while (i < t.size()) {
+    while (i < t.size() && is_space(t[i])) ++i;
+    size_t j = i;
+    while (j < t.size() && !is_space(t[j])) ++j;
+    if (j > i && number_word_values().count(t.substr(i, j - i))) words.push_back(t.substr(i, j - i));
+    i = j;
+  }
+  return words;
+}
+
+// w2n's whole part of number words without "point", each scale word at most once: the small numbers before
+// "billion", "million" and "thousand" times those, plus the rest. Nothing where w2n fails: scales out of order, or
+// a part it cannot form.
+std::optional<int64_t> whole_number(const std::vector<std::string>& words) {
+  auto index = [&](const char* w) -> int64_t {
+    const auto at = std::find(words.begin(), words.end(), w);
+    return at == words.end() ? -1 : at - words.begin();
+  };
+  const int64_t bi = index("billion"), mi = index("million"), ti = index("thousand");
+  if ((ti > -1 && (ti < mi || ti < bi)) || (mi > -1 && mi < bi)) return std::nullopt;
+  const int64_t n = static_cast<int64_t>(words.size());
+  if (n == 1) return number_word_values().at(words[0]);
+  auto part = [&](int64_t from, int64_t to) {
+    return small_number(std::vector<std::string>(words.begin() + from, words.begin() + to));
+  };
+  int64_t total = 0, start = 0;
+  const std::array<std::pair<int64_t, int64_t>, 3> scales = {{{bi, 1000000000}, {mi, 1000000}, {ti, 1000}}};
+  for (const auto& [at, scale] : scales) {
+    if (at < 0) continue;
+    const auto m = part(start, at);
+    if (!m) return std::nullopt;
+    total += *m * scale;
+    start = at + 1;
+  }
+  if (start < n) {
+    const auto rest = part(start, n);
+    if (!rest) return std::nullopt;
+    total += *rest;
+  }
+  return total;
+}
+
+// total plus the words after "point", each read as one digit (w2n's way); total alone if one is not a digit.
+std::string with_decimals(int64_t total, const std::vector<std::string>& decimals) {
+  std::string digits;
+  for (const auto& d : decimals) {
+    const int64_t v = number_word_values().at(d);
+    if (v < 0 || v > 9) return std::to_string(total);  // w2n adds nothing for a bad decimal part
+    digits += static_cast<char>('0' + v);
+  }
+  return fmt::format("{}", total + std::stod("0." + digits));
+}
 }  // namespace
 
 std::string convert_number_words(const std::string& text) {
@@ -145,15 +202,7 @@ std::string convert_number_words(const std::string& text) {
     const auto nz = t.find_first_not_of('0');
     return nz == std::string::npos ? "0" : t.substr(nz);
   }
-  std::vector<std::string> words;
-  size_t i = 0;
-  while (i < t.size()) {
-    while (i < t.size() && is_space(t[i])) ++i;
-    size_t j = i;
-    while (j < t.size() && !is_space(t[j])) ++j;
-    if (j > i && number_word_values().count(t.substr(i, j - i))) words.push_back(t.substr(i, j - i));
-    i = j;
-  }
+  auto words = number_words_in(t);
   if (words.empty()) return text;
   auto count = [&](const char* w) { return std::count(words.begin(), words.end(), w); };
   if (count("thousand") > 1 || count("million") > 1 || count("billion") > 1 || count("point") > 1) return text;
@@ -163,43 +212,9 @@ std::string convert_number_words(const std::string& text) {
     decimals.assign(at + 1, words.end());
     words.erase(at, words.end());
   }
-  auto index = [&](const char* w) -> int64_t {
-    const auto at = std::find(words.begin(), words.end(), w);
-    return at == words.end() ? -1 : at - words.begin();
-  };
-  const int64_t bi = index("billion"), mi = index("million"), ti = index("thousand");
-  if ((ti > -1 && (ti < mi || ti < bi)) || (mi > -1 && mi < bi)) return text;
-  int64_t total = 0;
-  auto part = [&](int64_t from, int64_t to) {
-    return small_number(std::vector<std::string>(words.begin() + from, words.begin() + to));
-  };
-  const int64_t n = static_cast<int64_t>(words.size());
-  if (n == 1) {
-    total = number_word_values().at(words[0]);
-  } else if (n > 1) {
-    const std::array<std::pair<int64_t, int64_t>, 3> scales = {{{bi, 1000000000}, {mi, 1000000}, {ti, 1000}}};
-    int64_t start = 0;
-    for (const auto& [at, scale] : scales) {
-      if (at < 0) continue;
-      const auto m = part(start, at);
-      if (!m) return text;
-      total += *m * scale;
-      start = at + 1;
-    }
-    if (start < n) {
-      const auto h = part(start, n);
-      if (!h) return text;
-      total += *h;
-    }
-  }
-  if (decimals.empty()) return std::to_string(total);
-  std::string digits;  // w2n reads each word after "point" as one digit
-  for (const auto& d : decimals) {
-    const int64_t v = number_word_values().at(d);
-    if (v < 0 || v > 9) return std::to_string(total);  // w2n adds nothing for a bad decimal part
-    digits += static_cast<char>('0' + v);
-  }
-  return fmt::format("{}", total + std::stod("0." + digits));
+  const auto total = whole_number(words);
+  if (!total) return text;
+  return decimals.empty() ? std::to_string(*total) : with_decimals(*total, decimals);
 }
 
 std::string strip_math_answer(const std::string& answer) {

@@ -143,6 +143,14 @@ TEST_CASE("answers are extracted as the harness extracts them", "[judge]") {
   CHECK(rho::convert_number_words("three point five") == "3.5");
   CHECK(rho::convert_number_words("x plus y") == "x plus y");
   CHECK(rho::convert_number_words("007") == "7");
+  CHECK(rho::convert_number_words("two hundred twenty three") == "223");
+  CHECK(rho::convert_number_words("two million three thousand") == "2003000");
+  CHECK(rho::convert_number_words("thousand million") == "thousand million");  // scales out of order
+  CHECK(rho::convert_number_words("one thousand one thousand") == "one thousand one thousand");
+  CHECK(rho::convert_number_words("one point two five") == "1.25");
+  CHECK(rho::convert_number_words("point five") == "0.5");
+  CHECK(rho::convert_number_words("five point") == "5");
+  CHECK(rho::convert_number_words("one point ten") == "1");  // a decimal word that is not a digit adds nothing
 }
 
 TEST_CASE("benchmark files are laid out, prompted and graded as the harness does", "[bench]") {
