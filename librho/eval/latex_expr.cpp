@@ -252,9 +252,40 @@ class Reader {
     return at->second;
   }
 
+  // The functions apply() knows (log with a base, log_b x, is apply's own case).
+  using Function = ex (*)(const ex&);
+  static const std::map<std::string, Function>& functions() {
+    static const std::map<std::string, Function> table = {
+        {"sin", [](const ex& a) -> ex { return GiNaC::sin(a); }},
+        {"cos", [](const ex& a) -> ex { return GiNaC::cos(a); }},
+        {"tan", [](const ex& a) -> ex { return GiNaC::tan(a); }},
+        {"sec", [](const ex& a) -> ex { return 1 / GiNaC::cos(a); }},
+        {"csc", [](const ex& a) -> ex { return 1 / GiNaC::sin(a); }},
+        {"cot", [](const ex& a) -> ex { return GiNaC::cos(a) / GiNaC::sin(a); }},
+        {"arcsin", [](const ex& a) -> ex { return GiNaC::asin(a); }},
+        {"asin", [](const ex& a) -> ex { return GiNaC::asin(a); }},
+        {"arccos", [](const ex& a) -> ex { return GiNaC::acos(a); }},
+        {"acos", [](const ex& a) -> ex { return GiNaC::acos(a); }},
+        {"arctan", [](const ex& a) -> ex { return GiNaC::atan(a); }},
+        {"atan", [](const ex& a) -> ex { return GiNaC::atan(a); }},
+        {"sinh", [](const ex& a) -> ex { return GiNaC::sinh(a); }},
+        {"cosh", [](const ex& a) -> ex { return GiNaC::cosh(a); }},
+        {"tanh", [](const ex& a) -> ex { return GiNaC::tanh(a); }},
+        {"exp", [](const ex& a) -> ex { return GiNaC::exp(a); }},
+        {"ln", [](const ex& a) -> ex { return GiNaC::log(a); }},
+        {"log", [](const ex& a) -> ex { return GiNaC::log(a); }},
+        {"sqrt", [](const ex& a) -> ex { return GiNaC::sqrt(a); }},
+        {"abs", [](const ex& a) -> ex { return GiNaC::abs(a); }}};
+    return table;
+  }
+
+  static bool function_name(const std::string& w) { return functions().count(w) > 0; }
+
   // A function's argument: (x), {x}, or the next factor (\sin x, \sin 2x reads as sin(2)*x as in LaTeX's
   // convention of one factor); \sin^2 x squares the result.
   ex apply(const std::string& name) {
+    const auto f = functions().find(name);
+    if (f == functions().end()) throw Unreadable("unknown function " + name);
     ex power_of = 1;
     ex base;
     if (name == "log" && eat("_")) base = argument();
@@ -263,34 +294,8 @@ class Reader {
     if (peek() == '(') arg = group('(', ')');
     else if (peek() == '{') arg = group('{', '}');
     else arg = power();
-    ex value;
-    if (name == "sin") value = GiNaC::sin(arg);
-    else if (name == "cos") value = GiNaC::cos(arg);
-    else if (name == "tan") value = GiNaC::tan(arg);
-    else if (name == "sec") value = 1 / GiNaC::cos(arg);
-    else if (name == "csc") value = 1 / GiNaC::sin(arg);
-    else if (name == "cot") value = GiNaC::cos(arg) / GiNaC::sin(arg);
-    else if (name == "arcsin" || name == "asin") value = GiNaC::asin(arg);
-    else if (name == "arccos" || name == "acos") value = GiNaC::acos(arg);
-    else if (name == "arctan" || name == "atan") value = GiNaC::atan(arg);
-    else if (name == "sinh") value = GiNaC::sinh(arg);
-    else if (name == "cosh") value = GiNaC::cosh(arg);
-    else if (name == "tanh") value = GiNaC::tanh(arg);
-    else if (name == "exp") value = GiNaC::exp(arg);
-    else if (name == "ln") value = GiNaC::log(arg);
-    else if (name == "log") value = base.is_zero() ? GiNaC::log(arg) : GiNaC::log(arg) / GiNaC::log(base);
-    else if (name == "sqrt") value = GiNaC::sqrt(arg);
-    else if (name == "abs") value = GiNaC::abs(arg);
-    else throw Unreadable("unknown function " + name);
+    const ex value = base.is_zero() ? f->second(arg) : GiNaC::log(arg) / GiNaC::log(base);
     return power_of.is_equal(1) ? value : raise(value, power_of);
-  }
-
-  bool function_name(const std::string& w) {
-    static const char* const names[] = {"sin",  "cos",  "tan",  "sec",  "csc", "cot", "arcsin", "arccos", "arctan",
-                                        "asin", "acos", "atan", "sinh", "cosh", "tanh", "exp", "ln", "log", "sqrt", "abs"};
-    for (const char* n : names)
-      if (w == n) return true;
-    return false;
   }
 
   ex primary() {
@@ -306,48 +311,55 @@ class Reader {
       expect("|");
       return GiNaC::abs(e);
     }
-    if (c == '\\') {
-      const std::string cmd = command();
-      const std::string name = cmd.substr(1);
-      i_ += cmd.size();
-      if (name == "frac" || name == "dfrac" || name == "tfrac") {
-        ex num = argument();
-        ex den = argument();
-        return num / den;
-      }
-      if (name == "sqrt") {
-        if (eat("[")) {
-          ex n = expr();
-          expect("]");
-          return raise(argument(), 1 / n);
-        }
-        return GiNaC::sqrt(argument());
-      }
-      if (name == "binom" || name == "dbinom" || name == "tbinom") {
-        ex n = argument(), k = argument();
-        if (!GiNaC::is_a<GiNaC::numeric>(n) || !GiNaC::is_a<GiNaC::numeric>(k) ||
-            !GiNaC::ex_to<GiNaC::numeric>(n).is_nonneg_integer() || GiNaC::ex_to<GiNaC::numeric>(n) > 1000)
-          throw Unreadable("binomial of what");
-        return GiNaC::binomial(n, k);
-      }
-      if (name == "pi") return GiNaC::Pi;
-      if (name == "infty") return symbol_named("infty");
-      if (function_name(name)) return apply(name);
-      throw Unreadable("unknown command " + cmd);
-    }
-    if (std::isalpha(static_cast<unsigned char>(c))) {
-      const std::string w = word();
-      if (w.size() > 1 && function_name(w) && s_.compare(i_ + w.size(), 1, "(") == 0) {
-        i_ += w.size();
-        return apply(w);
-      }
-      if (w == "pi") {
-        i_ += 2;
-        return GiNaC::Pi;
-      }
-      return variable();
-    }
+    if (c == '\\') return command_primary();
+    if (std::isalpha(static_cast<unsigned char>(c))) return word_primary();
     throw Unreadable(std::string("unexpected '") + c + "'");
+  }
+
+  // A primary that starts with a command: \frac, \sqrt (and \sqrt[n]), \binom, \pi, \infty, a function.
+  ex command_primary() {
+    const std::string cmd = command();
+    const std::string name = cmd.substr(1);
+    i_ += cmd.size();
+    if (name == "frac" || name == "dfrac" || name == "tfrac") {
+      ex num = argument();
+      ex den = argument();
+      return num / den;
+    }
+    if (name == "sqrt") {
+      if (eat("[")) {
+        ex n = expr();
+        expect("]");
+        return raise(argument(), 1 / n);
+      }
+      return GiNaC::sqrt(argument());
+    }
+    if (name == "binom" || name == "dbinom" || name == "tbinom") {
+      ex n = argument(), k = argument();
+      if (!GiNaC::is_a<GiNaC::numeric>(n) || !GiNaC::is_a<GiNaC::numeric>(k) ||
+          !GiNaC::ex_to<GiNaC::numeric>(n).is_nonneg_integer() || GiNaC::ex_to<GiNaC::numeric>(n) > 1000)
+        throw Unreadable("binomial of what");
+      return GiNaC::binomial(n, k);
+    }
+    if (name == "pi") return GiNaC::Pi;
+    if (name == "infty") return symbol_named("infty");
+    if (function_name(name)) return apply(name);
+    throw Unreadable("unknown command " + cmd);
+  }
+
+  // A primary that starts with a letter: a function written out with its parenthesis (sin(x), not s*i*n), pi, or
+  // a variable.
+  ex word_primary() {
+    const std::string w = word();
+    if (w.size() > 1 && function_name(w) && s_.compare(i_ + w.size(), 1, "(") == 0) {
+      i_ += w.size();
+      return apply(w);
+    }
+    if (w == "pi") {
+      i_ += 2;
+      return GiNaC::Pi;
+    }
+    return variable();
   }
 
   ex symbol_named(const std::string& name) {
