@@ -1,6 +1,7 @@
 // rho::fused_sum: the checks, the TensorIterator, and the CPU loop (the CUDA kernel is fused_sum.cu).
 #include "librho/kernels/fused_sum.h"
 #include "librho/kernels/fused_sum_loops.h"
+#include "librho/kernels/operands.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/native/cpu/Loops.h>
@@ -38,18 +39,12 @@ bool fused_sum_supports(const std::vector<at::Tensor>& parts) {
   if (parts.size() < 2 || parts.size() > 4) return false;
   const auto& first = parts.front();
   for (const auto& p : parts) {
-    if (!p.defined() || p.layout() != at::kStrided || p.is_neg() || p.is_conj() || p._is_zerotensor()) return false;
-    if (p.scalar_type() != first.scalar_type() || p.device() != first.device() || p.sizes() != first.sizes())
+    if (!kernels::plain_operand(p) || p.scalar_type() != first.scalar_type() || p.device() != first.device() ||
+        p.sizes() != first.sizes())
       return false;
   }
   const auto t = first.scalar_type();
-  if (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) return false;
-  if (first.is_cpu()) return true;
-#ifdef RHO_WITH_CUDA
-  return first.is_cuda();
-#else
-  return false;
-#endif
+  return (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) && kernels::kernels_run_on(first.device());
 }
 
 at::Tensor fused_sum(const std::vector<at::Tensor>& parts) {

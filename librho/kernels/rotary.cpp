@@ -1,5 +1,6 @@
 // rho::rotary: the checks, the operands' geometry, and the CPU loop (the CUDA kernel is rotary.cu).
 #include "librho/kernels/rotary.h"
+#include "librho/kernels/operands.h"
 #include "librho/kernels/rotary_pair.h"
 
 #include <ATen/Dispatch.h>
@@ -85,22 +86,14 @@ RotaryGeometry rotary_geometry(const at::Tensor& x, const at::Tensor& cos, const
 }  // namespace kernels
 
 bool rotary_supports(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed) {
-  for (const auto* t : {&x, &cos, &sin_signed}) {  // plain strided memory, read as it is stored
-    if (!t->defined() || t->layout() != at::kStrided || t->is_neg() || t->is_conj() || t->_is_zerotensor())
-      return false;
-  }
+  for (const auto* t : {&x, &cos, &sin_signed})
+    if (!kernels::plain_operand(*t)) return false;
   if (x.dim() < 1 || x.dim() > kernels::kRotaryMaxDims + 1 || x.size(-1) == 0 || x.size(-1) % 2 != 0) return false;
   if (!rotary_dtype(x.scalar_type()) || cos.scalar_type() != x.scalar_type() ||
       sin_signed.scalar_type() != x.scalar_type())
     return false;
   if (cos.device() != x.device() || sin_signed.device() != x.device()) return false;
-  if (!rotary_table_broadcasts(cos, x) || !rotary_table_broadcasts(sin_signed, x)) return false;
-  if (x.is_cpu()) return true;
-#ifdef RHO_WITH_CUDA
-  return x.is_cuda();
-#else
-  return false;
-#endif
+  return rotary_table_broadcasts(cos, x) && rotary_table_broadcasts(sin_signed, x) && kernels::kernels_run_on(x.device());
 }
 
 at::Tensor rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, bool transpose) {

@@ -15,6 +15,7 @@
 #include <algorithm>
 
 #include "librho/kernels/fused_sum.h"
+#include "librho/kernels/swiglu.h"
 
 namespace rho {
 
@@ -81,14 +82,33 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
   }
 };
 
+// Whether autograd records operations on these tensors now (a backward under create_graph, say): then the
+// operations run as themselves, so that autograd sees them, rather than as one of librho's CUDA kernels.
+bool autograd_records(const std::vector<at::Tensor>& tensors) {
+  return at::GradMode::is_enabled() &&
+         std::any_of(tensors.begin(), tensors.end(), [](const at::Tensor& t) { return t.defined() && t.requires_grad(); });
+}
+
+// silu(gate) * up: on CUDA one kernel (rho::swiglu_values, the same values), else the operations.
+at::Tensor swiglu_forward(const at::Tensor& gate, const at::Tensor& up) {
+  if (gate.is_cuda() && !autograd_records({gate, up}) && swiglu_supports(gate, up)) return swiglu_values(gate, up);
+  return at::silu(gate) * up;
+}
+
 struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
     ctx->save_for_backward({gate, up});
-    return at::silu(gate) * up;
+    return swiglu_forward(gate, up);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &gate = saved[0], &up = saved[1], &g = grads[0];
+    // Both gradients on CUDA: one kernel (rho::swiglu_gradients, the same values).
+    if (ctx->needs_input_grad(0) && ctx->needs_input_grad(1) && g.is_cuda() && !autograd_records({g, gate, up}) &&
+        swiglu_supports(gate, up, g)) {
+      auto [grad_gate, grad_up] = swiglu_gradients(g, gate, up);
+      return {grad_gate, grad_up};
+    }
     at::Tensor grad_gate, grad_up;
     if (ctx->needs_input_grad(0)) grad_gate = at::silu_backward(g * up, gate);
     if (ctx->needs_input_grad(1)) grad_up = g * at::silu(gate);
@@ -148,10 +168,9 @@ at::Tensor sum_as(const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
   std::vector<at::Tensor> defined;
   for (const auto& p : parts)
     if (p.defined()) defined.push_back(p);
-  // On CUDA one pass (rho::fused_sum, the same values) where autograd does not record (a backward with create_graph).
-  const bool recorded = at::GradMode::is_enabled() &&
-                        std::any_of(defined.begin(), defined.end(), [](const at::Tensor& p) { return p.requires_grad(); });
-  if (dtype == at::kFloat && !defined.empty() && defined.front().is_cuda() && !recorded && fused_sum_supports(defined))
+  // On CUDA one pass (rho::fused_sum, the same values) where autograd does not record.
+  if (dtype == at::kFloat && !defined.empty() && defined.front().is_cuda() && !autograd_records(defined) &&
+      fused_sum_supports(defined))
     return fused_sum(defined);
   at::Tensor sum;
   for (const auto& p : parts) {
@@ -174,7 +193,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
   if (at::GradMode::is_enabled() && (gate.requires_grad() || up.requires_grad())) return SwigluFunction::apply(gate, up);
-  return at::silu(gate) * up;
+  return swiglu_forward(gate, up);
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {

@@ -21,7 +21,8 @@ namespace rho {
 // then cast to x's dtype and scaled by the weight in that dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
-// silu(gate) * up, the SwiGLU MLP's gate.
+// silu(gate) * up, the SwiGLU MLP's gate. On CUDA its forward and its backward are one kernel each
+// (librho/kernels/swiglu.h: ATen's arithmetic step by step).
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
 
 // x W^T (+ b) under autocast as at::linear computes it (the weight and bias cast once per autocast scope, through

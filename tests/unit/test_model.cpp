@@ -14,6 +14,7 @@
 #include "helpers.h"
 #include "librho/kernels/fused_sum.h"
 #include "librho/kernels/rotary.h"
+#include "librho/kernels/swiglu.h"
 #include "librho/model/autocast.h"
 #include "librho/model/lean_ops.h"
 #include "librho/model/llama.h"
@@ -713,6 +714,68 @@ TEST_CASE("fused_sum: one pass, bit for bit the in-order sum in fp32", "[model]"
 TEST_CASE("fused_sum on CUDA: one kernel, bit for bit the in-order sum in fp32", "[model][cuda]") {
   if (!rho::test::cuda_or_skip()) return;
   check_fused_sum_on(at::kCUDA);
+}
+
+namespace {
+// rho::swiglu_values and swiglu_gradients against the operations (at::silu(gate) * up; at::silu_backward(g * up,
+// gate) and g * at::silu(gate)) on `device`: bf16, fp16 and fp32, contiguous, as transposed views and mixed, with
+// zeros, infinities and values whose exp overflows. On CUDA bit for bit (the same arithmetic, compiled as ATen's
+// kernels are); on the CPU, where ATen's vectorised exp and the C library's differ in the last bit now and then,
+// within a few units in the last place of the dtype.
+void check_swiglu_on(at::Device device) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(47);
+  auto values = [&](at::ScalarType dt) {
+    auto v = at::randn({6, 5, 40}, gen, at::kDouble) * 4;
+    v.select(-1, 0).zero_();
+    v.select(-1, 1).fill_(std::numeric_limits<double>::infinity());
+    v.select(-1, 2).fill_(-std::numeric_limits<double>::infinity());
+    v.select(-1, 3).fill_(dt == at::kHalf ? 11.0 : 100.0);   // exp(-x) underflows
+    v.select(-1, 4).fill_(dt == at::kHalf ? -11.0 : -100.0);  // exp(-x) overflows: -0
+    return v.to(device, dt);
+  };
+  for (const auto dt : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    const auto close = [&](const at::Tensor& a, const at::Tensor& b) {
+      if (device.is_cuda()) return check_same_bits(a, b);
+      const double eps = dt == at::kFloat ? 1.2e-7 : dt == at::kHalf ? 9.8e-4 : 7.9e-3;
+      CHECK(at::equal(a.isnan(), b.isnan()));
+      // Relative to the output's scale: near silu's minimum its backward cancels, and a last-bit difference of exp
+      // moves a small result by much of itself.
+      const auto ad = a.to(at::kDouble), bd = b.to(at::kDouble);
+      const double scale = bd.masked_select(bd.isfinite()).abs().max().item<double>();
+      CHECK(at::equal(ad.isinf(), bd.isinf()));
+      CHECK(at::allclose(ad, bd, 4 * eps, 4 * eps * scale, /*equal_nan=*/true));
+    };
+    const auto gate0 = values(dt), up0 = values(dt), g0 = values(dt);
+    for (const char* layout : {"contiguous", "transposed views", "mixed"}) {
+      INFO(c10::toString(dt) << ", " << layout);
+      auto lay = [&](const at::Tensor& t, bool strided) {
+        return strided ? t.transpose(0, 1).contiguous().transpose(0, 1) : t;
+      };
+      const bool all = std::strcmp(layout, "transposed views") == 0, mixed = std::strcmp(layout, "mixed") == 0;
+      const auto gate = lay(gate0, all), up = lay(up0, all || mixed), g = lay(g0, all);
+      REQUIRE(rho::swiglu_supports(gate, up, g));
+      const auto y = rho::swiglu_values(gate, up);
+      close(y, at::silu(gate) * up);
+      CHECK(y.strides() == gate.strides());
+      const auto [grad_gate, grad_up] = rho::swiglu_gradients(g, gate, up);
+      close(grad_gate, at::silu_backward(g * up, gate));
+      close(grad_up, g * at::silu(gate));
+    }
+  }
+  const auto a = at::randn({3, 4}).to(device), b = at::randn({3, 4}).to(device);
+  CHECK_FALSE(rho::swiglu_supports(a, b.narrow(0, 0, 2)));
+  CHECK_FALSE(rho::swiglu_supports(a, b.to(at::kBFloat16)));
+  CHECK_FALSE(rho::swiglu_supports(a.to(at::kDouble), b.to(at::kDouble)));
+  CHECK_FALSE(rho::swiglu_supports(a, b, b.to(at::kHalf)));
+  CHECK_THROWS_WITH(rho::swiglu_values(a, b.narrow(0, 0, 2)), Catch::Contains("swiglu_values: unsupported operands"));
+}
+}  // namespace
+
+TEST_CASE("swiglu passes: one each way, the operations' values", "[model]") { check_swiglu_on(at::kCPU); }
+
+TEST_CASE("swiglu passes on CUDA: one kernel each way, bit for bit the operations", "[model][cuda]") {
+  if (!rho::test::cuda_or_skip()) return;
+  check_swiglu_on(at::kCUDA);
 }
 
 TEST_CASE("decode_attention: one query position against grouped keys, as scaled-dot-product attention",

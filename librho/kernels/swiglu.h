@@ -1,0 +1,26 @@
+#pragma once
+// swiglu_values / swiglu_gradients: SwiGLU, silu(gate) * up, and its two gradients, each as one element-wise pass
+// (ATen's TensorIterator loops: gpu_kernel on CUDA, cpu_kernel on the CPU) where the operations take two (forward:
+// silu, product) and four (backward: two products, silu, silu's backward) passes. The arithmetic is ATen's, step by
+// step: silu(x) = x / (1 + exp(-x)) and its backward dy * s * (1 + x * (1 - s)), s = 1 / (1 + exp(-x)), in
+// at::opmath_type, each intermediate the operations would store rounded to the operands' dtype. On CUDA, built
+// with the same compiler and flags as ATen's own kernels, that gives their values bit for bit (ctest [cuda] checks
+// it); on the CPU ATen's vectorised exp differs from the C library's in the last bit now and then, so the CPU
+// loop, the CUDA kernel's tested twin, agrees with the operations to one unit in the last place.
+#include <ATen/core/Tensor.h>
+
+#include <utility>
+
+namespace rho {
+
+// Whether the passes take gate and up (and g): one shape, dtype (fp32, bf16, fp16) and device (the CPU, or CUDA
+// where librho was built with its CUDA kernels), dense strided tensors. They make no autograd node.
+bool swiglu_supports(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& g = {});
+
+// silu(gate) * up, as at::silu(gate) * up computes it.
+at::Tensor swiglu_values(const at::Tensor& gate, const at::Tensor& up);
+
+// {d/dgate, d/dup} of sum(g * silu(gate) * up): at::silu_backward(g * up, gate) and g * at::silu(gate).
+std::pair<at::Tensor, at::Tensor> swiglu_gradients(const at::Tensor& g, const at::Tensor& gate, const at::Tensor& up);
+
+}  // namespace rho
