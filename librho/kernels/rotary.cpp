@@ -48,7 +48,8 @@ void rotary_cpu(const kernels::RotaryGeometry& g, const at::Tensor& x, const at:
         I offset[4];
         for (I row = static_cast<I>(begin); row < static_cast<I>(end); ++row) {
           kernels::rotary_row_offsets<I>(g, row, offset);
-          for (I j = 0; j < static_cast<I>(g.half); ++j) kernels::rotary_pair<scalar_t, I>(g, offset, j, xp, cp, sp, op, transpose);
+          for (I j = 0; j < static_cast<I>(g.half); ++j)
+            kernels::rotary_pair<scalar_t, I>(g, offset, j, xp, cp, sp, op, transpose);
         }
       });
     };
@@ -93,7 +94,8 @@ bool rotary_supports(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
       sin_signed.scalar_type() != x.scalar_type())
     return false;
   if (cos.device() != x.device() || sin_signed.device() != x.device()) return false;
-  return rotary_table_broadcasts(cos, x) && rotary_table_broadcasts(sin_signed, x) && kernels::kernels_run_on(x.device());
+  return rotary_table_broadcasts(cos, x) && rotary_table_broadcasts(sin_signed, x) &&
+         kernels::kernels_run_on(x.device());
 }
 
 at::Tensor rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, bool transpose) {

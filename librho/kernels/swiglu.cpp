@@ -22,12 +22,13 @@ void swiglu_gradients_cuda(at::TensorIterator& iter);  // swiglu.cu
 }  // namespace kernels
 
 namespace {
-// Outputs given (the first input's layout), inputs as they are: no promotion, one dtype throughout.
+// Outputs given (the first input's layout), inputs as they are: no promotion, one dtype throughout. The iterator
+// holds its own references to the tensors (the lists are temporaries).
 at::TensorIterator swiglu_iterator(const std::vector<at::Tensor>& outputs, const std::vector<at::Tensor>& inputs) {
   at::TensorIteratorConfig config;
   config.resize_outputs(false);
-  for (const auto& o : outputs) config.add_output(o);
-  for (const auto& i : inputs) config.add_const_input(i);
+  for (const auto& o : outputs) config.add_owned_output(o);
+  for (const auto& i : inputs) config.add_owned_const_input(i);
   return config.build();
 }
 

@@ -85,8 +85,8 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
 // Whether autograd records operations on these tensors now (a backward under create_graph, say): then the
 // operations run as themselves, so that autograd sees them, rather than as one of librho's CUDA kernels.
 bool autograd_records(const std::vector<at::Tensor>& tensors) {
-  return at::GradMode::is_enabled() &&
-         std::any_of(tensors.begin(), tensors.end(), [](const at::Tensor& t) { return t.defined() && t.requires_grad(); });
+  const auto tracked = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
+  return at::GradMode::is_enabled() && std::any_of(tensors.begin(), tensors.end(), tracked);
 }
 
 // silu(gate) * up: on CUDA one kernel (rho::swiglu_values, the same values), else the operations.
