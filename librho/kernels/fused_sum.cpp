@@ -1,50 +1,54 @@
-// rho::fused_sum: the checks, the TensorIterator, and the CPU loop (the CUDA kernel is fused_sum.cu).
+// rho::fused_sum: the checks and the CPU loop (the CUDA kernel is fused_sum.cu).
 #include "librho/kernels/fused_sum.h"
-#include "librho/kernels/fused_sum_loops.h"
+#include "librho/kernels/elementwise.h"
+#include "librho/kernels/fused_sum_math.h"
 #include "librho/kernels/operands.h"
 
 #include <ATen/Dispatch.h>
-#include <ATen/native/cpu/Loops.h>
+#include <ATen/Parallel.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/record_function.h>
+
+#include <array>
 
 namespace rho {
 
 namespace kernels {
 #ifdef RHO_WITH_CUDA
-void fused_sum_cuda(at::TensorIterator& iter, size_t parts);  // fused_sum.cu
+void fused_sum_cuda(const std::vector<at::Tensor>& parts, const at::Tensor& out);  // fused_sum.cu
 #endif
-
-at::TensorIterator fused_sum_iterator(const at::Tensor& out, const std::vector<at::Tensor>& parts) {
-  at::TensorIteratorConfig config;
-  config.add_output(out).check_all_same_dtype(false).promote_inputs_to_common_dtype(false).resize_outputs(false);
-  for (const auto& p : parts) config.add_const_input(p);
-  return config.build();
-}
 }  // namespace kernels
 
 namespace {
-void fused_sum_cpu(at::TensorIterator& iter, size_t parts) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, iter.input_dtype(0), "fused_sum_cpu", [&] {
-    using T = scalar_t;
-    using kernels::fused_sum_of;
-    if (parts == 2) at::native::cpu_kernel(iter, [](T a, T b) -> float { return fused_sum_of(a, b); });
-    if (parts == 3) at::native::cpu_kernel(iter, [](T a, T b, T c) -> float { return fused_sum_of(a, b, c); });
-    if (parts == 4) at::native::cpu_kernel(iter, [](T a, T b, T c, T d) -> float { return fused_sum_of(a, b, c, d); });
+template <typename T, int N>
+void fused_sum_cpu_n(const std::vector<at::Tensor>& parts, const at::Tensor& out) {
+  std::array<const T*, N> p;
+  for (int k = 0; k < N; ++k) p[k] = parts[k].const_data_ptr<T>();
+  float* o = out.mutable_data_ptr<float>();
+  at::parallel_for(0, out.numel(), 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) o[i] = kernels::fused_sum_at<T, N>(p.data(), i);
+  });
+}
+
+void fused_sum_cpu(const std::vector<at::Tensor>& parts, const at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, parts.front().scalar_type(), "fused_sum_cpu", [&] {
+    parts.size() == 2 ? fused_sum_cpu_n<scalar_t, 2>(parts, out) : fused_sum_cpu_n<scalar_t, 3>(parts, out);
   });
 }
 }  // namespace
 
 bool fused_sum_supports(const std::vector<at::Tensor>& parts) {
-  if (parts.size() < 2 || parts.size() > 4) return false;
-  const auto& first = parts.front();
+  if (parts.size() < 2 || parts.size() > 3) return false;
+  std::vector<const at::Tensor*> all;
   for (const auto& p : parts) {
-    if (!kernels::plain_operand(p) || p.scalar_type() != first.scalar_type() || p.device() != first.device() ||
-        p.sizes() != first.sizes())
+    if (!kernels::plain_operand(p) || p.scalar_type() != parts.front().scalar_type() ||
+        p.device() != parts.front().device())
       return false;
+    all.push_back(&p);
   }
-  const auto t = first.scalar_type();
-  return (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) && kernels::kernels_run_on(first.device());
+  const auto t = parts.front().scalar_type();
+  return (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) && kernels::same_dense_layout(all) &&
+         kernels::kernels_run_on(parts.front().device());
 }
 
 at::Tensor fused_sum(const std::vector<at::Tensor>& parts) {
@@ -52,15 +56,15 @@ at::Tensor fused_sum(const std::vector<at::Tensor>& parts) {
               parts.empty() || !parts.front().defined() ? "-" : c10::toString(parts.front().scalar_type()));
   RECORD_FUNCTION("rho::fused_sum", std::vector<c10::IValue>{});  // names its kernel in profiles
   at::Tensor out = at::empty_like(parts.front(), parts.front().options().dtype(at::kFloat));
+  TORCH_INTERNAL_ASSERT(out.strides() == parts.front().strides());
   if (out.numel() == 0) return out;
-  auto iter = kernels::fused_sum_iterator(out, parts);
 #ifdef RHO_WITH_CUDA
   if (out.is_cuda()) {
-    kernels::fused_sum_cuda(iter, parts.size());
+    kernels::fused_sum_cuda(parts, out);
     return out;
   }
 #endif
-  fused_sum_cpu(iter, parts.size());
+  fused_sum_cpu(parts, out);
   return out;
 }
 

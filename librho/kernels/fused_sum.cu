@@ -1,24 +1,51 @@
-// CUDA kernel of rho::fused_sum (librho/kernels/fused_sum.h): ATen's element-wise loop (gpu_kernel, vectorised
-// where the parts are contiguous) over fused_sum's TensorIterator, with the sum fused_sum_loops.h defines.
+// CUDA kernel of rho::fused_sum (librho/kernels/fused_sum.h): a grid-stride loop over the parts as flat arrays
+// (fused_sum_supports asks for one dense layout), with fused_sum_math.h's sum.
 #include <ATen/Dispatch.h>
-#include <ATen/native/cuda/Loops.cuh>
+#include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "librho/kernels/fused_sum_loops.h"
+#include <algorithm>
+#include <vector>
+
+#include "librho/kernels/fused_sum_math.h"
 
 namespace rho {
 namespace kernels {
+namespace {
 
-void fused_sum_cuda(at::TensorIterator& iter, size_t parts) {
-  const c10::cuda::CUDAGuard guard(iter.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, iter.input_dtype(0), "fused_sum_cuda", [&] {
-    using T = scalar_t;
-    if (parts == 2) at::native::gpu_kernel(iter, [] GPU_LAMBDA(T a, T b) -> float { return fused_sum_of(a, b); });
-    if (parts == 3)
-      at::native::gpu_kernel(iter, [] GPU_LAMBDA(T a, T b, T c) -> float { return fused_sum_of(a, b, c); });
-    if (parts == 4)
-      at::native::gpu_kernel(iter,
-                             [] GPU_LAMBDA(T a, T b, T c, T d) -> float { return fused_sum_of(a, b, c, d); });
+constexpr int kFusedSumThreads = 256;
+
+template <typename T, int N>
+struct FusedSumArgs {
+  const T* parts[N];
+  float* out;
+  int64_t n;
+};
+
+template <typename T, int N>
+__global__ void fused_sum_kernel(const FusedSumArgs<T, N> a) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < a.n; i += (int64_t)gridDim.x * blockDim.x)
+    a.out[i] = fused_sum_at<T, N>(a.parts, i);
+}
+
+template <typename T, int N>
+void launch(const std::vector<at::Tensor>& parts, const at::Tensor& out) {
+  FusedSumArgs<T, N> a;
+  for (int k = 0; k < N; ++k) a.parts[k] = parts[k].const_data_ptr<T>();
+  a.out = out.mutable_data_ptr<float>();
+  a.n = out.numel();
+  const int64_t most = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  const int64_t blocks = std::min<int64_t>((a.n + kFusedSumThreads - 1) / kFusedSumThreads, most);
+  fused_sum_kernel<T, N><<<static_cast<unsigned>(blocks), kFusedSumThreads, 0, at::cuda::getCurrentCUDAStream()>>>(a);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+}  // namespace
+
+void fused_sum_cuda(const std::vector<at::Tensor>& parts, const at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(out.device());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, parts.front().scalar_type(), "fused_sum_cuda", [&] {
+    parts.size() == 2 ? launch<scalar_t, 2>(parts, out) : launch<scalar_t, 3>(parts, out);
   });
 }
 

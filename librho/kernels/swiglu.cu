@@ -1,32 +1,60 @@
-// CUDA kernels of rho::swiglu_values / swiglu_gradients (librho/kernels/swiglu.h): ATen's element-wise loops
-// (gpu_kernel, gpu_kernel_multiple_outputs) over swiglu.cpp's TensorIterators, with swiglu_math.h's arithmetic.
+// CUDA kernels of rho::swiglu_values / swiglu_gradients (librho/kernels/swiglu.h): grid-stride loops over the
+// operands as flat arrays (swiglu_supports asks for one dense layout), with swiglu_math.h's arithmetic.
 #include <ATen/Dispatch.h>
-#include <ATen/native/cuda/Loops.cuh>
+#include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <thrust/tuple.h>
+
+#include <algorithm>
 
 #include "librho/kernels/swiglu_math.h"
 
 namespace rho {
 namespace kernels {
+namespace {
 
-void swiglu_values_cuda(at::TensorIterator& iter) {
-  const c10::cuda::CUDAGuard guard(iter.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, iter.input_dtype(0), "swiglu_values_cuda", [&] {
-    at::native::gpu_kernel(iter, [] GPU_LAMBDA(scalar_t gate, scalar_t up) -> scalar_t {
-      return swiglu_mul(swiglu_silu(gate), up);
-    });
-  });
+constexpr int kSwigluThreads = 256;
+
+template <typename T>
+__global__ void swiglu_values_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ out,
+                                     int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = swiglu_value(gate[i], up[i]);
 }
 
-void swiglu_gradients_cuda(at::TensorIterator& iter) {
-  const c10::cuda::CUDAGuard guard(iter.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, iter.input_dtype(0), "swiglu_gradients_cuda", [&] {
-    at::native::gpu_kernel_multiple_outputs(
-        iter, [] GPU_LAMBDA(scalar_t g, scalar_t gate, scalar_t up) -> thrust::tuple<scalar_t, scalar_t> {
-          return {swiglu_silu_backward(swiglu_mul(g, up), gate), swiglu_mul(g, swiglu_silu(gate))};
-        });
+template <typename T>
+__global__ void swiglu_gradients_kernel(const T* __restrict__ g, const T* __restrict__ gate, const T* __restrict__ up,
+                                        T* __restrict__ grad_gate, T* __restrict__ grad_up, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    swiglu_gradient(g[i], gate[i], up[i], grad_gate[i], grad_up[i]);
+}
+
+unsigned blocks_for(int64_t n) {
+  const int64_t most = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  return static_cast<unsigned>(std::min<int64_t>((n + kSwigluThreads - 1) / kSwigluThreads, most));
+}
+}  // namespace
+
+void swiglu_values_cuda(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& out) {
+  const c10::cuda::CUDAGuard guard(gate.device());
+  const int64_t n = out.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gate.scalar_type(), "swiglu_values_cuda", [&] {
+    swiglu_values_kernel<scalar_t><<<blocks_for(n), kSwigluThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        gate.const_data_ptr<scalar_t>(), up.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n);
   });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void swiglu_gradients_cuda(const at::Tensor& g, const at::Tensor& gate, const at::Tensor& up,
+                           const at::Tensor& grad_gate, const at::Tensor& grad_up) {
+  const c10::cuda::CUDAGuard guard(gate.device());
+  const int64_t n = gate.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gate.scalar_type(), "swiglu_gradients_cuda", [&] {
+    swiglu_gradients_kernel<scalar_t><<<blocks_for(n), kSwigluThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        g.const_data_ptr<scalar_t>(), gate.const_data_ptr<scalar_t>(), up.const_data_ptr<scalar_t>(),
+        grad_gate.mutable_data_ptr<scalar_t>(), grad_up.mutable_data_ptr<scalar_t>(), n);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace kernels

@@ -1,7 +1,7 @@
 #pragma once
 // swiglu_values / swiglu_gradients: SwiGLU, silu(gate) * up, and its two gradients, each as one element-wise pass
-// (ATen's TensorIterator loops: gpu_kernel on CUDA, cpu_kernel on the CPU) where the operations take two (forward:
-// silu, product) and four (backward: two products, silu, silu's backward) passes. The arithmetic is ATen's, step by
+// over operands of one dense layout, where the operations take two (forward: silu, product) and four (backward:
+// two products, silu, silu's backward) passes. The arithmetic is ATen's, step by
 // step: silu(x) = x / (1 + exp(-x)) and its backward dy * s * (1 + x * (1 - s)), s = 1 / (1 + exp(-x)), in
 // at::opmath_type, each intermediate the operations would store rounded to the operands' dtype. On CUDA nvcc
 // compiles the same expressions as in ATen's kernels, which gives their values bit for bit where it generates the
@@ -15,8 +15,8 @@
 
 namespace rho {
 
-// Whether the passes take gate and up (and g): one shape, dtype (fp32, bf16, fp16) and device (the CPU, or CUDA
-// where librho was built with its CUDA kernels), dense strided tensors. They make no autograd node.
+// Whether the passes take gate and up (and g): dense, of one shape and strides, one dtype (fp32, bf16, fp16) and
+// one device (the CPU, or CUDA where librho was built with its CUDA kernels). They make no autograd node.
 bool swiglu_supports(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& g = {});
 
 // silu(gate) * up, as at::silu(gate) * up computes it.

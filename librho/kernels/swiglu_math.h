@@ -1,5 +1,5 @@
 #pragma once
-// Internal to swiglu (librho/kernels/swiglu.h): the element-wise arithmetic the CPU loop and the CUDA kernel share,
+// Internal to swiglu (librho/kernels/swiglu.h): the element-wise arithmetic the CPU loops and the CUDA kernels share,
 // written as ATen's silu kernels write it (aten/src/ATen/native/cuda/ActivationSiluKernel.cu), each intermediate
 // that the operations would store rounded to T.
 #include <ATen/OpMathType.h>
@@ -45,6 +45,19 @@ C10_HOST_DEVICE inline T swiglu_silu_backward(T dy, T x) {
   const F x_acc = static_cast<F>(x);
   const F s_acc = F(1) / (F(1) + swiglu_exp(-x_acc));
   return static_cast<T>(dy_acc * s_acc * (F(1) + x_acc * (F(1) - s_acc)));
+}
+
+// Element i of the forward: at::silu(gate) * up.
+template <typename T>
+C10_HOST_DEVICE inline T swiglu_value(T gate, T up) {
+  return swiglu_mul(swiglu_silu(gate), up);
+}
+
+// Element i of the backward: at::silu_backward(g * up, gate) and g * at::silu(gate).
+template <typename T>
+C10_HOST_DEVICE inline void swiglu_gradient(T g, T gate, T up, T& grad_gate, T& grad_up) {
+  grad_gate = swiglu_silu_backward(swiglu_mul(g, up), gate);
+  grad_up = swiglu_mul(g, swiglu_silu(gate));
 }
 
 }  // namespace

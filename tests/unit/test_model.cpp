@@ -660,7 +660,7 @@ int64_t scope_calls(const char* name, const std::function<void()>& run) {
 
 
 // rho::fused_sum against converting the first part to fp32 and adding the others to it in order, bit for bit, on
-// `device`: 2, 3 and 4 parts of bf16, fp16 and fp32, contiguous, as transposed views and mixed, with values of
+// `device`: 2 and 3 parts of bf16, fp16 and fp32, contiguous and as transposed views (mixed: refused), with values of
 // exponents so far apart that their fp32 sum rounds (so the order shows); and rho::sum_as, which uses it on CUDA
 // unless autograd records.
 void check_fused_sum_on(at::Device device) {
@@ -674,7 +674,7 @@ void check_fused_sum_on(at::Device device) {
       parts.push_back(v.to(device, dt));
     }
     for (const char* layout : {"contiguous", "transposed views", "mixed"}) {
-      for (size_t n = 2; n <= 4; ++n) {
+      for (size_t n = 2; n <= 3; ++n) {
         INFO(c10::toString(dt) << ", " << n << " parts, " << layout);
         std::vector<at::Tensor> these;
         for (size_t i = 0; i < n; ++i) {
@@ -684,6 +684,13 @@ void check_fused_sum_on(at::Device device) {
         }
         auto in_order = these[0].to(at::kFloat, false, true);
         for (size_t i = 1; i < n; ++i) in_order.add_(these[i]);
+        if (std::strcmp(layout, "mixed") == 0) {  // not one layout: sum_as runs the operations
+          CHECK_FALSE(rho::fused_sum_supports(these));
+          at::Tensor by_sum_as;
+          CHECK(scope_calls("rho::fused_sum", [&] { by_sum_as = rho::sum_as(these, at::kFloat); }) == 0);
+          check_same_bits(by_sum_as, in_order);
+          continue;
+        }
         REQUIRE(rho::fused_sum_supports(these));
         const auto fused = rho::fused_sum(these);
         check_same_bits(fused, in_order);
@@ -707,7 +714,7 @@ void check_fused_sum_on(at::Device device) {
   CHECK(recorded.requires_grad());
   const auto a = at::randn({3, 4}).to(device), b = at::randn({3, 4}).to(device);
   CHECK_FALSE(rho::fused_sum_supports({a}));                            // one part
-  CHECK_FALSE(rho::fused_sum_supports({a, b, a, b, a}));                // five
+  CHECK_FALSE(rho::fused_sum_supports({a, b, a, b}));                   // four
   CHECK_FALSE(rho::fused_sum_supports({a, b.narrow(0, 0, 2)}));         // shapes differ
   CHECK_FALSE(rho::fused_sum_supports({a, b.to(at::kBFloat16)}));       // dtypes differ
   CHECK_FALSE(rho::fused_sum_supports({a.to(at::kDouble), b.to(at::kDouble)}));
@@ -741,7 +748,7 @@ void check_swiglu_result(at::Device device, const at::Tensor& a, const at::Tenso
 }
 
 // rho::swiglu_values and swiglu_gradients against the operations (at::silu(gate) * up; at::silu_backward(g * up,
-// gate) and g * at::silu(gate)) on `device`: bf16, fp16 and fp32, contiguous, as transposed views and mixed, with
+// gate) and g * at::silu(gate)) on `device`: bf16, fp16 and fp32, contiguous and as transposed views (mixed: refused), with
 // zeros, NaN, infinities and values whose exp overflows or underflows, each in one operand at a time. On CUDA bit
 // for bit (the same arithmetic); on the CPU, where ATen's vectorised exp and the C library's differ in the last
 // bit now and then, within four units in the last place (and, for silu's backward, which cancels near silu's
@@ -768,6 +775,10 @@ void check_swiglu_on(at::Device device) {
       };
       const bool all = std::strcmp(layout, "transposed views") == 0, mixed = std::strcmp(layout, "mixed") == 0;
       const auto gate = lay(gate0, all), up = lay(up0, all || mixed), g = lay(g0, all);
+      if (mixed) {  // not one layout: rho::swiglu runs the operations
+        CHECK_FALSE(rho::swiglu_supports(gate, up, g));
+        continue;
+      }
       REQUIRE(rho::swiglu_supports(gate, up, g));
       const auto y = rho::swiglu_values(gate, up);
       check_swiglu_result(device, y, at::silu(gate) * up);
