@@ -12,9 +12,8 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <algorithm>
-
 #include "librho/kernels/fused_sum.h"
+#include "librho/kernels/operands.h"
 #include "librho/kernels/swiglu.h"
 
 namespace rho {
@@ -82,16 +81,10 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
   }
 };
 
-// Whether autograd records operations on these tensors now (a backward under create_graph, say): then the
-// operations run as themselves, so that autograd sees them, rather than as one of librho's CUDA kernels.
-bool autograd_records(const std::vector<at::Tensor>& tensors) {
-  const auto tracked = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
-  return at::GradMode::is_enabled() && std::any_of(tensors.begin(), tensors.end(), tracked);
-}
-
 // silu(gate) * up: on CUDA one kernel (rho::swiglu_values, the same values), else the operations.
 at::Tensor swiglu_forward(const at::Tensor& gate, const at::Tensor& up) {
-  if (gate.is_cuda() && !autograd_records({gate, up}) && swiglu_supports(gate, up)) return swiglu_values(gate, up);
+  if (gate.is_cuda() && !kernels::autograd_records({gate, up}) && swiglu_supports(gate, up))
+    return swiglu_values(gate, up);
   return at::silu(gate) * up;
 }
 
@@ -104,8 +97,8 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
     const auto saved = ctx->get_saved_variables();
     const auto &gate = saved[0], &up = saved[1], &g = grads[0];
     // Both gradients on CUDA: one kernel (rho::swiglu_gradients, the same values).
-    if (ctx->needs_input_grad(0) && ctx->needs_input_grad(1) && g.is_cuda() && !autograd_records({g, gate, up}) &&
-        swiglu_supports(gate, up, g)) {
+    if (ctx->needs_input_grad(0) && ctx->needs_input_grad(1) && g.is_cuda() &&
+        !kernels::autograd_records({g, gate, up}) && swiglu_supports(gate, up, g)) {
       auto [grad_gate, grad_up] = swiglu_gradients(g, gate, up);
       return {grad_gate, grad_up};
     }
@@ -169,12 +162,11 @@ at::Tensor sum_as(const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
   for (const auto& p : parts)
     if (p.defined()) defined.push_back(p);
   // On CUDA one pass (rho::fused_sum, the same values) where autograd does not record.
-  if (dtype == at::kFloat && !defined.empty() && defined.front().is_cuda() && !autograd_records(defined) &&
-      fused_sum_supports(defined))
+  if (dtype == at::kFloat && !defined.empty() && defined.front().is_cuda() &&
+      !kernels::autograd_records(defined) && fused_sum_supports(defined))
     return fused_sum(defined);
   at::Tensor sum;
-  for (const auto& p : parts) {
-    if (!p.defined()) continue;
+  for (const auto& p : defined) {
     if (!sum.defined()) sum = p.to(dtype, /*non_blocking=*/false, /*copy=*/true);  // owned: added to in place
     else sum.add_(p);  // in `dtype`: p's values converted (exactly, to a wider type), then added
   }

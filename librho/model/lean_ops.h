@@ -53,7 +53,7 @@ class SharedInput {
 
 // The sum of the defined tensors of `parts` (same shape) in `dtype`, formed in their order: ((p0 + p1) + p2) ...,
 // each converted to `dtype` before it is added (exactly, for a wider dtype). Undefined when none is defined. On
-// CUDA, for 2 to 4 parts summed in fp32, one kernel (rho::fused_sum, librho/kernels/fused_sum.h: the same values).
+// CUDA, for 2 or 3 parts of one dense layout summed in fp32, one kernel (rho::fused_sum, librho/kernels/fused_sum.h: the same values).
 at::Tensor sum_as(const std::vector<at::Tensor>& parts, at::ScalarType dtype);
 
 }  // namespace rho

@@ -22,6 +22,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
+#include "librho/kernels/operands.h"
 #include "librho/kernels/rotary.h"
 #include "librho/model/autocast.h"
 #include "librho/model/lean_ops.h"
@@ -68,9 +69,8 @@ at::Tensor swap_halves(const at::Tensor& x) {
 // docs/performance.md). Where autograd would record these operations (a backward under create_graph; tables that
 // require gradients while x does not) they run as themselves, so that autograd sees them.
 at::Tensor rotary_values(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, bool transpose) {
-  const bool recorded =
-      at::GradMode::is_enabled() && (x.requires_grad() || cos.requires_grad() || sin_signed.requires_grad());
-  if (x.is_cuda() && !recorded && rotary_supports(x, cos, sin_signed)) return rotary(x, cos, sin_signed, transpose);
+  if (x.is_cuda() && !kernels::autograd_records({x, cos, sin_signed}) && rotary_supports(x, cos, sin_signed))
+    return rotary(x, cos, sin_signed, transpose);
   return transpose ? x * cos + swap_halves(x * sin_signed) : x * cos + swap_halves(x) * sin_signed;
 }
 
