@@ -8,13 +8,12 @@
 #include <algorithm>
 #include <vector>
 
+#include "librho/kernels/grid_stride.cuh"
 #include "librho/kernels/fused_sum_math.h"
 
 namespace rho {
 namespace kernels {
 namespace {
-
-constexpr int kFusedSumThreads = 256;
 
 template <typename T, int N>
 struct FusedSumArgs {
@@ -35,9 +34,7 @@ void launch(const std::vector<at::Tensor>& parts, const at::Tensor& out) {
   for (int k = 0; k < N; ++k) a.parts[k] = parts[k].const_data_ptr<T>();
   a.out = out.mutable_data_ptr<float>();
   a.n = out.numel();
-  const int64_t most = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
-  const int64_t blocks = std::min<int64_t>((a.n + kFusedSumThreads - 1) / kFusedSumThreads, most);
-  fused_sum_kernel<T, N><<<static_cast<unsigned>(blocks), kFusedSumThreads, 0, at::cuda::getCurrentCUDAStream()>>>(a);
+  fused_sum_kernel<T, N><<<grid_stride_blocks(a.n), kGridStrideThreads, 0, at::cuda::getCurrentCUDAStream()>>>(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 }  // namespace

@@ -7,13 +7,12 @@
 
 #include <algorithm>
 
+#include "librho/kernels/grid_stride.cuh"
 #include "librho/kernels/rotary_pair.h"
 
 namespace rho {
 namespace kernels {
 namespace {
-
-constexpr int kRotaryThreads = 256;
 
 // I: int32_t where the geometry fits_int32, else int64_t (index arithmetic is most of this kernel's instructions).
 template <typename T, typename I>
@@ -35,12 +34,11 @@ void rotary_cuda(const RotaryGeometry& g, const at::Tensor& x, const at::Tensor&
                  const at::Tensor& out, bool transpose) {
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t pairs = g.rows * g.half;
-  const int64_t most = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
-  const int64_t blocks = std::min<int64_t>((pairs + kRotaryThreads - 1) / kRotaryThreads, most);
+  const unsigned blocks = grid_stride_blocks(pairs);
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rotary_cuda", [&] {
     const auto launch = [&](auto kernel) {
-      kernel<<<static_cast<unsigned>(blocks), kRotaryThreads, 0, stream>>>(
+      kernel<<<blocks, kGridStrideThreads, 0, stream>>>(
           g, x.const_data_ptr<scalar_t>(), cos.const_data_ptr<scalar_t>(), sin_signed.const_data_ptr<scalar_t>(),
           out.mutable_data_ptr<scalar_t>(), transpose);
     };

@@ -7,13 +7,12 @@
 
 #include <algorithm>
 
+#include "librho/kernels/grid_stride.cuh"
 #include "librho/kernels/swiglu_math.h"
 
 namespace rho {
 namespace kernels {
 namespace {
-
-constexpr int kSwigluThreads = 256;
 
 template <typename T>
 __global__ void swiglu_values_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ out,
@@ -29,17 +28,13 @@ __global__ void swiglu_gradients_kernel(const T* __restrict__ g, const T* __rest
     swiglu_gradient(g[i], gate[i], up[i], grad_gate[i], grad_up[i]);
 }
 
-unsigned blocks_for(int64_t n) {
-  const int64_t most = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
-  return static_cast<unsigned>(std::min<int64_t>((n + kSwigluThreads - 1) / kSwigluThreads, most));
-}
 }  // namespace
 
 void swiglu_values_cuda(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& out) {
   const c10::cuda::CUDAGuard guard(gate.device());
   const int64_t n = out.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gate.scalar_type(), "swiglu_values_cuda", [&] {
-    swiglu_values_kernel<scalar_t><<<blocks_for(n), kSwigluThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    swiglu_values_kernel<scalar_t><<<grid_stride_blocks(n), kGridStrideThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         gate.const_data_ptr<scalar_t>(), up.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -50,7 +45,7 @@ void swiglu_gradients_cuda(const at::Tensor& g, const at::Tensor& gate, const at
   const c10::cuda::CUDAGuard guard(gate.device());
   const int64_t n = gate.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gate.scalar_type(), "swiglu_gradients_cuda", [&] {
-    swiglu_gradients_kernel<scalar_t><<<blocks_for(n), kSwigluThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    swiglu_gradients_kernel<scalar_t><<<grid_stride_blocks(n), kGridStrideThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         g.const_data_ptr<scalar_t>(), gate.const_data_ptr<scalar_t>(), up.const_data_ptr<scalar_t>(),
         grad_gate.mutable_data_ptr<scalar_t>(), grad_up.mutable_data_ptr<scalar_t>(), n);
   });
